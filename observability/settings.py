@@ -1,0 +1,122 @@
+"""One typed settings object, read from the environment and `.env`.
+
+The variable names are an interface (operators set them; compose passes them):
+see `.env.example`, which documents every one.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- storage -----------------------------------------------------------
+    data_dir: Path = Field(Path("./data"), alias="DATA_DIR")
+    duckdb_path: Path | None = Field(None, alias="DUCKDB_PATH")
+
+    # --- transport ---------------------------------------------------------
+    transport: Literal["local", "kafka"] = Field("local", alias="TRANSPORT")
+    kafka_broker: str = Field("localhost:9092", alias="KAFKA_BROKER")
+    kafka_raw_events_topic: str = Field("raw_events", alias="KAFKA_RAW_EVENTS_TOPIC")
+    kafka_aggregated_topic: str = Field("aggregated_metrics", alias="KAFKA_AGGREGATED_TOPIC")
+    kafka_anomalies_topic: str = Field("anomalies", alias="KAFKA_ANOMALIES_TOPIC")
+    kafka_dead_letter_topic: str = Field("dead_letter", alias="KAFKA_DEAD_LETTER_TOPIC")
+    topic_partitions: int = Field(4, ge=1, alias="TOPIC_PARTITIONS")
+    kafka_replication_factor: int = Field(1, ge=1, alias="KAFKA_REPLICATION_FACTOR")
+    log_fsync: Literal["always", "batch", "never"] = Field("batch", alias="LOG_FSYNC")
+
+    # --- generator -----------------------------------------------------------
+    events_per_second: float = Field(10, gt=0, alias="EVENTS_PER_SECOND")
+    anomaly_probability: float = Field(0.05, ge=0, le=1, alias="ANOMALY_PROBABILITY")
+
+    # --- spark ---------------------------------------------------------------
+    spark_master: str = Field("local[2]", alias="SPARK_MASTER")
+    spark_ui: bool = Field(False, alias="SPARK_UI")
+    spark_source: Literal["python", "native"] = Field("python", alias="SPARK_SOURCE")
+    watermark_seconds: int = Field(60, ge=0, alias="WATERMARK_SECONDS")
+    trigger_seconds: float = Field(5, gt=0, alias="TRIGGER_SECONDS")
+    max_events_per_batch: int = Field(500_000, gt=0, alias="MAX_EVENTS_PER_BATCH")
+
+    # --- detection -----------------------------------------------------------
+    detect_interval_seconds: float = Field(15, gt=0, alias="DETECT_INTERVAL_SECONDS")
+    # JSON object service -> p95 SLA in ms, e.g. {"checkout": 400}
+    service_slas: dict[str, float] = Field(default_factory=dict, alias="SERVICE_SLAS")
+    torch_device: str = Field("auto", alias="TORCH_DEVICE")
+
+    # --- llm -------------------------------------------------------------------
+    ollama_url: str = Field("http://127.0.0.1:11434", alias="OLLAMA_URL")
+    ollama_model: str = Field("qwen2.5-coder:0.5b", alias="OLLAMA_MODEL")
+    llm_timeout_seconds: float = Field(60, gt=0, alias="LLM_TIMEOUT_SECONDS")
+    narrate_interval_seconds: float = Field(15, gt=0, alias="NARRATE_INTERVAL_SECONDS")
+    # GGUF file for the local model server; empty = the file assembled for OLLAMA_MODEL
+    llm_model_file: Path | None = Field(None, alias="LLM_MODEL_FILE")
+    llm_threads: int = Field(2, ge=1, alias="LLM_THREADS")
+
+    # --- airflow / dashboard / retention -------------------------------------
+    retention_days: int = Field(7, ge=1, alias="RETENTION_DAYS")
+    airflow_port: int = Field(8080, alias="AIRFLOW_PORT")
+    airflow_admin_password: str | None = Field(None, alias="AIRFLOW_ADMIN_PASSWORD")
+    dashboard_host: str = Field("127.0.0.1", alias="DASHBOARD_HOST")
+    dashboard_port: int = Field(8501, alias="DASHBOARD_PORT")
+    dashboard_refresh_seconds: int = Field(30, ge=1, alias="DASHBOARD_REFRESH_SECONDS")
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> "Settings":
+        if self.duckdb_path is None:
+            self.duckdb_path = self.data_dir / "observability.duckdb"
+        return self
+
+    # Derived locations: everything the platform writes lives under DATA_DIR.
+    @property
+    def log_dir(self) -> Path:
+        """Embedded durable log (the `local` transport)."""
+        return self.data_dir / "log"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+    @property
+    def bronze_dir(self) -> Path:
+        return self.data_dir / "bronze"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Service log files (make local)."""
+        return self.data_dir / "logs"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.data_dir / "airflow"
+
+    @property
+    def ollama_host_port(self) -> tuple[str, int]:
+        url = urlparse(self.ollama_url)
+        return url.hostname or "127.0.0.1", url.port or 11434
+
+    @property
+    def topics(self) -> list[str]:
+        return [
+            self.kafka_raw_events_topic,
+            self.kafka_aggregated_topic,
+            self.kafka_anomalies_topic,
+            self.kafka_dead_letter_topic,
+        ]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings of this process (cached); tests build `Settings(...)` directly."""
+    return Settings()

@@ -1,0 +1,212 @@
+"""DuckDB table names and DDL: the data contract between stages.
+
+Each table has exactly one owning writer (named in the comment); every other
+stage only reads it. Column names are an interface: operators and other tools
+query them. Timestamps are UTC (`TIMESTAMP` holding UTC wall time).
+
+Migrations are append-only: add a new entry to `MIGRATIONS`, never edit an
+applied one. `observability.store.Store.migrate()` applies them in order and
+records each in `schema_version`.
+"""
+
+from __future__ import annotations
+
+SERVICE_METRICS = "service_metrics"  # writer: spark
+ENDPOINT_METRICS = "endpoint_metrics"  # writer: spark
+TRACE_SAMPLES = "trace_samples"  # writer: spark
+DEAD_LETTER = "dead_letter"  # writer: spark (also ingests the dead-letter topic)
+STREAM_PROGRESS = "stream_progress"  # writer: spark
+SINK_COMMITS = "sink_commits"  # writer: spark
+SCENARIO_LABELS = "scenario_labels"  # writer: event_generator
+ANOMALIES = "anomalies"  # writer: anomaly_detection
+INCIDENTS = "incidents"  # writer: anomaly_detection
+DETECTOR_PROGRESS = "detector_progress"  # writer: anomaly_detection
+INCIDENT_SUMMARIES = "incident_summaries"  # writer: llm
+HEARTBEATS = "heartbeats"  # writer: each long-running service, its own row
+HEALTH_CHECKS = "health_checks"  # writer: dags (monitoring_dag)
+DATA_QUALITY_RESULTS = "data_quality_results"  # writer: dags (data_quality_dag)
+MODEL_REGISTRY = "model_registry"  # writer: anomaly_detection training (retraining_dag)
+SCHEMA_VERSION = "schema_version"  # writer: store.migrate
+
+_METRIC_COLUMNS = """
+    request_count BIGINT NOT NULL,
+    error_count BIGINT NOT NULL,
+    client_error_count BIGINT NOT NULL,
+    error_rate DOUBLE NOT NULL,
+    avg_latency_ms DOUBLE,
+    p50_latency_ms DOUBLE,
+    p95_latency_ms DOUBLE,
+    p99_latency_ms DOUBLE,
+    max_latency_ms DOUBLE,
+    updated_at TIMESTAMP NOT NULL
+"""
+
+METRIC_VALUE_COLUMNS = (
+    "request_count",
+    "error_count",
+    "client_error_count",
+    "error_rate",
+    "avg_latency_ms",
+    "p50_latency_ms",
+    "p95_latency_ms",
+    "p99_latency_ms",
+    "max_latency_ms",
+)
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "initial schema",
+        f"""
+CREATE TABLE IF NOT EXISTS {SERVICE_METRICS} (
+    window_start TIMESTAMP NOT NULL,
+    window_end TIMESTAMP NOT NULL,
+    service VARCHAR NOT NULL,
+    {_METRIC_COLUMNS},
+    PRIMARY KEY (window_start, service)
+);
+CREATE TABLE IF NOT EXISTS {ENDPOINT_METRICS} (
+    window_start TIMESTAMP NOT NULL,
+    window_end TIMESTAMP NOT NULL,
+    service VARCHAR NOT NULL,
+    endpoint VARCHAR NOT NULL,
+    {_METRIC_COLUMNS},
+    PRIMARY KEY (window_start, service, endpoint)
+);
+CREATE TABLE IF NOT EXISTS {TRACE_SAMPLES} (
+    window_start TIMESTAMP NOT NULL,
+    service VARCHAR NOT NULL,
+    trace_id VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,          -- error | slow | normal
+    PRIMARY KEY (window_start, service, trace_id)
+);
+CREATE TABLE IF NOT EXISTS {DEAD_LETTER} (
+    received_at TIMESTAMP NOT NULL,
+    source VARCHAR NOT NULL,          -- e.g. spark:raw_events, replay:file.jsonl:12
+    reason VARCHAR NOT NULL,
+    payload VARCHAR
+);
+CREATE TABLE IF NOT EXISTS {STREAM_PROGRESS} (
+    batch_id BIGINT PRIMARY KEY,
+    processed_at TIMESTAMP NOT NULL,
+    rows_in BIGINT NOT NULL,
+    rows_rejected BIGINT NOT NULL,
+    rows_late BIGINT NOT NULL,
+    max_event_time TIMESTAMP,
+    watermark TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS {SINK_COMMITS} (
+    sink VARCHAR NOT NULL,
+    batch_id BIGINT NOT NULL,
+    committed_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (sink, batch_id)
+);
+CREATE TABLE IF NOT EXISTS {SCENARIO_LABELS} (
+    id VARCHAR PRIMARY KEY,
+    scenario_type VARCHAR NOT NULL,   -- error_surge | latency_spike | traffic_drop | latency_drift | cascade
+    service VARCHAR NOT NULL,         -- a service whose metrics show the scenario
+    root_service VARCHAR NOT NULL,    -- where the fault was injected
+    start_time TIMESTAMP NOT NULL,
+    end_time TIMESTAMP NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {ANOMALIES} (
+    id VARCHAR PRIMARY KEY,
+    service VARCHAR NOT NULL,
+    window_start TIMESTAMP NOT NULL,
+    window_end TIMESTAMP NOT NULL,
+    detected_at TIMESTAMP NOT NULL,
+    anomaly_type VARCHAR NOT NULL,    -- error_surge | latency_spike | latency_drift | traffic_drop | traffic_surge | multivariate
+    severity VARCHAR NOT NULL,        -- low | medium | high | critical
+    score DOUBLE NOT NULL,            -- ensemble score in [0, 1]
+    detectors JSON,                   -- {{detector: score}}
+    baseline JSON,
+    observed JSON,
+    sample_trace_ids VARCHAR[]
+);
+CREATE TABLE IF NOT EXISTS {INCIDENTS} (
+    id VARCHAR PRIMARY KEY,
+    service VARCHAR NOT NULL,
+    started_at TIMESTAMP NOT NULL,
+    ended_at TIMESTAMP,
+    status VARCHAR NOT NULL,          -- open | resolved
+    peak_severity VARCHAR NOT NULL,
+    root_cause_service VARCHAR,
+    related_services VARCHAR[],
+    updated_at TIMESTAMP NOT NULL     -- changes whenever the incident does (the narrator re-summarises)
+);
+CREATE TABLE IF NOT EXISTS {DETECTOR_PROGRESS} (
+    service VARCHAR PRIMARY KEY,
+    last_window_start TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {INCIDENT_SUMMARIES} (
+    id VARCHAR PRIMARY KEY,
+    incident_id VARCHAR NOT NULL,
+    service VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    summary VARCHAR NOT NULL,
+    generated_by VARCHAR NOT NULL,    -- llm | template
+    model VARCHAR,
+    latency_ms DOUBLE,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    facts JSON NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {HEARTBEATS} (
+    component VARCHAR PRIMARY KEY,
+    last_seen TIMESTAMP NOT NULL,
+    detail VARCHAR
+);
+CREATE TABLE IF NOT EXISTS {HEALTH_CHECKS} (
+    checked_at TIMESTAMP NOT NULL,
+    component VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,          -- healthy | degraded | unhealthy
+    detail VARCHAR,
+    latency_ms DOUBLE
+);
+CREATE TABLE IF NOT EXISTS {DATA_QUALITY_RESULTS} (
+    checked_at TIMESTAMP NOT NULL,
+    check_name VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,          -- pass | warn | fail
+    observed DOUBLE,
+    detail VARCHAR
+);
+CREATE TABLE IF NOT EXISTS {MODEL_REGISTRY} (
+    version VARCHAR PRIMARY KEY,
+    trained_at TIMESTAMP NOT NULL,
+    model VARCHAR NOT NULL,           -- isolation_forest | transformer
+    metrics JSON,
+    promoted BOOLEAN NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_anomalies_service_window ON {ANOMALIES} (service, window_start);
+CREATE INDEX IF NOT EXISTS idx_dead_letter_received ON {DEAD_LETTER} (received_at);
+""",
+    ),
+]
+
+SCHEMA_VERSION_DDL = f"""
+CREATE TABLE IF NOT EXISTS {SCHEMA_VERSION} (
+    version INTEGER PRIMARY KEY,
+    description VARCHAR NOT NULL,
+    applied_at TIMESTAMP NOT NULL
+)
+"""
+
+ALL_TABLES = (
+    SERVICE_METRICS,
+    ENDPOINT_METRICS,
+    TRACE_SAMPLES,
+    DEAD_LETTER,
+    STREAM_PROGRESS,
+    SINK_COMMITS,
+    SCENARIO_LABELS,
+    ANOMALIES,
+    INCIDENTS,
+    DETECTOR_PROGRESS,
+    INCIDENT_SUMMARIES,
+    HEARTBEATS,
+    HEALTH_CHECKS,
+    DATA_QUALITY_RESULTS,
+    MODEL_REGISTRY,
+)

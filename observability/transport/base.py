@@ -1,0 +1,81 @@
+"""The transport interface: Kafka's model (topic, partition, offset, key).
+
+Producers publish through `Producer`; the Spark source and tools read
+offset ranges through `TopicReader`. Both backends (`local`, `kafka`) implement
+the same two classes so nothing downstream cares which one runs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+
+
+class Producer(ABC):
+    """Publishes records; `flush()` returns once everything sent is durable/acked."""
+
+    @abstractmethod
+    def send(self, topic: str, value: bytes, key: bytes | None = None) -> None: ...
+
+    def send_many(self, topic: str, items: Iterable[tuple[bytes | None, bytes]]) -> int:
+        n = 0
+        for key, value in items:
+            self.send(topic, value, key)
+            n += 1
+        return n
+
+    @abstractmethod
+    def flush(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class TopicReader(ABC):
+    """Reads offset ranges of a topic's partitions (no consumer-group state)."""
+
+    @abstractmethod
+    def partitions(self, topic: str) -> list[int]: ...
+
+    @abstractmethod
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """Next offset to be written, per partition (the exclusive end)."""
+
+    @abstractmethod
+    def read(self, topic: str, partition: int, start: int, end: int) -> Iterator[Record]:
+        """Records with start <= offset < end, in offset order."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def partition_for(key: bytes | None, partitions: int, counter: int = 0) -> int:
+    """Kafka's default partitioner (murmur2 of the key), round robin without a key."""
+    if key is None:
+        return counter % partitions
+    from kafka.partitioner.default import murmur2
+
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -1,0 +1,52 @@
+"""Shared fixtures: an isolated DATA_DIR per test, real DuckDB files."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch) -> Path:
+    """A fresh DATA_DIR, exported so subprocesses and get_settings() see it."""
+    d = tmp_path / "data"
+    d.mkdir()
+    monkeypatch.setenv("DATA_DIR", str(d))
+    monkeypatch.delenv("DUCKDB_PATH", raising=False)
+    monkeypatch.setenv("TRANSPORT", "local")
+    from observability.settings import get_settings
+
+    get_settings.cache_clear()
+    yield d
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def settings(data_dir):
+    from observability.settings import get_settings
+
+    return get_settings()
+
+
+@pytest.fixture
+def store(settings):
+    from observability.store import Store
+
+    s = Store.from_settings(settings)
+    s.migrate()
+    return s
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
