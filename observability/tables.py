@@ -14,6 +14,7 @@ from __future__ import annotations
 SERVICE_METRICS = "service_metrics"  # writer: spark
 ENDPOINT_METRICS = "endpoint_metrics"  # writer: spark
 TRACE_SAMPLES = "trace_samples"  # writer: spark
+SERVICE_DEPENDENCIES = "service_dependencies"  # writer: spark (call graph seen in parent/child spans)
 DEAD_LETTER = "dead_letter"  # writer: spark (also ingests the dead-letter topic)
 STREAM_PROGRESS = "stream_progress"  # writer: spark
 SINK_COMMITS = "sink_commits"  # writer: spark
@@ -79,6 +80,14 @@ CREATE TABLE IF NOT EXISTS {TRACE_SAMPLES} (
     trace_id VARCHAR NOT NULL,
     reason VARCHAR NOT NULL,          -- error | slow | normal
     PRIMARY KEY (window_start, service, trace_id)
+);
+CREATE TABLE IF NOT EXISTS {SERVICE_DEPENDENCIES} (
+    window_start TIMESTAMP NOT NULL,
+    parent_service VARCHAR NOT NULL,  -- the caller (span's parent)
+    child_service VARCHAR NOT NULL,   -- the callee
+    call_count BIGINT NOT NULL,
+    error_count BIGINT NOT NULL,      -- child spans with status >= 500
+    PRIMARY KEY (window_start, parent_service, child_service)
 );
 CREATE TABLE IF NOT EXISTS {DEAD_LETTER} (
     received_at TIMESTAMP NOT NULL,
@@ -197,6 +206,7 @@ ALL_TABLES = (
     SERVICE_METRICS,
     ENDPOINT_METRICS,
     TRACE_SAMPLES,
+    SERVICE_DEPENDENCIES,
     DEAD_LETTER,
     STREAM_PROGRESS,
     SINK_COMMITS,

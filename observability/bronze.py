@@ -1,0 +1,95 @@
+"""The bronze layer: valid raw events as Parquet under `$DATA_DIR/bronze`.
+
+Written by the Spark job (the one owning writer), partitioned by event date
+and hour (`date=YYYY-MM-DD/hour=HH/part-*.parquet`), for replay, retraining
+and drill-down. Readers here use DuckDB over the Parquet files, pruning
+partitions by time, so a trace waterfall or an incident's error messages never
+scan the whole history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+# Column order of a bronze row (timestamp is TIMESTAMP, UTC wall time).
+BRONZE_COLUMNS = (
+    "event_id",
+    "timestamp",
+    "service",
+    "endpoint",
+    "status_code",
+    "latency_ms",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "error_message",
+    "attributes",  # JSON text or null
+)
+PARTITION_COLUMNS = ("date", "hour")
+
+
+def partition_dirs(root: Path, start: datetime, end: datetime) -> list[Path]:
+    """Existing hour partitions overlapping [start, end]."""
+    out = []
+    t = start.replace(minute=0, second=0, microsecond=0)
+    while t <= end:
+        d = Path(root) / f"date={t:%Y-%m-%d}" / f"hour={t.hour:02d}"
+        if d.is_dir() and any(d.glob("*.parquet")):
+            out.append(d)
+        t += timedelta(hours=1)
+    return out
+
+
+def read_events(root: Path, start: datetime, end: datetime, where: str = "", params: list | None = None) -> pd.DataFrame:
+    """Events with start <= timestamp < end (plus an optional SQL filter)."""
+    dirs = partition_dirs(root, start, end)
+    if not dirs:
+        return pd.DataFrame(columns=list(BRONZE_COLUMNS))
+    files = [str(d / "*.parquet") for d in dirs]
+    cols = ", ".join(BRONZE_COLUMNS)
+    sql = f"SELECT {cols} FROM read_parquet(?, union_by_name=true) WHERE timestamp >= ? AND timestamp < ?"
+    if where:
+        sql += f" AND ({where})"
+    con = duckdb.connect(":memory:")
+    try:
+        return con.execute(sql + " ORDER BY timestamp", [files, start, end, *(params or [])]).df()
+    finally:
+        con.close()
+
+
+def read_trace(root: Path, trace_id: str, around: datetime, slack: timedelta = timedelta(minutes=30)) -> pd.DataFrame:
+    """All spans of one trace near a time (for the waterfall view)."""
+    return read_events(root, around - slack, around + slack, "trace_id = ?", [trace_id.lower()])
+
+
+def top_error_messages(root: Path, service: str, start: datetime, end: datetime, limit: int = 5) -> list[tuple[str, int]]:
+    """Most frequent error messages of a service in a time range."""
+    df = read_events(root, start, end, "service = ? AND error_message IS NOT NULL", [service])
+    if df.empty:
+        return []
+    counts = df["error_message"].value_counts().head(limit)
+    return [(str(msg), int(n)) for msg, n in counts.items()]
+
+
+def write_events(root: Path, events: pd.DataFrame) -> int:
+    """Append events in the bronze layout (for tools and tests; Spark writes its own)."""
+    if events.empty:
+        return 0
+    df = events.copy()
+    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True).dt.tz_localize(None)
+    for col in BRONZE_COLUMNS:
+        if col not in df:
+            df[col] = None
+    df["date"] = df["timestamp"].dt.strftime("%Y-%m-%d")
+    df["hour"] = df["timestamp"].dt.strftime("%H")
+    import uuid
+
+    for (date, hour), part in df.groupby(["date", "hour"]):
+        d = Path(root) / f"date={date}" / f"hour={hour}"
+        d.mkdir(parents=True, exist_ok=True)
+        part[list(BRONZE_COLUMNS)].to_parquet(d / f"part-{uuid.uuid4().hex}.parquet", index=False)
+    return len(df)
