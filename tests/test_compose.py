@@ -1,0 +1,86 @@
+"""Static checks of podman-compose.yml (containers cannot run on the machines that build this)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((ROOT / "podman-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+PROJECT_SERVICES = [n for n, s in SERVICES.items() if s.get("image", "").startswith("localhost/observability-app")]
+
+
+def _target_exists(cmd: list[str]) -> bool:
+    """`python -m pkg.mod` or `python path.py`: does the named module or script exist?"""
+    if "-m" in cmd:
+        mod = cmd[cmd.index("-m") + 1]
+        if mod == "streamlit":  # `python -m streamlit run <script>`
+            return (ROOT / cmd[cmd.index("run") + 1]).is_file()
+        path = ROOT / mod.replace(".", "/")
+        return path.with_suffix(".py").is_file() or (path / "__main__.py").is_file()
+    scripts = [c for c in cmd if c.endswith((".py", ".sh"))]
+    return bool(scripts) and all((ROOT / c).is_file() for c in scripts)
+
+
+def test_expected_services_are_declared():
+    expected = {
+        "kafka", "kafka-init", "generator", "spark", "detector", "narrator", "ollama", "ollama-init",
+        "postgres", "airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "dashboard",
+    }
+    assert expected <= set(SERVICES)
+
+
+@pytest.mark.parametrize("name", PROJECT_SERVICES)
+def test_project_service_command_names_an_existing_module_or_script(name):
+    cmd = SERVICES[name]["command"]
+    assert isinstance(cmd, list) and cmd[0] == "python"
+    assert _target_exists(cmd), f"{name}: {cmd} names nothing that exists"
+
+
+@pytest.mark.parametrize("name", PROJECT_SERVICES)
+def test_project_services_mount_data_and_read_env(name):
+    svc = SERVICES[name]
+    assert "./data:/app/data:Z" in svc["volumes"]
+    assert any(e["path"] == ".env" for e in svc["env_file"])
+    assert svc["environment"]["DATA_DIR"] == "/app/data"
+
+
+def test_every_long_running_service_has_a_healthcheck_and_restart_policy():
+    for name, svc in SERVICES.items():
+        assert svc.get("restart") in {"unless-stopped", "on-failure", "always"}, name
+        if name.endswith("-init"):
+            continue
+        assert "test" in svc.get("healthcheck", {}), f"{name} has no health check"
+
+
+def test_documented_ports_and_volumes():
+    ports = {name: svc.get("ports", []) for name, svc in SERVICES.items()}
+    assert ports["dashboard"] == ["127.0.0.1:8501:8501"]
+    assert ports["airflow-api-server"] == ["127.0.0.1:8080:8080"]
+    assert ports["ollama"] == ["127.0.0.1:11434:11434"]
+    assert set(COMPOSE["volumes"]) == {"kafka-data", "ollama-models", "postgres-data"}
+    assert "kafka-data:/var/lib/kafka/data" in SERVICES["kafka"]["volumes"]
+    assert SERVICES["kafka"]["image"].startswith("docker.io/apache/kafka:")
+    assert SERVICES["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, one node
+
+
+def test_image_is_built_from_the_containerfile_with_java():
+    text = (ROOT / "Containerfile").read_text()
+    assert text.startswith("# ") and "FROM docker.io/library/python:3.11-slim" in text
+    assert "openjdk-17-jre-headless" in text
+    for name in PROJECT_SERVICES:
+        assert SERVICES[name]["build"]["dockerfile"] == "Containerfile"
+
+
+def test_containerfile_copies_every_package_a_service_runs():
+    text = (ROOT / "Containerfile").read_text()
+    for folder in ("observability", "event_generator", "spark", "anomaly_detection", "llm", "dashboard", "dags", "scripts"):
+        assert f"COPY {folder} ./{folder}" in text
+
+
+def test_ollama_init_pulls_the_configured_model():
+    entry = " ".join(SERVICES["ollama-init"]["entrypoint"])
+    assert "ollama pull" in entry and "OLLAMA_MODEL" in entry
