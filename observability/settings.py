@@ -68,6 +68,18 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(8501, alias="DASHBOARD_PORT")
     dashboard_refresh_seconds: int = Field(30, ge=1, alias="DASHBOARD_REFRESH_SECONDS")
 
+    # --- health checks and data quality (dags/, observability.health/.quality) ----
+    # A component is healthy while its newest sign of life is at most this old,
+    # degraded up to 3x, unhealthy beyond (or when there is none).
+    health_progress_max_age_seconds: float = Field(120, gt=0, alias="HEALTH_PROGRESS_MAX_AGE_SECONDS")
+    health_metrics_max_age_seconds: float = Field(300, gt=0, alias="HEALTH_METRICS_MAX_AGE_SECONDS")
+    health_heartbeat_max_age_seconds: float = Field(120, gt=0, alias="HEALTH_HEARTBEAT_MAX_AGE_SECONDS")
+    health_narration_max_age_seconds: float = Field(600, gt=0, alias="HEALTH_NARRATION_MAX_AGE_SECONDS")
+    health_http_timeout_seconds: float = Field(5, gt=0, alias="HEALTH_HTTP_TIMEOUT_SECONDS")
+    quality_lookback_hours: float = Field(6, gt=0, alias="QUALITY_LOOKBACK_HOURS")
+    quality_max_gap_ratio: float = Field(0.05, ge=0, le=1, alias="QUALITY_MAX_GAP_RATIO")
+    quality_dead_letter_max_ratio: float = Field(0.05, ge=0, le=1, alias="QUALITY_DEAD_LETTER_MAX_RATIO")
+
     @model_validator(mode="after")
     def _derive_paths(self) -> "Settings":
         if self.duckdb_path is None:

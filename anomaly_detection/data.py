@@ -1,0 +1,103 @@
+"""Reads of the tables this stage consumes (all read-only, through `Store`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+
+from observability import tables
+from observability.store import Store
+
+METRIC_COLS = (
+    "window_start, window_end, service, request_count, error_count, client_error_count, error_rate, "
+    "avg_latency_ms, p50_latency_ms, p95_latency_ms, p99_latency_ms, max_latency_ms"
+)
+
+
+def watermark(store: Store) -> datetime | None:
+    """The stream's event-time watermark: windows ending at or before it are final."""
+    row = store.fetch_one(f"SELECT max(watermark) FROM {tables.STREAM_PROGRESS}")
+    return row[0] if row and row[0] is not None else None
+
+
+def metrics(store: Store, start: datetime | None = None, end: datetime | None = None, *, final_before: datetime | None = None) -> pd.DataFrame:
+    """service_metrics rows with start <= window_start < end (and window_end <= final_before)."""
+    where, params = ["1=1"], []
+    if start is not None:
+        where.append("window_start >= ?")
+        params.append(start)
+    if end is not None:
+        where.append("window_start < ?")
+        params.append(end)
+    if final_before is not None:
+        where.append("window_end <= ?")
+        params.append(final_before)
+    return store.fetch_df(
+        f"SELECT {METRIC_COLS} FROM {tables.SERVICE_METRICS} WHERE {' AND '.join(where)} ORDER BY service, window_start", params
+    )
+
+
+def unscored(store: Store, final_before: datetime, limit_end: datetime | None = None) -> pd.DataFrame:
+    """Final windows after each service's detector_progress mark (all of a new service's)."""
+    sql = f"""
+        SELECT {', '.join('m.' + c.strip() for c in METRIC_COLS.split(','))}
+        FROM {tables.SERVICE_METRICS} m
+        LEFT JOIN {tables.DETECTOR_PROGRESS} p ON p.service = m.service
+        WHERE m.window_end <= ? AND (p.last_window_start IS NULL OR m.window_start > p.last_window_start)
+        {"AND m.window_start < ?" if limit_end is not None else ""}
+        ORDER BY m.window_start, m.service
+    """
+    params = [final_before] + ([limit_end] if limit_end is not None else [])
+    return store.fetch_df(sql, params)
+
+
+def first_unscored_start(store: Store, final_before: datetime) -> datetime | None:
+    row = store.fetch_one(
+        f"""SELECT min(m.window_start) FROM {tables.SERVICE_METRICS} m
+            LEFT JOIN {tables.DETECTOR_PROGRESS} p ON p.service = m.service
+            WHERE m.window_end <= ? AND (p.last_window_start IS NULL OR m.window_start > p.last_window_start)""",
+        [final_before],
+    )
+    return row[0] if row else None
+
+
+def incident_spans(store: Store) -> pd.DataFrame:
+    return store.fetch_df(f"SELECT service, started_at, coalesce(ended_at, TIMESTAMP '9999-01-01') AS ended_at FROM {tables.INCIDENTS}")
+
+
+def scenario_labels(store: Store) -> pd.DataFrame:
+    return store.fetch_df(f"SELECT * FROM {tables.SCENARIO_LABELS}")
+
+
+def dependencies(store: Store, start: datetime, end: datetime) -> pd.DataFrame:
+    return store.fetch_df(
+        f"""SELECT parent_service, child_service, sum(call_count) AS call_count, sum(error_count) AS error_count
+            FROM {tables.SERVICE_DEPENDENCIES} WHERE window_start >= ? AND window_start < ?
+            GROUP BY parent_service, child_service""",
+        [start, end],
+    )
+
+
+def trace_samples(store: Store, start: datetime, end: datetime) -> pd.DataFrame:
+    """Sampled trace ids per (window_start, service), errors first then slow then normal."""
+    return store.fetch_df(
+        f"""SELECT window_start, service, trace_id, reason FROM {tables.TRACE_SAMPLES}
+            WHERE window_start >= ? AND window_start <= ?
+            ORDER BY window_start, service, CASE reason WHEN 'error' THEN 0 WHEN 'slow' THEN 1 ELSE 2 END, trace_id""",
+        [start, end],
+    )
+
+
+def mask_spans(df: pd.DataFrame, spans: pd.DataFrame, pad_minutes: int = 0) -> pd.Series:
+    """True for rows of `df` inside any (service, started_at, ended_at) span."""
+    inside = pd.Series(False, index=df.index)
+    if spans is None or spans.empty or df.empty:
+        return inside
+    pad = pd.Timedelta(minutes=pad_minutes)
+    ws = pd.to_datetime(df["window_start"])
+    for service, g in spans.groupby("service"):
+        rows = df["service"] == service
+        for s, e in zip(pd.to_datetime(g["started_at"]), pd.to_datetime(g["ended_at"])):
+            inside |= rows & (ws >= s - pad) & (ws <= e + pad)
+    return inside

@@ -1,0 +1,149 @@
+"""Incidents: consecutive anomalous windows of a service, related through the call graph.
+
+- A service's anomalous windows join its open incident while the gap since the
+  last anomaly is shorter than `quiet` windows; after `quiet` clean final
+  windows the incident resolves (ended_at = end of its last anomalous window).
+- Related services: services anomalous during the incident (give or take
+  `slack`) that are connected to it in the call graph seen in the traces
+  (`service_dependencies`, parent -> child), through other anomalous services.
+- Root cause: among those, the services none of whose callees went wrong; of
+  them the one that went wrong first, then the deepest in the call graph.
+- `updated_at` changes whenever any column of the incident does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from anomaly_detection import thresholds
+
+_NS = uuid.UUID("5b0e3c1e-7d0f-4a51-9a55-2f1f3c8a9b10")
+
+
+@dataclass
+class Incident:
+    id: str
+    service: str
+    started_at: datetime
+    ended_at: datetime | None
+    status: str
+    peak_severity: str
+    root_cause_service: str | None
+    related_services: list[str]
+    updated_at: datetime
+    last_anomaly_end: datetime = field(compare=False, default=None)
+
+    def row(self) -> dict:
+        return {
+            "id": self.id,
+            "service": self.service,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "status": self.status,
+            "peak_severity": self.peak_severity,
+            "root_cause_service": self.root_cause_service,
+            "related_services": list(self.related_services),
+            "updated_at": self.updated_at,
+        }
+
+    def same_as(self, other: "Incident") -> bool:
+        keys = ("service", "started_at", "ended_at", "status", "peak_severity", "root_cause_service")
+        return all(getattr(self, k) == getattr(other, k) for k in keys) and sorted(self.related_services) == sorted(other.related_services)
+
+
+def incident_id(service: str, started_at: datetime) -> str:
+    return str(uuid.uuid5(_NS, f"incident|{service}|{pd.Timestamp(started_at).isoformat()}"))
+
+
+def advance(
+    open_incidents: dict[str, Incident],
+    scored: pd.DataFrame,
+    now: datetime,
+    quiet: int = thresholds.QUIET_WINDOWS_TO_RESOLVE,
+) -> list[Incident]:
+    """Walk newly scored windows (service, window_start, window_end, is_anomaly, severity) in order.
+
+    Mutates `open_incidents` (service -> open incident) and returns every
+    incident touched (opened, extended or resolved).
+    """
+    touched: dict[str, Incident] = {}
+    quiet_span = timedelta(minutes=quiet)
+    for row in scored.sort_values(["window_start", "service"]).itertuples(index=False):
+        svc = row.service
+        ws, we = pd.Timestamp(row.window_start).to_pydatetime(), pd.Timestamp(row.window_end).to_pydatetime()
+        inc = open_incidents.get(svc)
+        if inc is not None and ws - inc.last_anomaly_end >= quiet_span:
+            inc.status, inc.ended_at = "resolved", inc.last_anomaly_end
+            touched[inc.id] = inc
+            del open_incidents[svc]
+            inc = None
+        if not row.is_anomaly:
+            continue
+        if inc is None:
+            inc = Incident(incident_id(svc, ws), svc, ws, None, "open", row.severity, svc, [], now, we)
+            open_incidents[svc] = inc
+        inc.last_anomaly_end = max(inc.last_anomaly_end, we)
+        inc.peak_severity = thresholds.max_severity(inc.peak_severity, row.severity)
+        touched[inc.id] = inc
+    return list(touched.values())
+
+
+def call_depths(deps: pd.DataFrame) -> dict[str, int]:
+    """Depth of each service in the call graph (callers with no caller = 0; longest path)."""
+    children: dict[str, set[str]] = {}
+    parents: dict[str, set[str]] = {}
+    for p, c in zip(deps.get("parent_service", []), deps.get("child_service", [])):
+        if p == c:
+            continue
+        children.setdefault(p, set()).add(c)
+        parents.setdefault(c, set()).add(p)
+        children.setdefault(c, set())
+        parents.setdefault(p, set())
+    depth = {s: 0 for s in children if not parents.get(s)}
+    frontier = list(depth)
+    for _ in range(len(children) + 1):  # bounded: cycles cannot loop forever
+        nxt = []
+        for s in frontier:
+            for c in children.get(s, ()):
+                if depth.get(c, -1) < depth[s] + 1:
+                    depth[c] = depth[s] + 1
+                    nxt.append(c)
+        if not nxt:
+            break
+        frontier = nxt
+    for s in children:
+        depth.setdefault(s, 0)
+    return depth
+
+
+def relate(inc: Incident, anomalies: pd.DataFrame, deps: pd.DataFrame, slack: timedelta = timedelta(minutes=2)) -> tuple[list[str], str]:
+    """(related services, root cause service) for one incident."""
+    end = inc.ended_at or inc.last_anomaly_end or inc.started_at
+    a = anomalies[(anomalies["window_start"] >= inc.started_at - slack) & (anomalies["window_start"] <= end + slack)]
+    onset = a.groupby("service")["window_start"].min().to_dict()
+    onset.setdefault(inc.service, inc.started_at)
+    anomalous = set(onset)
+    edges = [(p, c) for p, c in zip(deps.get("parent_service", []), deps.get("child_service", [])) if p != c]
+    neighbours: dict[str, set[str]] = {}
+    for p, c in edges:
+        if p in anomalous and c in anomalous:
+            neighbours.setdefault(p, set()).add(c)
+            neighbours.setdefault(c, set()).add(p)
+    group, stack = {inc.service}, [inc.service]
+    while stack:
+        for n in neighbours.get(stack.pop(), ()):
+            if n not in group:
+                group.add(n)
+                stack.append(n)
+    children = {p: set() for p in group}
+    for p, c in edges:
+        if p in group and c in group:
+            children[p].add(c)
+    depth = call_depths(deps)
+    leaves = [s for s in group if not children.get(s)] or sorted(group)
+    root = min(leaves, key=lambda s: (pd.Timestamp(onset[s]), -depth.get(s, 0), s))
+    return sorted(group - {inc.service}), root

@@ -1,0 +1,299 @@
+"""One detection cycle, and the loop around it.
+
+A cycle scores every final window (window_end <= the stream's watermark) not yet
+scored, in time chunks; for each chunk it writes the anomalies, the incidents it
+touched and the per-service progress mark in ONE transaction, so a re-run (or a
+crash and restart) scores each window exactly once. Anomalies are then published
+to the anomalies topic (at least once; the anomaly id is the message key).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from observability import tables
+from observability.logs import get_logger
+from observability.store import Store, StoreBusy, utcnow
+
+from anomaly_detection import data, incidents, registry, retraining
+from anomaly_detection.detectors import MODEL_KINDS, IsolationForestDetector, RobustStatsDetector, RulesDetector, TransformerDetector
+from anomaly_detection.ensemble import Ensemble
+
+log = get_logger(__name__)
+_NS = uuid.UUID("0c7d3f7e-33c5-4d7b-8f0a-6d1bb2f6b1a4")
+HISTORY_HOURS = 72
+CHUNK_MINUTES = 360
+SAMPLE_TRACES = 5
+MIN_BOOTSTRAP_WINDOWS = 6 * 60  # per service on average: "the first hours" belong to rules and statistics
+
+
+@dataclass
+class CycleResult:
+    windows: int = 0
+    anomalies: int = 0
+    incidents_changed: int = 0
+    watermark: datetime | None = None
+    models: dict = field(default_factory=dict)
+
+
+def anomaly_id(service: str, window_start) -> str:
+    return str(uuid.uuid5(_NS, f"anomaly|{service}|{pd.Timestamp(window_start).isoformat()}"))
+
+
+class DetectionService:
+    def __init__(self, settings, store: Store | None = None, *, producer=None, bootstrap_models: bool = True, publish: bool = True) -> None:
+        self.settings = settings
+        self.store = store or Store.from_settings(settings)
+        self.bootstrap_models = bootstrap_models
+        self.publish = publish
+        self._producer = producer
+        self._models: dict[str, tuple[str, object]] = {}
+        self._migrated = False
+
+    # -- models --------------------------------------------------------------------
+    def _load_models(self) -> dict[str, object]:
+        out = {}
+        for kind in MODEL_KINDS:
+            version = registry.promoted_version(self.store, kind)
+            if version is None:
+                self._models.pop(kind, None)
+                continue
+            cached = self._models.get(kind)
+            if cached is None or cached[0] != version:
+                try:
+                    self._models[kind] = (version, registry.load(self.settings, version))
+                    log.info("model loaded", model=kind, version=version)
+                except Exception as exc:  # a broken version must not stop detection
+                    log.warning("model load failed", model=kind, version=version, error=str(exc))
+                    continue
+            out[kind] = self._models[kind][1]
+        return out
+
+    def _maybe_bootstrap(self) -> None:
+        """Train and promote a first model of each kind once there are hours of history."""
+        if not self.bootstrap_models:
+            return
+        missing = [k for k in MODEL_KINDS if registry.promoted_version(self.store, k) is None]
+        if not missing:
+            return
+        row = self.store.fetch_one(f"SELECT count(*), count(DISTINCT service) FROM {tables.SERVICE_METRICS}")
+        if not row or not row[1] or row[0] / row[1] < MIN_BOOTSTRAP_WINDOWS:
+            return
+        for kind in missing:
+            version = retraining.train_candidate(kind, self.settings, self.store)
+            metrics = retraining.evaluate_candidate(version, self.settings, self.store)
+            retraining.promote_if_not_worse(version, metrics, self.settings, self.store)
+
+    def _ensemble(self) -> Ensemble:
+        dets = {
+            RulesDetector.name: RulesDetector(slas=self.settings.service_slas),
+            RobustStatsDetector.name: RobustStatsDetector(),
+        }
+        models = self._load_models()
+        for kind in (IsolationForestDetector.name, TransformerDetector.name):
+            if kind in models:
+                dets[kind] = models[kind]
+        return Ensemble(dets)
+
+    # -- one cycle -----------------------------------------------------------------
+    def run_once(self) -> CycleResult:
+        if not self._migrated:
+            self.store.migrate()
+            self._migrated = True
+        result = CycleResult()
+        wm = data.watermark(self.store)
+        result.watermark = wm
+        if wm is None:
+            log.info("no watermark yet: nothing is final")
+            self.store.heartbeat("detector", "waiting for watermark")
+            return result
+        self._maybe_bootstrap()
+        ensemble = self._ensemble()
+        result.models = {k: v[0] for k, v in self._models.items()}
+        published: list[dict] = []
+        while True:
+            start = data.first_unscored_start(self.store, wm)
+            if start is None:
+                break
+            chunk_end = start + timedelta(minutes=CHUNK_MINUTES)
+            windows = data.unscored(self.store, wm, chunk_end)
+            if windows.empty:
+                break
+            n_anom, n_inc, rows = self._score_chunk(ensemble, windows)
+            result.windows += len(windows)
+            result.anomalies += n_anom
+            result.incidents_changed += n_inc
+            published.extend(rows)
+        self._publish(published)
+        self.store.heartbeat("detector", f"watermark={wm} windows={result.windows} anomalies={result.anomalies}")
+        log.info("cycle done", windows=result.windows, anomalies=result.anomalies, incidents_changed=result.incidents_changed, watermark=str(wm))
+        return result
+
+    def _score_chunk(self, ensemble: Ensemble, windows: pd.DataFrame) -> tuple[int, int, list[dict]]:
+        first = windows["window_start"].min()
+        history = data.metrics(self.store, first - timedelta(hours=HISTORY_HOURS), first)
+        ensemble.fit(history, only=(RulesDetector.name, RobustStatsDetector.name))
+        for kind in MODEL_KINDS:
+            if kind in ensemble.detectors:
+                ensemble.detectors[kind].set_context(history)
+        verdicts = ensemble.evaluate(windows)
+        scored = pd.concat([windows[["service", "window_start", "window_end"]].reset_index(drop=True), verdicts], axis=1)
+        now = utcnow()
+        anomalies = self._anomaly_rows(scored[scored["is_anomaly"]], now)
+        progress = windows.groupby("service")["window_start"].max().reset_index().rename(columns={"window_start": "last_window_start"})
+        progress["updated_at"] = now
+        changed = self._incidents(scored, anomalies, now)
+
+        def write(con: duckdb.DuckDBPyConnection) -> None:
+            if len(anomalies):
+                con.register("_anom", anomalies)
+                con.execute(f"INSERT OR REPLACE INTO {tables.ANOMALIES} SELECT * FROM _anom")
+                con.unregister("_anom")
+            if changed:
+                inc = pd.DataFrame([i.row() for i in changed])
+                con.register("_inc", inc)
+                cols = ", ".join(inc.columns)
+                con.execute(f"INSERT OR REPLACE INTO {tables.INCIDENTS} ({cols}) SELECT {cols} FROM _inc")
+                con.unregister("_inc")
+            con.register("_prog", progress)
+            con.execute(
+                f"INSERT OR REPLACE INTO {tables.DETECTOR_PROGRESS} (service, last_window_start, updated_at) "
+                "SELECT service, last_window_start, updated_at FROM _prog"
+            )
+            con.unregister("_prog")
+
+        self.store.write(write)
+        return len(anomalies), len(changed), anomalies.to_dict("records")
+
+    def _anomaly_rows(self, hits: pd.DataFrame, now: datetime) -> pd.DataFrame:
+        cols = [
+            "id", "service", "window_start", "window_end", "detected_at", "anomaly_type", "severity", "score",
+            "detectors", "baseline", "observed", "sample_trace_ids",
+        ]
+        if hits.empty:
+            return pd.DataFrame(columns=cols)
+        samples = data.trace_samples(self.store, hits["window_start"].min(), hits["window_start"].max())
+        by_key = samples.groupby(["window_start", "service"])["trace_id"].apply(list).to_dict() if len(samples) else {}
+        rows = []
+        for h in hits.itertuples(index=False):
+            rows.append(
+                {
+                    "id": anomaly_id(h.service, h.window_start),
+                    "service": h.service,
+                    "window_start": h.window_start,
+                    "window_end": h.window_end,
+                    "detected_at": now,
+                    "anomaly_type": h.anomaly_type,
+                    "severity": h.severity,
+                    "score": float(h.score),
+                    "detectors": json.dumps(h.detectors),
+                    "baseline": json.dumps(h.baseline),
+                    "observed": json.dumps(h.observed),
+                    "sample_trace_ids": by_key.get((pd.Timestamp(h.window_start), h.service), [])[:SAMPLE_TRACES],
+                }
+            )
+        return pd.DataFrame(rows, columns=cols)
+
+    def _incidents(self, scored: pd.DataFrame, new_anomalies: pd.DataFrame, now: datetime) -> list[incidents.Incident]:
+        stored = self.store.fetch_df(f"SELECT * FROM {tables.INCIDENTS} WHERE status = 'open'")
+        open_by_service: dict[str, incidents.Incident] = {}
+        before: dict[str, incidents.Incident] = {}
+        for r in stored.itertuples(index=False):
+            last = self.store.fetch_one(
+                f"SELECT max(window_end) FROM {tables.ANOMALIES} WHERE service = ? AND window_start >= ?", [r.service, r.started_at]
+            )[0]
+            inc = incidents.Incident(
+                r.id, r.service, pd.Timestamp(r.started_at).to_pydatetime(), None, r.status, r.peak_severity,
+                r.root_cause_service, list(r.related_services if r.related_services is not None else []),
+                pd.Timestamp(r.updated_at).to_pydatetime(), pd.Timestamp(last or r.started_at).to_pydatetime(),
+            )
+            open_by_service[r.service] = inc
+            before[inc.id] = incidents.Incident(**{**inc.__dict__, "related_services": list(inc.related_services)})
+        touched = incidents.advance(open_by_service, scored, now)
+        # Open incidents of services not in this chunk may relate to new anomalies too.
+        ids = {i.id for i in touched}
+        touched += [i for i in open_by_service.values() if i.id not in ids]
+        if not touched:
+            return []
+        lo = min(i.started_at for i in touched) - timedelta(minutes=10)
+        hi = max(pd.Timestamp(scored["window_end"].max()).to_pydatetime(), max(i.last_anomaly_end for i in touched)) + timedelta(minutes=10)
+        known = self.store.fetch_df(
+            f"SELECT service, window_start FROM {tables.ANOMALIES} WHERE window_start >= ? AND window_start <= ?", [lo, hi]
+        )
+        anomalies = pd.concat([known, new_anomalies[["service", "window_start"]]], ignore_index=True)
+        anomalies["window_start"] = pd.to_datetime(anomalies["window_start"])
+        deps = data.dependencies(self.store, lo, hi)
+        changed = []
+        for inc in touched:
+            inc.related_services, inc.root_cause_service = incidents.relate(inc, anomalies, deps)
+            old = before.get(inc.id)
+            if old is None or not inc.same_as(old):
+                inc.updated_at = now
+                changed.append(inc)
+        return changed
+
+    # -- publishing ------------------------------------------------------------------
+    def _publish(self, rows: list[dict]) -> None:
+        if not rows or not self.publish:
+            return
+        try:
+            if self._producer is None:
+                from observability.transport import create_producer
+
+                self._producer = create_producer(self.settings)
+            topic = self.settings.kafka_anomalies_topic
+            for r in rows:
+                msg = {k: (json.loads(v) if k in ("detectors", "baseline", "observed") else v) for k, v in r.items()}
+                msg["sample_trace_ids"] = list(msg.get("sample_trace_ids") or [])
+                self._producer.send(topic, json.dumps(msg, default=str).encode(), key=r["id"].encode())
+            self._producer.flush()
+        except Exception as exc:  # the table is the record; the topic is best effort, retried next start
+            log.warning("publishing anomalies failed", error=str(exc), count=len(rows))
+            self._producer = None
+
+    def close(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close()
+            except Exception:
+                pass
+
+
+def run_forever(service: DetectionService, interval: float, max_backoff: float = 60.0) -> None:
+    """Cycle every `interval` seconds; survive a locked or missing DB and a stopped stream."""
+    stop = {"flag": False}
+
+    def _stop(*_):
+        stop["flag"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    failures = 0
+    while not stop["flag"]:
+        started = time.monotonic()
+        try:
+            service.run_once()
+            failures = 0
+            wait = interval
+        except (StoreBusy, duckdb.Error, OSError) as exc:
+            failures += 1
+            wait = min(max_backoff, interval * 2 ** min(failures, 6))
+            log.warning("cycle failed, backing off", error=str(exc)[:300], failures=failures, wait_seconds=wait)
+        except Exception as exc:  # never die on one bad cycle
+            failures += 1
+            wait = min(max_backoff, interval * 2 ** min(failures, 6))
+            log.exception("cycle crashed, backing off", error=str(exc)[:300], failures=failures, wait_seconds=wait)
+        deadline = started + wait
+        while not stop["flag"] and time.monotonic() < deadline:
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+    service.close()
+    log.info("detector stopped")

@@ -1,0 +1,161 @@
+"""Loaders the pages call: the queries, cached briefly, errors turned into messages.
+
+Caching is per (database file, arguments) for `CACHE_TTL_SECONDS`, shorter
+than the refresh interval, so every auto-refresh sees fresh rows while many
+open browser tabs share one query. A store that is locked for too long or
+unreadable yields an empty frame plus a warning on the page, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+import pandas as pd
+import streamlit as st
+
+from observability.logs import get_logger
+from observability.settings import get_settings
+from observability.store import Store, StoreBusy, utcnow
+
+from dashboard import queries
+from dashboard.ranges import get_range
+
+CACHE_TTL_SECONDS = 10
+# A dashboard read waits at most this long for a writer's lock.
+STORE_WAIT_SECONDS = 10.0
+T = TypeVar("T")
+log = get_logger(__name__)
+
+
+@st.cache_resource(show_spinner=False)
+def _store(path: str) -> Store:
+    """One Store per file per process: its lock serialises this process's reads."""
+    return Store(path, max_wait_seconds=STORE_WAIT_SECONDS)
+
+
+def _db() -> str:
+    return str(get_settings().duckdb_path)
+
+
+def _safe(what: str, fn: Callable[..., T], *args, default: Callable[[], T] = pd.DataFrame) -> T:
+    try:
+        return fn(*args)
+    except (StoreBusy, duckdb.Error, OSError) as exc:
+        log.warning("dashboard query failed", query=what, error=str(exc))
+        st.warning(f"Could not read {what}: {exc}", icon=":material/warning:")
+        return default()
+
+
+def now() -> datetime:
+    return utcnow()
+
+
+# --- cached query wrappers (keyed by the database path and plain arguments) -----
+@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def _overview(db: str, range_key: str) -> queries.Overview:
+    return queries.overview(_store(db), get_range(range_key), utcnow())
+
+
+@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def _incidents(db: str, range_key: str) -> pd.DataFrame:
+    return queries.incidents(_store(db), get_range(range_key), utcnow())
+
+
+@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def _anomalies(db: str, range_key: str) -> pd.DataFrame:
+    return queries.anomalies(_store(db), get_range(range_key), utcnow())
+
+
+@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def _incident_anomalies(db: str, service: str, started_at, ended_at) -> pd.DataFrame:
+    return queries.incident_anomalies(_store(db), service, started_at, ended_at, utcnow())
+
+
+@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def _trace_samples(db: str, services: tuple[str, ...], start, end) -> pd.DataFrame:
+    return queries.trace_samples(_store(db), list(services), start, end)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _trace_spans(bronze_dir: str, trace_id: str, around, slack_seconds: float) -> pd.DataFrame:
+    return queries.trace_spans(Path(bronze_dir), trace_id, around, timedelta(seconds=slack_seconds))
+
+
+@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def _pipeline_progress(db: str) -> pd.DataFrame:
+    return queries.pipeline_progress(_store(db))
+
+
+@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def _health_checks(db: str) -> pd.DataFrame:
+    return queries.latest_health_checks(_store(db))
+
+
+@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def _heartbeats(db: str) -> pd.DataFrame:
+    return queries.heartbeats(_store(db))
+
+
+@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def _dead_letter_by_reason(db: str, range_key: str) -> pd.DataFrame:
+    return queries.dead_letter_by_reason(_store(db), get_range(range_key), utcnow())
+
+
+@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def _model_registry(db: str) -> pd.DataFrame:
+    return queries.model_registry(_store(db))
+
+
+# --- what the pages call --------------------------------------------------------
+def _empty_overview() -> queries.Overview:
+    return queries.Overview(*(pd.DataFrame() for _ in range(4)))
+
+
+def overview(range_key: str) -> queries.Overview:
+    return _safe("the overview", _overview, _db(), range_key, default=_empty_overview)
+
+
+def incidents(range_key: str) -> pd.DataFrame:
+    return _safe("incidents", _incidents, _db(), range_key)
+
+
+def anomalies(range_key: str) -> pd.DataFrame:
+    return _safe("anomalies", _anomalies, _db(), range_key)
+
+
+def incident_anomalies(service: str, started_at, ended_at) -> pd.DataFrame:
+    return _safe("the incident's anomalies", _incident_anomalies, _db(), service, started_at, ended_at)
+
+
+def trace_samples(services: list[str], start, end) -> pd.DataFrame:
+    return _safe("trace samples", _trace_samples, _db(), tuple(sorted(set(services))), start, end)
+
+
+def trace_spans(trace_id: str, around, slack: timedelta) -> pd.DataFrame:
+    bronze_dir = str(get_settings().bronze_dir)
+    return _safe("bronze events", _trace_spans, bronze_dir, trace_id, around, slack.total_seconds())
+
+
+def pipeline_progress() -> pd.DataFrame:
+    return _safe("stream progress", _pipeline_progress, _db())
+
+
+def health_checks() -> pd.DataFrame:
+    return _safe("health checks", _health_checks, _db())
+
+
+def heartbeats() -> pd.DataFrame:
+    return _safe("heartbeats", _heartbeats, _db())
+
+
+def dead_letter_by_reason(range_key: str) -> pd.DataFrame:
+    return _safe("dead letters", _dead_letter_by_reason, _db(), range_key)
+
+
+def model_registry() -> pd.DataFrame:
+    return _safe("the model registry", _model_registry, _db())

@@ -1,0 +1,83 @@
+"""Anomalies: a timeline coloured by severity, filtered by service, severity and type."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data, ui
+from dashboard.ranges import get_range
+from dashboard.status import as_list, severity_rank
+
+st.title("Anomalies")
+tr = ui.current_range()
+options = data.anomalies(tr.key)
+
+
+def _choices(column: str, order=None) -> list[str]:
+    if options.empty:
+        return []
+    values = set(options[column].dropna())
+    return sorted(values, key=order) if order else sorted(values)
+
+
+c1, c2, c3 = st.columns(3)
+services = c1.multiselect("Service", _choices("service"), placeholder="All services", key="anomaly_services")
+severities = c2.multiselect(
+    "Severity", _choices("severity", order=lambda s: (severity_rank(s), s)), placeholder="All severities", key="anomaly_severities"
+)
+types = c3.multiselect("Type", _choices("anomaly_type"), placeholder="All types", key="anomaly_types")
+
+
+def filter_anomalies(df: pd.DataFrame, services: list[str], severities: list[str], types: list[str]) -> pd.DataFrame:
+    """An empty filter means "all"."""
+    if df.empty:
+        return df
+    mask = pd.Series(True, index=df.index)
+    if services:
+        mask &= df["service"].isin(services)
+    if severities:
+        mask &= df["severity"].isin(severities)
+    if types:
+        mask &= df["anomaly_type"].isin(types)
+    return df[mask]
+
+
+@st.fragment(run_every=ui.refresh_seconds())
+def live_anomalies(range_key: str, services: list[str], severities: list[str], types: list[str]) -> None:
+    tr = get_range(range_key)
+    now = data.now()
+    df = data.anomalies(range_key)
+    if df.empty:
+        ui.empty_state(f"No anomalies in the {tr.label.lower()}. The detector flags them as metric windows arrive.")
+        ui.updated_caption(now)
+        return
+    shown = filter_anomalies(df, services, severities, types)
+    if shown.empty:
+        ui.empty_state("No anomalies match these filters.")
+        ui.updated_caption(now)
+        return
+    by_severity = shown["severity"].value_counts()
+    cols = st.columns(1 + len(by_severity))
+    cols[0].metric("Anomalies shown", f"{len(shown):,}", help=f"of {len(df):,} in the range")
+    for col, sev in zip(cols[1:], sorted(by_severity.index, key=lambda s: (severity_rank(s), s))):
+        col.metric(sev, f"{by_severity[sev]:,}")
+    st.plotly_chart(charts.anomaly_timeline(shown), key="chart_anomalies")
+    table = shown.assign(
+        sample_traces=[len(as_list(v)) for v in shown["sample_trace_ids"]],
+    )[["window_start", "service", "severity", "anomaly_type", "score", "detected_at", "sample_traces", "id"]]
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            "window_start": st.column_config.DatetimeColumn("window (UTC)", format="YYYY-MM-DD HH:mm"),
+            "detected_at": st.column_config.DatetimeColumn("detected (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+            "score": st.column_config.ProgressColumn("score", min_value=0.0, max_value=1.0, format="%.2f"),
+            "anomaly_type": "type",
+        },
+        key="table_anomalies",
+    )
+    ui.updated_caption(now)
+
+
+live_anomalies(tr.key, services, severities, types)

@@ -1,0 +1,183 @@
+"""Incidents: each one with its summary, facts, detector scores, baseline against
+observed, related services, root cause, and a waterfall of a sample trace."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data, ui
+from dashboard.ranges import get_range
+from dashboard.status import as_dict, as_list, baseline_vs_observed, detector_scores, format_duration
+from dashboard.traces import waterfall_rows
+
+TRACE_SLACK = timedelta(minutes=15)
+
+st.title("Incidents")
+tr = ui.current_range()
+
+
+def _label(row) -> str:
+    return f"{row.service} · {row.peak_severity} · {row.status} · started {pd.Timestamp(row.started_at):%Y-%m-%d %H:%M} UTC"
+
+
+def _prose(text: str) -> str:
+    """LLM prose as markdown, without `$` turning into LaTeX."""
+    return str(text).replace("$", "\\$")
+
+
+def render_summary(inc) -> None:
+    if inc.summary is None or pd.isna(inc.summary):
+        ui.empty_state("No summary yet: the narrator writes one shortly after an incident opens or changes.")
+        return
+    if inc.generated_by == "template":
+        st.warning(
+            "**Template summary**: written from the facts by the fallback template, not by the LLM "
+            "(the model was unavailable or its answer was rejected).",
+            icon=":material/description:",
+        )
+    with st.container(border=True):
+        st.markdown(_prose(inc.summary))
+    who = "the fallback template" if inc.generated_by == "template" else f"the LLM ({inc.model or 'unknown model'})"
+    took = "" if inc.summary_latency_ms is None or pd.isna(inc.summary_latency_ms) else f" in {inc.summary_latency_ms / 1000:.1f} s"
+    st.caption(f"Written by {who}{took} at {pd.Timestamp(inc.summary_created_at):%Y-%m-%d %H:%M:%S} UTC")
+
+
+def render_facts(inc) -> None:
+    facts = as_dict(inc.facts)
+    with st.expander("Facts the summary is grounded on", expanded=False, icon=":material/fact_check:"):
+        if facts:
+            st.json(facts, expanded=2)
+        else:
+            st.caption("No facts recorded.")
+
+
+def render_scores(anomalies: pd.DataFrame) -> None:
+    if anomalies.empty:
+        ui.empty_state("No anomaly rows for this incident's span (retention may have removed them).")
+        return
+    scores = detector_scores(anomalies)
+    left, right = st.columns(2)
+    with left:
+        if scores.empty:
+            st.caption("No detector scores recorded.")
+        else:
+            st.plotly_chart(charts.detector_scores_chart(scores), key="chart_detectors")
+    with right:
+        peak = anomalies.loc[anomalies["score"].idxmax()]
+        st.markdown(f"**Baseline against observed** (peak window {pd.Timestamp(peak.window_start):%H:%M} UTC, "
+                    f"{ui.md_escape(peak.anomaly_type)}, score {peak.score:.2f})")
+        table = baseline_vs_observed(peak)
+        if table.empty:
+            st.caption("No baseline recorded.")
+        else:
+            st.dataframe(
+                table,
+                hide_index=True,
+                column_config={"observed / baseline": st.column_config.NumberColumn(format="%.2f×")},
+                key="table_baseline",
+            )
+
+
+def sample_traces(inc, anomalies: pd.DataFrame, now) -> pd.DataFrame:
+    """Trace ids to drill into: the anomalies' samples first, then trace_samples rows."""
+    rows = []
+    for a in anomalies.itertuples(index=False):
+        for trace_id in as_list(a.sample_trace_ids):
+            rows.append({"trace_id": trace_id, "service": a.service, "window_start": a.window_start, "reason": "anomaly sample"})
+    services = {inc.service, *as_list(inc.related_services)}
+    if isinstance(inc.root_cause_service, str):
+        services.add(inc.root_cause_service)
+    end = inc.ended_at if inc.ended_at is not None and not pd.isna(inc.ended_at) else now
+    samples = data.trace_samples(sorted(services), pd.Timestamp(inc.started_at) - timedelta(minutes=1), end)
+    if not samples.empty:
+        rows += samples[["trace_id", "service", "window_start", "reason"]].to_dict("records")
+    if not rows:
+        return pd.DataFrame(columns=["trace_id", "service", "window_start", "reason"])
+    return pd.DataFrame(rows).drop_duplicates("trace_id", keep="first").reset_index(drop=True)
+
+
+def render_traces(inc, anomalies: pd.DataFrame, now) -> None:
+    traces = sample_traces(inc, anomalies, now)
+    if traces.empty:
+        ui.empty_state("No sample traces recorded for this incident.")
+        return
+    labels = {r.trace_id: f"{r.trace_id} · {r.service} · {r.reason}" for r in traces.itertuples(index=False)}
+    trace_id = st.selectbox("Sample trace", list(labels), format_func=labels.get, key=f"trace_{inc.id}")
+    around = pd.Timestamp(traces.set_index("trace_id").at[trace_id, "window_start"]).to_pydatetime()
+    spans = data.trace_spans(trace_id, around, TRACE_SLACK)
+    rows = waterfall_rows(spans)
+    if rows.empty:
+        ui.empty_state(f"No spans of trace {trace_id} in the bronze layer (it may be past retention).")
+        return
+    st.plotly_chart(charts.waterfall_chart(rows), key="chart_waterfall")
+    st.dataframe(
+        rows[["label", "start_ms", "duration_ms", "status_code", "error_message", "span_id", "parent_span_id"]],
+        hide_index=True,
+        column_config={
+            "label": "span",
+            "start_ms": st.column_config.NumberColumn("start (ms)", format="%.1f"),
+            "duration_ms": st.column_config.NumberColumn("duration (ms)", format="%.1f"),
+        },
+        key="table_spans",
+    )
+
+
+def render_incident(inc, now) -> None:
+    st.subheader(_label(inc))
+    left, right = st.columns([2, 1])
+    with left:
+        render_summary(inc)
+    with right:
+        ended = inc.ended_at if inc.ended_at is not None and not pd.isna(inc.ended_at) else None
+        duration = (pd.Timestamp(ended or now) - pd.Timestamp(inc.started_at)).to_pytimedelta()
+        related = charts.related_services_text(inc)
+        st.markdown(
+            f"**Status:** {inc.status}  \n"
+            f"**Peak severity:** {ui.md_escape(inc.peak_severity)}  \n"
+            f"**Started:** {pd.Timestamp(inc.started_at):%Y-%m-%d %H:%M} UTC  \n"
+            f"**Duration:** {format_duration(duration)}{'' if ended else ' (ongoing)'}  \n"
+            f"**Likely root cause:** {ui.md_escape(inc.root_cause_service or 'unknown')}  \n"
+            f"**Related services:** {ui.md_escape(related)}"
+        )
+    render_facts(inc)
+    anomalies = data.incident_anomalies(inc.service, inc.started_at, inc.ended_at if not pd.isna(inc.ended_at) else None)
+    st.markdown("#### Detectors")
+    render_scores(anomalies)
+    st.markdown("#### Sample traces")
+    render_traces(inc, anomalies, now)
+
+
+@st.fragment(run_every=ui.refresh_seconds())
+def live_incidents(range_key: str) -> None:
+    tr = get_range(range_key)
+    now = data.now()
+    incidents = data.incidents(range_key)
+    if incidents.empty:
+        ui.empty_state(f"No incidents in the {tr.label.lower()}. Anomalies close together on a service open one.")
+        ui.updated_caption(now)
+        return
+    overview = incidents.assign(
+        summary_by=incidents["generated_by"].fillna("pending"),
+        related=[", ".join(as_list(v)) for v in incidents["related_services"]],
+    )[["service", "status", "peak_severity", "started_at", "ended_at", "root_cause_service", "related", "summary_by"]]
+    st.dataframe(
+        overview,
+        hide_index=True,
+        column_config={
+            "started_at": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm"),
+            "ended_at": st.column_config.DatetimeColumn("ended (UTC)", format="YYYY-MM-DD HH:mm"),
+            "root_cause_service": "root cause",
+            "summary_by": "summary",
+        },
+        key="table_incidents",
+    )
+    by_id = {row.id: row for row in incidents.itertuples(index=False)}
+    chosen = st.selectbox("Incident", list(by_id), format_func=lambda i: _label(by_id[i]), key="incident_id")
+    render_incident(by_id[chosen], now)
+    ui.updated_caption(now)
+
+
+live_incidents(tr.key)

@@ -1,0 +1,91 @@
+"""Overview: a status tile per service, then traffic, errors and latency with incidents shaded."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import charts, data, ui
+from dashboard.ranges import get_range
+from dashboard.status import DEGRADED, HEALTHY, INCIDENT, as_list, service_statuses
+
+BADGE = {HEALTHY: ("green", ":material/check_circle:"), DEGRADED: ("orange", ":material/warning:"), INCIDENT: ("red", ":material/error:")}
+TILES_PER_ROW = 5
+
+st.title("Overview")
+tr = ui.current_range()
+known_services = data.overview(tr.key).snapshot
+selected = st.multiselect(
+    "Services",
+    sorted(known_services["service"]) if not known_services.empty else [],
+    placeholder="All services",
+    key="overview_services",
+)
+
+
+def _render_tiles(statuses) -> None:
+    for i in range(0, len(statuses), TILES_PER_ROW):
+        cols = st.columns(TILES_PER_ROW)
+        for col, s in zip(cols, statuses[i : i + TILES_PER_ROW]):
+            color, icon = BADGE[s.status]
+            with col.container(border=True):
+                st.markdown(f"**{ui.md_escape(s.service)}**  \n:{color}-badge[{icon} {s.status}]")
+                st.caption(f"{ui.fmt_rate(s.request_rate)} · {ui.fmt_pct(s.error_rate)} errors · p95 {ui.fmt_ms(s.p95_latency_ms)}")
+                st.caption(s.reason)
+
+
+def _touches(incidents, services: list[str]):
+    """Incidents that involve any of the services (their own, root cause or related)."""
+    if not services or incidents.empty:
+        return incidents
+    wanted = set(services)
+    mask = [
+        bool(wanted & ({row.service, row.root_cause_service} | set(as_list(row.related_services))))
+        for row in incidents.itertuples(index=False)
+    ]
+    return incidents[mask]
+
+
+@st.fragment(run_every=ui.refresh_seconds())
+def live_overview(range_key: str, services: list[str]) -> None:
+    tr = get_range(range_key)
+    now = data.now()
+    view = data.overview(range_key)
+    snapshot, incidents, recent = view.snapshot, view.incidents, view.recent_anomalies
+    open_incidents = incidents[incidents["status"] == "open"] if not incidents.empty else incidents
+    statuses = service_statuses(snapshot, open_incidents, recent)
+    if services:
+        statuses = [s for s in statuses if s.service in services]
+    if not statuses:
+        ui.empty_state(
+            f"No service metrics in the {tr.label.lower()} yet. Tiles and charts appear once the "
+            "streaming job has closed its first 1-minute window (start the platform with `make local`)."
+        )
+        ui.updated_caption(now)
+        return
+    counts = {k: sum(s.status == k for s in statuses) for k in (INCIDENT, DEGRADED, HEALTHY)}
+    st.subheader(f"Services · {counts[INCIDENT]} incident · {counts[DEGRADED]} degraded · {counts[HEALTHY]} healthy")
+    _render_tiles(statuses)
+
+    series = view.series
+    if services and not series.empty:
+        series = series[series["service"].isin(services)]
+    if series.empty:
+        ui.empty_state(f"No metric windows in the {tr.label.lower()}.")
+        ui.updated_caption(now)
+        return
+    shaded = _touches(incidents, services)
+    start = tr.start(now)
+    st.caption(
+        f"{tr.label}, {tr.bucket_minutes}-minute buckets. Shaded: incidents "
+        f"({len(shaded)} in range). Percentiles of multi-minute buckets are request-weighted means."
+    )
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(charts.request_rate_chart(series, shaded, now, start), key="chart_requests")
+    with right:
+        st.plotly_chart(charts.error_rate_chart(series, shaded, now, start), key="chart_errors")
+    st.plotly_chart(charts.latency_chart(series, shaded, now, start), key="chart_latency")
+    ui.updated_caption(now)
+
+
+live_overview(tr.key, selected)

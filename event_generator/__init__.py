@@ -1,0 +1,1 @@
+"""Synthetic telemetry generator with anomaly scenarios and ground-truth labels, and replay."""

@@ -1,0 +1,91 @@
+"""Calling the model through the official `ollama` client, with timeout and retries.
+
+The same code path talks to a real Ollama (compose) and to `python -m llm.serve`.
+Transport failures, timeouts and 5xx answers are retried with exponential
+backoff; when they persist the caller gets `LLMUnavailable` and leaves the
+incident pending (nothing is stored for it).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+import ollama
+from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from llm.prompt import OPTIONS
+from observability.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class LLMUnavailable(RuntimeError):
+    """The model server could not answer (down, too slow, or missing the model)."""
+
+
+@dataclass
+class LLMReply:
+    text: str
+    model: str
+    latency_ms: float
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ollama.ResponseError):
+        return exc.status_code >= 500 or exc.status_code == -1
+    return isinstance(exc, (ConnectionError, httpx.TransportError, httpx.TimeoutException))
+
+
+class NarratorLLM:
+    """`chat(messages)` against OLLAMA_URL / OLLAMA_MODEL."""
+
+    def __init__(self, url: str, model: str, timeout: float, *, attempts: int = 3, backoff_max: float = 8.0) -> None:
+        self.url = url
+        self.model = model
+        self.attempts = attempts
+        self.backoff_max = backoff_max
+        self.client = ollama.Client(host=url, timeout=timeout)
+
+    @classmethod
+    def from_settings(cls, settings, **kwargs) -> "NarratorLLM":
+        return cls(settings.ollama_url, settings.ollama_model, settings.llm_timeout_seconds, **kwargs)
+
+    def chat(self, messages: list[dict]) -> LLMReply:
+        retrying = Retrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential(multiplier=1, min=1, max=self.backoff_max),
+            retry=retry_if_exception(_transient),
+            before_sleep=lambda rs: log.warning(
+                "model call failed; retrying",
+                url=self.url,
+                attempt=rs.attempt_number,
+                error=str(rs.outcome.exception()) if rs.outcome else "",
+            ),
+            reraise=False,
+        )
+        started = time.monotonic()
+        try:
+            response = retrying(self._call, messages)
+        except RetryError as exc:
+            cause = exc.last_attempt.exception()
+            raise LLMUnavailable(f"{self.url} did not answer after {self.attempts} attempts: {cause}") from cause
+        except ollama.ResponseError as exc:  # 4xx: e.g. the model is not pulled; retrying will not help
+            raise LLMUnavailable(f"{self.url} refused the request ({exc.status_code}): {exc.error}") from exc
+        except Exception as exc:
+            if _transient(exc):
+                raise LLMUnavailable(f"{self.url}: {exc}") from exc
+            raise
+        return LLMReply(
+            text=(response.message.content or "").strip(),
+            model=response.model or self.model,
+            latency_ms=(time.monotonic() - started) * 1000,
+            prompt_tokens=response.prompt_eval_count,
+            completion_tokens=response.eval_count,
+        )
+
+    def _call(self, messages: list[dict]):
+        return self.client.chat(model=self.model, messages=messages, options=OPTIONS, stream=False)

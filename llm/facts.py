@@ -1,0 +1,213 @@
+"""The facts sheet of one incident, read from DuckDB (and the bronze Parquet).
+
+Every figure is rendered here, once, already rounded, as `key: value` lines:
+the prompt shows exactly these lines, the grounding check accepts only the
+numbers in them, the template is built from them, and the JSON stored beside a
+summary is this mapping. Nothing downstream computes a new figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from observability import bronze, tables
+from observability.logs import get_logger
+from observability.store import Store, utcnow
+
+log = get_logger(__name__)
+
+BEFORE = timedelta(minutes=30)  # the baseline window just before an incident
+SIMILAR_LOOKBACK = timedelta(days=7)
+MAX_TRACE_IDS = 2
+META_KEYS = ("incident_updated_at",)  # stored with the facts, not shown to the model
+
+
+@dataclass
+class Facts:
+    """Rendered facts (ordered) plus what the narrator needs around them."""
+
+    lines: dict[str, str]
+    incident_id: str
+    service: str
+    incident_updated_at: datetime
+    services: list[str] = field(default_factory=list)  # services the facts name
+
+    def as_json(self) -> dict:
+        return {"incident_updated_at": self.incident_updated_at.isoformat(sep=" "), **self.lines}
+
+    def block(self) -> str:
+        return facts_block(self.lines)
+
+
+def facts_block(lines: dict[str, str]) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in lines.items() if k not in META_KEYS)
+
+
+# -- formatting: the one place figures are rounded ------------------------------------
+def fmt_time(ts: datetime | None) -> str:
+    return f"{ts:%Y-%m-%d %H:%M} UTC" if ts else "unknown"
+
+
+def fmt_pct(fraction: float | None) -> str:
+    if fraction is None:
+        return "no data"
+    pct = fraction * 100
+    return f"{pct:.1f}%" if pct >= 1 or pct == 0 else f"{pct:.2f}%"
+
+
+def fmt_ms(ms: float | None) -> str:
+    return "no data" if ms is None else f"{ms:.0f} ms"
+
+
+def fmt_rate(per_min: float | None) -> str:
+    return "no data" if per_min is None else f"{per_min:.0f} requests/min"
+
+
+# -- queries ----------------------------------------------------------------------------
+def _window_metrics(con, service: str, start: datetime, end: datetime) -> dict:
+    row = con.execute(
+        f"""SELECT count(*), avg(request_count), sum(error_count)::DOUBLE / nullif(sum(request_count), 0),
+                   avg(p95_latency_ms), max(p95_latency_ms), avg(p99_latency_ms)
+            FROM {tables.SERVICE_METRICS} WHERE service = ? AND window_start >= ? AND window_start < ?""",
+        [service, start, end],
+    ).fetchone()
+    n, rate, err, p95, p95_peak, p99 = row
+    if not n:
+        return {}
+    return {"rate": rate, "error_rate": err, "p95": p95, "p95_peak": p95_peak, "p99": p99}
+
+
+def _anomaly_types_and_traces(con, service: str, start: datetime, end: datetime) -> tuple[list[str], list[str]]:
+    rows = con.execute(
+        f"""SELECT anomaly_type, sample_trace_ids FROM {tables.ANOMALIES}
+            WHERE service = ? AND window_start >= ? AND window_start < ? ORDER BY window_start""",
+        [service, start, end],
+    ).fetchall()
+    types: list[str] = []
+    traces: list[str] = []
+    for anomaly_type, ids in rows:
+        if anomaly_type not in types:
+            types.append(anomaly_type)
+        for t in ids or []:
+            if t not in traces:
+                traces.append(t)
+    if len(traces) < MAX_TRACE_IDS:
+        more = con.execute(
+            f"""SELECT trace_id FROM {tables.TRACE_SAMPLES}
+                WHERE service = ? AND window_start >= ? AND window_start < ? AND reason IN ('error', 'slow')
+                ORDER BY window_start, trace_id LIMIT 10""",
+            [service, start - timedelta(minutes=1), end],
+        ).fetchall()
+        traces += [t for (t,) in more if t not in traces]
+    return types, traces[:MAX_TRACE_IDS]
+
+
+def _top_endpoints(con, service: str, start: datetime, end: datetime, limit: int = 2) -> list[str]:
+    rows = con.execute(
+        f"""SELECT endpoint, sum(error_count)::DOUBLE / nullif(sum(request_count), 0) AS err, avg(p95_latency_ms) AS p95
+            FROM {tables.ENDPOINT_METRICS} WHERE service = ? AND window_start >= ? AND window_start < ?
+            GROUP BY endpoint ORDER BY sum(error_count) DESC, avg(p95_latency_ms) DESC NULLS LAST LIMIT ?""",
+        [service, start, end, limit],
+    ).fetchall()
+    return [f"{ep} ({fmt_pct(err)} errors, p95 {fmt_ms(p95)})" for ep, err, p95 in rows]
+
+
+def _similar(con, incident_id: str, service: str, started_at: datetime, types: list[str]) -> str:
+    rows = con.execute(
+        f"""SELECT i.id, i.service, i.started_at,
+                   (SELECT string_agg(DISTINCT a.anomaly_type, ', ') FROM {tables.ANOMALIES} a
+                     WHERE a.service = i.service AND a.window_start >= i.started_at
+                       AND a.window_start < coalesce(i.ended_at, i.updated_at) + INTERVAL 1 MINUTE) AS types
+            FROM {tables.INCIDENTS} i
+            WHERE i.id <> ? AND i.started_at < ? AND i.started_at >= ?
+            ORDER BY i.started_at DESC""",
+        [incident_id, started_at, started_at - SIMILAR_LOOKBACK],
+    ).fetchall()
+    similar = [
+        (sid, svc, st, t or "")
+        for sid, svc, st, t in rows
+        if svc == service or any(x in (t or "").split(", ") for x in types)
+    ]
+    if not similar:
+        return "none in the last 7 days"
+    _, svc, st, t = similar[0]
+    return f"{len(similar)} in the last 7 days (latest: {svc}, {t or 'unknown type'}, started {fmt_time(st)})"
+
+
+def known_services(store: Store) -> set[str]:
+    """Every service name the platform has seen (the grounding check's vocabulary)."""
+
+    def work(con):
+        names: set[str] = set()
+        for sql in (
+            f"SELECT DISTINCT service FROM {tables.SERVICE_METRICS}",
+            f"SELECT DISTINCT service FROM {tables.ANOMALIES}",
+            f"SELECT DISTINCT service FROM {tables.INCIDENTS}",
+            f"SELECT DISTINCT root_cause_service FROM {tables.INCIDENTS}",
+            f"SELECT DISTINCT unnest(related_services) FROM {tables.INCIDENTS}",
+            f"SELECT DISTINCT parent_service FROM {tables.SERVICE_DEPENDENCIES}",
+            f"SELECT DISTINCT child_service FROM {tables.SERVICE_DEPENDENCIES}",
+        ):
+            names.update(r[0] for r in con.execute(sql).fetchall() if r[0])
+        return names
+
+    return store.read(work)
+
+
+def build_facts(store: Store, incident_id: str, bronze_dir) -> Facts:
+    """Read everything about one incident and render its facts sheet."""
+
+    def work(con):
+        row = con.execute(
+            f"""SELECT service, started_at, ended_at, status, peak_severity, root_cause_service,
+                       related_services, updated_at FROM {tables.INCIDENTS} WHERE id = ?""",
+            [incident_id],
+        ).fetchone()
+        if row is None:
+            raise KeyError(f"incident {incident_id} not found")
+        service, started, ended, status, severity, root, related, updated = row
+        end = ended or max(updated, started + timedelta(minutes=1))
+        before = _window_metrics(con, service, started - BEFORE, started)
+        during = _window_metrics(con, service, started, max(end, started + timedelta(minutes=1)))
+        types, traces = _anomaly_types_and_traces(con, service, started, max(end, started + timedelta(minutes=1)))
+        endpoints = _top_endpoints(con, service, started, max(end, started + timedelta(minutes=1)))
+        similar = _similar(con, incident_id, service, started, types)
+        return service, started, ended, status, severity, root, list(related or []), updated, before, during, types, traces, endpoints, similar
+
+    (service, started, ended, status, severity, root, related, updated, before, during, types, traces, endpoints, similar) = store.read(work)
+    end = ended or utcnow()
+    try:
+        errors = bronze.top_error_messages(bronze_dir, service, started, end + timedelta(minutes=1), limit=2)
+    except Exception as exc:  # a bronze read must never stop narration
+        log.warning("bronze error messages unavailable", incident_id=incident_id, error=str(exc))
+        errors = []
+    minutes = max(1, round((end - started).total_seconds() / 60))
+    related = [s for s in related if s and s != service]
+    lines = {
+        "incident_id": incident_id,
+        "service": service,
+        "status": status,
+        "severity": severity,
+        "anomaly_types": ", ".join(types) or "unknown",
+        "started_at": fmt_time(started),
+        "ended_at": fmt_time(ended) if ended else "ongoing",
+        "duration_minutes": str(minutes),
+        "request_rate_before": fmt_rate(before.get("rate")),
+        "request_rate_during": fmt_rate(during.get("rate")),
+        "error_rate_before": fmt_pct(before.get("error_rate")),
+        "error_rate_during": fmt_pct(during.get("error_rate")),
+        "p95_latency_before": fmt_ms(before.get("p95")),
+        "p95_latency_during": fmt_ms(during.get("p95")),
+        "p95_latency_peak": fmt_ms(during.get("p95_peak")),
+        "p99_latency_before": fmt_ms(before.get("p99")),
+        "p99_latency_during": fmt_ms(during.get("p99")),
+        "top_errors": "; ".join(f'"{msg}" ({n} times)' for msg, n in errors) or "none recorded",
+        "affected_endpoints": "; ".join(endpoints) or "no data",
+        "sample_trace_ids": ", ".join(traces) or "none",
+        "root_cause_service": root or service,
+        "related_services": ", ".join(related) or "none",
+        "similar_past_incidents": similar,
+    }
+    services = [service, *([root] if root and root != service else []), *[s for s in related if s != root]]
+    return Facts(lines=lines, incident_id=incident_id, service=service, incident_updated_at=updated, services=services)

@@ -1,0 +1,173 @@
+"""Narration: find incidents needing a summary, write grounded summaries, track the backlog.
+
+An incident is pending when it has no summary, or when it changed after the
+facts its latest summary was built from (`incidents.updated_at` newer than the
+`incident_updated_at` recorded in that summary's facts). For each one: build
+the facts, ask the model, check grounding; a failing text gets one corrective
+retry, then the deterministic template is stored instead (`generated_by =
+'template'`). When the model server is down or too slow nothing is stored: the
+incident stays pending (the backlog, reported in the heartbeat) and is
+summarised once the server answers again. Anomalies and incidents are only read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from llm import grounding, prompt
+from llm.client import LLMUnavailable, NarratorLLM
+from llm.facts import Facts, build_facts, known_services
+from llm.template import template_summary
+from observability import tables
+from observability.logs import get_logger
+from observability.store import Store, utcnow
+
+log = get_logger(__name__)
+
+PENDING_SQL = f"""
+WITH latest AS (
+    SELECT incident_id,
+           max(coalesce(TRY_CAST(json_extract_string(facts, '$.incident_updated_at') AS TIMESTAMP), created_at)) AS covered
+    FROM {tables.INCIDENT_SUMMARIES} GROUP BY incident_id
+)
+SELECT i.id FROM {tables.INCIDENTS} i LEFT JOIN latest l ON l.incident_id = i.id
+WHERE l.covered IS NULL OR i.updated_at > l.covered
+ORDER BY i.updated_at, i.id
+"""
+
+
+def pending_incidents(store: Store) -> list[str]:
+    return [r[0] for r in store.fetch_all(PENDING_SQL)]
+
+
+@dataclass
+class Summary:
+    incident_id: str
+    service: str
+    summary: str
+    generated_by: str  # llm | template
+    model: str | None
+    latency_ms: float | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    facts: dict
+    attempts: list[dict] = field(default_factory=list)  # each LLM try: text and violations (logs, bench)
+
+
+def summarise(facts: Facts, llm: NarratorLLM, services: set[str]) -> Summary:
+    """A grounded summary of one incident; raises LLMUnavailable (nothing to store)."""
+    block = facts.block()
+    attempts: list[dict] = []
+    latency = 0.0
+    prompt_tokens = completion_tokens = 0
+    messages = prompt.build_messages(block)
+    for attempt in (1, 2):
+        reply = llm.chat(messages)
+        latency += reply.latency_ms
+        prompt_tokens += reply.prompt_tokens or 0
+        completion_tokens += reply.completion_tokens or 0
+        result = grounding.check(reply.text, facts.lines, services)
+        attempts.append({"text": reply.text, "violations": result.violations, "latency_ms": reply.latency_ms})
+        if result.ok:
+            return Summary(
+                facts.incident_id, facts.service, reply.text, "llm", reply.model, latency,
+                prompt_tokens, completion_tokens, facts.as_json(), attempts,
+            )
+        log.info("summary failed grounding", incident_id=facts.incident_id, attempt=attempt, violations=result.feedback())
+        messages = prompt.retry_messages(block, reply.text, result.feedback())
+    text = template_summary(facts.lines)
+    return Summary(
+        facts.incident_id, facts.service, text, "template", llm.model, latency,
+        prompt_tokens, completion_tokens, facts.as_json(), attempts,
+    )
+
+
+def store_summary(store: Store, s: Summary) -> str:
+    summary_id = str(uuid.uuid4())
+    store.execute(
+        f"""INSERT INTO {tables.INCIDENT_SUMMARIES} (id, incident_id, service, created_at, summary, generated_by,
+                model, latency_ms, prompt_tokens, completion_tokens, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        [
+            summary_id, s.incident_id, s.service, utcnow(), s.summary, s.generated_by, s.model,
+            s.latency_ms, s.prompt_tokens, s.completion_tokens, json.dumps(s.facts),
+        ],
+    )
+    return summary_id
+
+
+@dataclass
+class CycleResult:
+    summarised: int = 0
+    llm: int = 0
+    template: int = 0
+    pending: int = 0  # left after the cycle (the backlog)
+    llm_down: str | None = None  # why the model could not be reached, if it could not
+
+    def line(self) -> str:
+        state = "down" if self.llm_down else "ok"
+        return f"narrated incidents={self.summarised} llm={self.llm} template={self.template} pending={self.pending} model_server={state}"
+
+
+class Narrator:
+    def __init__(self, settings, store: Store | None = None, llm: NarratorLLM | None = None) -> None:
+        self.settings = settings
+        self.store = store or Store.from_settings(settings)
+        self.llm = llm or NarratorLLM.from_settings(settings)
+
+    def cycle(self) -> CycleResult:
+        """Summarise every pending incident; stop at the first sign the model server is down."""
+        result = CycleResult()
+        pending = pending_incidents(self.store)
+        services = known_services(self.store) if pending else set()
+        for n, incident_id in enumerate(pending):
+            try:
+                facts = build_facts(self.store, incident_id, self.settings.bronze_dir)
+            except KeyError:
+                continue  # deleted meanwhile (retention)
+            started = time.monotonic()
+            try:
+                summary = summarise(facts, self.llm, services)
+            except LLMUnavailable as exc:
+                result.llm_down = str(exc)
+                log.warning("model server unavailable; incidents stay pending", pending=len(pending) - n, error=str(exc))
+                break
+            store_summary(self.store, summary)
+            result.summarised += 1
+            result.llm += summary.generated_by == "llm"
+            result.template += summary.generated_by == "template"
+            log.info(
+                "incident summarised",
+                incident_id=incident_id,
+                service=facts.service,
+                generated_by=summary.generated_by,
+                seconds=round(time.monotonic() - started, 2),
+                progress=f"{n + 1}/{len(pending)}",
+            )
+        result.pending = len(pending_incidents(self.store))
+        self.heartbeat(result)
+        return result
+
+    def heartbeat(self, result: CycleResult) -> None:
+        detail = f"backlog={result.pending} model_server={'down' if result.llm_down else 'ok'} summarised={result.summarised}"
+        self.store.heartbeat("narrator", detail=detail)
+
+    def run_forever(self, stop=None) -> None:
+        """Every NARRATE_INTERVAL_SECONDS; back off (up to 5 min) while the model server is down."""
+        interval = self.settings.narrate_interval_seconds
+        delay = interval
+        while stop is None or not stop.is_set():
+            try:
+                result = self.cycle()
+                delay = min(delay * 2, max(interval, 300)) if result.llm_down else interval
+                if result.summarised or result.llm_down:
+                    log.info(result.line())
+            except Exception:  # the store busy, a bad row: log and keep going
+                log.exception("narration cycle failed")
+                delay = min(delay * 2, max(interval, 300))
+            if stop is not None:
+                stop.wait(delay)
+            else:
+                time.sleep(delay)

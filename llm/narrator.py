@@ -1,0 +1,31 @@
+"""`python -m llm.narrator [--once]`: grounded incident summaries (see llm.narration).
+
+`--once` summarises every pending incident and exits: 0 when none is left
+pending, 2 when the model server could not be reached (those incidents stay
+pending; nothing wrong is stored). It prints one line:
+`narrated incidents=<n> llm=<n> template=<n> pending=<n> model_server=<ok|down>`.
+"""
+
+import argparse
+import sys
+
+from llm.narration import Narrator
+from observability.settings import get_settings
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llm.narrator", description="Grounded LLM incident summaries.")
+    parser.add_argument("--once", action="store_true", help="summarise every pending incident, then exit")
+    args = parser.parse_args(argv)
+    narrator = Narrator(get_settings())
+    narrator.store.migrate()
+    if not args.once:
+        narrator.run_forever()
+        return 0
+    result = narrator.cycle()
+    print(result.line(), flush=True)
+    return 2 if result.llm_down else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

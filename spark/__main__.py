@@ -1,0 +1,3 @@
+from spark.streaming_job import main
+
+raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""The SparkSession: small, quiet, UTC, `local[2]` unless SPARK_MASTER says otherwise."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import sys
+from pathlib import Path
+
+from observability.settings import Settings
+
+
+def spark_conf(settings: Settings, app_name: str = "observability-streaming") -> dict[str, str]:
+    return {
+        "spark.app.name": app_name,
+        "spark.master": settings.spark_master,
+        "spark.ui.enabled": str(bool(settings.spark_ui)).lower(),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY", "1g"),
+        "spark.sql.shuffle.partitions": "2",
+        "spark.default.parallelism": "2",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC -XX:+UseParallelGC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.warehouse.dir": str(settings.data_dir / "spark-warehouse"),
+        "spark.sql.streaming.minBatchesToRetain": "20",
+        "spark.sql.streaming.numRecentProgressUpdates": "20",
+        "spark.sql.adaptive.enabled": "false",
+        "spark.python.worker.reuse": "true",
+        "spark.driver.host": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
+        "spark.driver.bindAddress": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
+    }
+
+
+def build_session(settings: Settings, app_name: str = "observability-streaming", log_level: str = "ERROR"):
+    """Create (or reuse) the session; Python workers run this interpreter."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Every timestamp is UTC: the JVM, the session and this process's local time.
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    # Python workers unpickle the data source classes from this repo.
+    root = str(Path(__file__).resolve().parents[1])
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *filter(None, paths)])
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder
+    for key, value in spark_conf(settings, app_name).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(log_level)
+    from spark.source import register
+
+    register(spark)
+    return spark

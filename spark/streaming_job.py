@@ -1,0 +1,365 @@
+"""The streaming job: `python -m spark.streaming_job [--available-now]`.
+
+Two Structured Streaming queries in one Spark application:
+
+- `metrics`: raw-events topic -> parse/validate (once, in the source) ->
+  event-time watermark -> 1-minute windows per service and per (service,
+  endpoint) -> update mode -> `foreachBatch` DuckDB sink. Per batch the sink
+  also writes the trace samples, dependency edges, dead letters (parse
+  rejects) and a stream_progress row, all in one transaction with its commit
+  row, and publishes the updated windows to the aggregated-metrics topic.
+- `dead_letters`: the dead-letter topic (producers' rejects) -> dead_letter.
+
+Continuous mode triggers every TRIGGER_SECONDS and restarts a failed query
+with backoff; `--available-now` processes everything available, writes it
+and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from observability.logs import get_logger
+from observability.settings import Settings, get_settings
+from observability.store import Store
+
+log = get_logger("spark.streaming_job")
+
+
+class StreamingJob:
+    def __init__(self, spark, settings: Settings, store: Store) -> None:
+        from spark.transforms import SAMPLE_CAPS
+
+        self.spark = spark
+        self.settings = settings
+        self.store = store
+        self.metrics_checkpoint = settings.checkpoint_dir / "metrics"
+        self.dead_letter_checkpoint = settings.checkpoint_dir / "dead_letters"
+        self.staging_dir = settings.checkpoint_dir / "staging" / settings.kafka_raw_events_topic
+        self.sample_caps = SAMPLE_CAPS
+        self._producer = None
+        self._sinks: dict[str, object] = {}
+        self.totals = {"batches": 0, "rows_in": 0, "rows_rejected": 0, "rows_late": 0, "dead_letters_ingested": 0}
+        self._progress_bar = None
+
+    # -- streams ----------------------------------------------------------------
+    def _source_options(self, topic: str) -> dict[str, str]:
+        from spark.source import transport_options
+
+        opts = transport_options(self.settings)
+        opts.update(topic=topic, bronze_dir=str(self.settings.bronze_dir), staging_dir=str(self.staging_dir))
+        return opts
+
+    def events_stream(self):
+        """Validated events (aggregation columns) from the raw-events topic."""
+        from spark.source import RAW_FORMAT
+
+        topic = self.settings.kafka_raw_events_topic
+        if self.settings.spark_source == "native":
+            from spark.source import native_kafka_events
+
+            return native_kafka_events(self.spark, self.settings, self._source_options(topic))
+        return self.spark.readStream.format(RAW_FORMAT).options(**self._source_options(topic)).load()
+
+    def start(self, available_now: bool) -> dict[str, object]:
+        return {"metrics": self.start_metrics(available_now), "dead_letters": self.start_dead_letters(available_now)}
+
+    def _trigger(self, available_now: bool) -> dict:
+        if available_now:
+            return {"availableNow": True}
+        return {"processingTime": f"{self.settings.trigger_seconds} seconds"}
+
+    def start_metrics(self, available_now: bool):
+        from spark.transforms import window_metrics
+
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        events = self.events_stream().withWatermark("timestamp", f"{self.settings.watermark_seconds} seconds")
+        return (
+            window_metrics(events)
+            .writeStream.queryName("metrics")
+            .outputMode("update")
+            .foreachBatch(self.metrics_batch)
+            .option("checkpointLocation", str(self.metrics_checkpoint))
+            .trigger(**self._trigger(available_now))
+            .start()
+        )
+
+    def start_dead_letters(self, available_now: bool):
+        from spark.source import DEAD_LETTER_FORMAT
+
+        stream = self.spark.readStream.format(DEAD_LETTER_FORMAT).options(
+            **self._source_options(self.settings.kafka_dead_letter_topic)
+        ).load()
+        return (
+            stream.writeStream.queryName("dead_letters")
+            .foreachBatch(self.dead_letter_batch)
+            .option("checkpointLocation", str(self.dead_letter_checkpoint))
+            .trigger(**self._trigger(available_now))
+            .start()
+        )
+
+    # -- sinks --------------------------------------------------------------------
+    def _sink(self, name: str, checkpoint: Path):
+        """The sink's commit key includes the query id: a new checkpoint starts afresh."""
+        from spark.checkpoint import query_id
+        from spark.sink import DuckDBSink
+
+        if name not in self._sinks:
+            self._sinks[name] = DuckDBSink(self.store, f"{name}:{query_id(checkpoint) or 'unknown'}", self.sample_caps)
+        return self._sinks[name]
+
+    def metrics_batch(self, df, batch_id: int) -> None:
+        """foreachBatch of the metrics query (runs in the driver)."""
+        from spark.staging import clear_manifests, load_manifests
+
+        t0 = time.monotonic()
+        metrics = df.toPandas()  # runs the micro-batch: source reads + stages, stateful aggregation
+        t_aggregate = time.monotonic() - t0
+        staged = load_manifests(self.staging_dir)
+        sink = self._sink("metrics", self.metrics_checkpoint)
+        if sink.is_committed(batch_id):
+            log.info("batch already committed, replay is a no-op", batch_id=batch_id)
+            clear_manifests(self.staging_dir, staged)
+            return
+        t1 = time.monotonic()
+        out = self.batch_output(batch_id, metrics, staged)
+        t_side = time.monotonic() - t1
+        self.publish(metrics, batch_id)  # at-least-once; consumers keep the latest per key
+        written = sink.write_batch(out)
+        clear_manifests(self.staging_dir, staged)
+        self.store.heartbeat("spark", f"batch {batch_id}")
+        if written:
+            for key, value in (("rows_in", out.rows_in), ("rows_rejected", out.rows_rejected), ("rows_late", out.rows_late)):
+                self.totals[key] += value
+            self.totals["batches"] += 1
+            if self._progress_bar is not None:
+                self._progress_bar.update(out.rows_in)
+        log.info(
+            "batch committed" if written else "batch already committed",
+            batch_id=batch_id,
+            rows_in=out.rows_in,
+            rows_rejected=out.rows_rejected,
+            rows_late=out.rows_late,
+            windows=len(metrics),
+            samples=len(out.samples),
+            edges=len(out.dependencies),
+            watermark=str(out.watermark),
+            seconds=round(time.monotonic() - t0, 2),
+            aggregate_seconds=round(t_aggregate, 2),
+            side_outputs_seconds=round(t_side, 2),
+        )
+
+    def batch_output(self, batch_id: int, metrics, staged):
+        """Everything the batch writes, computed from the ranges the source staged."""
+        from pyspark.sql import functions as F
+
+        from spark.checkpoint import batch_watermark_ms
+        from spark.sink import BatchOutput
+        from spark.staging import read_rejects
+        from spark.transforms import batch_stats, dependency_edges, trace_samples
+
+        late_wm = batch_watermark_ms(self.metrics_checkpoint, batch_id - 1)
+        current_wm = batch_watermark_ms(self.metrics_checkpoint, batch_id)
+        out = BatchOutput(batch_id=batch_id, metrics=metrics)
+        files = [f for s in staged for f in s.bronze_files]
+        if files:
+            events = self.spark.read.parquet(*files).withColumn("timestamp", F.col("timestamp").cast("timestamp"))
+            out.samples = trace_samples(events).toPandas()
+            out.dependencies = dependency_edges(events).toPandas()
+            stats = batch_stats(events, late_wm).first()
+            out.rows_late = int(stats["rows_late"])
+            if stats["max_event_ms"] is not None:
+                out.max_event_time = _utc(stats["max_event_ms"])
+        out.dead_letters = read_rejects(staged).to_pandas()
+        out.rows_in = sum(s.valid + s.rejected for s in staged)
+        out.rows_rejected = sum(s.rejected for s in staged)
+        out.watermark = _utc(current_wm) if current_wm else None
+        return out
+
+    def publish(self, metrics, batch_id: int) -> None:
+        """Each updated window row as JSON to the aggregated-metrics topic."""
+        if metrics.empty:
+            return
+        if self._producer is None:
+            from observability.transport import create_producer
+
+            self._producer = create_producer(self.settings)
+        topic = self.settings.kafka_aggregated_topic
+        for row in metrics.to_dict("records"):
+            endpoint = row["endpoint"] if isinstance(row["endpoint"], str) else None
+            value = {
+                "window_start": row["window_start"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "window_end": row["window_end"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "service": row["service"],
+                "endpoint": endpoint,
+                **{k: _jsonable(row[k]) for k in _PUBLISHED},
+                "batch_id": batch_id,
+            }
+            key = f"{row['service']}|{endpoint or '*'}".encode()
+            self._producer.send(topic, json.dumps(value, separators=(",", ":")).encode(), key=key)
+        self._producer.flush()
+
+    def dead_letter_batch(self, df, batch_id: int) -> None:
+        rows = df.toPandas()
+        sink = self._sink("dead_letters", self.dead_letter_checkpoint)
+        written = sink.write_dead_letters(batch_id, rows)
+        if written:
+            self.totals["dead_letters_ingested"] += len(rows)
+        log.info("dead-letter batch", batch_id=batch_id, rows=len(rows), written=written)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
+        if self._progress_bar is not None:
+            self._progress_bar.close()
+
+    # -- running --------------------------------------------------------------------
+    def backlog(self) -> int:
+        """Raw events not yet committed by the metrics query (for the progress bar)."""
+        from observability.transport import create_reader
+
+        topic = self.settings.kafka_raw_events_topic
+        with create_reader(self.settings) as reader:
+            end = sum(reader.end_offsets(topic).values())
+        done = 0
+        offsets = self.metrics_checkpoint / "offsets"
+        commits = self.metrics_checkpoint / "commits"
+        if commits.is_dir():
+            ids = sorted(int(p.name) for p in commits.iterdir() if p.name.isdigit())
+            if ids:
+                lines = (offsets / str(ids[-1])).read_text().splitlines()
+                done = sum(int(v) for v in json.loads(lines[2]).values())
+        return max(0, end - done)
+
+    def run(self, available_now: bool, stop: threading.Event) -> int:
+        if available_now and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._progress_bar = tqdm(total=self.backlog(), unit="ev", unit_scale=True, desc="spark")
+        starters = {"metrics": self.start_metrics, "dead_letters": self.start_dead_letters}
+        queries = {name: start(available_now) for name, start in starters.items()}
+        failures = {name: 0 for name in queries}
+        rc = 0
+        last_beat = 0.0
+        while queries:
+            if stop.is_set():
+                for q in queries.values():
+                    q.stop()
+                break
+            for name, q in list(queries.items()):
+                q.awaitTermination(0.5)
+                if q.isActive:
+                    continue
+                exc = q.exception()
+                if exc is None:
+                    queries.pop(name)  # available-now finished (or stopped)
+                    continue
+                log.error("query failed", query=name, error=str(exc)[:2000])
+                if available_now:
+                    queries.pop(name)
+                    rc = 1
+                    continue
+                failures[name] += 1
+                delay = min(60.0, 2.0 ** failures[name])
+                log.info("restarting query", query=name, after_seconds=delay)
+                if stop.wait(delay):
+                    break
+                queries[name] = starters[name](available_now)
+            if not available_now and time.monotonic() - last_beat >= self.settings.trigger_seconds:
+                last_beat = time.monotonic()
+                try:
+                    self.store.heartbeat("spark", "running")
+                except Exception as exc:  # noqa: BLE001 - a busy store must not stop the job
+                    log.warning("heartbeat failed", error=str(exc))
+        if rc and available_now:
+            for q in queries.values():
+                q.stop()
+        return rc
+
+
+_PUBLISHED = (
+    "request_count",
+    "error_count",
+    "client_error_count",
+    "error_rate",
+    "avg_latency_ms",
+    "p50_latency_ms",
+    "p95_latency_ms",
+    "p99_latency_ms",
+    "max_latency_ms",
+)
+
+
+def _utc(ms: int):
+    """Epoch ms -> naive UTC datetime (the form TIMESTAMP columns hold)."""
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).replace(tzinfo=None)
+
+
+def _jsonable(v):
+    try:
+        import math
+
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return None
+        return v.item() if hasattr(v, "item") else v
+    except (TypeError, ValueError):
+        return v
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m spark.streaming_job", description=__doc__.split("\n\n")[0])
+    p.add_argument("--available-now", action="store_true",
+                   help="process everything available now, write it, and exit (replays, tests, backfills)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store.from_settings(settings)
+    store.migrate()
+    from observability.transport import create_topics
+    from spark.session import build_session
+
+    create_topics(settings)
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    mode = "available-now" if args.available_now else f"continuous (trigger {settings.trigger_seconds:g}s)"
+    log.info("starting", mode=mode, transport=settings.transport, master=settings.spark_master,
+             watermark_seconds=settings.watermark_seconds, source=settings.spark_source)
+    t0 = time.monotonic()
+    spark = build_session(settings)
+    job = StreamingJob(spark, settings, store)
+    try:
+        rc = job.run(args.available_now, stop)
+    finally:
+        job.close()
+        spark.stop()
+    seconds = time.monotonic() - t0
+    t = job.totals
+    print(
+        f"spark: {t['rows_in']} events in {t['batches']} batches, {t['rows_rejected']} rejected, "
+        f"{t['rows_late']} late, {t['dead_letters_ingested']} dead letters ingested, {seconds:.1f}s",
+        flush=True,
+    )
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

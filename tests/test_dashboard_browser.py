@@ -1,0 +1,68 @@
+"""The dashboard in a real headless Chromium (Debian's package) driven by Playwright.
+
+`streamlit run dashboard/app.py` runs as a subprocess on a seeded DATA_DIR;
+each page must show its Plotly chart, the incidents page its summary, and a
+screenshot of every page lands in test-artifacts/ as dashboard_<page>.png.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dashboard import server
+from tests.dashboard_fixtures import NOVEL_SERVICE, TEMPLATE_SUMMARY, seed_dashboard
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+HOST = "127.0.0.1"
+PORTS = range(8600, 8606)  # 8606-8610 are the benchmark's
+PAGES = {"overview": "", "anomalies": "anomalies", "incidents": "incidents", "health": "health"}
+
+
+@pytest.fixture
+def dashboard_url(store, settings, data_dir, tmp_path):
+    seed_dashboard(store, settings.bronze_dir)
+    port = server.free_port(HOST, PORTS)
+    proc = server.start(HOST, port, env={"DATA_DIR": str(data_dir)}, log_path=tmp_path / "streamlit.log")
+    try:
+        server.wait_healthy(HOST, port, timeout=60, proc=proc)
+        yield f"http://{HOST}:{port}"
+    finally:
+        server.stop(proc)
+    assert proc.poll() is not None, "streamlit still running"
+
+
+def test_pages_render_in_chromium(dashboard_url, artifacts_dir):
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is not installed: apt-get install chromium")
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 2600})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            for name, path in PAGES.items():
+                page.goto(f"{dashboard_url}/{path}")
+                chart = page.locator(".js-plotly-plot").first
+                expect(chart).to_be_visible(timeout=45_000)
+                expect(page.locator("[data-testid=stMain] h1").first).to_have_text(name.capitalize())
+                if name == "overview":
+                    expect(page.get_by_text(NOVEL_SERVICE, exact=True).first).to_be_visible()
+                    assert page.locator(".js-plotly-plot").count() == 3
+                if name == "incidents":
+                    expect(page.get_by_text(TEMPLATE_SUMMARY)).to_be_visible()
+                    expect(page.get_by_text("Template summary", exact=True)).to_be_visible()
+                    expect(page.locator(".js-plotly-plot")).to_have_count(2)  # detector scores + waterfall
+                # no Streamlit exception box, no "page not found" dialog
+                assert page.locator('[data-testid="stException"]').count() == 0
+                assert page.get_by_text("Page not found").count() == 0
+                page.wait_for_timeout(500)  # let Plotly finish its transitions
+                page.screenshot(path=str(artifacts_dir / f"dashboard_{name}.png"))
+            assert not errors, errors
+        finally:
+            browser.close()

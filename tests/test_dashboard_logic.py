@@ -1,0 +1,107 @@
+"""The dashboard's SQL downsampling and pure derivations, against independent computations."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+
+from dashboard import queries
+from dashboard.ranges import RANGES
+from dashboard.status import DEGRADED, HEALTHY, INCIDENT, format_duration, lag_level, pipeline_lag, service_statuses
+from dashboard.traces import waterfall_rows
+from observability import tables
+from observability.store import utcnow
+from tests.seeding import seed_metrics
+
+
+def test_downsampled_series_match_pandas(store):
+    now = utcnow().replace(second=0, microsecond=0)
+    df = seed_metrics(store, services=("alpha", "beta"), start=now - timedelta(hours=5), minutes=300, seed=3)
+    # a gap: windows missing for 20 minutes must not dilute the rate
+    store.execute(f"DELETE FROM {tables.SERVICE_METRICS} WHERE service = 'beta' AND window_start >= ? AND window_start < ?",
+                  [now - timedelta(minutes=200), now - timedelta(minutes=180)])
+    df = df[~((df.service == "beta") & (df.window_start >= now - timedelta(minutes=200)) & (df.window_start < now - timedelta(minutes=180)))]
+
+    tr = RANGES["7d"]  # 30-minute buckets
+    got = queries.service_series(store, tr, now).set_index(["service", "bucket"]).sort_index()
+
+    df = df.assign(bucket=df.window_start.dt.floor("30min"))
+    g = df.groupby(["service", "bucket"])
+    expected = pd.DataFrame(
+        {
+            "request_rate": g.request_count.sum() / (g.size() * 60.0),
+            "error_rate": g.error_count.sum() / g.request_count.sum(),
+            "p95_latency_ms": g.apply(lambda x: (x.p95_latency_ms * x.request_count).sum() / x.request_count.sum(), include_groups=False),
+        }
+    ).sort_index()
+    assert len(got) == len(expected) <= 2 * 11
+    for col in expected.columns:
+        assert got[col].to_numpy() == pytest.approx(expected[col].to_numpy(), rel=1e-9), col
+
+
+def test_range_excludes_older_windows(store):
+    now = utcnow().replace(second=0, microsecond=0)
+    seed_metrics(store, services=("alpha",), start=now - timedelta(hours=3), minutes=180)
+    got = queries.service_series(store, RANGES["1h"], now)
+    assert len(got) in (60, 61) and got.bucket.min() >= now - timedelta(hours=1)
+
+
+def _incidents(rows):
+    cols = ["service", "peak_severity", "started_at", "root_cause_service", "related_services"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def test_statuses_come_from_data_only():
+    now = utcnow()
+    snapshot = pd.DataFrame(
+        {"service": ["a", "b", "c"], "last_window": [now] * 3, "request_rate": [1.0, 2.0, None],
+         "error_rate": [0.0, 0.1, None], "p95_latency_ms": [10.0, 20.0, None]}
+    )
+    open_incidents = _incidents([("b", "high", now, "never-seen-db", ["c"])])
+    recent = pd.DataFrame({"service": ["a"], "anomalies": [2], "max_score": [0.7], "last_anomaly": [now]})
+    statuses = {s.service: s for s in service_statuses(snapshot, open_incidents, recent)}
+    assert statuses["b"].status == INCIDENT
+    assert statuses["never-seen-db"].status == INCIDENT and statuses["never-seen-db"].request_rate is None
+    assert statuses["a"].status == DEGRADED and "2 anomalies" in statuses["a"].reason
+    assert statuses["c"].status == DEGRADED
+    assert [s.service for s in service_statuses(snapshot, _incidents([]), recent.iloc[0:0])] == ["a", "b", "c"]
+    assert all(s.status == HEALTHY for s in service_statuses(snapshot, _incidents([]), recent.iloc[0:0]))
+
+
+def test_waterfall_orders_call_tree_and_keeps_orphans_and_cycles():
+    t0 = pd.Timestamp("2026-01-01 00:00:00")
+    spans = pd.DataFrame(
+        [
+            ("root", None, "gw", 0, 100),
+            ("late-child", "root", "b", 50, 10),
+            ("early-child", "root", "a", 10, 30),
+            ("grandchild", "early-child", "db", 12, 5),
+            ("orphan", "missing-parent", "x", 20, 1),
+            ("cyc1", "cyc2", "y", 30, 1),
+            ("cyc2", "cyc1", "z", 31, 1),
+        ],
+        columns=["span_id", "parent_span_id", "service", "offset", "latency_ms"],
+    )
+    spans["timestamp"] = t0 + pd.to_timedelta(spans.pop("offset"), unit="ms")
+    spans["endpoint"] = "/"
+    spans["status_code"] = 200
+    spans["error_message"] = None
+    rows = waterfall_rows(spans)
+    assert list(rows.span_id[:5]) == ["root", "early-child", "grandchild", "late-child", "orphan"]
+    assert list(rows.depth[:5]) == [0, 1, 2, 1, 0]
+    assert set(rows.span_id) == set(spans.span_id)  # the cycle is still drawn
+    assert rows.set_index("span_id").start_ms["late-child"] == pytest.approx(50.0)
+    assert waterfall_rows(spans.iloc[0:0]).empty
+
+
+def test_lag_levels_and_durations():
+    now = utcnow()
+    assert pipeline_lag(None, now) is None and lag_level(None) == "unknown"
+    assert lag_level(pipeline_lag(now - timedelta(seconds=30), now)) == "ok"
+    assert lag_level(pipeline_lag(now - timedelta(minutes=5), now)) == "warning"
+    assert lag_level(pipeline_lag(now - timedelta(hours=1), now)) == "error"
+    assert format_duration(timedelta(seconds=45)) == "45 s"
+    assert format_duration(timedelta(minutes=3, seconds=4)) == "3 min 4 s"
+    assert format_duration(timedelta(days=3, hours=2)) == "3 d 2 h"

@@ -1,0 +1,200 @@
+"""Each dashboard page rendered by Streamlit's AppTest against a real seeded DuckDB."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from tests.dashboard_fixtures import LLM_SUMMARY, NOVEL_SERVICE, SERVICES, TEMPLATE_SUMMARY, seed_dashboard
+
+APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    """Cached loaders are keyed by the DB path, but start every test clean anyway."""
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def seeded(store, settings):
+    return seed_dashboard(store, settings.bronze_dir)
+
+
+def open_page(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    if page:
+        at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def markdown_text(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def values(v) -> list:
+    """A Plotly JSON array: a list, or a typed array ({"dtype", "bdata"}) as Plotly 6+ writes numbers."""
+    if isinstance(v, dict) and "bdata" in v:
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"])).tolist()
+    return list(v)
+
+
+def tile_statuses(at: AppTest) -> dict[str, str]:
+    """service -> status, read from the tiles' markdown (`**name**  \\n:color-badge[icon status]`)."""
+    out = {}
+    for m in at.markdown:
+        if "-badge[" in m.value:
+            name = m.value.split("**")[1].replace("\\", "")
+            out[name] = m.value.rsplit(" ", 1)[-1].rstrip("]")
+    return out
+
+
+def test_overview_tiles_status_and_shaded_charts(seeded):
+    at = open_page()
+    assert at.title[0].value == "Overview"
+    statuses = tile_statuses(at)
+    assert set(statuses) == set(SERVICES)
+    # open incident on payments, root cause database, related checkout
+    assert statuses["payments"] == "incident"
+    assert statuses["database"] == "incident"
+    assert statuses["checkout"] == "degraded"
+    assert statuses["search"] == "healthy"  # its incident is resolved and old
+    assert statuses[NOVEL_SERVICE] == "healthy"
+
+    figs = charts(at)
+    assert len(figs) == 3  # request rate, error rate, latency (p50/p95/p99)
+    requests = figs[0]
+    assert sorted(t["name"] for t in requests["data"]) == sorted(SERVICES)
+    assert all(len(t["x"]) >= 170 for t in requests["data"])  # 180 one-minute windows in 6 h
+    # both incidents in range are shaded, on every chart
+    for fig in figs:
+        rects = [s for s in fig["layout"].get("shapes", []) if s.get("type") == "rect"]
+        assert len(rects) >= 2, fig["layout"].get("title")
+    latency = figs[2]
+    assert {a["text"] for a in latency["layout"]["annotations"]} >= {"p50", "p95", "p99"}
+
+
+def test_overview_service_filter_and_range(seeded):
+    at = open_page()
+    at.multiselect(key="overview_services").set_value(["payments"]).run()
+    assert not at.exception
+    assert set(tile_statuses(at)) == {"payments"}
+    for fig in charts(at):
+        assert {t["name"] for t in fig["data"]} == {"payments"}
+
+    at.selectbox(key="range").set_value("7d").run()
+    assert not at.exception
+    assert any("30-minute buckets" in c.value for c in at.caption)
+    # 3 h of data in 30-minute buckets: at most 7 points per service
+    assert all(len(t["x"]) <= 7 for t in charts(at)[0]["data"])
+
+
+def test_anomalies_timeline_and_filters(seeded):
+    at = open_page("anomalies")
+    assert charts(at), "timeline chart missing"
+    table = at.dataframe[0].value
+    assert len(table) == 8 + 5
+    assert {m.label: m.value for m in at.metric}["Anomalies shown"] == "13"
+    timeline = charts(at)[0]
+    assert {t["legendgroup"].split(",")[0] for t in timeline["data"]} == {"critical", "medium"}
+
+    at.multiselect(key="anomaly_severities").set_value(["critical"]).run()
+    table = at.dataframe[0].value
+    assert len(table) == 8 and set(table["service"]) == {"payments"}
+    assert {t["legendgroup"].split(",")[0] for t in charts(at)[0]["data"]} == {"critical"}
+
+    at.multiselect(key="anomaly_types").set_value(["latency_spike"]).run()
+    assert not at.dataframe and not charts(at)
+    assert any("No anomalies match" in i.value for i in at.info)
+
+    at.multiselect(key="anomaly_severities").set_value([]).run()
+    at.multiselect(key="anomaly_services").set_value(["search"]).run()
+    table = at.dataframe[0].value
+    assert len(table) == 5 and set(table["anomaly_type"]) == {"latency_spike"}
+
+
+def test_incident_with_template_summary_facts_scores_and_waterfall(seeded):
+    at = open_page("incidents")
+    assert at.selectbox(key="incident_id").value == seeded.open_incident  # newest first
+    text = markdown_text(at)
+    assert TEMPLATE_SUMMARY in text
+    assert any("Template summary" in w.value for w in at.warning)
+    assert "**Likely root cause:** database" in text
+    assert "**Related services:** checkout" in text
+    facts = at.json[0].value
+    assert json.loads(facts)["root_cause_service"] == "database"
+
+    by_key = {c["layout"]["title"]["text"]: c for c in charts(at)}
+    detectors = by_key["Detector scores"]["data"][0]
+    scores = dict(zip(values(detectors["y"]), values(detectors["x"])))
+    assert scores == pytest.approx({"rules": 1.0, "robust_stats": 0.8, "isolation_forest": 0.7, "transformer": 0.6})
+    baseline = next(d.value for d in at.dataframe if "metric" in d.value.columns)
+    row = baseline.set_index("metric").loc["error_rate"]
+    assert (row["baseline"], row["observed"]) == (0.01, 0.3)
+
+    # the chosen sample trace is drawn from the bronze events, in call order
+    assert at.selectbox(key=f"trace_{seeded.open_incident}").value == seeded.trace_id
+    waterfall = by_key["Trace waterfall"]["data"][0]
+    assert [label.split(". ", 1)[1] for label in waterfall["y"]] == [
+        "checkout /api/checkout",
+        "· inventory /api/reserve",
+        "· payments /api/pay",
+        "· · database SELECT orders",
+    ]
+    assert values(waterfall["base"]) == pytest.approx([0.0, 5.0, 15.0, 25.0])
+    assert values(waterfall["x"]) == pytest.approx([420.0, 8.0, 380.0, 350.0])
+
+
+def test_incident_llm_summary_has_no_template_marker(seeded):
+    at = open_page("incidents")
+    at.selectbox(key="incident_id").set_value(seeded.resolved_incident).run()
+    assert not at.exception
+    assert LLM_SUMMARY in markdown_text(at)
+    assert not any("Template summary" in w.value for w in at.warning)
+    assert any("qwen2.5-coder:0.5b" in c.value for c in at.caption)
+    # its sample traces have no bronze events: an empty state, not an error
+    assert any("No spans of trace" in i.value for i in at.info)
+
+
+def test_health_page(seeded):
+    at = open_page("health")
+    metrics = {m.label: m.value for m in at.metric}
+    lag = metrics["Lag (now − newest event time)"]
+    # newest event 70 s before the (minute-rounded) seeding time: between 1 and 3 minutes now
+    assert re.fullmatch(r"(6\d|[7-9]\d|1[01]\d) s|2 min \d+ s", lag), lag
+    tables = {tuple(d.value.columns)[:2]: d.value for d in at.dataframe}
+    checks = next(v for k, v in tables.items() if k == ("component", "status"))
+    assert dict(zip(checks["component"], checks["status"])) == {"spark": "healthy", "narrator": "degraded"}
+    dead = next(v for k, v in tables.items() if k == ("reason", "records"))
+    assert dict(zip(dead["reason"], dead["records"])) == seeded.dead_letter_reasons
+    models = next(v for k, v in tables.items() if k == ("version", "model"))
+    assert list(models["version"]) == ["tf-0001", "if-0001"]
+    assert metrics["Dead letters (last 6 hours)"] == "5"
+    assert charts(at), "dead-letter chart missing"
+
+
+@pytest.mark.parametrize("migrated", [False, True], ids=["no-db-file", "empty-schema"])
+@pytest.mark.parametrize("page", [None, "anomalies", "incidents", "health"])
+def test_empty_store_shows_empty_states(request, settings, page, migrated):
+    if migrated:
+        request.getfixturevalue("store")
+    at = open_page(page)
+    assert not at.exception and not at.error
+    assert not charts(at)
+    assert at.info, "an empty page must say why it is empty"
