@@ -79,14 +79,19 @@ def with_context(history: pd.DataFrame | None, windows: pd.DataFrame) -> tuple[p
 
 
 def rolling_baseline(frame: pd.DataFrame, col: str, window: int, min_periods: int) -> tuple[pd.Series, pd.Series]:
-    """Causal rolling median and robust scale (IQR / 1.349) of one column per service."""
+    """Causal rolling median and MAD-style scale (x1.4826) of one column per service.
+
+    The scale is the rolling median of each past row's absolute deviation from
+    its own causal median: like the MAD it survives up to half the window being
+    an incident (an IQR would already break at a quarter).
+    """
     keys = frame["service"]
-    shifted = frame.groupby(keys, sort=False)[col].shift(1)
-    roll = shifted.groupby(keys, sort=False).rolling(window, min_periods=min_periods)
-    med = roll.median().reset_index(level=0, drop=True).sort_index()
-    q75 = roll.quantile(0.75).reset_index(level=0, drop=True).sort_index()
-    q25 = roll.quantile(0.25).reset_index(level=0, drop=True).sort_index()
-    return med, (q75 - q25) / 1.349
+    x = frame[col]
+    shifted = x.groupby(keys, sort=False).shift(1)
+    med = shifted.groupby(keys, sort=False).rolling(window, min_periods=min_periods).median().reset_index(level=0, drop=True).sort_index()
+    dev = (x - med).abs().groupby(keys, sort=False).shift(1)
+    mad = dev.groupby(keys, sort=False).rolling(window, min_periods=min_periods).median().reset_index(level=0, drop=True).sort_index()
+    return med, mad * 1.4826
 
 
 def build(frame: pd.DataFrame, *, window: int = 60, min_periods: int = 5, short: int = 5) -> pd.DataFrame:

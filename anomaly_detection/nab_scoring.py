@@ -158,10 +158,12 @@ def normalized(raw: float, null: float, n_labels: int, cost: dict) -> float:
     return 100.0 * (raw - null) / (perfect - null)
 
 
-def score_profiles(files: dict[str, tuple], n_labels: int, profiles: dict) -> dict:
+def score_profiles(files: dict[str, tuple], n_labels: int, profiles: dict, only: tuple[str, ...] | None = None) -> dict:
     """Normalised score per profile for one detector's scores."""
     out = {}
     for name, profile in profiles.items():
+        if only is not None and name not in only:
+            continue
         cost = profile["CostMatrix"]
         det = corpus_score(files, cost)
         null_files = {n: (t, np.zeros(len(s)), w) for n, (t, s, w) in files.items()}

@@ -13,7 +13,7 @@ ANOMALY_THRESHOLD = 0.5
 WEIGHTS = {
     "rules": 1.0,
     "robust_stats": 1.0,
-    "isolation_forest": 0.8,
+    "isolation_forest": 0.6,
     "transformer": 0.8,
 }
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from dashboard.status import SEVERITY_COLORS, SEVERITY_ORDER, as_list
 
@@ -36,65 +36,98 @@ def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
     return fig
 
 
-def shade_incidents(fig: go.Figure, incidents: pd.DataFrame, now: datetime, *, start: datetime, label: bool = True, all_rows: bool = False) -> go.Figure:
-    """Shade each incident's span (open ones up to now) on a time-axis figure."""
+# --- time series -------------------------------------------------------------------
+# Built as plain dicts and validated once: Plotly's per-call helpers (add_trace,
+# add_vrect, make_subplots) cost more than the data. Times travel as epoch
+# milliseconds (a compact typed array) on a date axis.
+
+
+def _epoch_ms(times: pd.Series) -> np.ndarray:
+    return pd.to_datetime(times).to_numpy(dtype="datetime64[ms]").astype(np.int64)
+
+
+def incident_shapes(incidents: pd.DataFrame, now: datetime, start: datetime, *, label: bool, x_range: list[int] | None = None) -> tuple[list[dict], list[dict]]:
+    """A shaded rectangle over the full plot height per incident (open ones up to now)."""
+    shapes: list[dict] = []
+    notes: list[dict] = []
     if incidents is None or incidents.empty:
-        return fig
+        return shapes, notes
     for inc in incidents.itertuples(index=False):
         x0 = max(pd.Timestamp(inc.started_at), pd.Timestamp(start))
         x1 = pd.Timestamp(inc.ended_at) if inc.ended_at is not None and not pd.isna(inc.ended_at) else pd.Timestamp(now)
         if x1 < x0:
             continue
-        extra: dict = {"row": "all", "col": 1} if all_rows else {}
-        if label:  # plotly writes "new text" for an annotation without text
-            extra.update(annotation_text=f"incident: {inc.service}", annotation_position="top left", annotation_font_size=10)
-        fig.add_vrect(x0=x0, x1=x1, fillcolor=INCIDENT_FILL, line_width=0, layer="below", **extra)
-    return fig
+        x0_ms, x1_ms = int(x0.value // 1_000_000), int(x1.value // 1_000_000)
+        shapes.append(dict(type="rect", xref="x", yref="paper", x0=x0_ms, x1=x1_ms, y0=0, y1=1,
+                           fillcolor=INCIDENT_FILL, line=dict(width=0), layer="below"))
+        if label:
+            # a label near the right edge hangs leftwards from the span's end
+            right = x_range is not None and x0_ms > x_range[0] + 0.75 * (x_range[1] - x_range[0])
+            notes.append(dict(x=x1_ms if right else x0_ms, xref="x", y=1, yref="paper", yanchor="bottom",
+                              xanchor="right" if right else "left", showarrow=False,
+                              text=f"incident: {inc.service}", font=dict(size=10, color="#9d0208")))
+    return shapes, notes
 
 
-def _service_lines(fig: go.Figure, series: pd.DataFrame, column: str, colors: dict[str, str], *, row=None, showlegend=True, hover: str = "") -> None:
+def _lines(series: pd.DataFrame, column: str, colors: dict[str, str], *, yaxis: str = "y", showlegend: bool = True, fmt: str = "") -> list[dict]:
+    traces = []
     for service, part in series.groupby("service", sort=True):
-        trace = go.Scatter(
-            x=part["bucket"],
-            y=part[column],
-            name=service,
-            legendgroup=service,
-            showlegend=showlegend,
-            mode="lines",
-            line=dict(color=colors[service], width=1.6),
-            hovertemplate=f"{service}: %{{y{hover}}}<extra></extra>",
+        traces.append(
+            dict(
+                type="scatter", mode="lines", x=_epoch_ms(part["bucket"]), y=part[column].to_numpy(dtype=float),
+                name=service, legendgroup=service, showlegend=showlegend, yaxis=yaxis,
+                line=dict(color=colors[service], width=1.6), hovertemplate=f"{service}: %{{y{fmt}}}<extra></extra>",
+            )
         )
-        if row is None:
-            fig.add_trace(trace)
-        else:
-            fig.add_trace(trace, row=row, col=1)
+    return traces
+
+
+def _time_figure(traces: list[dict], title: str, height: int, incidents, now, start, *, label: bool, yaxes: dict) -> go.Figure:
+    # From the first point drawn to now: the labels of incident shading must not
+    # stretch the axis, and a fresh install is not squeezed into a corner.
+    first = min((int(t["x"][0]) for t in traces if len(t["x"])), default=int(pd.Timestamp(start).value // 1_000_000))
+    x_range = [first, int(pd.Timestamp(now).value // 1_000_000)]
+    shapes, notes = incident_shapes(incidents, now, start, label=label, x_range=x_range)
+    layout = dict(
+        title=dict(text=title, x=0, xanchor="left"),
+        height=height,
+        margin=_MARGIN,
+        hovermode="x unified",
+        # below the date tick labels (two lines, ~45 px) whatever the height
+        legend=dict(orientation="h", yanchor="top", y=-62 / (height - 50), xanchor="left", x=0, title=None),
+        xaxis=dict(type="date", title=None, range=x_range),
+        shapes=shapes,
+        annotations=notes + yaxes.pop("_annotations", []),
+        **yaxes,
+    )
+    return go.Figure(data=traces, layout=layout)
 
 
 def request_rate_chart(series: pd.DataFrame, incidents: pd.DataFrame, now: datetime, start: datetime) -> go.Figure:
-    fig = go.Figure()
-    _service_lines(fig, series, "request_rate", service_colors(series["service"]), hover=":.1f")
-    fig.update_yaxes(title="requests / s", rangemode="tozero")
-    shade_incidents(fig, incidents, now, start=start)
-    return _layout(fig, "Request rate", 320)
+    traces = _lines(series, "request_rate", service_colors(series["service"]), fmt=":.1f")
+    return _time_figure(traces, "Request rate", 320, incidents, now, start, label=True,
+                        yaxes=dict(yaxis=dict(title="requests / s", rangemode="tozero")))
 
 
 def error_rate_chart(series: pd.DataFrame, incidents: pd.DataFrame, now: datetime, start: datetime) -> go.Figure:
-    fig = go.Figure()
-    _service_lines(fig, series, "error_rate", service_colors(series["service"]), hover=":.2%")
-    fig.update_yaxes(title="error rate", tickformat=".1%", rangemode="tozero")
-    shade_incidents(fig, incidents, now, start=start, label=False)
-    return _layout(fig, "Error rate (5xx / requests)", 320)
+    traces = _lines(series, "error_rate", service_colors(series["service"]), fmt=":.2%")
+    return _time_figure(traces, "Error rate (5xx / requests)", 320, incidents, now, start, label=False,
+                        yaxes=dict(yaxis=dict(title="error rate", tickformat=".1%", rangemode="tozero")))
 
 
 def latency_chart(series: pd.DataFrame, incidents: pd.DataFrame, now: datetime, start: datetime) -> go.Figure:
-    """p50, p95 and p99 stacked with a shared time axis; one line per service."""
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06, subplot_titles=("p50", "p95", "p99"))
+    """p50, p95 and p99 stacked on one shared time axis; one line per service."""
     colors = service_colors(series["service"])
-    for row, p in enumerate(("p50", "p95", "p99"), start=1):
-        _service_lines(fig, series, f"{p}_latency_ms", colors, row=row, showlegend=row == 1, hover=":.0f")
-        fig.update_yaxes(title_text="ms", rangemode="tozero", row=row, col=1)
-    shade_incidents(fig, incidents, now, start=start, label=False, all_rows=True)
-    return _layout(fig, "Latency (ms)", 560)
+    # top to bottom p50, p95, p99; the time axis hangs off the bottom one ("y")
+    rows = (("p50", "y2", (0.72, 1.0)), ("p95", "y3", (0.36, 0.64)), ("p99", "y", (0.0, 0.28)))
+    traces, yaxes, titles = [], {}, []
+    for p, axis, domain in rows:
+        traces += _lines(series, f"{p}_latency_ms", colors, yaxis=axis, showlegend=p == "p50", fmt=":.0f")
+        name = "yaxis" if axis == "y" else f"yaxis{axis[1:]}"
+        yaxes[name] = dict(domain=list(domain), title="ms", rangemode="tozero", anchor="x")
+        titles.append(dict(text=p, x=0.5, xref="paper", y=domain[1], yref="paper", yanchor="bottom", showarrow=False, font=dict(size=12)))
+    yaxes["_annotations"] = titles
+    return _time_figure(traces, "Latency (ms) — p50, p95, p99", 600, incidents, now, start, label=False, yaxes=yaxes)
 
 
 def anomaly_timeline(anomalies: pd.DataFrame) -> go.Figure:

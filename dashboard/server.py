@@ -18,9 +18,9 @@ APP = Path(__file__).resolve().parent / "app.py"
 ROOT = APP.parents[1]
 
 
-def command(host: str, port: int, python: str = sys.executable) -> list[str]:
+def command(host: str, port: int, python: str = sys.executable, app: Path = APP) -> list[str]:
     return [
-        python, "-m", "streamlit", "run", str(APP),
+        python, "-m", "streamlit", "run", str(app),
         "--server.address", host,
         "--server.port", str(port),
         "--server.headless", "true",
@@ -49,13 +49,15 @@ def wait_healthy(host: str, port: int, timeout: float = 60.0, proc: subprocess.P
     raise TimeoutError(f"dashboard on {host}:{port} not healthy after {timeout:.0f}s: {last}")
 
 
-def start(host: str, port: int, env: dict[str, str] | None = None, log_path: Path | None = None) -> subprocess.Popen:
-    """Launch `streamlit run dashboard/app.py` in its own process group."""
+def start(
+    host: str, port: int, env: dict[str, str] | None = None, log_path: Path | None = None, app: Path = APP
+) -> subprocess.Popen:
+    """Launch `streamlit run dashboard/app.py` (or another app) in its own process group."""
     full_env = {**os.environ, **(env or {})}
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     try:
         return subprocess.Popen(
-            command(host, port), cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command(host, port, app=app), cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     finally:
         if log_path:

@@ -20,6 +20,8 @@ from observability.dead_letter import make_dead_letter
 from observability.logs import get_logger
 from observability.schema import InvalidEvent, validate_line
 
+from event_generator.sinks import PublishRejected
+
 log = get_logger(__name__)
 
 
@@ -63,12 +65,10 @@ def replay(path: Path, sink, speed: str = "max", progress=None, should_stop=None
             now_ms = int(time.time() * 1000)
         try:
             event = validate_line(raw, now_ms=now_ms)
-            value = event.to_json().encode()
+            value = raw if _publish_as_is(raw, event.event_id) else event.to_json().encode()
         except (InvalidEvent, ValueError, TypeError, RecursionError) as exc:
             reason = str(exc) if isinstance(exc, InvalidEvent) else f"line: {type(exc).__name__}: {exc}"
-            sink.send(dead_topic, make_dead_letter(f"replay:{path}:{lineno}", reason, raw), None, None)
-            result.rejected += 1
-            log.debug("replay: line rejected", line=lineno, reason=reason)
+            _dead_letter(sink, dead_topic, path, lineno, reason, raw, result)
         else:
             if speed == "realtime":
                 if first_ts is None:
@@ -78,8 +78,12 @@ def replay(path: Path, sink, speed: str = "max", progress=None, should_stop=None
                     sink.flush()
                     time.sleep(wait)
             key = event.trace_id.encode() if event.trace_id else None
-            sink.send(events_topic, value, key, event.timestamp_ms)
-            result.published += 1
+            try:
+                sink.send(events_topic, value, key, event.timestamp_ms)
+            except PublishRejected as exc:
+                _dead_letter(sink, dead_topic, path, lineno, f"publish: {exc}", raw, result)
+            else:
+                result.published += 1
         if progress is not None:
             progress.update(len(raw) + 1, published=result.published, rejected=result.rejected)
         now = time.monotonic()
@@ -88,6 +92,19 @@ def replay(path: Path, sink, speed: str = "max", progress=None, should_stop=None
             last_flush = now
     sink.flush()
     return result
+
+
+def _publish_as_is(raw: bytes, event_id: str) -> bool:
+    """A valid line that already carries its event_id is published byte for byte (the
+    consumers validate with the same function); otherwise the normalised form is
+    (it carries the generated event_id, and strict JSON without NaN/Infinity literals)."""
+    return event_id.encode() in raw and b"NaN" not in raw and b"Infinity" not in raw
+
+
+def _dead_letter(sink, topic: str, path: Path, lineno: int, reason: str, raw: bytes, result: ReplayResult) -> None:
+    sink.send(topic, make_dead_letter(f"replay:{path}:{lineno}", reason, raw), None, None)
+    result.rejected += 1
+    log.debug("replay: line rejected", line=lineno, reason=reason)
 
 
 def file_size(path: Path) -> int | None:

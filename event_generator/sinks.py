@@ -18,6 +18,12 @@ from observability.transport import create_producer
 log = get_logger(__name__)
 
 MAX_BACKOFF_S = 10.0
+# A valid event line may be up to 1 MiB; leave room for the record around it.
+KAFKA_MAX_REQUEST_BYTES = 2 * 1024 * 1024
+
+
+class PublishRejected(RuntimeError):
+    """The transport refused this record for good (e.g. too large); retrying cannot help."""
 
 
 class TransportSink:
@@ -25,7 +31,8 @@ class TransportSink:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.producer = _retry(lambda: create_producer(settings), "connect")
+        extra = {"max_request_size": KAFKA_MAX_REQUEST_BYTES} if settings.transport == "kafka" else {}
+        self.producer = _retry(lambda: create_producer(settings, **extra), "connect")
         self.events_topic = settings.kafka_raw_events_topic
         self.dead_letter_topic = settings.kafka_dead_letter_topic
         self.target = f"{settings.transport}:{self.events_topic}"
@@ -62,12 +69,25 @@ class FileSink:
         self._f.close()
 
 
+def _retriable(exc: BaseException) -> bool:
+    """Broker down, connection lost, timeouts, disk trouble: worth retrying. A refusal is not."""
+    if isinstance(exc, OSError):
+        return True
+    try:
+        from kafka.errors import KafkaError, NoBrokersAvailable
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, NoBrokersAvailable) or (isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False)))
+
+
 def _retry(fn, what: str):
     delay = 0.2
     while True:
         try:
             return fn()
         except Exception as exc:  # broker down, disk full, ...: back off and keep going
+            if not _retriable(exc) and what == "send":
+                raise PublishRejected(f"{type(exc).__name__}: {exc}") from exc
             log.warning("transport error, retrying", action=what, error=str(exc)[:300], retry_in_s=delay)
             time.sleep(delay)
             delay = min(MAX_BACKOFF_S, delay * 2)

@@ -10,13 +10,21 @@ single slot between narrator calls).
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+import os
 
-from observability.logs import get_logger
+# llama.cpp's OpenMP workers spin while waiting by default; on a small shared
+# CPU a descheduled worker then stalls the others (measured 10x slower
+# generation with 2 threads under load). Passive waiting must be set before
+# the OpenMP runtime starts, i.e. before xllamacpp is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from observability.logs import get_logger  # noqa: E402
 
 log = get_logger(__name__)
 

@@ -20,7 +20,7 @@ log = get_logger(__name__)
 BEFORE = timedelta(minutes=30)  # the baseline window just before an incident
 SIMILAR_LOOKBACK = timedelta(days=7)
 MAX_TRACE_IDS = 2
-META_KEYS = ("incident_updated_at",)  # stored with the facts, not shown to the model
+META_KEYS = ("incident_id", "incident_updated_at")  # stored with the facts, not shown to the model
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Facts:
     services: list[str] = field(default_factory=list)  # services the facts name
 
     def as_json(self) -> dict:
-        return {"incident_updated_at": self.incident_updated_at.isoformat(sep=" "), **self.lines}
+        return {"incident_id": self.incident_id, "incident_updated_at": self.incident_updated_at.isoformat(sep=" "), **self.lines}
 
     def block(self) -> str:
         return facts_block(self.lines)
@@ -185,7 +185,6 @@ def build_facts(store: Store, incident_id: str, bronze_dir) -> Facts:
     minutes = max(1, round((end - started).total_seconds() / 60))
     related = [s for s in related if s and s != service]
     lines = {
-        "incident_id": incident_id,
         "service": service,
         "status": status,
         "severity": severity,

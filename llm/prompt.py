@@ -16,8 +16,7 @@ Rules:
 4. Write one paragraph of 3 to 5 plain sentences: what happened and when; error rate and p95 latency before and during; the top error and the most affected endpoint; the likely root cause and related services; one sample trace id.
 5. No headings, no lists, no markdown."""
 
-EXAMPLE_FACTS = """incident_id: 7d9e2c41-5b3a-4f0e-9a61-2c8d4e6f1a30
-service: checkout
+EXAMPLE_FACTS = """service: checkout
 status: resolved
 severity: high
 anomaly_types: error_surge, latency_spike

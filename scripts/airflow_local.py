@@ -24,6 +24,8 @@ import secrets
 import shlex
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +36,7 @@ from observability.settings import Settings, get_settings  # noqa: E402
 ADMIN_USER = "admin"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 PROCESSES = ("api-server", "scheduler", "dag-processor")
+API_WAIT_SECONDS = 180
 
 
 def passwords_file(settings: Settings) -> Path:
@@ -137,10 +140,30 @@ def cmd_password(settings: Settings) -> int:
     return 0
 
 
+def wait_for_api_server(settings: Settings, timeout: float = API_WAIT_SECONDS) -> bool:
+    """Poll the API server's health endpoint until it answers (True) or the timeout passes (False)."""
+    url = f"http://127.0.0.1:{settings.airflow_port}/api/v2/monitor/health"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(1)
+    return False
+
+
 def cmd_run(settings: Settings, process: str) -> int:
     """Replace this process with the Airflow one (foreground, signals go straight to it)."""
     if not (settings.airflow_home / ".initialised").exists():
         initialise(settings)  # a fresh DATA_DIR: never let the API server invent its own password
+    # Task processes report to the API server (the Execution API): a task the
+    # scheduler starts before it answers fails to start and waits out a heartbeat timeout.
+    if process == "scheduler" and not wait_for_api_server(settings):
+        print(f"API server on :{settings.airflow_port} not answering after {API_WAIT_SECONDS}s; starting the scheduler anyway",
+              file=sys.stderr)
     os.chdir(ROOT)
     os.execve(airflow_bin(), [airflow_bin(), process], full_env(settings))
     return 1  # not reached

@@ -30,7 +30,7 @@ class BatchOutput:
 
     batch_id: int
     metrics: pd.DataFrame  # window_metrics rows; endpoint NULL = service level
-    samples: pd.DataFrame = field(default_factory=pd.DataFrame)  # window_start, service, trace_id, reason, rank
+    samples: pd.DataFrame = field(default_factory=pd.DataFrame)  # window_start, service, trace_id, reason, sort_key
     dependencies: pd.DataFrame = field(default_factory=pd.DataFrame)
     dead_letters: pd.DataFrame = field(default_factory=pd.DataFrame)  # received_at_ms, source, reason, payload
     rows_in: int = 0
@@ -103,11 +103,11 @@ class DuckDBSink:
         return self.store.write(work)
 
     def _insert_samples(self, con, samples: pd.DataFrame) -> None:
-        """Keep each reason's cap per (window, service) across batches; a trace id once."""
+        """Keep each reason's cap per (window, service) across batches (best sort key first); a trace once."""
         if samples is None or samples.empty:
             return
         caps = pd.DataFrame({"reason": list(self.sample_caps), "cap": list(self.sample_caps.values())})
-        con.register("_samples", samples[["window_start", "service", "trace_id", "reason", "rank"]])
+        con.register("_samples", samples[["window_start", "service", "trace_id", "reason", "sort_key"]])
         con.register("_caps", caps)
         con.execute(
             f"""
@@ -124,7 +124,7 @@ class DuckDBSink:
             SELECT f.window_start, f.service, f.trace_id, f.reason
             FROM fresh f JOIN _caps c USING (reason)
             LEFT JOIN existing e USING (window_start, service, reason)
-            QUALIFY row_number() OVER (PARTITION BY f.window_start, f.service, f.reason ORDER BY f.rank, f.trace_id)
+            QUALIFY row_number() OVER (PARTITION BY f.window_start, f.service, f.reason ORDER BY f.sort_key, f.trace_id)
                     <= c.cap - coalesce(e.n, 0)
             """
         )

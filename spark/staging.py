@@ -10,9 +10,11 @@ handing the valid rows to Spark's window aggregation, writes:
 - the rejected lines (with reasons) as a small Parquet file;
 - a manifest naming both, written last and atomically.
 
-The sink (`foreachBatch`) then reads the manifests of the micro-batch to
-compute its per-batch outputs (dead letters, trace samples, dependency edges,
-late rows) from the same parse, without parsing twice.
+The manifest also carries the range's side outputs (`spark.side_outputs`:
+trace sample candidates, call edges, rows per window). The sink
+(`foreachBatch`) reads the manifests of the micro-batch and writes its
+per-batch outputs (dead letters, trace samples, dependency edges, late rows)
+from that one parse.
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ class StagedRange:
     max_event_ms: int | None
     bronze_files: list[str]
     rejects_file: str | None
+    samples: list[list]  # trace sample candidates (spark.side_outputs.SAMPLE_COLUMNS)
+    edges: list[list]  # call edges (EDGE_COLUMNS)
+    window_counts: list[list]  # valid rows per window (WINDOW_COUNT_COLUMNS)
 
     @property
     def name(self) -> str:
@@ -176,6 +181,8 @@ def stage_range(
     topic: str, partition: int, start: int, end: int, parser: RangeParser, bronze_dir: Path, staging_dir: Path
 ) -> tuple[StagedRange, pa.Table]:
     """Write the range's bronze files, rejects and manifest; return it and the valid rows."""
+    from spark import side_outputs
+
     valid = parser.valid_table()
     name = range_name(topic, partition, start, end)
     bronze_files: list[str] = []
@@ -195,8 +202,9 @@ def stage_range(
         path = Path(staging_dir) / f"{name}.rejects.parquet"
         _atomic_write_parquet(parser.rejects_table(), path)
         rejects_file = str(path)
+    side = side_outputs.compute(valid)
     staged = StagedRange(topic, partition, start, end, valid.num_rows, len(parser.rejects), max_event_ms,
-                         sorted(bronze_files), rejects_file)
+                         sorted(bronze_files), rejects_file, side["samples"], side["edges"], side["window_counts"])
     _atomic_write_text(json.dumps(staged.__dict__), Path(staging_dir) / f"{name}.json")
     return staged, valid
 

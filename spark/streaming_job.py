@@ -34,7 +34,7 @@ log = get_logger("spark.streaming_job")
 
 class StreamingJob:
     def __init__(self, spark, settings: Settings, store: Store) -> None:
-        from spark.transforms import SAMPLE_CAPS
+        from spark.side_outputs import SAMPLE_CAPS
 
         self.spark = spark
         self.settings = settings
@@ -156,31 +156,36 @@ class StreamingJob:
         )
 
     def batch_output(self, batch_id: int, metrics, staged):
-        """Everything the batch writes, computed from the ranges the source staged."""
-        from pyspark.sql import functions as F
+        """Everything the batch writes, from what the source staged for its ranges."""
+        import pandas as pd
 
         from spark.checkpoint import batch_watermark_ms
+        from spark.side_outputs import EDGE_COLUMNS, SAMPLE_COLUMNS, late_rows
         from spark.sink import BatchOutput
         from spark.staging import read_rejects
-        from spark.transforms import batch_stats, dependency_edges, trace_samples
 
+        # Spark drops rows of windows ending at or before the previous batch's
+        # watermark; windows ending at or before this batch's are final now.
         late_wm = batch_watermark_ms(self.metrics_checkpoint, batch_id - 1)
         current_wm = batch_watermark_ms(self.metrics_checkpoint, batch_id)
-        out = BatchOutput(batch_id=batch_id, metrics=metrics)
-        files = [f for s in staged for f in s.bronze_files]
-        if files:
-            events = self.spark.read.parquet(*files).withColumn("timestamp", F.col("timestamp").cast("timestamp"))
-            out.samples = trace_samples(events).toPandas()
-            out.dependencies = dependency_edges(events).toPandas()
-            stats = batch_stats(events, late_wm).first()
-            out.rows_late = int(stats["rows_late"])
-            if stats["max_event_ms"] is not None:
-                out.max_event_time = _utc(stats["max_event_ms"])
-        out.dead_letters = read_rejects(staged).to_pandas()
-        out.rows_in = sum(s.valid + s.rejected for s in staged)
-        out.rows_rejected = sum(s.rejected for s in staged)
-        out.watermark = _utc(current_wm) if current_wm else None
-        return out
+        samples = pd.DataFrame([r for s in staged for r in s.samples], columns=list(SAMPLE_COLUMNS))
+        samples["window_start"] = pd.to_datetime(samples["window_start_ms"], unit="ms")
+        edges = pd.DataFrame([r for s in staged for r in s.edges], columns=list(EDGE_COLUMNS))
+        edges = edges.groupby(["window_start_ms", "parent_service", "child_service"], as_index=False).sum()
+        edges["window_start"] = pd.to_datetime(edges["window_start_ms"], unit="ms")
+        max_ms = [s.max_event_ms for s in staged if s.max_event_ms is not None]
+        return BatchOutput(
+            batch_id=batch_id,
+            metrics=metrics,
+            samples=samples,
+            dependencies=edges,
+            dead_letters=read_rejects(staged).to_pandas(),
+            rows_in=sum(s.valid + s.rejected for s in staged),
+            rows_rejected=sum(s.rejected for s in staged),
+            rows_late=sum(late_rows(s.window_counts, late_wm) for s in staged),
+            max_event_time=_utc(max(max_ms)) if max_ms else None,
+            watermark=_utc(current_wm) if current_wm else None,
+        )
 
     def publish(self, metrics, batch_id: int) -> None:
         """Each updated window row as JSON to the aggregated-metrics topic."""

@@ -74,15 +74,16 @@ def _port_free(port: int) -> bool:
 
 def _broker_ready(bootstrap: str) -> bool:
     from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, api_version_auto_timeout_ms=3000)
-    except Exception:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    except (KafkaError, OSError):
         return False
     try:
         admin.list_topics()
         return True
-    except Exception:
+    except (KafkaError, OSError):
         return False
     finally:
         admin.close()

@@ -38,7 +38,7 @@ class IsolationForestDetector(BaseDetector):
         *,
         n_estimators: int = 150,
         max_samples: int = 256,
-        calibration_quantile: float = 0.999,
+        calibration_quantile: float = 0.99,
         min_train_windows: int = 240,
         window: int = 60,
         min_periods: int = 10,
@@ -66,14 +66,23 @@ class IsolationForestDetector(BaseDetector):
         if not self.ready_:
             self.model_ = None
             return
+        # Features in units of their own training spread, plus their L-inf and L2
+        # norms: an axis-parallel forest then isolates a window that is extreme in
+        # any one feature in a split or two.
+        self.input_scale_ = np.maximum(np.quantile(np.abs(x), 0.9, axis=0), 0.02).tolist()
+        z = self._inputs(x)
         self.model_ = IsolationForest(
-            n_estimators=self.n_estimators, max_samples=min(self.max_samples, len(x)), random_state=self.seed
-        ).fit(x)
-        raw = -self.model_.score_samples(x)
+            n_estimators=self.n_estimators, max_samples=min(self.max_samples, len(z)), random_state=self.seed
+        ).fit(z)
+        raw = -self.model_.score_samples(z)
         self.center_ = float(np.median(raw))
         self.edge_ = float(max(np.quantile(raw, self.calibration_quantile), self.center_ + 1e-6))
         # Per-feature spread for explanations.
         self.feature_scale_ = np.maximum(np.quantile(np.abs(x), 0.99, axis=0), 1e-3).tolist()
+
+    def _inputs(self, x: np.ndarray) -> np.ndarray:
+        z = x / np.asarray(self.input_scale_)
+        return np.hstack([z, np.abs(z).max(axis=1, keepdims=True), np.sqrt((z**2).mean(axis=1, keepdims=True))])
 
     def _evaluate(self, frame: pd.DataFrame) -> pd.DataFrame:
         f = features.build(frame, window=self.window, min_periods=self.min_periods)
@@ -81,7 +90,7 @@ class IsolationForestDetector(BaseDetector):
         n = len(f)
         if not getattr(self, "ready_", False):
             return pd.DataFrame({"score": np.zeros(n), "anomaly_type": [None] * n, "baseline": [{}] * n, "observed": [{}] * n})
-        raw = -self.model_.score_samples(x)
+        raw = -self.model_.score_samples(self._inputs(x))
         score = ramp(raw, self.center_, self.edge_, 2 * self.edge_ - self.center_)
         score[~f["has_baseline"].to_numpy()] = 0.0
         return _result(score, x, np.asarray(self.feature_scale_))

@@ -1,0 +1,303 @@
+"""Benchmark of the Spark job: throughput, publish->DuckDB latency, peak memory.
+
+    .venv/bin/python bench/bench_spark.py [--events 1000000] [--rate 10000] [--latency-seconds 60]
+
+1. throughput: an `--available-now` run over an N-event backlog (local log);
+   events/s over the batches' processing time and over the whole run
+   (JVM start included), CPU seconds of the process tree;
+2. latency: the job in continuous mode (trigger TRIGGER_SECONDS) while this
+   script publishes `--rate` events/s; probe events of a unique service are
+   timed from publish to their service_metrics row;
+3. memory: peak RSS (and PSS) summed over the job's process tree (driver,
+   JVM, Python workers), sampled every 0.5 s.
+
+Each figure is printed beside an in-process baseline measured in the same
+run: a plain DuckDB `GROUP BY` (same aggregates) over the same events as
+JSON lines. Figures depend on the machine's load: the CPU seconds are the
+steadier measure on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import duckdb  # noqa: E402
+import psutil  # noqa: E402
+
+from tests.spark_fixtures import job_env, make_events  # noqa: E402
+
+GOAL_EVENTS_PER_S = 50_000
+GOAL_LATENCY_S = 10.0
+GOAL_MEMORY_GB = 2.5
+
+
+class TreeMonitor(threading.Thread):
+    """Samples RSS/PSS and CPU seconds of a process and its descendants."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak_rss = 0
+        self.peak_pss = 0
+        self.cpu = {}
+        self._stop = threading.Event()
+
+    def procs(self):
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            rss = pss = 0
+            for p in self.procs():
+                try:
+                    mem = p.memory_full_info()
+                    rss += mem.rss
+                    pss += getattr(mem, "pss", mem.rss)
+                    t = p.cpu_times()
+                    self.cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
+                except psutil.Error:
+                    pass
+            self.peak_rss = max(self.peak_rss, rss)
+            self.peak_pss = max(self.peak_pss, pss)
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join()
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu.values())
+
+
+def gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def write_jsonl(events: list[dict], path: Path) -> None:
+    with open(path, "w") as f:
+        for e in events:
+            f.write(json.dumps(e, separators=(",", ":")) + "\n")
+
+
+def duckdb_baseline(jsonl: Path) -> tuple[float, float, int]:
+    """A plain DuckDB GROUP BY over the same events: (seconds, events/s, rows)."""
+    con = duckdb.connect(":memory:", config={"threads": 2})
+    t0 = time.perf_counter()
+    rows = con.execute(
+        f"""
+        SELECT time_bucket(INTERVAL 1 MINUTE, timestamp::TIMESTAMP) AS window_start, service,
+               count(*), count(*) FILTER (WHERE status_code >= 500),
+               count(*) FILTER (WHERE status_code BETWEEN 400 AND 499),
+               avg(latency_ms), approx_quantile(latency_ms, [0.5, 0.95, 0.99]), max(latency_ms)
+        FROM read_json('{jsonl}', format='newline_delimited',
+                       columns={{timestamp: 'VARCHAR', service: 'VARCHAR', endpoint: 'VARCHAR',
+                                 status_code: 'INTEGER', latency_ms: 'DOUBLE'}})
+        GROUP BY ALL
+        """
+    ).fetchall()
+    dt = time.perf_counter() - t0
+    n = con.execute(f"SELECT count(*) FROM read_json('{jsonl}', format='newline_delimited', columns={{service: 'VARCHAR'}})").fetchone()[0]
+    con.close()
+    return dt, n / dt, len(rows)
+
+
+def publish_backlog(settings, events: list[dict]) -> float:
+    from observability.transport import create_producer
+
+    t0 = time.perf_counter()
+    with create_producer(settings) as producer:
+        for e in events:
+            producer.send(settings.kafka_raw_events_topic, json.dumps(e, separators=(",", ":")).encode(),
+                          key=e["trace_id"].encode())
+    return time.perf_counter() - t0
+
+
+def run_throughput(data_dir: Path, n: int) -> dict:
+    env = job_env(data_dir)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "spark.streaming_job", "--available-now"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    mon = TreeMonitor(proc.pid)
+    mon.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    mon.stop()
+    if proc.returncode != 0:
+        raise SystemExit(f"job failed:\n{err[-5000:]}")
+    batch_seconds = [float(x) for x in re.findall(r"event='batch committed'.*? seconds=([\d.]+)", err)]
+    agg_seconds = [float(x) for x in re.findall(r"aggregate_seconds=([\d.]+)", err)]
+    return {"wall": wall, "batch_seconds": sum(batch_seconds), "batches": len(batch_seconds),
+            "aggregate_seconds": sum(agg_seconds), "cpu": mon.cpu_seconds, "rss": mon.peak_rss,
+            "pss": mon.peak_pss, "summary": out.strip().splitlines()[-1] if out.strip() else ""}
+
+
+def run_latency(data_dir: Path, rate: int, seconds: float) -> dict:
+    from observability.schema import format_timestamp
+    from observability.settings import Settings
+    from observability.store import Store
+    from observability.transport import create_producer
+
+    settings = Settings(DATA_DIR=str(data_dir), TRANSPORT="local")
+    store = Store(settings.duckdb_path)
+    env = job_env(data_dir)
+    proc = subprocess.Popen([sys.executable, "-m", "spark.streaming_job"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    mon = TreeMonitor(proc.pid)
+    mon.start()
+    try:
+        # Wait until the job is up (its heartbeat), then publish at `rate` events/s.
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            row = store.fetch_one("SELECT count(*) FROM heartbeats WHERE component = 'spark' AND detail = 'running'")
+            if row and row[0]:
+                break
+            if proc.poll() is not None:
+                raise SystemExit(f"job exited:\n{proc.stderr.read()[-5000:]}")
+            time.sleep(1)
+        template = make_events(20_000, 0, 1000, seed=7)
+        probes: dict[str, float] = {}
+        seen: dict[str, float] = {}
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set() or len(seen) < len(probes):
+                rows = store.fetch_all("SELECT DISTINCT service FROM service_metrics WHERE service LIKE 'probe-%'")
+                now = time.time()
+                for (svc,) in rows:
+                    seen.setdefault(svc, now)
+                if stop.is_set() and time.time() > stop_time + 60:
+                    break
+                time.sleep(0.2)
+
+        stop_time = float("inf")
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        sent = 0
+        t_start = time.time()
+        with create_producer(settings) as producer:
+            i = 0
+            while time.time() - t_start < seconds:
+                tick = time.time()
+                now_ms = int(tick * 1000)
+                for k in range(rate // 10):
+                    e = dict(template[(i + k) % len(template)])
+                    e["timestamp"] = format_timestamp(now_ms)
+                    producer.send(settings.kafka_raw_events_topic, json.dumps(e, separators=(",", ":")).encode(),
+                                  key=e["trace_id"].encode())
+                i += rate // 10
+                sent += rate // 10
+                if int(tick * 10) % 10 == 0 or not probes:
+                    name = f"probe-{len(probes):04d}"
+                    probe = {"timestamp": format_timestamp(now_ms), "service": name, "status_code": 200,
+                             "latency_ms": 1.0}
+                    producer.send(settings.kafka_raw_events_topic, json.dumps(probe).encode(), key=name.encode())
+                    producer.flush()
+                    probes[name] = time.time()
+                producer.flush()
+                time.sleep(max(0.0, 0.1 - (time.time() - tick)))
+        achieved = sent / (time.time() - t_start)
+        stop_time = time.time()
+        stop.set()
+        watcher.join(timeout=90)
+        lat = sorted(seen[p] - probes[p] for p in probes if p in seen)
+        missing = [p for p in probes if p not in seen]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        mon.stop()
+    return {"latencies": lat, "missing": len(missing), "rate": achieved, "rss": mon.peak_rss, "pss": mon.peak_pss}
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--rate", type=int, default=10_000)
+    ap.add_argument("--latency-seconds", type=float, default=60)
+    ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary DATA_DIR")
+    args = ap.parse_args()
+
+    from observability.settings import Settings
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_spark_"))
+    try:
+        print(f"machine: {psutil.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
+        data_dir = tmp / "throughput"
+        settings = Settings(DATA_DIR=str(data_dir), TRANSPORT="local")
+        now_ms = int(time.time() * 1000)
+        t0 = time.perf_counter()
+        events = make_events(args.events, now_ms - 3_600_000, 3_600_000, seed=11)[: args.events]
+        print(f"generated {len(events):,} events in {time.perf_counter() - t0:.1f}s", flush=True)
+        pub = publish_backlog(settings, events)
+        print(f"published to the local log in {pub:.1f}s", flush=True)
+        jsonl = tmp / "events.jsonl"
+        write_jsonl(events, jsonl)
+        del events
+        base_s, base_rate, _ = duckdb_baseline(jsonl)
+
+        r = run_throughput(data_dir, args.events)
+        proc_rate = args.events / r["batch_seconds"] if r["batch_seconds"] else float("nan")
+        print(f"\n== throughput: {args.events:,}-event backlog, --available-now ==")
+        print(f"job summary:            {r['summary']}")
+        print(f"spark job:              {proc_rate:,.0f} events/s over {r['batches']} batches "
+              f"({r['batch_seconds']:.1f}s processing; goal >= {GOAL_EVENTS_PER_S:,}/s)")
+        print(f"spark job incl. start:  {args.events / r['wall']:,.0f} events/s ({r['wall']:.1f}s wall, JVM start included)")
+        print(f"spark CPU:              {r['cpu']:.1f} CPU-s = {args.events / r['cpu']:,.0f} events per CPU-s")
+        print(f"baseline DuckDB:        {base_rate:,.0f} events/s ({base_s:.2f}s: read_json + GROUP BY, in-process)")
+        print(f"ratio spark/baseline:   {proc_rate / base_rate:.3f}")
+        print(f"peak memory (tree):     RSS {gb(r['rss'])}, PSS {gb(r['pss'])} (goal <= {GOAL_MEMORY_GB} GB)")
+
+        if not args.skip_latency:
+            lr = run_latency(tmp / "latency", args.rate, args.latency_seconds)
+            lat = lr["latencies"]
+            # Baseline: the GROUP BY over one trigger's worth of events, in-process.
+            con = duckdb.connect()
+            t0 = time.perf_counter()
+            con.execute(f"""SELECT service, count(*), approx_quantile(latency_ms, 0.95) FROM read_json('{jsonl}',
+                format='newline_delimited', columns={{service:'VARCHAR', latency_ms:'DOUBLE'}}) 
+                WHERE rowid < {int(args.rate * 5)} GROUP BY ALL""").fetchall()
+            base_lat = time.perf_counter() - t0
+            print(f"\n== latency: continuous mode at {lr['rate']:,.0f} events/s for {args.latency_seconds:.0f}s ==")
+            print(f"publish -> DuckDB row:  p50 {pct(lat, 0.5):.1f}s, p95 {pct(lat, 0.95):.1f}s, max {max(lat) if lat else float('nan'):.1f}s "
+                  f"over {len(lat)} probes ({lr['missing']} not seen; goal <= {GOAL_LATENCY_S:.0f}s)")
+            print(f"baseline DuckDB:        {base_lat:.2f}s for a GROUP BY over one trigger's {args.rate * 5:,} events")
+            print(f"peak memory (tree):     RSS {gb(lr['rss'])}, PSS {gb(lr['pss'])} (goal <= {GOAL_MEMORY_GB} GB)")
+        print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""End to end: `python -m anomaly_detection.detector --once` on a seeded DuckDB file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from observability import tables
+from observability.transport import create_reader
+from tests.detection_fixtures import START, seed_cascade, set_watermark
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_once(data_dir: Path) -> str:
+    env = dict(os.environ, DATA_DIR=str(data_dir), TRANSPORT="local")
+    env.pop("DUCKDB_PATH", None)
+    proc = subprocess.run([sys.executable, "-m", "anomaly_detection.detector", "--once"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def topic_count(settings) -> int:
+    with create_reader(settings) as r:
+        return sum(r.end_offsets(settings.kafka_anomalies_topic).values())
+
+
+def test_once_scores_final_windows_groups_incidents_and_is_idempotent(store, settings, data_dir):
+    seed_cascade(store, minutes=240, fault=(200, 210), watermark_minute=208)
+    out = run_once(data_dir)
+    assert "detector summary:" in out
+
+    # Only windows the watermark passed are scored (window_end <= watermark).
+    progress = dict(store.fetch_all(f"SELECT service, last_window_start FROM {tables.DETECTOR_PROGRESS}"))
+    assert set(progress) == {"checkout", "payments", "search", "inventory", "database"}
+    assert all(v == START + timedelta(minutes=207) for v in progress.values())
+
+    anomalies = store.fetch_df(f"SELECT * FROM {tables.ANOMALIES} ORDER BY window_start, service")
+    assert set(anomalies.service) == {"database", "inventory", "checkout"}, "payments and search stayed normal"
+    assert anomalies.window_start.min() == START + timedelta(minutes=200)
+    assert (anomalies.window_end <= START + timedelta(minutes=208)).all()
+    assert set(anomalies.anomaly_type) <= {"error_surge", "latency_spike"}
+    assert set(anomalies.severity) <= {"low", "medium", "high", "critical"}
+    assert ((anomalies.score >= 0.5) & (anomalies.score <= 1)).all()
+    first = anomalies[(anomalies.service == "database") & (anomalies.window_start == START + timedelta(minutes=200))].iloc[0]
+    assert list(first.sample_trace_ids[:2]) == ["e" * 32, "f" * 32], "error traces come first"
+    assert set(json.loads(first.detectors)) >= {"rules", "robust_stats"}
+    assert json.loads(first.observed)["error_rate"] > 5 * json.loads(first.baseline)["error_rate"]
+
+    incidents = store.fetch_df(f"SELECT * FROM {tables.INCIDENTS} ORDER BY service")
+    assert list(incidents.service) == ["checkout", "database", "inventory"]
+    assert (incidents.status == "open").all() and incidents.ended_at.isna().all()
+    assert (incidents.root_cause_service == "database").all(), "the deepest callee that went wrong first"
+    related = {r.service: sorted(r.related_services) for r in incidents.itertuples()}
+    assert related == {"checkout": ["database", "inventory"], "database": ["checkout", "inventory"], "inventory": ["checkout", "database"]}
+    assert topic_count(settings) == len(anomalies), "every anomaly is published to the anomalies topic"
+
+    # Re-run with nothing new: nothing changes.
+    before_updated = dict(store.fetch_all(f"SELECT id, updated_at FROM {tables.INCIDENTS}"))
+    run_once(data_dir)
+    assert store.fetch_one(f"SELECT count(*) FROM {tables.ANOMALIES}")[0] == len(anomalies)
+    assert dict(store.fetch_all(f"SELECT id, updated_at FROM {tables.INCIDENTS}")) == before_updated
+    assert topic_count(settings) == len(anomalies)
+
+    # The watermark moves past the fault and the quiet windows: incidents resolve, updated_at moves.
+    set_watermark(store, 240, batch_id=2)
+    run_once(data_dir)
+    incidents = store.fetch_df(f"SELECT * FROM {tables.INCIDENTS} ORDER BY service")
+    assert len(incidents) == 3 and (incidents.status == "resolved").all()
+    assert (incidents.ended_at == START + timedelta(minutes=211)).all()
+    assert all(incidents.set_index("id").updated_at[k] > v for k, v in before_updated.items())
+    n = store.fetch_one(f"SELECT count(*) FROM {tables.ANOMALIES}")[0]
+    assert n == store.fetch_one(f"SELECT count(DISTINCT (service, window_start)) FROM {tables.ANOMALIES}")[0]
+    assert store.fetch_one(f"SELECT count(*) FROM {tables.HEARTBEATS} WHERE component = 'detector'")[0] == 1
+
+
+def test_without_watermark_nothing_is_final(store, data_dir):
+    from tests.seeding import seed_metrics
+
+    seed_metrics(store, start=START, minutes=30)
+    assert "windows=0" in run_once(data_dir)
+    assert store.fetch_one(f"SELECT count(*) FROM {tables.DETECTOR_PROGRESS}")[0] == 0
+
+
+def test_continuous_mode_survives_a_locked_database(store, settings, data_dir):
+    seed_cascade(store, minutes=60, fault=(40, 45), watermark_minute=60)
+    env = dict(os.environ, DATA_DIR=str(data_dir), TRANSPORT="local", DETECT_INTERVAL_SECONDS="0.5")
+    env.pop("DUCKDB_PATH", None)
+    lock = duckdb.connect(str(settings.duckdb_path))  # holds the file: every other process is locked out
+    proc = subprocess.Popen([sys.executable, "-m", "anomaly_detection.detector", "--no-publish"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(4)
+        assert proc.poll() is None, "the detector must not die while the DB is locked"
+        lock.close()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if store.fetch_one(f"SELECT count(*) FROM {tables.DETECTOR_PROGRESS}")[0] == 5:
+                    break
+            except Exception:
+                pass
+            time.sleep(1)
+        assert store.fetch_one(f"SELECT count(*) FROM {tables.DETECTOR_PROGRESS}")[0] == 5
+        assert store.fetch_one(f"SELECT count(*) FROM {tables.INCIDENTS}")[0] >= 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out[-2000:]
