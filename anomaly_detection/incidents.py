@@ -1,5 +1,7 @@
 """Incidents: consecutive anomalous windows of a service, related through the call graph.
 
+- An incident opens on an anomaly of at least `INCIDENT_MIN_SEVERITY`, or on
+  two consecutive low ones (a lone low window stays an anomaly, not a page).
 - A service's anomalous windows join its open incident while the gap since the
   last anomaly is shorter than `quiet` windows; after `quiet` clean final
   windows the incident resolves (ended_at = end of its last anomalous window).
@@ -72,6 +74,7 @@ def advance(
     """
     touched: dict[str, Incident] = {}
     quiet_span = timedelta(minutes=quiet)
+    pending_low: dict[str, tuple[datetime, datetime]] = {}  # service -> (start, end) of a lone low anomaly
     for row in scored.sort_values(["window_start", "service"]).itertuples(index=False):
         svc = row.service
         ws, we = pd.Timestamp(row.window_start).to_pydatetime(), pd.Timestamp(row.window_end).to_pydatetime()
@@ -82,9 +85,20 @@ def advance(
             del open_incidents[svc]
             inc = None
         if not row.is_anomaly:
+            pending_low.pop(svc, None)
             continue
         if inc is None:
-            inc = Incident(incident_id(svc, ws), svc, ws, None, "open", row.severity, svc, [], now, we)
+            # One low-severity window alone is recorded as an anomaly but opens no
+            # incident; a second in a row (or anything stronger) does.
+            start = ws
+            if thresholds.SEVERITY_ORDER[row.severity] < thresholds.SEVERITY_ORDER[thresholds.INCIDENT_MIN_SEVERITY]:
+                prev = pending_low.get(svc)
+                if prev is None or prev[1] != ws:
+                    pending_low[svc] = (ws, we)
+                    continue
+                start = prev[0]
+            pending_low.pop(svc, None)
+            inc = Incident(incident_id(svc, start), svc, start, None, "open", row.severity, svc, [], now, we)
             open_incidents[svc] = inc
         inc.last_anomaly_end = max(inc.last_anomaly_end, we)
         inc.peak_severity = thresholds.max_severity(inc.peak_severity, row.severity)

@@ -26,6 +26,9 @@ SEVERITY_CUTS = (
 )
 SEVERITY_ORDER = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 
+# A lone anomalous window below this severity opens no incident (two in a row do).
+INCIDENT_MIN_SEVERITY = "medium"
+
 # An incident resolves after this many consecutive final windows without an anomaly.
 QUIET_WINDOWS_TO_RESOLVE = 5
 

@@ -55,7 +55,7 @@ class TreeMonitor(threading.Thread):
         self.peak_rss = 0
         self.peak_pss = 0
         self.cpu = {}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def procs(self):
         try:
@@ -64,7 +64,7 @@ class TreeMonitor(threading.Thread):
             return []
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             rss = pss = 0
             for p in self.procs():
                 try:
@@ -72,20 +72,27 @@ class TreeMonitor(threading.Thread):
                     rss += mem.rss
                     pss += getattr(mem, "pss", mem.rss)
                     t = p.cpu_times()
-                    self.cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
+                    self.cpu[p.pid] = (p.name(), t.user + t.system)
                 except psutil.Error:
                     pass
             self.peak_rss = max(self.peak_rss, rss)
             self.peak_pss = max(self.peak_pss, pss)
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
     @property
     def cpu_seconds(self) -> float:
-        return sum(self.cpu.values())
+        return sum(v for _, v in self.cpu.values())
+
+    def cpu_by_kind(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, v in self.cpu.values():
+            kind = "jvm" if "java" in name else "python"
+            out[kind] = out.get(kind, 0.0) + v
+        return out
 
 
 def gb(n: int) -> str:
@@ -146,7 +153,7 @@ def run_throughput(data_dir: Path, n: int) -> dict:
     batch_seconds = [float(x) for x in re.findall(r"event='batch committed'.*? seconds=([\d.]+)", err)]
     agg_seconds = [float(x) for x in re.findall(r"aggregate_seconds=([\d.]+)", err)]
     return {"wall": wall, "batch_seconds": sum(batch_seconds), "batches": len(batch_seconds),
-            "aggregate_seconds": sum(agg_seconds), "cpu": mon.cpu_seconds, "rss": mon.peak_rss,
+            "aggregate_seconds": sum(agg_seconds), "cpu": mon.cpu_seconds, "cpu_by_kind": mon.cpu_by_kind(), "rss": mon.peak_rss,
             "pss": mon.peak_pss, "summary": out.strip().splitlines()[-1] if out.strip() else ""}
 
 
@@ -270,7 +277,8 @@ def main() -> int:
         print(f"spark job:              {proc_rate:,.0f} events/s over {r['batches']} batches "
               f"({r['batch_seconds']:.1f}s processing; goal >= {GOAL_EVENTS_PER_S:,}/s)")
         print(f"spark job incl. start:  {args.events / r['wall']:,.0f} events/s ({r['wall']:.1f}s wall, JVM start included)")
-        print(f"spark CPU:              {r['cpu']:.1f} CPU-s = {args.events / r['cpu']:,.0f} events per CPU-s")
+        kinds = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["cpu_by_kind"].items()))
+        print(f"spark CPU:              {r['cpu']:.1f} CPU-s ({kinds}) = {args.events / r['cpu']:,.0f} events per CPU-s")
         print(f"baseline DuckDB:        {base_rate:,.0f} events/s ({base_s:.2f}s: read_json + GROUP BY, in-process)")
         print(f"ratio spark/baseline:   {proc_rate / base_rate:.3f}")
         print(f"peak memory (tree):     RSS {gb(r['rss'])}, PSS {gb(r['pss'])} (goal <= {GOAL_MEMORY_GB} GB)")

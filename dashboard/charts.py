@@ -30,7 +30,7 @@ def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
         height=height,
         margin=_MARGIN,
         hovermode="x unified",
-        legend=dict(orientation="h", yanchor="top", y=-0.12, xanchor="left", x=0, title=None),
+        legend=dict(orientation="h", yanchor="top", y=-62 / (height - 50), xanchor="left", x=0, title=None),
     )
     fig.update_xaxes(title=None)
     return fig
@@ -130,7 +130,7 @@ def latency_chart(series: pd.DataFrame, incidents: pd.DataFrame, now: datetime, 
     return _time_figure(traces, "Latency (ms) — p50, p95, p99", 600, incidents, now, start, label=False, yaxes=yaxes)
 
 
-def anomaly_timeline(anomalies: pd.DataFrame) -> go.Figure:
+def anomaly_timeline(anomalies: pd.DataFrame, start: datetime, now: datetime) -> go.Figure:
     """One marker per anomaly: time by service, coloured by severity, sized by score."""
     df = anomalies.copy()
     df["size"] = 6 + 14 * df["score"].clip(0, 1).fillna(0)
@@ -153,6 +153,7 @@ def anomaly_timeline(anomalies: pd.DataFrame) -> go.Figure:
     height = max(260, 60 + 36 * df["service"].nunique())
     fig = _layout(fig, "Anomalies by service (colour: severity, shape: type, size: score)", height)
     fig.update_layout(hovermode="closest")
+    fig.update_xaxes(range=[start, now])  # the whole chosen range, so quiet stretches show as quiet
     return fig
 
 

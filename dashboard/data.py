@@ -1,8 +1,8 @@
 """Loaders the pages call: the queries, cached briefly, errors turned into messages.
 
-Caching is per (database file, arguments) for `CACHE_TTL_SECONDS`, shorter
-than the refresh interval, so every auto-refresh sees fresh rows while many
-open browser tabs share one query. A store that is locked for too long or
+Caching is per (database file, arguments) for `CACHE_TTL_SECONDS` (10 s, or
+the refresh interval when shorter), so an auto-refresh sees fresh rows while
+many open browser tabs share one query. A store that is locked for too long or
 unreadable yields an empty frame plus a warning on the page, never a
 traceback.
 """
@@ -25,7 +25,8 @@ from observability.store import Store, StoreBusy, utcnow
 from dashboard import queries
 from dashboard.ranges import get_range
 
-CACHE_TTL_SECONDS = 10
+# Never longer than the refresh interval, so each refresh can see new rows.
+CACHE_TTL_SECONDS = max(1, min(10, get_settings().dashboard_refresh_seconds))
 # A dashboard read waits at most this long for a writer's lock.
 STORE_WAIT_SECONDS = 10.0
 T = TypeVar("T")

@@ -65,6 +65,7 @@ class Generation:
     prompt_ms: float
     eval_ms: float
     total_ms: float
+    cached_tokens: int = 0  # prompt tokens reused from the previous request's KV cache
 
 
 def request_options(options: dict | None, fmt=None) -> dict:
@@ -155,6 +156,7 @@ class LlamaEngine:
             prompt_ms=float(timings.get("prompt_ms", 0.0)),
             eval_ms=float(timings.get("predicted_ms", 0.0)),
             total_ms=(time.monotonic() - started) * 1000 - queued_ms,
+            cached_tokens=int(timings.get("cache_n", 0)),
         )
 
     def chat(self, messages: list[dict], options: dict, on_delta=None, cancel=None) -> Generation:

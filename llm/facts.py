@@ -64,6 +64,31 @@ def fmt_rate(per_min: float | None) -> str:
     return "no data" if per_min is None else f"{per_min:.0f} requests/min"
 
 
+def fmt_range(started: datetime, ended: datetime | None, minutes: int) -> str:
+    if ended is None:
+        return f"since {fmt_time(started)} (ongoing, {minutes} minutes so far)"
+    end = f"{ended:%H:%M} UTC" if ended.date() == started.date() else fmt_time(ended)
+    return f"{fmt_time(started)} to {end} ({minutes} minutes)"
+
+
+def trend(before: float | None, during: float | None) -> str:
+    """A direction word, so a small model need not compare numbers itself."""
+    if before is None or during is None:
+        return "unknown"
+    if before <= 0:
+        return "up" if during > 0 else "about the same"
+    ratio = during / before
+    return "up" if ratio > 1.2 else "down" if ratio < 0.8 else "about the same"
+
+
+def _before_during(before: dict, during: dict, key: str, fmt, peak: float | None = None) -> str:
+    b, d = before.get(key), during.get(key)
+    text = f"{fmt(b)} before, {fmt(d)} during"
+    if peak is not None:
+        text += f", peak {fmt(peak)}"
+    return f"{text} ({trend(b, d)})"
+
+
 # -- queries ----------------------------------------------------------------------------
 def _window_metrics(con, service: str, start: datetime, end: datetime) -> dict:
     row = con.execute(
@@ -189,18 +214,11 @@ def build_facts(store: Store, incident_id: str, bronze_dir) -> Facts:
         "status": status,
         "severity": severity,
         "anomaly_types": ", ".join(types) or "unknown",
-        "started_at": fmt_time(started),
-        "ended_at": fmt_time(ended) if ended else "ongoing",
-        "duration_minutes": str(minutes),
-        "request_rate_before": fmt_rate(before.get("rate")),
-        "request_rate_during": fmt_rate(during.get("rate")),
-        "error_rate_before": fmt_pct(before.get("error_rate")),
-        "error_rate_during": fmt_pct(during.get("error_rate")),
-        "p95_latency_before": fmt_ms(before.get("p95")),
-        "p95_latency_during": fmt_ms(during.get("p95")),
-        "p95_latency_peak": fmt_ms(during.get("p95_peak")),
-        "p99_latency_before": fmt_ms(before.get("p99")),
-        "p99_latency_during": fmt_ms(during.get("p99")),
+        "time_range": fmt_range(started, ended, minutes),
+        "request_rate": _before_during(before, during, "rate", fmt_rate),
+        "error_rate": _before_during(before, during, "error_rate", fmt_pct),
+        "p95_latency": _before_during(before, during, "p95", fmt_ms, peak=during.get("p95_peak")),
+        "p99_latency": _before_during(before, during, "p99", fmt_ms),
         "top_errors": "; ".join(f'"{msg}" ({n} times)' for msg, n in errors) or "none recorded",
         "affected_endpoints": "; ".join(endpoints) or "no data",
         "sample_trace_ids": ", ".join(traces) or "none",

@@ -129,6 +129,7 @@ def create_app(engine: LlamaEngine, model: ModelInfo) -> Starlette:
                 "generated",
                 route=route,
                 prompt_tokens=gen.prompt_tokens,
+                cached_tokens=gen.cached_tokens,
                 completion_tokens=gen.completion_tokens,
                 prompt_ms=round(gen.prompt_ms),
                 eval_ms=round(gen.eval_ms),

@@ -51,6 +51,8 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     env = {
         # the platform's own settings, absolute, so task processes find the same files
         "DATA_DIR": str(settings.data_dir.resolve()),
+        # tasks import the platform's packages from this checkout, however it was installed
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",

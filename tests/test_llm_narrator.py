@@ -3,6 +3,7 @@ local model server with SmolLM2-135M, and the model server being down."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,44 +49,52 @@ def assert_grounded(row, services):
 
 
 @pytest.mark.e2e
-def test_once_stores_a_grounded_summary_per_incident(store, settings, llm_server):  # noqa: F811
-    first = seed_scenario(store, settings.bronze_dir, "payments", related=["checkout"], root_cause="database")
-    second = seed_scenario(store, settings.bronze_dir, "search", minutes_ago=60, length=4, kind="latency_spike", metrics=False)
+def test_once_stores_a_grounded_summary(store, settings, llm_server):  # noqa: F811
+    incident = seed_scenario(store, settings.bronze_dir, "payments", related=["checkout"], root_cause="database")
     before = snapshot(store)
 
     proc = run_narrator(settings.data_dir, llm_server)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "narrated incidents=2" in proc.stdout and "pending=0" in proc.stdout
+    assert "narrated incidents=1" in proc.stdout and "pending=0" in proc.stdout
 
-    rows = stored(store)
-    assert {r["incident_id"] for r in rows} == {first, second}
-    services = known_services(store)
-    by_incident = {r["incident_id"]: r for r in rows}
-    facts = assert_grounded(by_incident[first], services)
-    assert facts["service"] == "payments" and facts["root_cause_service"] == "database"
-    assert facts["related_services"] == "checkout"
-    assert "connection pool exhausted" in facts["top_errors"]  # from the bronze Parquet
-    assert facts["error_rate_during"].endswith("%") and float(facts["error_rate_during"][:-1]) > 20
-    assert float(facts["error_rate_before"][:-1]) < 3
-    assert "/api/payments" in facts["affected_endpoints"]
-    assert len(facts["sample_trace_ids"].split(", ")) == 2
-    search = assert_grounded(by_incident[second], services)
-    assert int(search["p95_latency_during"].split()[0]) > 3 * int(search["p95_latency_before"].split()[0])
-    for row in rows:
-        assert row["model"] == TEST_MODEL and row["latency_ms"] > 0
-        if row["generated_by"] == "llm":
-            assert row["prompt_tokens"] > 100 and row["completion_tokens"] > 0
+    (row,) = stored(store)
+    assert row["incident_id"] == incident and row["service"] == "payments"
+    facts = assert_grounded(row, known_services(store))
+    assert facts["incident_id"] == incident
+    assert row["model"] == TEST_MODEL and row["latency_ms"] > 0
+    if row["generated_by"] == "llm":
+        assert row["prompt_tokens"] > 100 and row["completion_tokens"] > 0
     assert snapshot(store) == before  # anomalies and incidents untouched
     assert store.fetch_one("SELECT detail FROM heartbeats WHERE component = 'narrator'")[0].startswith("backlog=0 ")
 
-    # nothing pending: a second run writes nothing; a changed incident is summarised again
+    # nothing pending: a second run writes nothing; a changed incident is pending again
     again = run_narrator(settings.data_dir, llm_server)
     assert again.returncode == 0 and "narrated incidents=0" in again.stdout
-    store.execute("UPDATE incidents SET updated_at = ? WHERE id = ?", [utcnow(), first])
-    assert pending_incidents(store) == [first]
-    third = run_narrator(settings.data_dir, llm_server)
-    assert third.returncode == 0 and "narrated incidents=1" in third.stdout
-    assert len(stored(store)) == 3 and pending_incidents(store) == []
+    assert len(stored(store)) == 1
+    store.execute("UPDATE incidents SET updated_at = ? WHERE id = ?", [utcnow(), incident])
+    assert pending_incidents(store) == [incident]
+
+
+def test_facts_sheet_reads_metrics_bronze_endpoints_traces_and_history(store, settings):
+    first = seed_scenario(store, settings.bronze_dir, "payments", related=["checkout"], root_cause="database")
+    spike = seed_scenario(store, settings.bronze_dir, "search", minutes_ago=60, length=4, kind="latency_spike", metrics=False)
+    again = seed_scenario(store, settings.bronze_dir, "payments", minutes_ago=8, length=3, metrics=False)
+    facts = build_facts(store, first, settings.bronze_dir).lines
+    assert facts["service"] == "payments" and facts["root_cause_service"] == "database"
+    assert facts["related_services"] == "checkout" and facts["anomaly_types"] == "error_surge"
+    assert "connection pool exhausted" in facts["top_errors"]  # from the bronze Parquet
+    before, during = re.match(r"([\d.]+)% before, ([\d.]+)% during \(up\)$", facts["error_rate"]).groups()
+    assert float(during) > 20 and float(before) < 3
+    assert "/api/payments" in facts["affected_endpoints"]
+    assert len(facts["sample_trace_ids"].split(", ")) == 2
+    assert facts["similar_past_incidents"] == "none in the last 7 days"  # the spike is older but unlike it
+    latency = build_facts(store, spike, settings.bronze_dir).lines
+    before, during = re.match(r"(\d+) ms before, (\d+) ms during, peak \d+ ms \(up\)$", latency["p95_latency"]).groups()
+    assert int(during) > 3 * int(before)
+    assert latency["top_errors"] == "none recorded"
+    later = build_facts(store, again, settings.bronze_dir).lines
+    assert later["similar_past_incidents"].startswith("1 in the last 7 days (latest: payments, error_surge")
+    assert set(pending_incidents(store)) == {first, spike, again}
 
 
 @pytest.mark.e2e
@@ -148,6 +157,7 @@ def test_ungrounded_text_is_retried_once_then_the_template_is_stored(store, sett
 def test_a_grounded_retry_is_stored_as_llm(store, settings):
     incident = seed_scenario(store, settings.bronze_dir, "payments", root_cause="database")
     facts = build_facts(store, incident, settings.bronze_dir)
-    good = f"payments saw errors rise to {facts.lines['error_rate_during']}; the likely root cause is database."
+    during = facts.lines["error_rate"].split(", ")[1].split()[0]
+    good = f"payments saw errors rise to {during}; the likely root cause is database."
     result = summarise(facts, ScriptedLLM(["payments errors rose 12x.", good]), known_services(store))
     assert result.generated_by == "llm" and result.summary == good

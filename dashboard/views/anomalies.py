@@ -62,7 +62,7 @@ def live_anomalies(range_key: str, services: list[str], severities: list[str], t
     cols[0].metric("Anomalies shown", f"{len(shown):,}", help=f"of {len(df):,} in the range")
     for col, sev in zip(cols[1:], sorted(by_severity.index, key=lambda s: (severity_rank(s), s))):
         col.metric(sev, f"{by_severity[sev]:,}")
-    st.plotly_chart(charts.anomaly_timeline(shown), key="chart_anomalies")
+    st.plotly_chart(charts.anomaly_timeline(shown, tr.start(now), now), key="chart_anomalies")
     table = shown.assign(
         sample_traces=[len(as_list(v)) for v in shown["sample_trace_ids"]],
     )[["window_start", "service", "severity", "anomaly_type", "score", "detected_at", "sample_traces", "id"]]

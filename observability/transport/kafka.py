@@ -60,15 +60,30 @@ class KafkaProducerTransport(Producer):
             max_in_flight_requests_per_connection=1,  # keep per-partition order across retries
             **config,
         )
+        # Records whose delivery failed after the client's own retries; re-sent on flush()
+        # so an outage longer than the retry budget does not silently drop them.
+        self._failed: list[tuple[str, bytes, bytes | None, int | None, Exception]] = []
 
     def send(self, topic: str, value: bytes, key: bytes | None = None, timestamp_ms: int | None = None) -> None:
-        self._producer.send(topic, value=value, key=key, timestamp_ms=timestamp_ms)
+        future = self._producer.send(topic, value=value, key=key, timestamp_ms=timestamp_ms)
+        future.add_errback(lambda exc: self._failed.append((topic, value, key, timestamp_ms, exc)))
 
     def flush(self) -> None:
+        """Returns once everything sent is acked; raises (keeping the records) if some cannot be."""
         self._producer.flush()
+        for _ in range(3):
+            if not self._failed:
+                return
+            failed, self._failed = self._failed, []
+            log.warning("kafka: re-sending records that failed delivery", count=len(failed), error=str(failed[0][4]))
+            for topic, value, key, ts, _exc in failed:
+                self.send(topic, value, key, ts)
+            self._producer.flush()
+        if self._failed:
+            raise RuntimeError(f"kafka: {len(self._failed)} records not delivered: {self._failed[0][4]}")
 
     def close(self) -> None:
-        self._producer.flush()
+        self.flush()
         self._producer.close()
 
 

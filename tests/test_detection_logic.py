@@ -1,0 +1,110 @@
+"""Ensemble, severity, incidents and the scenario metrics on crafted inputs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from anomaly_detection import incidents, thresholds
+from anomaly_detection.detectors.base import BaseDetector
+from anomaly_detection.ensemble import Ensemble
+from anomaly_detection.scenario_eval import compute_metrics
+
+T0 = datetime(2025, 5, 5, 12, 0)
+
+
+class Fixed(BaseDetector):
+    """A detector returning fixed scores (for testing the ensemble only)."""
+
+    def __init__(self, name, scores, kind):
+        self.name, self.scores, self.kind = name, scores, kind
+
+    def _evaluate(self, frame):
+        n = len(frame)
+        return pd.DataFrame({"score": self.scores[:n], "anomaly_type": [self.kind] * n, "baseline": [{}] * n, "observed": [{}] * n})
+
+
+def windows(n):
+    return pd.DataFrame({"service": ["svc"] * n, "window_start": [T0 + timedelta(minutes=i) for i in range(n)], "request_count": [100] * n})
+
+
+def test_severity_cuts_and_threshold():
+    assert not thresholds.is_anomaly(0.49) and thresholds.is_anomaly(0.5)
+    assert [thresholds.severity(s) for s in (0.5, 0.7, 0.85, 0.97)] == ["low", "medium", "high", "critical"]
+
+
+def test_ensemble_takes_the_strongest_weighted_verdict_and_names_multivariate():
+    ens = Ensemble(
+        {
+            "rules": Fixed("rules", np.array([0.1, 0.9, 0.1]), "error_surge"),
+            "robust_stats": Fixed("robust_stats", np.array([0.1, 0.2, 0.1]), "latency_spike"),
+            "transformer": Fixed("transformer", np.array([0.2, 0.3, 1.0]), "latency_spike"),
+        }
+    ).fit(windows(3))
+    out = ens.evaluate(windows(3))
+    assert list(out.is_anomaly) == [False, True, True]
+    assert out.anomaly_type[1] == "error_surge" and out.anomaly_type[2] == "multivariate"
+    assert out.score[2] == 0.8, "a model alone speaks at its weight"
+    assert set(out.detectors[0]) == {"rules", "robust_stats", "transformer"}
+
+
+def scored(flags, severity="high", service="svc"):
+    return pd.DataFrame(
+        {
+            "service": service,
+            "window_start": [T0 + timedelta(minutes=i) for i in range(len(flags))],
+            "window_end": [T0 + timedelta(minutes=i + 1) for i in range(len(flags))],
+            "is_anomaly": flags,
+            "severity": severity,
+        }
+    )
+
+
+def test_incident_opens_extends_across_short_gaps_and_resolves_after_quiet_windows():
+    open_ = {}
+    touched = incidents.advance(open_, scored([0, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0]), T0)
+    assert len(touched) == 1
+    inc = touched[0]
+    assert inc.status == "resolved" and inc.started_at == T0 + timedelta(minutes=1)
+    assert inc.ended_at == T0 + timedelta(minutes=5) and not open_
+
+
+def test_a_lone_low_window_opens_no_incident_but_two_do():
+    assert incidents.advance({}, scored([0, 1, 0, 0], severity="low"), T0) == []
+    two = incidents.advance({}, scored([0, 1, 1, 0], severity="low"), T0)
+    assert len(two) == 1 and two[0].started_at == T0 + timedelta(minutes=1)
+
+
+def test_root_cause_is_the_deepest_callee_that_went_wrong_first():
+    deps = pd.DataFrame({"parent_service": ["a", "a", "b", "x"], "child_service": ["b", "c", "d", "a"]})
+    anomalies = pd.DataFrame(
+        {"service": ["a", "b", "d", "c"], "window_start": [T0 + timedelta(minutes=m) for m in (1, 0, 0, 30)]}
+    )
+    inc = incidents.Incident("i", "a", T0 + timedelta(minutes=1), None, "open", "high", "a", [], T0, T0 + timedelta(minutes=3))
+    related, root = incidents.relate(inc, anomalies, deps)
+    assert related == ["b", "d"] and root == "d", "c went wrong much later; x never did"
+    assert incidents.call_depths(deps) == {"x": 0, "a": 1, "b": 2, "c": 2, "d": 3}
+
+
+def test_scenario_metrics_follow_the_documented_definitions():
+    lab = pd.DataFrame(
+        {
+            "scenario_type": ["error_surge", "error_surge", "traffic_drop"],
+            "service": ["p", "c", "s"],
+            "root_service": ["p", "p", "s"],
+            "start_time": [T0, T0, T0 + timedelta(hours=1)],
+            "end_time": [T0 + timedelta(minutes=10)] * 2 + [T0 + timedelta(hours=1, minutes=10)],
+        }
+    )
+    anom = pd.DataFrame({"service": ["p", "s"], "window_start": [T0 + timedelta(minutes=1), T0 + timedelta(hours=1)],
+                         "window_end": [T0 + timedelta(minutes=2), T0 + timedelta(hours=1, minutes=1)]})
+    inc = pd.DataFrame({"id": ["1", "2", "3"], "service": ["p", "s", "z"],
+                        "started_at": [T0 + timedelta(minutes=1), T0 + timedelta(hours=1), T0 + timedelta(hours=3)],
+                        "ended_at": [T0 + timedelta(minutes=9), T0 + timedelta(hours=1, minutes=5), T0 + timedelta(hours=3, minutes=2)],
+                        "root_cause_service": ["p", "s", "z"]})
+    m = compute_metrics(lab, anom, inc)
+    assert m.loc["error_surge", "recall"] == 0.5 and m.loc["error_surge", "median_delay_s"] == 120
+    assert m.loc["traffic_drop", "recall"] == 1.0 and m.loc["traffic_drop", "median_delay_s"] == 60
+    assert m.loc["all", "precision"] == 2 / 3 and m.loc["all", "false_alerts"] == 1

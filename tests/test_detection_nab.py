@@ -1,0 +1,123 @@
+"""NAB scoring reproduced: crafted cases, the numpy path equals the literal port, streaming causality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anomaly_detection import nab_eval, nab_scoring as ns
+from anomaly_detection.univariate import UnivariateStreamingDetector
+
+STANDARD = {"tpWeight": 1.0, "fpWeight": 0.11, "fnWeight": 1.0, "tnWeight": 1.0}
+PROFILES = {
+    "standard": {"CostMatrix": STANDARD},
+    "reward_low_FP_rate": {"CostMatrix": {**STANDARD, "fpWeight": 0.22}},
+    "reward_low_FN_rate": {"CostMatrix": {**STANDARD, "fnWeight": 2.0}},
+}
+NAB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "nab"
+
+
+def corpus(n_files=3, n=1000, width=40):
+    files = {}
+    for k in range(n_files):
+        ts = pd.date_range("2020-01-01", periods=n, freq="5min")
+        a = 400 + 100 * k
+        files[f"cat/f{k}.csv"] = (ts, np.zeros(n), [(ts[a], ts[a + width - 1])])
+    return files
+
+
+def with_scores(files, fn):
+    return {name: (t, fn(len(t), w, t), w) for name, (t, _, w) in files.items()}
+
+
+def hit(offset):
+    """A detector firing once, `offset` rows into each window."""
+    def fn(n, w, ts):
+        s = np.zeros(n)
+        s[list(ts).index(w[0][0]) + offset] = 1.0
+        return s
+    return fn
+
+
+def test_perfect_detector_scores_100_and_null_scores_0():
+    files = corpus()
+    for name in PROFILES:
+        perfect = ns.score_profiles(with_scores(files, hit(0)), n_labels=3, profiles={name: PROFILES[name]})[name]
+        assert perfect["score"] == pytest.approx(100.0)
+        null = ns.score_profiles(files, n_labels=3, profiles={name: PROFILES[name]})[name]
+        assert null["score"] == pytest.approx(0.0)
+
+
+def test_an_early_detection_in_a_window_beats_a_late_one():
+    files = corpus()
+    early = ns.score_profiles(with_scores(files, hit(2)), 3, {"standard": PROFILES["standard"]})["standard"]["score"]
+    late = ns.score_profiles(with_scores(files, hit(35)), 3, {"standard": PROFILES["standard"]})["standard"]["score"]
+    assert 0 < late < early < 100
+
+
+def test_false_positives_cost_and_cost_more_under_the_low_fp_profile():
+    files = corpus()
+
+    def with_fp(n, w, ts):
+        s = hit(0)(n, w, ts)
+        s[200:205] = 1.0  # before the window: full fpWeight each
+        return s
+
+    scored = ns.score_profiles(with_scores(files, with_fp), 3, PROFILES)
+    assert scored["standard"]["score"] < 100
+    assert scored["reward_low_FP_rate"]["score"] < scored["standard"]["score"]
+    raw = ns.corpus_score_fast(with_scores(files, with_fp), STANDARD)["raw"]
+    assert raw == pytest.approx(3 * 1.0 - 3 * 5 * 0.11)
+
+
+def test_a_missed_window_costs_fn_weight_and_probation_is_not_scored():
+    ts = pd.date_range("2020-01-01", periods=1000, freq="5min")
+    scores = np.zeros(1000)
+    scores[10] = 1.0  # inside the probationary period: ignored
+    files = {"a.csv": (ts, scores, [(ts[500], ts[539])])}
+    assert ns.corpus_score_fast(files, STANDARD)["raw"] == pytest.approx(-1.0)
+    assert ns.corpus_score(files, STANDARD)["raw"] == pytest.approx(-1.0)
+
+
+def test_numpy_path_matches_the_literal_port_of_nab():
+    rng = np.random.default_rng(3)
+    files = {}
+    for k in range(5):
+        n = 400 + 50 * k
+        ts = pd.date_range("2021-01-01", periods=n, freq="1h")
+        files[f"f{k}"] = (ts, np.round(rng.random(n) ** 3, 2), [(ts[150], ts[180]), (ts[300], ts[320])] if k % 2 else [])
+    for profile in PROFILES.values():
+        a, b = ns.corpus_score(files, profile["CostMatrix"]), ns.corpus_score_fast(files, profile["CostMatrix"])
+        assert a["threshold"] == b["threshold"]
+        assert a["raw"] == pytest.approx(b["raw"])
+
+
+def test_univariate_mode_is_causal_and_flags_a_new_extreme():
+    rng = np.random.default_rng(0)
+    x = np.sin(np.arange(2000) / 20) + rng.normal(0, 0.05, 2000)
+    x[1500] += 5
+    det = UnivariateStreamingDetector()
+    s = det.score_series(x)
+    assert s[1500] == 1.0, "five ranges beyond anything seen"
+    assert (s[1200:1500] >= 0.5).mean() < 0.02, "noise makes a new extreme only rarely"
+    altered = x.copy()
+    altered[1600:] = rng.normal(10, 3, 400)  # the future changes ...
+    np.testing.assert_array_equal(det.score_series(altered)[:1600], s[:1600])  # ... the past scores do not
+    assert np.isfinite(det.score_series([np.nan, 1.0, np.nan, 2.0])).all()
+
+
+@pytest.mark.skipif(not (NAB / "labels").exists(), reason="NAB corpus not present")
+def test_result_files_follow_nab_layout(tmp_path):
+    frames, windows, _ = nab_eval.load_corpus(NAB)
+    rel = "realKnownCause/machine_temperature_system_failure.csv"
+    df = frames[rel]
+    path = nab_eval.write_result(tmp_path, rel, df, UnivariateStreamingDetector().score_series(df.value), windows[rel])
+    assert path == tmp_path / nab_eval.DETECTOR_NAME / "realKnownCause" / f"{nab_eval.DETECTOR_NAME}_machine_temperature_system_failure.csv"
+    out = pd.read_csv(path)
+    assert list(out.columns) == ["timestamp", "value", "anomaly_score", "label"]
+    assert len(out) == len(df) and out.label.sum() > 0 and out.anomaly_score.between(0, 1).all()
+    assert len(json.loads((NAB / "labels" / "combined_windows.json").read_text())) == 58
