@@ -8,7 +8,6 @@ then a row written while the health page is open must appear without a reload.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd

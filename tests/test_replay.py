@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
 from observability.dead_letter import parse_dead_letter
 from observability.schema import validate_line
 from tests.event_samples import BAD_LINES, NOW_MS, good_event
