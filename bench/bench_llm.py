@@ -99,7 +99,7 @@ def main() -> int:
                 print(f"  {facts.service:<10} {facts.lines['anomaly_types']:<14} {elapsed:6.1f} s  {status}", flush=True)
                 for a in summary.attempts:
                     if a["violations"]:
-                        print(f"      rejected: {a['violations']}", flush=True)
+                        print(f"      rejected: {a['violations']}: {a['text']!r}", flush=True)
     n = len(rows)
     secs = [r[0] for r in rows]
     llm_share = sum(r[1].generated_by == "llm" for r in rows) / n

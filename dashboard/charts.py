@@ -153,7 +153,8 @@ def anomaly_timeline(anomalies: pd.DataFrame, start: datetime, now: datetime) ->
     height = max(260, 60 + 36 * df["service"].nunique())
     fig = _layout(fig, "Anomalies by service (colour: severity, shape: type, size: score)", height)
     fig.update_layout(hovermode="closest")
-    fig.update_xaxes(range=[start, now])  # the whole chosen range, so quiet stretches show as quiet
+    # the whole chosen range, so quiet stretches show as quiet; a little room for the newest markers
+    fig.update_xaxes(range=[start, now + (now - start) * 0.03])
     return fig
 
 

@@ -8,6 +8,7 @@ incident pending (nothing is stored for it).
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -32,6 +33,12 @@ class LLMReply:
     latency_ms: float
     prompt_tokens: int | None
     completion_tokens: int | None
+
+
+def drop_unfinished_sentence(text: str) -> str:
+    """A reply cut off at num_predict ends mid-sentence (often mid trace id): keep whole sentences."""
+    match = re.search(r"^(.*[.!?])(?:\s|$)", text, re.S)
+    return match.group(1).strip() if match else text
 
 
 def _transient(exc: BaseException) -> bool:
@@ -79,8 +86,11 @@ class NarratorLLM:
             if _transient(exc):
                 raise LLMUnavailable(f"{self.url}: {exc}") from exc
             raise
+        text = (response.message.content or "").strip()
+        if response.done_reason == "length":
+            text = drop_unfinished_sentence(text)
         return LLMReply(
-            text=(response.message.content or "").strip(),
+            text=text,
             model=response.model or self.model,
             latency_ms=(time.monotonic() - started) * 1000,
             prompt_tokens=response.prompt_eval_count,

@@ -40,7 +40,7 @@ EXAMPLE_SUMMARY = (
 )
 
 # Generation settings: greedy, short, one paragraph.
-OPTIONS = {"temperature": 0, "seed": 0, "num_predict": 150, "stop": ["\n\n", "FACTS:", "<|im_end|>", "<|endoftext|>"]}
+OPTIONS = {"temperature": 0, "seed": 0, "num_predict": 200, "stop": ["\n\n", "FACTS:", "<|im_end|>", "<|endoftext|>"]}
 
 
 def build_messages(facts_block: str) -> list[dict]:
