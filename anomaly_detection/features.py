@@ -9,6 +9,8 @@ answer as scoring it one window at a time.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -70,7 +72,12 @@ def with_context(history: pd.DataFrame | None, windows: pd.DataFrame) -> tuple[p
             h = h[h["window_start"] < h["service"].map(first)]
             h["_pos"] = -1
             parts.insert(0, h)
-    frame = clean(pd.concat(parts, ignore_index=True)) if len(parts) > 1 else clean(w)
+    if len(parts) > 1:
+        with warnings.catch_warnings():  # all-NA columns in one part (missing latencies) are expected
+            warnings.simplefilter("ignore", FutureWarning)
+            frame = clean(pd.concat(parts, ignore_index=True))
+    else:
+        frame = clean(w)
     frame = frame.drop_duplicates(KEY, keep="last").sort_values(KEY, kind="stable").reset_index(drop=True)
     where = np.full(len(w), -1, dtype=int)
     scored = frame.index[frame["_pos"] >= 0]

@@ -17,10 +17,23 @@ from observability import tables
 from observability.logs import get_logger
 from observability.store import Store
 
-from anomaly_detection.detectors import IsolationForestDetector, TransformerDetector
+from anomaly_detection.detectors import MODEL_KINDS
 
 log = get_logger(__name__)
-KINDS = {IsolationForestDetector.name: IsolationForestDetector, TransformerDetector.name: TransformerDetector}
+KINDS = MODEL_KINDS
+
+
+def detector_class(kind: str):
+    """The detector class of a model kind (imports PyTorch only for the transformer)."""
+    if kind == "isolation_forest":
+        from anomaly_detection.detectors.isolation_forest import IsolationForestDetector
+
+        return IsolationForestDetector
+    if kind == "transformer":
+        from anomaly_detection.detectors.transformer import TransformerDetector
+
+        return TransformerDetector
+    raise ValueError(f"model must be one of {list(MODEL_KINDS)}, got {kind!r}")
 
 
 def version_dir(settings, kind: str, version: str) -> Path:
@@ -54,9 +67,9 @@ def manifest(settings, version: str) -> dict:
 def load(settings, version: str):
     kind = kind_of(version)
     path = version_dir(settings, kind, version)
-    if kind == TransformerDetector.name:
-        return TransformerDetector.load(path, device=settings.torch_device)
-    return KINDS[kind].load(path)
+    if kind == "transformer":
+        return detector_class(kind).load(path, device=settings.torch_device)
+    return detector_class(kind).load(path)
 
 
 def promoted_version(store: Store, kind: str) -> str | None:

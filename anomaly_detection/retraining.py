@@ -80,7 +80,7 @@ def train_candidate(model: str, settings=None, store=None, now=None, **params) -
     if not labels.empty:
         excluded |= data.mask_spans(history, labels.rename(columns={"start_time": "started_at", "end_time": "ended_at"}), 5)
     history = history[~excluded].reset_index(drop=True)
-    cls = registry.KINDS[model]
+    cls = registry.detector_class(model)
     if model == "transformer":
         params.setdefault("device", settings.torch_device)
     detector = cls(**params).fit(history)

@@ -25,7 +25,7 @@ from observability.logs import get_logger
 from observability.store import Store, StoreBusy, utcnow
 
 from anomaly_detection import data, incidents, registry, retraining
-from anomaly_detection.detectors import MODEL_KINDS, IsolationForestDetector, RobustStatsDetector, RulesDetector, TransformerDetector
+from anomaly_detection.detectors import MODEL_KINDS, RobustStatsDetector, RulesDetector
 from anomaly_detection.ensemble import Ensemble
 
 log = get_logger(__name__)
@@ -99,7 +99,7 @@ class DetectionService:
             RobustStatsDetector.name: RobustStatsDetector(),
         }
         models = self._load_models()
-        for kind in (IsolationForestDetector.name, TransformerDetector.name):
+        for kind in MODEL_KINDS:
             if kind in models:
                 dets[kind] = models[kind]
         return Ensemble(dets)

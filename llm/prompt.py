@@ -23,10 +23,10 @@ anomaly_types: error_surge
 time_range: 2024-03-02 14:05 UTC to 14:17 UTC (12 minutes)
 request_rate: 512 requests/min before, 498 requests/min during (about the same)
 error_rate: 0.8% before, 19.6% during (up)
-p95_latency: 120 ms before, 640 ms during, peak 910 ms (up)
-p99_latency: 210 ms before, 1180 ms during (up)
+p95_latency: 120 ms before, 131 ms during, peak 152 ms (about the same)
+p99_latency: 210 ms before, 236 ms during (about the same)
 top_errors: "upstream timeout calling inventory" (311 times); "connection reset by peer" (42 times)
-affected_endpoints: /api/checkout (21.0% errors, p95 655 ms)
+affected_endpoints: /api/checkout (21.0% errors, p95 133 ms)
 sample_trace_ids: 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b
 root_cause_service: inventory
 related_services: inventory
@@ -34,7 +34,7 @@ similar_past_incidents: 1 in the last 7 days (latest: checkout, error_surge, sta
 
 EXAMPLE_SUMMARY = (
     "checkout had a high-severity error_surge from 14:05 to 14:17 UTC on 2024-03-02 (12 minutes). "
-    "The error rate went up from 0.8% to 19.6% and p95 latency went up from 120 ms to 640 ms. "
+    "The error rate went up from 0.8% to 19.6%, while p95 latency stayed about the same (120 ms before, 131 ms during). "
     'The top error was "upstream timeout calling inventory" (311 times), on /api/checkout. '
     "The likely root cause is inventory; see trace 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b."
 )

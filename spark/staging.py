@@ -19,11 +19,12 @@ from that one parse.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,7 +35,7 @@ import pyarrow.parquet as pq
 
 from observability.bronze import BRONZE_COLUMNS
 from observability.dead_letter import MAX_PAYLOAD_CHARS
-from observability.schema import MAX_LINE_BYTES, InvalidEvent, validate_event, validate_line
+from observability.schema import MAX_LINE_BYTES, Event, InvalidEvent, decode_line, validate_event, validate_line
 from observability.transport.base import Record
 
 BRONZE_SCHEMA = pa.schema(
@@ -99,13 +100,14 @@ def _payload_text(value: bytes) -> str:
     return text
 
 
-def validate_fast(raw: bytes, now_ms: int):
+def validate_fast(raw: bytes, now_ms: int) -> tuple[Event, dict]:
     """`validate_line`'s verdict, faster: orjson decodes, `validate_event` judges.
 
     Whatever orjson cannot decode, and every rejected line, goes through
     `validate_line` itself, so accept/reject and the reason are the shared
     implementation's (orjson refuses NaN, lone surrogates and 1e400, which
-    the json module lets through to the field checks).
+    the json module lets through to the field checks). Returns the event and
+    the decoded object.
     """
     if len(raw) <= MAX_LINE_BYTES:
         try:
@@ -114,10 +116,35 @@ def validate_fast(raw: bytes, now_ms: int):
             pass
         else:
             try:
-                return validate_event(obj, now_ms=now_ms)
+                return validate_event(obj, now_ms=now_ms), obj
             except InvalidEvent:
                 pass
-    return validate_line(raw, now_ms=now_ms)
+    event = validate_line(raw, now_ms=now_ms)
+    return _storable(event), decode_line(raw)
+
+
+def _storable(event: Event) -> Event:
+    """Lone surrogates (valid JSON escapes) cannot be stored as UTF-8: replace them with U+FFFD."""
+    fixed = {}
+    for name in ("service", "endpoint", "error_message"):
+        value = getattr(event, name)
+        if isinstance(value, str):
+            clean = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+            if clean != value:
+                fixed[name] = clean
+    return replace(event, **fixed) if fixed else event
+
+
+def derived_event_id(topic: str, partition: int, offset: int) -> str:
+    """An event without an event_id gets one from its position, the same on every replay."""
+    return hashlib.md5(f"{topic}:{partition}:{offset}".encode()).hexdigest()
+
+
+def _attributes_json(attributes: dict) -> str:
+    try:
+        return orjson.dumps(attributes).decode()
+    except (TypeError, orjson.JSONEncodeError):  # e.g. lone surrogates or huge ints: ASCII escapes
+        return json.dumps(attributes, separators=(",", ":"))
 
 
 class RangeParser:
@@ -134,14 +161,14 @@ class RangeParser:
         # replayed range is judged exactly as it was the first time.
         now_ms = rec.timestamp_ms if rec.timestamp_ms and rec.timestamp_ms > 0 else wall_ms
         try:
-            ev = validate_fast(rec.value, now_ms)
+            ev, obj = validate_fast(rec.value, now_ms)
         except InvalidEvent as exc:
             self.rejects.append(
                 (now_ms, f"spark:{self.topic}:{rec.partition}:{rec.offset}", str(exc), _payload_text(rec.value))
             )
             return
         c = self._cols
-        c[0].append(ev.event_id)
+        c[0].append(ev.event_id if obj.get("event_id") is not None else derived_event_id(self.topic, rec.partition, rec.offset))
         c[1].append(ev.timestamp_ms)
         c[2].append(ev.service)
         c[3].append(ev.endpoint)
@@ -151,7 +178,7 @@ class RangeParser:
         c[7].append(ev.span_id)
         c[8].append(ev.parent_span_id)
         c[9].append(ev.error_message)
-        c[10].append(None if ev.attributes is None else orjson.dumps(ev.attributes).decode())
+        c[10].append(None if ev.attributes is None else _attributes_json(ev.attributes))
         if len(c[0]) >= _CHUNK:
             self._flush()
 

@@ -174,7 +174,9 @@ def test_api_server_scheduler_and_dag_processor_serve_the_three_dags(tmp_path):
         assert client.get("/api/v2/importErrors").json()["total_entries"] == 0
         _wait(lambda: client.get("/api/v2/monitor/health").json()["scheduler"]["status"] == "healthy", 120, "the scheduler", procs)
         # a real run through the scheduler and LocalExecutor: nothing else runs, so it fails, and says why
-        run_id = client.post("/api/v2/dags/monitoring_dag/dagRuns", json={"logical_date": None}).json()["dag_run_id"]
+        resp = client.post("/api/v2/dags/monitoring_dag/dagRuns", json={"logical_date": None})
+        assert resp.status_code == 200, resp.text
+        run_id = resp.json()["dag_run_id"]
         state = _wait(lambda: (s := client.get(f"/api/v2/dags/monitoring_dag/dagRuns/{run_id}").json()["state"])
                       in ("success", "failed") and s, 180, "the monitoring run", procs)
         assert state == "failed"

@@ -1,0 +1,281 @@
+"""Unit tests of the Spark job's pure parts: window transforms (local Spark session),
+side outputs (trace samples, call edges, late rows), offset planning, parsing, the sink."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from observability.schema import validate_line
+from spark import side_outputs
+from spark.checkpoint import batch_watermark_ms, query_id
+from spark.source import plan_end
+from spark.staging import BRONZE_SCHEMA, RangeParser, validate_fast
+from tests.spark_fixtures import INVALID_LINES, events_frame, expected_metrics, make_events, rank_error
+
+T0 = datetime(2024, 5, 1, 12, 0, 0)
+
+
+@pytest.fixture(scope="session")
+def spark_session(tmp_path_factory):
+    from observability.settings import Settings
+    from spark.session import build_session
+
+    settings = Settings(DATA_DIR=str(tmp_path_factory.mktemp("spark-unit")))
+    spark = build_session(settings, app_name="spark-unit-tests")
+    yield spark
+    spark.stop()
+
+
+def _events_df(spark, rows):
+    pdf = pd.DataFrame(rows, columns=["timestamp", "service", "endpoint", "status_code", "latency_ms"])
+    return spark.createDataFrame(pdf, "timestamp TIMESTAMP, service STRING, endpoint STRING, status_code INT, latency_ms DOUBLE")
+
+
+def test_window_metrics_counts_errors_and_levels(spark_session):
+    from spark.transforms import window_metrics
+
+    s = timedelta(seconds=1)
+    rows = [
+        (T0 + 0 * s, "api", "/a", 200, 10.0),
+        (T0 + 10 * s, "api", "/a", 500, 30.0),
+        (T0 + 20 * s, "api", "/b", 404, 20.0),
+        (T0 + 59 * s, "api", "/b", 503, 40.0),
+        (T0 + 60 * s, "api", "/a", 200, 5.0),  # next window: [12:01, 12:02)
+        (T0 + 30 * s, "db", "/q", 429, 1.0),
+    ]
+    out = window_metrics(_events_df(spark_session, rows)).toPandas()
+    key = lambda svc, ep, ws: out[(out.service == svc) & (out.endpoint.isna() if ep is None else out.endpoint == ep)
+                                  & (out.window_start == ws)].iloc[0]
+    api = key("api", None, T0)
+    assert api.window_end == T0 + 60 * s
+    assert (api.request_count, api.error_count, api.client_error_count) == (4, 2, 1)
+    assert api.error_rate == pytest.approx(0.5)
+    assert api.avg_latency_ms == pytest.approx(25.0)
+    assert api.max_latency_ms == 40.0
+    assert api.p50_latency_ms in (20.0, 30.0)
+    assert api.p99_latency_ms == 40.0
+    a = key("api", "/a", T0)
+    assert (a.request_count, a.error_count, a.client_error_count) == (2, 1, 0)
+    b = key("api", "/b", T0)
+    assert (b.request_count, b.error_count, b.client_error_count) == (2, 1, 1)
+    nxt = key("api", None, T0 + 60 * s)
+    assert nxt.request_count == 1 and nxt.error_count == 0 and nxt.error_rate == 0.0
+    db = key("db", None, T0)
+    assert (db.request_count, db.error_count, db.client_error_count) == (1, 0, 1)
+    # service level + endpoint level rows, nothing else
+    assert len(out) == 3 + 4
+
+
+def test_window_metrics_match_duckdb_and_percentiles_within_error(spark_session):
+    from spark.transforms import PERCENTILE_ACCURACY, window_metrics
+
+    events = make_events(6000, int(T0.timestamp() * 1000), 180_000, seed=3)
+    df = events_frame(events)[["timestamp", "service", "endpoint", "status_code", "latency_ms"]]
+    got = window_metrics(spark_session.createDataFrame(df)).toPandas()
+    for by_endpoint in (False, True):
+        exp = expected_metrics(events, by_endpoint=by_endpoint)
+        sub = got[got.endpoint.notna()] if by_endpoint else got[got.endpoint.isna()]
+        keys = ["window_start", "service"] + (["endpoint"] if by_endpoint else [])
+        m = exp.merge(sub, on=keys, how="outer", indicator=True)
+        assert (m["_merge"] == "both").all()
+        assert (m.request_count_x == m.request_count_y).all()
+        assert (m.error_count_x == m.error_count_y).all()
+        assert (m.client_error_count_x == m.client_error_count_y).all()
+        assert np.allclose(m.avg_latency_ms_x, m.avg_latency_ms_y, rtol=1e-9)
+        assert (m.max_latency_ms_x == m.max_latency_ms_y).all()
+    # each percentile is a value whose rank is within n / accuracy of the target
+    for _, row in got[got.endpoint.isna()].iterrows():
+        lat = df[(df.service == row.service) & (df.timestamp >= row.window_start) & (df.timestamp < row.window_end)].latency_ms
+        for q, col in ((0.5, "p50_latency_ms"), (0.95, "p95_latency_ms"), (0.99, "p99_latency_ms")):
+            assert rank_error(lat, row[col], q) <= 1.0 / PERCENTILE_ACCURACY + 1.0 / len(lat)
+
+
+def _valid_table(events: list[dict]) -> pa.Table:
+    parser = RangeParser("raw_events")
+    from observability.transport.base import Record
+
+    for i, e in enumerate(events):
+        parser.add(Record("raw_events", 0, i, 0, None, json.dumps(e).encode()), wall_ms=2**62)
+    return parser.valid_table()
+
+
+def _span(trace, span, parent, service, status, latency, second=0):
+    return {"timestamp": (T0 + timedelta(seconds=second)).isoformat() + "Z", "service": service, "endpoint": "/x",
+            "status_code": status, "latency_ms": latency, "trace_id": trace, "span_id": span, "parent_span_id": parent}
+
+
+def _tid(i: int) -> str:
+    return f"{i:032x}"
+
+
+def _sid(i: int) -> str:
+    return f"{i:016x}"
+
+
+def test_trace_samples_keep_errors_slowest_and_a_normal_share():
+    events = []
+    # 30 error traces (cap 20, earliest first), 100 normal traces with rising latency
+    for i in range(30):
+        events.append(_span(_tid(i), _sid(i), None, "api", 500, 5.0, second=i))
+    for i in range(100, 1100):
+        events.append(_span(_tid(i), _sid(i), None, "api", 200, float(i), second=40))
+    side = side_outputs.compute(_valid_table(events))
+    samples = pd.DataFrame(side["samples"], columns=list(side_outputs.SAMPLE_COLUMNS))
+    errors = samples[samples.reason == "error"]
+    assert sorted(errors.trace_id) == sorted(_tid(i) for i in range(20))  # the 20 earliest of 30
+    slow = samples[samples.reason == "slow"]
+    assert sorted(slow.trace_id) == sorted(_tid(i) for i in range(1095, 1100))  # the 5 slowest
+    normal = samples[samples.reason == "normal"]
+    assert 0 < len(normal) <= side_outputs.NORMAL_SAMPLE_CAP + side_outputs.SLOW_SAMPLE_COUNT
+    assert not set(normal.trace_id) & set(slow.trace_id) and not set(normal.trace_id) & set(errors.trace_id)
+    # deterministic: the same input gives the same sample
+    again = side_outputs.compute(_valid_table(events))["samples"]
+    assert again == side["samples"]
+    assert samples.window_start_ms.unique().tolist() == [int(T0.timestamp() * 1000)]
+
+
+def test_dependency_edges_join_parent_and_child_spans():
+    events = [
+        _span(_tid(1), _sid(1), None, "gateway", 200, 50.0),
+        _span(_tid(1), _sid(2), _sid(1), "checkout", 200, 30.0),
+        _span(_tid(1), _sid(3), _sid(2), "payments", 503, 20.0),
+        _span(_tid(1), _sid(4), _sid(2), "checkout", 200, 1.0),  # same-service child: no edge
+        _span(_tid(2), _sid(5), None, "gateway", 200, 50.0),
+        _span(_tid(2), _sid(6), _sid(5), "checkout", 500, 30.0, second=61),  # next window (child's)
+        _span(_tid(3), _sid(7), _sid(1), "payments", 200, 1.0),  # parent id of another trace: no edge
+    ]
+    edges = side_outputs.compute(_valid_table(events))["edges"]
+    w0, w1 = int(T0.timestamp() * 1000), int(T0.timestamp() * 1000) + 60_000
+    assert sorted(map(tuple, edges)) == sorted([
+        (w0, "gateway", "checkout", 1, 0),
+        (w0, "checkout", "payments", 1, 1),
+        (w1, "gateway", "checkout", 1, 1),
+    ])
+
+
+def test_late_rows_are_those_of_windows_closed_by_the_watermark():
+    counts = [[0, 5], [60_000, 7], [120_000, 11]]
+    assert side_outputs.late_rows(counts, 0) == 0
+    assert side_outputs.late_rows(counts, 60_000) == 5  # window [0, 60s) ends at the watermark
+    assert side_outputs.late_rows(counts, 150_000) == 12
+
+
+def test_plan_end_caps_a_batch_fairly():
+    start = {"0": 0, "1": 100, "2": 50}
+    latest = {"0": 1000, "1": 110, "2": 50, "3": 400}
+    assert plan_end(start, latest, None) == latest
+    end = plan_end(start, latest, 300)
+    assert sum(end[p] - start.get(p, 0) for p in end) == 300
+    assert end["1"] == 110 and end["2"] == 50  # a short backlog is taken whole
+    assert end["0"] - 0 == 145 and end["3"] == 145  # the rest is shared
+    assert all(end[p] <= latest[p] for p in latest)
+    assert plan_end({"0": 5}, {"0": 5}, 10) == {"0": 5}
+
+
+def test_validate_fast_judges_like_validate_line():
+    now = 1_800_000_000_000
+    good = json.dumps({"timestamp": "2024-01-01T00:00:00Z", "service": "a", "status_code": 200, "latency_ms": 3,
+                       "attributes": {"k": [1, 2]}, "trace_id": "AB" * 16}).encode()
+    fast, _ = validate_fast(good, now)
+    assert replace(fast, event_id="x") == replace(validate_line(good, now_ms=now), event_id="x")
+    extra = [
+        b'{"timestamp": "2024-01-01T00:00:00Z", "service": "a", "status_code": 123456789012345678901234567890, "latency_ms": 1}',
+        b'{"timestamp": "2024-01-01T00:00:00Z", "service": "a", "status_code": 200, "latency_ms": 1e400}',
+        b'{"timestamp": "2024-01-01T00:00:00Z", "service": "\\ud800", "status_code": 200, "latency_ms": 1}',
+    ]
+    for line in [raw for raw, _ in INVALID_LINES] + extra:
+        expected = _verdict(lambda: validate_line(line, now_ms=now))
+        assert _verdict(lambda: validate_fast(line, now)[0]) == expected, line
+
+
+def _verdict(fn):
+    try:
+        return ("ok", replace(fn(), event_id="x"))
+    except ValueError as exc:
+        return ("rejected", str(exc))
+
+
+def test_parser_is_deterministic_and_stores_any_valid_line():
+    from observability.transport.base import Record
+
+    lines = [
+        b'{"timestamp": "2024-01-01T00:00:00Z", "service": "a", "status_code": 200, "latency_ms": 1}',
+        b'{"timestamp": "2024-01-01T00:00:00Z", "service": "b\\ud800", "status_code": 200, "latency_ms": 1,'
+        b' "attributes": {"k": "\\udc00"}}',
+        b'{"timestamp": "2024-01-01T00:00:00Z", "service": "c", "status_code": 200, "latency_ms": 1, "event_id": "ab12"}',
+    ]
+
+    def parse():
+        parser = RangeParser("raw_events")
+        for i, line in enumerate(lines):
+            parser.add(Record("raw_events", 2, 40 + i, 1_800_000_000_000, None, line), wall_ms=0)
+        return parser.valid_table()
+
+    first, second = parse(), parse()
+    assert first.num_rows == 3 and first.equals(second)  # replays stage the same rows (event ids too)
+    ids = first.column("event_id").to_pylist()
+    assert ids[2] == "ab12" and len(ids[0]) == 32 and ids[0] != ids[1]
+    assert first.column("service").to_pylist()[1] == "b\ufffd"
+
+
+def test_bronze_schema_is_the_bronze_layout():
+    from observability.bronze import BRONZE_COLUMNS
+
+    assert tuple(BRONZE_SCHEMA.names) == BRONZE_COLUMNS
+
+
+def test_checkpoint_helpers(tmp_path):
+    assert query_id(tmp_path) is None and batch_watermark_ms(tmp_path, 0) == 0
+    (tmp_path / "metadata").write_text('{"id":"abc-123"}')
+    (tmp_path / "offsets").mkdir()
+    (tmp_path / "offsets" / "3").write_text('v1\n{"batchWatermarkMs":1234,"batchTimestampMs":5}\n{"0":10}\n')
+    assert query_id(tmp_path) == "abc-123"
+    assert batch_watermark_ms(tmp_path, 3) == 1234
+    assert batch_watermark_ms(tmp_path, -1) == 0
+
+
+def _metrics_rows(count: int, endpoint=None) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "window_start": T0, "window_end": T0 + timedelta(minutes=1), "service": "api", "endpoint": endpoint,
+        "request_count": count, "error_count": 1, "client_error_count": 0, "error_rate": 1 / count,
+        "avg_latency_ms": 1.0, "p50_latency_ms": 1.0, "p95_latency_ms": 1.0, "p99_latency_ms": 1.0,
+        "max_latency_ms": 1.0,
+    }])
+
+
+def test_sink_is_exactly_once_per_batch_and_refines_windows(store):
+    from spark.sink import BatchOutput, DuckDBSink
+
+    sink = DuckDBSink(store, "metrics:test", side_outputs.SAMPLE_CAPS)
+    w = T0
+    samples = pd.DataFrame({"window_start": [w] * 25, "service": ["api"] * 25,
+                            "trace_id": [_tid(i) for i in range(25)], "reason": ["error"] * 25,
+                            "sort_key": [float(i) for i in range(25)]})
+    deps = pd.DataFrame({"window_start": [w], "parent_service": ["gw"], "child_service": ["api"],
+                         "call_count": [3], "error_count": [1]})
+    dead = pd.DataFrame({"received_at_ms": [1_700_000_000_000], "source": ["spark:raw_events:0:1"],
+                         "reason": ["json: bad"], "payload": ["x"]})
+    out = BatchOutput(0, _metrics_rows(10), samples=samples.iloc[:15], dependencies=deps, dead_letters=dead,
+                      rows_in=11, rows_rejected=1)
+    assert sink.write_batch(out) is True
+    assert sink.write_batch(out) is False  # a replayed batch writes nothing
+    assert store.fetch_one("SELECT count(*) FROM dead_letter")[0] == 1
+    assert store.fetch_one("SELECT call_count FROM service_dependencies")[0] == 3
+    # batch 1 refines the window (upsert), adds edges, and keeps the error-sample cap
+    out1 = BatchOutput(1, pd.concat([_metrics_rows(12), _metrics_rows(7, "/a")]), samples=samples.iloc[15:],
+                       dependencies=deps)
+    assert sink.write_batch(out1) is True
+    assert store.fetch_all("SELECT request_count FROM service_metrics") == [(12,)]
+    assert store.fetch_all("SELECT endpoint, request_count FROM endpoint_metrics") == [("/a", 7)]
+    assert store.fetch_one("SELECT call_count, error_count FROM service_dependencies") == (6, 2)
+    kept = {r[0] for r in store.fetch_all("SELECT trace_id FROM trace_samples")}
+    assert kept == {_tid(i) for i in range(20)}
+    assert store.fetch_all("SELECT sink, batch_id FROM sink_commits ORDER BY batch_id") == [
+        ("metrics:test", 0), ("metrics:test", 1)]
