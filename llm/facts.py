@@ -83,10 +83,10 @@ def trend(before: float | None, during: float | None) -> str:
 
 def _before_during(before: dict, during: dict, key: str, fmt, peak: float | None = None) -> str:
     b, d = before.get(key), during.get(key)
-    text = f"{fmt(b)} before, {fmt(d)} during"
+    text = f"{trend(b, d)}, {fmt(b)} before and {fmt(d)} during"
     if peak is not None:
-        text += f", peak {fmt(peak)}"
-    return f"{text} ({trend(b, d)})"
+        text += f" (peak {fmt(peak)})"
+    return text
 
 
 # -- queries ----------------------------------------------------------------------------

@@ -7,7 +7,10 @@ Rules (a text passes when no rule finds a violation):
 - every hex identifier (trace ids, incident ids) appears in the facts verbatim;
 - every known service the text names appears in the facts, and so does any
   word shaped like a service name (`billing-service`, `auth-api`, "the auth
-  service"), so a plausible but invented service fails too.
+  service"), so a plausible but invented service fails too;
+- a clause that says a metric went up, went down or stayed the same must
+  agree with the direction word the facts give for it (a small model copies
+  "went up" from its example even when the error rate fell).
 
 Numbers are extracted from the facts with the same tokenizer, so anything copied
 from the facts (dates, endpoint paths, error messages) is accepted.
@@ -42,6 +45,47 @@ _SERVICE_WORDS = {
     "three", "both", "all", "no", "customer", "user", "other", "neighbouring", "neighboring", "origin",
     "responsible", "likely", "suspected", "probable", "named", "own", "following", "above", "involved",
 }
+
+
+_METRICS = {  # facts key -> how a text refers to it
+    "error_rate": re.compile(r"\berror[ _-]?rates?\b|\berrors\b", re.I),
+    "p99_latency": re.compile(r"\bp99\b", re.I),
+    "p95_latency": re.compile(r"\bp95\b|\blatency\b", re.I),
+    "request_rate": re.compile(r"\btraffic\b|\brequest[ _-]?rates?\b|\brequests\b", re.I),
+}
+_DIRECTIONS = {
+    "up": re.compile(r"\b(went up|go(?:es)? up|rose|risen|rising|increased?|increasing|spiked?|jumped|climbed|surged|grew|higher)\b", re.I),
+    "down": re.compile(r"\b(went down|go(?:es)? down|fell|fallen|dropped|decreased?|declined?|lower|shrank)\b", re.I),
+    "about the same": re.compile(r"\b(stayed|remained|about the same|unchanged|flat|stable|steady|similar)\b", re.I),
+}
+_WRONG_UNIT = {  # a figure in another metric's unit: the model copied the wrong line
+    "error_rate": re.compile(r"\d\s*(ms|requests/min)\b", re.I),
+    "p95_latency": re.compile(r"\d\s*(%|requests/min)", re.I),
+    "p99_latency": re.compile(r"\d\s*(%|requests/min)", re.I),
+    "request_rate": re.compile(r"\d\s*(%|ms\b)", re.I),
+}
+_CLAUSE_SPLIT = re.compile(r"(?<!\d)[.;](?!\d)|,\s*(?:while|but|and|whereas)\b|\bwhile\b|\bwhereas\b|\bbut\b|\(|\)")
+_TREND = re.compile(r"^(up|down|about the same),")
+
+
+def direction_violations(text: str, facts: dict) -> list[str]:
+    """Clauses whose stated direction contradicts the facts' trend word for that metric."""
+    trends = {k: m.group(1) for k, v in facts.items() if k in _METRICS and (m := _TREND.search(str(v)))}
+    out = []
+    for clause in _CLAUSE_SPLIT.split(text):
+        metrics = [k for k, rx in _METRICS.items() if rx.search(clause)]
+        if "p99_latency" in metrics and "p95_latency" in metrics and not re.search(r"\bp95\b", clause, re.I):
+            metrics.remove("p95_latency")  # "p99 latency" names p99 only
+        if len(metrics) == 1 and (wrong := _WRONG_UNIT[metrics[0]].search(clause)):
+            out.append(f"it gives {metrics[0].replace('_', ' ')} in {wrong.group(1)}, which is a different metric")
+            continue
+        said = [d for d, rx in _DIRECTIONS.items() if rx.search(clause)]
+        if len(metrics) != 1 or len(said) != 1 or metrics[0] not in trends:
+            continue
+        if said[0] != trends[metrics[0]]:
+            name = metrics[0].replace("_", " ")
+            out.append(f"it says {name} {'stayed ' if said[0] == 'about the same' else 'went '}{said[0]} but the FACTS say {trends[metrics[0]]}")
+    return out
 
 
 @dataclass
@@ -151,6 +195,8 @@ def check(text: str, facts: dict, known_services: set[str] | frozenset[str] = fr
         seen.add(n.text)
         if not number_is_grounded(n, fact_numbers):
             result.violations.append(f"number {n.text} is not in the facts")
+
+    result.violations.extend(direction_violations(text, facts))
 
     for service in sorted(known_services):
         if _word_in(service, text) and not _word_in(service, ftext):

@@ -12,7 +12,7 @@ SYSTEM = """You write short incident summaries for on-call engineers.
 Rules:
 1. Use only the FACTS. Add no cause, advice, service or number that is not in the FACTS.
 2. Copy every number exactly as written in the FACTS, with its unit. Never calculate, never use ratios like "4x", never round.
-3. Name only services that appear in the FACTS. Use the words up, down or about the same from the FACTS for changes.
+3. Name only services that appear in the FACTS. Say a metric was up, down or about the same only as the FACTS say.
 4. Write 3 or 4 plain sentences in one paragraph: what happened and when; how error rate and p95 latency changed; the top error and the most affected endpoint; the likely root cause and one sample trace id.
 5. No headings, no lists, no markdown."""
 
@@ -21,10 +21,10 @@ status: resolved
 severity: high
 anomaly_types: error_surge
 time_range: 2024-03-02 14:05 UTC to 14:17 UTC (12 minutes)
-request_rate: 512 requests/min before, 498 requests/min during (about the same)
-error_rate: 0.8% before, 19.6% during (up)
-p95_latency: 120 ms before, 131 ms during, peak 152 ms (about the same)
-p99_latency: 210 ms before, 236 ms during (about the same)
+request_rate: about the same, 512 requests/min before and 498 requests/min during
+error_rate: up, 0.8% before and 19.6% during
+p95_latency: about the same, 120 ms before and 131 ms during (peak 152 ms)
+p99_latency: about the same, 210 ms before and 236 ms during
 top_errors: "upstream timeout calling inventory" (311 times); "connection reset by peer" (42 times)
 affected_endpoints: /api/checkout (21.0% errors, p95 133 ms)
 sample_trace_ids: 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b
@@ -34,7 +34,7 @@ similar_past_incidents: 1 in the last 7 days (latest: checkout, error_surge, sta
 
 EXAMPLE_SUMMARY = (
     "checkout had a high-severity error_surge from 14:05 to 14:17 UTC on 2024-03-02 (12 minutes). "
-    "The error rate went up from 0.8% to 19.6%, while p95 latency stayed about the same (120 ms before, 131 ms during). "
+    "The error rate was up, 0.8% before and 19.6% during; p95 latency was about the same, 120 ms before and 131 ms during. "
     'The top error was "upstream timeout calling inventory" (311 times), on /api/checkout. '
     "The likely root cause is inventory; see trace 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b."
 )
@@ -53,12 +53,12 @@ def build_messages(facts_block: str) -> list[dict]:
 
 
 def retry_messages(facts_block: str, rejected: str, problems: str) -> list[dict]:
-    """A second try: show the model what it got wrong."""
-    return build_messages(facts_block) + [
-        {"role": "assistant", "content": rejected},
-        {
-            "role": "user",
-            "content": f"That summary breaks the rules: {problems}. "
-            "Write it again using only numbers, services and trace ids copied exactly from the FACTS.",
-        },
-    ]
+    """A second try: the same prompt, with what was wrong last time (a small model
+    does better with a fresh prompt than with a critique of its own answer)."""
+    messages = build_messages(facts_block)
+    messages[-1] = {
+        "role": "user",
+        "content": f"FACTS:\n{facts_block}\n\nA previous summary of these FACTS was rejected: {problems}. "
+        "Copy numbers, services, trace ids and the words up, down or about the same exactly from these FACTS.",
+    }
+    return messages

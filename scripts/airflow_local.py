@@ -37,6 +37,7 @@ ADMIN_USER = "admin"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 PROCESSES = ("api-server", "scheduler", "dag-processor")
 API_WAIT_SECONDS = 180
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
 
 def passwords_file(settings: Settings) -> Path:
@@ -54,7 +55,8 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         # tasks import the platform's packages from this checkout, however it was installed
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        # three processes write to one SQLite file: wait for its lock rather than fail a request
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout={SQLITE_BUSY_TIMEOUT_SECONDS}",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -123,13 +124,16 @@ def validate_fast(raw: bytes, now_ms: int) -> tuple[Event, dict]:
     return _storable(event), decode_line(raw)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _storable(event: Event) -> Event:
     """Lone surrogates (valid JSON escapes) cannot be stored as UTF-8: replace them with U+FFFD."""
     fixed = {}
     for name in ("service", "endpoint", "error_message"):
         value = getattr(event, name)
         if isinstance(value, str):
-            clean = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+            clean = _SURROGATE.sub("\ufffd", value)
             if clean != value:
                 fixed[name] = clean
     return replace(event, **fixed) if fixed else event

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import signal
 import socket
 import stat
@@ -48,10 +49,10 @@ def test_env_places_everything_under_data_dir(tmp_path):
     data = tmp_path / "data"
     out = run_script(data, "env", AIRFLOW_PORT="8095", AIRFLOW_HOME="/elsewhere")
     assert out.returncode == 0, out.stderr
-    exports = dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.splitlines())
+    exports = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in out.stdout.splitlines())
     home = data.resolve() / "airflow"
     assert exports["AIRFLOW_HOME"] == str(home)  # overrides an inherited one
-    assert exports["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{home}/airflow.db"
+    assert exports["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{home}/airflow.db?timeout=30"
     assert exports["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert exports["AIRFLOW__CORE__DAGS_FOLDER"] == str(ROOT / "dags")
     assert exports["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"

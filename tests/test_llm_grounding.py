@@ -14,10 +14,10 @@ FACTS = {
     "severity": "high",
     "anomaly_types": "error_surge",
     "time_range": "2025-11-23 18:32 UTC to 18:38 UTC (6 minutes)",
-    "request_rate": "1234 requests/min before, 1190 requests/min during (about the same)",
-    "error_rate": "0.98% before, 28.4% during (up)",
-    "p95_latency": "80 ms before, 320 ms during, peak 410 ms (up)",
-    "p99_latency": "120 ms before, 655 ms during (up)",
+    "request_rate": "about the same, 1234 requests/min before and 1190 requests/min during",
+    "error_rate": "up, 0.98% before and 28.4% during",
+    "p95_latency": "up, 80 ms before and 320 ms during (peak 410 ms)",
+    "p99_latency": "up, 120 ms before and 655 ms during",
     "top_errors": '"connection pool exhausted" (78 times)',
     "affected_endpoints": "/api/v1/pay (27.3% errors, p95 310 ms)",
     "sample_trace_ids": "4bf92f3577b34da6a3ce929d0e0e4736",
@@ -44,6 +44,7 @@ def violations(text):
         "The error rate went from 0.0098 to 0.28, and p99 latency reached 655 ms.",
         "5xx responses surged on the payments service; p95 and p99 latency rose.",
         "The payment service was impacted; the database service is the likely root cause.",
+        "The error rate went up from 0.98% to 28.4%, while traffic stayed about the same at 1190 requests/min.",
     ],
 )
 def test_grounded_paraphrases_pass(text):
@@ -64,6 +65,11 @@ def test_grounded_paraphrases_pass(text):
         ("The billing-service timed out.", "service billing-service"),  # shaped like a service name
         ("The auth service returned errors.", "service auth"),  # invented, in prose
         ("See trace 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b.", "identifier 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b"),
+        # right numbers, wrong direction (the facts say error rate up, traffic about the same)
+        ("The error rate fell from 0.98% to 28.4%.", "it says error rate went down but the FACTS say up"),
+        ("Traffic dropped to 1190 requests/min.", "it says request rate went down but the FACTS say about the same"),
+        ("The error rate rose, while p95 latency stayed at 320 ms.", "it says p95 latency stayed about the same"),
+        ("The error rate was up, 1234 requests/min before.", "it gives error rate in requests/min"),  # copied the wrong line
     ],
 )
 def test_invented_figures_and_services_fail(text, expected):
