@@ -51,7 +51,7 @@ _METRICS = {  # facts key -> how a text refers to it
     "error_rate": re.compile(r"\berror[ _-]?rates?\b|\berrors\b", re.I),
     "p99_latency": re.compile(r"\bp99\b", re.I),
     "p95_latency": re.compile(r"\bp95\b|\blatency\b", re.I),
-    "request_rate": re.compile(r"\btraffic\b|\brequest[ _-]?rates?\b|\brequests\b", re.I),
+    "request_rate": re.compile(r"\btraffic\b|\brequest[ _-]?rates?\b|\brequests\b(?!/min)", re.I),
 }
 _DIRECTIONS = {
     "up": re.compile(r"\b(went up|go(?:es)? up|rose|risen|rising|increased?|increasing|spiked?|jumped|climbed|surged|grew|higher)\b", re.I),

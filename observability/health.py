@@ -31,6 +31,7 @@ HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 UNHEALTHY_FACTOR = 3.0
 # Rows of `heartbeats` written by the long-running services (`Store.heartbeat(component)`).
 DETECTOR_HEARTBEAT = "detector"
+SPARK_HEARTBEAT = "spark"
 NARRATOR_HEARTBEAT = "narrator"
 
 
@@ -94,7 +95,7 @@ def _check_kafka(settings: Settings) -> CheckResult:
             bootstrap_servers=settings.kafka_broker,
             client_id="obs-health",
             request_timeout_ms=max(timeout_ms, 1000) + 1,
-            api_version_auto_timeout_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,
             connections_max_idle_ms=max(timeout_ms, 1000) + 2,
         )
         try:
@@ -111,11 +112,18 @@ def _check_kafka(settings: Settings) -> CheckResult:
 
 # -- pipeline freshness ---------------------------------------------------------------
 def check_spark_progress(settings: Settings, store: Store, now: datetime) -> CheckResult:
+    """Graded by the newest micro-batch; a job that is alive (its own heartbeat is fresh) but
+    has had no input is degraded, not unhealthy (the service_metrics check catches the stall)."""
     row = store.fetch_one(f"SELECT max(processed_at), max(batch_id) FROM {tables.STREAM_PROGRESS}")
     newest, batch = (row or (None, None))
     age = _age(now, newest)
     status = grade_age(age, settings.health_progress_max_age_seconds)
     detail = "no micro-batch recorded yet" if newest is None else f"last micro-batch {batch} processed {_fmt_age(age)}"
+    if status == UNHEALTHY:
+        beat = store.fetch_one(f"SELECT last_seen FROM {tables.HEARTBEATS} WHERE component = ?", [SPARK_HEARTBEAT])
+        beat_age = _age(now, beat[0] if beat else None)
+        if grade_age(beat_age, settings.health_heartbeat_max_age_seconds) == HEALTHY:
+            status, detail = DEGRADED, f"{detail}; job alive (heartbeat {_fmt_age(beat_age)}), no new input"
     return CheckResult("spark", status, detail)
 
 

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     watermark_seconds: int = Field(60, ge=0, alias="WATERMARK_SECONDS")
     trigger_seconds: float = Field(5, gt=0, alias="TRIGGER_SECONDS")
     max_events_per_batch: int = Field(500_000, gt=0, alias="MAX_EVENTS_PER_BATCH")
+    spark_driver_memory: str = Field("1g", alias="SPARK_DRIVER_MEMORY")
 
     # --- detection -----------------------------------------------------------
     detect_interval_seconds: float = Field(15, gt=0, alias="DETECT_INTERVAL_SECONDS")

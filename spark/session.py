@@ -17,7 +17,7 @@ def spark_conf(settings: Settings, app_name: str = "observability-streaming") ->
         "spark.master": settings.spark_master,
         "spark.ui.enabled": str(bool(settings.spark_ui)).lower(),
         "spark.ui.showConsoleProgress": "false",
-        "spark.driver.memory": os.environ.get("SPARK_DRIVER_MEMORY", "1g"),
+        "spark.driver.memory": settings.spark_driver_memory,
         "spark.sql.shuffle.partitions": "2",
         "spark.default.parallelism": "2",
         "spark.sql.session.timeZone": "UTC",

@@ -12,6 +12,7 @@ from tests.airflow_fixtures import (  # noqa: F401  (environment first, then fix
     run_dag,
     seed_live_platform,
 )
+from tests.kafka_broker import kafka_broker  # noqa: F401,E402  (fixture)
 
 import time  # noqa: E402
 from datetime import timedelta  # noqa: E402
@@ -67,6 +68,16 @@ def test_stale_heartbeat_degrades_then_fails(settings, store):
         assert health.check_detector(settings, store, now).status == expected, age
 
 
+def test_spark_without_input_is_degraded_while_its_heartbeat_is_fresh(settings, store):
+    now = utcnow()
+    store.execute(f"INSERT INTO {tables.STREAM_PROGRESS} (batch_id, processed_at, rows_in, rows_rejected, rows_late) "
+                  "VALUES (3, ?, 10, 0, 0)", [now - timedelta(hours=2)])
+    assert health.check_spark_progress(settings, store, now).status == "unhealthy"
+    store.heartbeat("spark", "running")
+    result = health.check_spark_progress(settings, store, utcnow())
+    assert result.status == "degraded" and "no new input" in result.detail
+
+
 def test_narration_backlog_counts_incidents_changed_since_their_latest_summary(settings, store):
     from tests.seeding import seed_incident
 
@@ -95,7 +106,27 @@ def test_kafka_transport_unreachable_is_unhealthy(settings, store, monkeypatch):
     start = time.monotonic()
     result = health.check_transport(get_settings(), store, utcnow())
     assert result.status == "unhealthy" and "unreachable" in result.detail
+    assert "Configuration" not in result.detail, result.detail  # unreachable for the right reason
     assert time.monotonic() - start < 15
+
+
+@pytest.mark.kafka
+def test_kafka_transport_reachable_against_a_real_broker(settings, store, monkeypatch, request):
+    bootstrap = request.getfixturevalue("kafka_broker")
+    monkeypatch.setenv("TRANSPORT", "kafka")
+    monkeypatch.setenv("KAFKA_BROKER", bootstrap)
+    # topic names of this test only: the session's broker is shared
+    for var in ("KAFKA_RAW_EVENTS_TOPIC", "KAFKA_AGGREGATED_TOPIC", "KAFKA_ANOMALIES_TOPIC", "KAFKA_DEAD_LETTER_TOPIC"):
+        monkeypatch.setenv(var, f"health-{var.lower()}")
+    get_settings.cache_clear()
+    kafka_settings = get_settings()
+    missing = health.check_transport(kafka_settings, store, utcnow())
+    assert missing.status == "degraded" and "topics missing" in missing.detail, missing
+    from observability.transport import create_topics
+
+    create_topics(kafka_settings)
+    ok = health.check_transport(kafka_settings, store, utcnow())
+    assert ok.status == "healthy" and bootstrap in ok.detail and ok.latency_ms is not None
 
 
 def test_record_writes_health_checks_rows(settings, store):

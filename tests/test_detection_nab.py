@@ -121,3 +121,27 @@ def test_result_files_follow_nab_layout(tmp_path):
     assert list(out.columns) == ["timestamp", "value", "anomaly_score", "label"]
     assert len(out) == len(df) and out.label.sum() > 0 and out.anomaly_score.between(0, 1).all()
     assert len(json.loads((NAB / "labels" / "combined_windows.json").read_text())) == 58
+
+
+def test_left_neighbour_distance_matches_brute_force():
+    from anomaly_detection.univariate import left_neighbour_distance
+
+    rng = np.random.default_rng(1)
+    x = 1e6 + rng.normal(size=1500).cumsum()
+    m = 8
+    got = left_neighbour_distance(x, m, refresh=200)
+    w = np.lib.stride_tricks.sliding_window_view(x, m)
+    want = np.full(len(x), np.nan)
+    for i in range(m, len(w)):
+        want[i + m - 1] = np.sqrt(((w[: i - m + 1] - w[i]) ** 2).sum(1).min())
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_univariate_mode_flags_a_broken_pattern_inside_the_usual_range():
+    rng = np.random.default_rng(2)
+    t = np.arange(3000)
+    x = np.sin(2 * np.pi * t / 50) + rng.normal(0, 0.02, len(t))
+    x[2500:2550] = 0.0  # one cycle goes flat: no new extreme, but a shape never seen
+    s = UnivariateStreamingDetector().score_series(x)
+    assert s[2500:2550].max() >= 0.5
+    assert (s[1000:2500] >= 0.5).sum() <= 3
