@@ -215,10 +215,12 @@ def build_facts(store: Store, incident_id: str, bronze_dir) -> Facts:
         "severity": severity,
         "anomaly_types": ", ".join(types) or "unknown",
         "time_range": fmt_range(started, ended, minutes),
-        "request_rate": _before_during(before, during, "rate", fmt_rate),
+        # error rate and p95 first: the order the example summary mentions them (a
+        # small model otherwise copies the first metric line into the error-rate sentence)
         "error_rate": _before_during(before, during, "error_rate", fmt_pct),
         "p95_latency": _before_during(before, during, "p95", fmt_ms, peak=during.get("p95_peak")),
         "p99_latency": _before_during(before, during, "p99", fmt_ms),
+        "request_rate": _before_during(before, during, "rate", fmt_rate),
         "top_errors": "; ".join(f'"{msg}" ({n} times)' for msg, n in errors) or "none recorded",
         "affected_endpoints": "; ".join(endpoints) or "no data",
         "sample_trace_ids": ", ".join(traces) or "none",

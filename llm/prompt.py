@@ -21,10 +21,10 @@ status: resolved
 severity: high
 anomaly_types: error_surge
 time_range: 2024-03-02 14:05 UTC to 14:17 UTC (12 minutes)
-request_rate: about the same, 512 requests/min before and 498 requests/min during
 error_rate: up, 0.8% before and 19.6% during
 p95_latency: about the same, 120 ms before and 131 ms during (peak 152 ms)
 p99_latency: about the same, 210 ms before and 236 ms during
+request_rate: about the same, 512 requests/min before and 498 requests/min during
 top_errors: "upstream timeout calling inventory" (311 times); "connection reset by peer" (42 times)
 affected_endpoints: /api/checkout (21.0% errors, p95 133 ms)
 sample_trace_ids: 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b

@@ -163,6 +163,8 @@ def cmd_run(settings: Settings, process: str) -> int:
     """Replace this process with the Airflow one (foreground, signals go straight to it)."""
     if not (settings.airflow_home / ".initialised").exists():
         initialise(settings)  # a fresh DATA_DIR: never let the API server invent its own password
+    else:
+        ensure_password(settings)  # AIRFLOW_ADMIN_PASSWORD may have changed since init
     # Task processes report to the API server (the Execution API): a task the
     # scheduler starts before it answers fails to start and waits out a heartbeat timeout.
     if process == "scheduler" and not wait_for_api_server(settings):
