@@ -42,6 +42,7 @@ HOLDOUT_HOURS = 6
 INJECT_SHARE = 0.05
 F1_TOLERANCE = 0.01
 FALSE_ALERT_TOLERANCE = 0.5  # per service-day
+FALSE_ALERT_BUDGET = 1.0  # per service-day: the detection target
 
 
 def _ctx(settings, store):
@@ -147,7 +148,8 @@ def promote_if_not_worse(version: str, metrics: dict, settings=None, store=None)
     """Promote when the candidate's F1 and false-alert rate are no worse than the current model's.
 
     "No worse" = F1 at least current - 0.01 on every evaluated set and false
-    alerts per service-day at most current + 0.5 on the holdout. Without a
+    alerts per service-day on the holdout within the budget (1, the platform's
+    target) or at most current + 0.5. Without a
     promoted model any candidate that trained on enough data is promoted.
     Every call is recorded in model_registry.
     """
@@ -161,9 +163,10 @@ def promote_if_not_worse(version: str, metrics: dict, settings=None, store=None)
         for part in ("holdout", "scenarios"):
             if cand.get(part) and cur.get(part) and cand[part]["f1"] < cur[part]["f1"] - F1_TOLERANCE:
                 promote, reason = False, f"{part} f1 {cand[part]['f1']:.3f} < current {cur[part]['f1']:.3f}"
-        if promote and (
-            cand["holdout"]["false_alerts_per_service_day"] > cur["holdout"]["false_alerts_per_service_day"] + FALSE_ALERT_TOLERANCE
-        ):
+        cand_fa = cand["holdout"]["false_alerts_per_service_day"]
+        # Within the false-alert budget a candidate is never "worse" on alerts: a current
+        # model that never alerts (and never detects) must not block better ones forever.
+        if promote and cand_fa > FALSE_ALERT_BUDGET and cand_fa > cur["holdout"]["false_alerts_per_service_day"] + FALSE_ALERT_TOLERANCE:
             promote, reason = False, "more false alerts than the current model"
         if promote:
             reason = "not worse than current"

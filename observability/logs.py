@@ -15,6 +15,10 @@ def configure_logging(level: str | None = None) -> None:
     global _configured
     if _configured:
         return
+    if structlog.is_configured():
+        # Inside an Airflow task, Airflow owns structlog's setup: log through it.
+        _configured = True
+        return
     level_name = (level or os.environ.get("LOG_LEVEL", "INFO")).upper()
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, level_name, logging.INFO), format="%(message)s")
     structlog.configure(

@@ -97,3 +97,15 @@ def test_device_is_cuda_when_available_else_cpu(monkeypatch):
 def test_unknown_model_kind_is_a_clear_error(seeded, settings):
     with pytest.raises(ValueError, match="isolation_forest"):
         retraining.train_candidate("prophet", settings, seeded)
+
+
+def test_training_on_a_fresh_empty_platform_neither_crashes_nor_promotes(store, settings):
+    """The retraining DAG's first run happens on an empty database."""
+    from anomaly_detection.retraining import evaluate_candidate, promote_if_not_worse, train_candidate
+
+    for model in ("transformer", "isolation_forest"):
+        version = train_candidate(model, settings=settings, store=store)
+        metrics = evaluate_candidate(version, settings=settings, store=store)
+        assert promote_if_not_worse(version, metrics, settings=settings, store=store) is False
+    rows = store.fetch_all("SELECT model, promoted FROM model_registry ORDER BY model")
+    assert rows == [("isolation_forest", False), ("transformer", False)]

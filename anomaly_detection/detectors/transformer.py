@@ -112,7 +112,11 @@ class TransformerDetector(BaseDetector):
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         self.device_ = str(resolve_device(self.device))
-        seqs, targets, usable = self._sequences(history) if len(history) else (np.empty((0,)), np.empty((0,)), np.empty((0,), bool))
+        if len(history):
+            seqs, targets, usable = self._sequences(history)
+        else:  # a fresh platform: nothing to learn yet, but shapes must still line up
+            nf = len(FORECAST_FEATURES)
+            seqs, targets, usable = np.zeros((0, self.seq_len, nf), np.float32), np.zeros((0, nf), np.float32), np.zeros(0, bool)
         idx = np.flatnonzero(usable)
         self.input_clip_ = (
             np.maximum(np.quantile(np.abs(targets[idx]), 0.995, axis=0), 0.1).tolist() if len(idx) else [1.0] * len(FORECAST_FEATURES)
