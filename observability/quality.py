@@ -180,6 +180,12 @@ RETENTION_RULES: dict[str, str] = {
     tables.STREAM_PROGRESS: f"processed_at < ? AND batch_id < (SELECT max(batch_id) FROM {tables.STREAM_PROGRESS})",
     tables.HEALTH_CHECKS: "checked_at < ?",
     tables.DATA_QUALITY_RESULTS: "checked_at < ?",
+    # a week-old micro-batch is long committed in Spark's checkpoint and never replayed;
+    # keep each sink's newest commit all the same
+    tables.SINK_COMMITS: (
+        f"committed_at < ? AND batch_id < (SELECT max(c.batch_id) FROM {tables.SINK_COMMITS} c "
+        f"WHERE c.sink = {tables.SINK_COMMITS}.sink)"
+    ),
 }
 
 
