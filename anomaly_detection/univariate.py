@@ -40,6 +40,7 @@ class UnivariateStreamingDetector:
         volatility: int = 20,
         min_excursion: float = 0.05,
         pattern: int = 8,
+        scales: tuple[int, ...] = (1, 16, 32, 64),
         history: int = 4000,
         warmup: int = 150,
         suppress_share: float = 0.05,
@@ -51,6 +52,7 @@ class UnivariateStreamingDetector:
         self.volatility = volatility
         self.min_excursion = min_excursion
         self.pattern = pattern
+        self.scales = tuple(scales)
         self.history = history
         self.warmup = warmup
         self.suppress_share = suppress_share
@@ -60,7 +62,8 @@ class UnivariateStreamingDetector:
 
     def score_series(self, values) -> np.ndarray:
         x = pd.Series(np.asarray(values, dtype=float)).ffill().fillna(0.0)
-        score = np.maximum(self._range_score(x), self._pattern_score(x.to_numpy()))
+        views = [self._range_score(x)] + [self._pattern_score(x.to_numpy(), k) for k in self.scales]
+        score = np.maximum.reduce(views)
         return self._suppress(score)
 
     def _range_score(self, x: pd.Series) -> np.ndarray:
@@ -71,9 +74,9 @@ class UnivariateStreamingDetector:
         ex[: self.min_history] = 0.0
         return np.where(ex > self.min_excursion, np.clip(0.5 + ex, 0.0, 1.0), 0.0)
 
-    def _pattern_score(self, x: np.ndarray) -> np.ndarray:
+    def _pattern_score(self, x: np.ndarray, scale: int = 1) -> np.ndarray:
         """Log tail probability of the nearest-earlier-neighbour distance against its recent history."""
-        d = pd.Series(left_neighbour_distance(x, self.pattern))
+        d = pd.Series(dilated_neighbour_distance(x, self.pattern, scale))
         d[: self.warmup] = np.nan
         past = d.shift(1).rolling(self.history, min_periods=self.warmup)
         z = ((d - past.mean()) / past.std()).to_numpy()
@@ -91,6 +94,23 @@ class UnivariateStreamingDetector:
             elif out[i] >= 0.5:
                 until = i + max(self.suppress_min, int(self.suppress_share * (i + 1)))
         return out
+
+
+def dilated_neighbour_distance(x: np.ndarray, m: int, scale: int) -> np.ndarray:
+    """`left_neighbour_distance` of the last m means of `scale` rows (spanning m * scale rows).
+
+    Row t's pattern is the mean of rows t-scale+1..t, the mean of the `scale` rows before
+    those, and so on; it is compared with the same patterns ending at earlier rows of the
+    same phase (t - j * scale), so one coarse pass per phase covers every row causally.
+    """
+    x = np.asarray(x, dtype=float)
+    if scale <= 1:
+        return left_neighbour_distance(x, m)
+    means = pd.Series(x).rolling(scale, min_periods=1).mean().to_numpy()
+    out = np.full(len(x), np.nan)
+    for phase in range(scale):
+        out[phase::scale] = left_neighbour_distance(means[phase::scale], m)
+    return out
 
 
 def left_neighbour_distance(x: np.ndarray, m: int, refresh: int = 512) -> np.ndarray:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -112,11 +113,8 @@ def main() -> int:
     print(f"template baseline: {template_ms:.0f} ms per summary; LLM path is {statistics.mean(secs) * 1000 / template_ms:.0f}x slower")
     example = next((r[1] for r in rows if r[1].generated_by == "llm"), rows[0][1])
     print(f"\nexample ({example.generated_by}): {example.summary}")
-    try:
-        load = os.getloadavg()[0]
-        print(f"(1-min load average during the run: {load:.1f} on {os.cpu_count()} CPUs)")
-    except OSError:
-        pass
+    print(f"(1-min load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

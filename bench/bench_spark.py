@@ -261,6 +261,7 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=10_000)
     ap.add_argument("--latency-seconds", type=float, default=60)
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temporary DATA_DIR")
     args = ap.parse_args()
 
@@ -283,21 +284,22 @@ def main() -> int:
         del events
         base_s, base_rate, _ = duckdb_baseline(jsonl)
 
-        r = run_throughput(data_dir, args.events)
-        proc_rate = args.events / r["batch_seconds"] if r["batch_seconds"] else float("nan")
-        print(f"\n== throughput: {args.events:,}-event backlog, --available-now ==")
-        print(f"job summary:            {r['summary']}")
-        print(f"spark job:              {proc_rate:,.0f} events/s over {r['batches']} batches "
-              f"({r['batch_seconds']:.1f}s processing; goal >= {GOAL_EVENTS_PER_S:,}/s)")
-        print(f"spark job incl. start:  {args.events / r['wall']:,.0f} events/s ({r['wall']:.1f}s wall, JVM start included)")
-        kinds = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["cpu_by_kind"].items()))
-        print(f"spark CPU:              {r['cpu']:.1f} CPU-s ({kinds}) = {args.events / r['cpu']:,.0f} events per CPU-s")
-        print(f"processing CPU:         {r['processing_cpu']:.1f} CPU-s while batches ran = "
-              f"{r['processing_cpu'] / args.events * 1e6:.0f} us/event; on 2 otherwise idle cores "
-              f"~{args.events / (r['processing_cpu'] / 2):,.0f} events/s (projection)")
-        print(f"baseline DuckDB:        {base_rate:,.0f} events/s ({base_s:.2f}s: read_json + GROUP BY, in-process)")
-        print(f"ratio spark/baseline:   {proc_rate / base_rate:.3f}")
-        print(f"peak memory (tree):     RSS {gb(r['rss'])}, PSS {gb(r['pss'])} (goal <= {GOAL_MEMORY_GB} GB)")
+        r = None if args.skip_throughput else run_throughput(data_dir, args.events)
+        if r is not None:
+            proc_rate = args.events / r["batch_seconds"] if r["batch_seconds"] else float("nan")
+            print(f"\n== throughput: {args.events:,}-event backlog, --available-now ==")
+            print(f"job summary:            {r['summary']}")
+            print(f"spark job:              {proc_rate:,.0f} events/s over {r['batches']} batches "
+                  f"({r['batch_seconds']:.1f}s processing; goal >= {GOAL_EVENTS_PER_S:,}/s)")
+            print(f"spark job incl. start:  {args.events / r['wall']:,.0f} events/s ({r['wall']:.1f}s wall, JVM start included)")
+            kinds = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["cpu_by_kind"].items()))
+            print(f"spark CPU:              {r['cpu']:.1f} CPU-s ({kinds}) = {args.events / r['cpu']:,.0f} events per CPU-s")
+            print(f"processing CPU:         {r['processing_cpu']:.1f} CPU-s while batches ran = "
+                  f"{r['processing_cpu'] / args.events * 1e6:.0f} us/event; on 2 otherwise idle cores "
+                  f"~{args.events / (r['processing_cpu'] / 2):,.0f} events/s (projection)")
+            print(f"baseline DuckDB:        {base_rate:,.0f} events/s ({base_s:.2f}s: read_json + GROUP BY, in-process)")
+            print(f"ratio spark/baseline:   {proc_rate / base_rate:.3f}")
+            print(f"peak memory (tree):     RSS {gb(r['rss'])}, PSS {gb(r['pss'])} (goal <= {GOAL_MEMORY_GB} GB)")
 
         if not args.skip_latency:
             lr = run_latency(tmp / "latency", args.rate, args.latency_seconds)
