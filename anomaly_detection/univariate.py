@@ -12,9 +12,11 @@ Used for the Numenta Anomaly Benchmark and for any single metric. Two kinds of e
   earlier stretch of the same length (a left matrix profile). That distance is judged
   against its own recent history the way HTM's anomaly likelihood judges a raw score: a
   Gaussian tail probability over the last `history` distances, log-scaled so that a
-  tail of 1e-5 scores 0.5 and 1e-10 scores 1.
+  tail of 1e-5 scores 0.5 and 1e-10 scores 1. The pattern view runs at several `scales`:
+  at scale k the pattern is the last `pattern` means of k rows, compared with same-phase
+  patterns before it, so slow shape changes (a missing daily bump) stand out too.
 
-The row's score is the larger of the two. After a score reaches 0.5 the next
+The row's score is the largest of the views. After a score reaches 0.5 the next
 `suppress_share` of the rows seen so far (at least `suppress_min` rows) are silenced:
 NAB counts only the first detection in a window and charges every false positive.
 

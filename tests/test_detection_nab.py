@@ -145,3 +145,34 @@ def test_univariate_mode_flags_a_broken_pattern_inside_the_usual_range():
     s = UnivariateStreamingDetector().score_series(x)
     assert s[2500:2550].max() >= 0.5
     assert (s[1000:2500] >= 0.5).sum() <= 3
+
+
+def test_dilated_neighbour_distance_matches_brute_force():
+    from anomaly_detection.univariate import dilated_neighbour_distance
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=900).cumsum()
+    m, k = 4, 8
+    got = dilated_neighbour_distance(x, m, k)
+    means = pd.Series(x).rolling(k, min_periods=1).mean().to_numpy()
+    want = np.full(len(x), np.nan)
+    for t in range(len(x)):
+        lags = t - k * np.arange(m)[::-1]
+        if lags[0] < 0:
+            continue
+        here = means[lags]
+        earlier = [means[t2 - k * np.arange(m)[::-1]] for t2 in range(t - m * k, -1, -k) if t2 - k * (m - 1) >= 0]
+        if earlier:
+            want[t] = np.sqrt(((np.array(earlier) - here) ** 2).sum(1).min())
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert np.isnan(got[: (2 * m - 1) * k]).all() and np.isfinite(got[2 * m * k :]).all()
+
+
+def test_coarse_scale_flags_a_missing_slow_bump():
+    t = np.arange(6000)
+    x = (np.sin(2 * np.pi * t / 288) > 0).astype(float) + np.random.default_rng(5).normal(0, 0.1, len(t))
+    x[4608:4752] = np.random.default_rng(6).normal(0, 0.1, 144)  # one daily bump never comes
+    fine = UnivariateStreamingDetector(scales=(1,)).score_series(x)
+    multi = UnivariateStreamingDetector().score_series(x)
+    assert multi[4608:4752].max() >= 0.5 > fine[4608:4752].max()
+    assert (multi[1500:4608] >= 0.5).sum() <= 3

@@ -22,8 +22,9 @@ from tests.spark_fixtures import INVALID_LINES, events_frame, expected_metrics, 
 T0 = datetime(2024, 5, 1, 12, 0, 0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def spark_session(tmp_path_factory):
+    """One local session for this module's tests (stopped before the job tests start their own)."""
     from observability.settings import Settings
     from spark.session import build_session
 
