@@ -34,6 +34,8 @@ else:
         assert count >= last, (count, last)  # committed rows never disappear
         last = count
         seen += 1
+        if seen == 1:
+            print("ready", count, flush=True)  # the writers start only after this first read
         if count >= int(sys.argv[5]):
             break
         time.sleep(0.02)
@@ -53,6 +55,7 @@ def test_concurrent_writer_processes_and_a_reader_lose_nothing(tmp_path):
     writers, per_writer = ("w1", "w2", "w3"), 15
     total = len(writers) * per_writer
     reader = _spawn(str(path), "reader", "r", "120", str(total))
+    assert reader.stdout.readline().split() == ["ready", "0"]  # reader is up before any writer exists
     procs = [_spawn(str(path), "writer", name, str(per_writer)) for name in writers]
     for p in procs + [reader]:
         out, err = p.communicate(timeout=180)
