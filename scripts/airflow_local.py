@@ -17,6 +17,7 @@ passwords file the simple auth manager reads; there is no default password.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
@@ -124,8 +125,24 @@ def initialise(settings: Settings) -> bool:
         _, created = ensure_password(settings)
         subprocess.run([airflow_bin(), "db", "migrate"], env=full_env(settings), check=True, cwd=ROOT,
                        stdout=subprocess.DEVNULL)
+        use_write_ahead_log(home / "airflow.db")
         (home / ".initialised").touch()
     return created
+
+
+def use_write_ahead_log(db: Path) -> None:
+    """Switch Airflow's SQLite file to WAL (the mode is stored in the file, so once is enough).
+
+    In SQLite's default rollback journal a reader blocks a writer's commit, and with the API
+    server, scheduler, dag-processor and task workers on one file, requests waited out the busy
+    timeout and failed with "database is locked". In WAL readers and the writer never block
+    each other; only writers queue, briefly."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db, timeout=SQLITE_BUSY_TIMEOUT_SECONDS)) as conn:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        raise RuntimeError(f"{db}: could not switch SQLite to WAL (journal_mode={mode})")
 
 
 def cmd_init(settings: Settings) -> int:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import shlex
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -79,6 +81,9 @@ def test_init_generates_a_password_once_and_migrates(tmp_path):
     assert set(stored) == {"admin"} and len(password) >= 16 and password != "admin"
     assert stat.S_IMODE(pw_file.stat().st_mode) == 0o600
     assert (data / "airflow" / "airflow.db").stat().st_size > 100_000  # migrated metadata DB
+    with contextlib.closing(sqlite3.connect(data / "airflow" / "airflow.db")) as conn:
+        # readers must not block the scheduler's and API server's commits
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert run_script(data, "password").stdout.strip() == password
 
     again = run_script(data, "init")  # idempotent: same password, DB already current
@@ -164,7 +169,7 @@ def test_api_server_scheduler_and_dag_processor_serve_the_three_dags(tmp_path):
                 procs.append(subprocess.Popen([sys.executable, str(SCRIPT), "run", name], cwd=ROOT, env=script_env(data, **extra),
                                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         base = f"http://127.0.0.1:{port}"
-        client = httpx.Client(base_url=base, timeout=10)
+        client = httpx.Client(base_url=base, timeout=60)
         _wait(lambda: client.get("/api/v2/monitor/health").status_code == 200, 180, "the API server", procs)
         assert client.post("/auth/token", json={"username": "admin", "password": "admin"}).status_code == 401
         token = client.post("/auth/token", json={"username": "admin", "password": password}).json()["access_token"]
