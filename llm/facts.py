@@ -19,7 +19,7 @@ log = get_logger(__name__)
 
 BEFORE = timedelta(minutes=30)  # the baseline window just before an incident
 SIMILAR_LOOKBACK = timedelta(days=7)
-MAX_TRACE_IDS = 2
+MAX_TRACE_IDS = 1  # the summary cites one; each 32-hex id costs ~20 generated tokens
 META_KEYS = ("incident_id", "incident_updated_at")  # stored with the facts, not shown to the model
 
 
@@ -65,10 +65,13 @@ def fmt_rate(per_min: float | None) -> str:
 
 
 def fmt_range(started: datetime, ended: datetime | None, minutes: int) -> str:
+    """Worded as the summary says it, so a small model copies the phrase instead of
+    reassembling a date (it garbled "2026-11-30 20:58" into "2111-30")."""
     if ended is None:
         return f"since {fmt_time(started)} (ongoing, {minutes} minutes so far)"
-    end = f"{ended:%H:%M} UTC" if ended.date() == started.date() else fmt_time(ended)
-    return f"{fmt_time(started)} to {end} ({minutes} minutes)"
+    if ended.date() == started.date():
+        return f"from {started:%H:%M} to {ended:%H:%M} UTC on {started:%Y-%m-%d} ({minutes} minutes)"
+    return f"from {fmt_time(started)} to {fmt_time(ended)} ({minutes} minutes)"
 
 
 def trend(before: float | None, during: float | None) -> str:

@@ -20,7 +20,7 @@ EXAMPLE_FACTS = """service: checkout
 status: resolved
 severity: high
 anomaly_types: error_surge
-time_range: 2024-03-02 14:05 UTC to 14:17 UTC (12 minutes)
+time_range: from 14:05 to 14:17 UTC on 2024-03-02 (12 minutes)
 error_rate: up, 0.8% before and 19.6% during
 p95_latency: about the same, 120 ms before and 131 ms during (peak 152 ms)
 p99_latency: about the same, 210 ms before and 236 ms during

@@ -11,7 +11,7 @@ from __future__ import annotations
 def template_summary(facts: dict) -> str:
     f = facts
     parts = [
-        f"{f['service']} had a {f['severity']}-severity incident ({f['anomaly_types']}, {f['status']}): {f['time_range']}.",
+        f"{f['service']} had a {f['severity']}-severity incident ({f['anomaly_types']}, {f['status']}) {f['time_range']}.",
         f"Error rate: {f['error_rate']}.",
         f"p95 latency: {f['p95_latency']}; p99 latency: {f['p99_latency']}.",
         f"Traffic: {f['request_rate']}.",

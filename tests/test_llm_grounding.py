@@ -13,7 +13,7 @@ FACTS = {
     "status": "resolved",
     "severity": "high",
     "anomaly_types": "error_surge",
-    "time_range": "2025-11-23 18:32 UTC to 18:38 UTC (6 minutes)",
+    "time_range": "from 18:32 to 18:38 UTC on 2025-11-23 (6 minutes)",
     "request_rate": "about the same, 1234 requests/min before and 1190 requests/min during",
     "error_rate": "up, 0.98% before and 28.4% during",
     "p95_latency": "up, 80 ms before and 320 ms during (peak 410 ms)",
