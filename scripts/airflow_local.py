@@ -126,6 +126,7 @@ def initialise(settings: Settings) -> bool:
         subprocess.run([airflow_bin(), "db", "migrate"], env=full_env(settings), check=True, cwd=ROOT,
                        stdout=subprocess.DEVNULL)
         use_write_ahead_log(home / "airflow.db")
+        write_local_settings(home)
         (home / ".initialised").touch()
     return created
 
@@ -143,6 +144,15 @@ def use_write_ahead_log(db: Path) -> None:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if mode.lower() != "wal":
         raise RuntimeError(f"{db}: could not switch SQLite to WAL (journal_mode={mode})")
+
+
+def write_local_settings(home: Path) -> None:
+    """Airflow imports `$AIRFLOW_HOME/config/airflow_local_settings.py` in every process it starts."""
+    from observability.airflow_sqlite import LOCAL_SETTINGS
+
+    config = home / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "airflow_local_settings.py").write_text(LOCAL_SETTINGS)
 
 
 def cmd_init(settings: Settings) -> int:

@@ -95,6 +95,62 @@ def test_init_generates_a_password_once_and_migrates(tmp_path):
     assert other_pw != password  # generated per installation
 
 
+AUDIT_LOG_PROBE = r"""
+import asyncio, sqlite3, sys, threading
+from starlette.requests import Request
+from airflow.api_fastapi.logging import decorators
+from airflow.models import Log
+from airflow.utils.session import create_session
+
+db, hold = sys.argv[1], float(sys.argv[2])
+holder = sqlite3.connect(db, check_same_thread=False)
+holder.execute("BEGIN IMMEDIATE")  # another writer (scheduler, a request) holds SQLite's write lock
+threading.Timer(hold, holder.commit).start()
+scope = {"type": "http", "method": "POST", "path": "/x", "headers": [], "query_string": b"", "path_params": {"dag_id": "d"}}
+
+
+async def main():
+    ticks = 0
+
+    async def ticker():  # stands for every other request the API server is serving meanwhile
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    with create_session() as session:
+        await decorators.action_logging("probe_event")(request=Request(scope), session=session, user=None)
+    task.cancel()
+    return ticks
+
+
+ticks = asyncio.run(main())
+with create_session() as session:
+    rows = session.query(Log).filter(Log.event == "probe_event").count()
+print(getattr(decorators.action_logging, "commits_off_event_loop", False), ticks, rows)
+"""
+
+
+def test_audit_log_commit_waits_for_sqlite_lock_without_blocking_the_api_event_loop(tmp_path):
+    """Airflow's audit-log dependency commits a sync session inside `async def`; on SQLite
+    a held write lock then froze the API server (CI: 30 s hangs, 'database is locked')."""
+    data = tmp_path / "data"
+    assert run_script(data, "init").returncode == 0
+    module = load_module()
+    settings = _settings(data)
+    assert (settings.airflow_home / "config" / "airflow_local_settings.py").exists()
+    hold = 2.0
+    out = subprocess.run([sys.executable, "-c", AUDIT_LOG_PROBE, str(settings.airflow_home / "airflow.db"), str(hold)],
+                         cwd=tmp_path, env=module.full_env(settings), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    patched, ticks, rows = out.stdout.split()[-3:]
+    assert patched == "True"
+    assert int(ticks) >= 0.5 * hold / 0.05  # the loop kept serving while the commit waited for the lock
+    assert int(rows) == 1  # and the audit row was still written once the lock was free
+
+
 def _settings(data_dir: Path, **kwargs):
     from observability.settings import Settings
 
