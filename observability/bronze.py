@@ -15,20 +15,10 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from observability.schema import EVENT_FIELDS
+
 # Column order of a bronze row (timestamp is TIMESTAMP, UTC wall time).
-BRONZE_COLUMNS = (
-    "event_id",
-    "timestamp",
-    "service",
-    "endpoint",
-    "status_code",
-    "latency_ms",
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "error_message",
-    "attributes",  # JSON text or null
-)
+BRONZE_COLUMNS = EVENT_FIELDS  # attributes as JSON text or null
 PARTITION_COLUMNS = ("date", "hour")
 
 

@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from observability import tables
 from observability.logs import get_logger
 from observability.settings import Settings, get_settings
 from observability.store import Store
@@ -203,7 +204,7 @@ class StreamingJob:
                 "window_end": row["window_end"].strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "service": row["service"],
                 "endpoint": endpoint,
-                **{k: _jsonable(row[k]) for k in _PUBLISHED},
+                **{k: _jsonable(row[k]) for k in tables.METRIC_VALUE_COLUMNS},
                 "batch_id": batch_id,
             }
             key = f"{row['service']}|{endpoint or '*'}".encode()
@@ -287,19 +288,6 @@ class StreamingJob:
             for q in queries.values():
                 q.stop()
         return rc
-
-
-_PUBLISHED = (
-    "request_count",
-    "error_count",
-    "client_error_count",
-    "error_rate",
-    "avg_latency_ms",
-    "p50_latency_ms",
-    "p95_latency_ms",
-    "p99_latency_ms",
-    "max_latency_ms",
-)
 
 
 def _utc(ms: int):
