@@ -134,10 +134,10 @@ def initialise(settings: Settings) -> bool:
 def use_write_ahead_log(db: Path) -> None:
     """Switch Airflow's SQLite file to WAL (the mode is stored in the file, so once is enough).
 
-    In SQLite's default rollback journal a reader blocks a writer's commit, and with the API
-    server, scheduler, dag-processor and task workers on one file, requests waited out the busy
-    timeout and failed with "database is locked". In WAL readers and the writer never block
-    each other; only writers queue, briefly."""
+    The API server, scheduler, dag-processor and task workers share the file. In SQLite's
+    default rollback journal every reader holds off a writer's commit; in WAL readers and the
+    writer never block each other and only writers queue. (The 30 s freezes seen in CI had a
+    second cause, fixed in `observability.airflow_sqlite`.)"""
     import sqlite3
 
     with contextlib.closing(sqlite3.connect(db, timeout=SQLITE_BUSY_TIMEOUT_SECONDS)) as conn:
