@@ -98,5 +98,7 @@ def _patch(module) -> None:
 LOCAL_SETTINGS = '''"""Written by scripts/airflow_local.py init: see observability/airflow_sqlite.py."""
 from observability.airflow_sqlite import install
 
+__all__ = []  # Airflow copies every exported name into airflow.settings; this file only patches
+
 install()
 '''
