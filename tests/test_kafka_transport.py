@@ -78,18 +78,12 @@ def test_a_maximum_size_valid_event_gets_through(kafka_settings):
     assert [r.value for r in records] == [raw]
 
 
-def test_batch_crc32c_matches_kafka_pythons_for_all_sizes():
-    import os
+def test_record_batches_are_checksummed_by_the_c_crc32c():
+    """kafka-python falls back to a pure-Python CRC32C (~45 µs per event) without the `crc32c` package."""
+    from kafka.record import util
 
-    from kafka.record._crc32c import crc as reference_crc32c
-
-    from observability.transport.kafka import crc32c
-
-    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
-    for n in (0, 5, 65_535, 65_536, 65_537, 300_001, 1 << 20, (1 << 20) + 4093, 2_500_000):
-        data = os.urandom(n)
-        assert crc32c(data) == reference_crc32c(data), n
-        assert crc32c(memoryview(bytearray(data))[61:]) == reference_crc32c(data[61:]), n
+    assert util.crc32c_c is not None
+    assert util.calc_crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
 
 
 def test_a_large_batch_arrives_complete_in_order_on_kafka_pythons_partitions(kafka_broker):
