@@ -29,9 +29,18 @@ class Settings(BaseSettings):
     kafka_aggregated_topic: str = Field("aggregated_metrics", alias="KAFKA_AGGREGATED_TOPIC")
     kafka_anomalies_topic: str = Field("anomalies", alias="KAFKA_ANOMALIES_TOPIC")
     kafka_dead_letter_topic: str = Field("dead_letter", alias="KAFKA_DEAD_LETTER_TOPIC")
+    # OTLP logs and metrics (observability.records); spans go to the raw-events topic
+    kafka_logs_topic: str = Field("raw_logs", alias="KAFKA_LOGS_TOPIC")
+    kafka_metrics_topic: str = Field("raw_metrics", alias="KAFKA_METRICS_TOPIC")
     topic_partitions: int = Field(4, ge=1, alias="TOPIC_PARTITIONS")
     kafka_replication_factor: int = Field(1, ge=1, alias="KAFKA_REPLICATION_FACTOR")
     log_fsync: Literal["always", "batch", "never"] = Field("batch", alias="LOG_FSYNC")
+
+    # --- OTLP receiver (ingest/) ------------------------------------------------
+    otlp_host: str = Field("127.0.0.1", alias="OTLP_HOST")
+    otlp_http_port: int = Field(4318, ge=0, le=65535, alias="OTLP_HTTP_PORT")
+    otlp_grpc_port: int = Field(4317, ge=0, le=65535, alias="OTLP_GRPC_PORT")
+    otlp_max_body_bytes: int = Field(20 * 1024 * 1024, gt=0, alias="OTLP_MAX_BODY_BYTES")
 
     # --- generator -----------------------------------------------------------
     events_per_second: float = Field(10, gt=0, alias="EVENTS_PER_SECOND")
@@ -126,6 +135,8 @@ class Settings(BaseSettings):
             self.kafka_aggregated_topic,
             self.kafka_anomalies_topic,
             self.kafka_dead_letter_topic,
+            self.kafka_logs_topic,
+            self.kafka_metrics_topic,
         ]
 
 
