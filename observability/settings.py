@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(4, ge=1, alias="TOPIC_PARTITIONS")
     kafka_replication_factor: int = Field(1, ge=1, alias="KAFKA_REPLICATION_FACTOR")
     log_fsync: Literal["always", "batch", "never"] = Field("batch", alias="LOG_FSYNC")
+    # the local log rolls a partition to a new segment file past this size
+    log_segment_bytes: int = Field(256 * 1024 * 1024, ge=4096, alias="LOG_SEGMENT_BYTES")
 
     # --- OTLP receiver (ingest/) ------------------------------------------------
     otlp_host: str = Field("127.0.0.1", alias="OTLP_HOST")

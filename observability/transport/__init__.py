@@ -17,7 +17,8 @@ def create_producer(settings: Settings | None = None, **kwargs) -> Producer:
 
     for t in s.topics:
         ensure_topic(s.log_dir, t, s.topic_partitions)
-    return LocalLogProducer(s.log_dir, partitions=s.topic_partitions, fsync=s.log_fsync, **kwargs)
+    return LocalLogProducer(s.log_dir, partitions=s.topic_partitions, fsync=s.log_fsync,
+                            segment_bytes=s.log_segment_bytes, **kwargs)
 
 
 def create_reader(settings: Settings | None = None, **kwargs) -> TopicReader:
@@ -32,7 +33,7 @@ def create_reader(settings: Settings | None = None, **kwargs) -> TopicReader:
 
 
 def create_topics(settings: Settings | None = None) -> list[str]:
-    """Admin step: create the four topics with the configured partition counts."""
+    """Admin step: create the topics with the configured partition counts."""
     s = settings or get_settings()
     if s.transport == "kafka":
         from observability.transport.kafka import create_topics as kafka_create
