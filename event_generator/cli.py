@@ -50,6 +50,13 @@ def build_parser(settings) -> argparse.ArgumentParser:
     p.add_argument("--replay", type=Path, default=None, metavar="FILE.jsonl",
                    help="validate and publish the events of a JSONL file with their own timestamps "
                    "(default speed for replay: max); rejected lines go to the dead-letter topic")
+    p.add_argument("--from-line", type=int, default=1, metavar="N",
+                   help="replay: start at line N of the file (1-based); a replay stopped by a failing transport "
+                   "prints the N to resume from")
+    p.add_argument("--retry-seconds", type=float, default=60.0, metavar="S",
+                   help="replay: how long to keep retrying a failing transport (disk full, broker down) before "
+                   "stopping with exit status 1 and the line to resume from (default %(default)s). Generation "
+                   "always retries until the transport works again")
     return p
 
 
@@ -70,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.replay is not None:
         if args.to_file is not None or args.scenario:
             parser.error("--replay publishes a recorded file; it takes no --to-file or --scenario")
+        if args.from_line < 1 or args.retry_seconds < 0:
+            parser.error("--from-line must be at least 1 and --retry-seconds not negative")
         return _replay(args, settings, args.speed or "max")
     args.speed = args.speed or "realtime"
     if args.rate <= 0:
@@ -144,15 +153,19 @@ def _replay(args, settings, speed: str) -> int:
     if not args.replay.is_file():
         print(f"replay: no such file: {args.replay}", file=sys.stderr)
         return 2
-    sink = TransportSink(settings)
+    sink = TransportSink(settings, give_up_after_s=args.retry_seconds)
     progress = Progress(file_size(args.replay), "replay", "B")
     stop = {"now": False}
     _install_stop(lambda: stop.update(now=True))
-    log.info("replay starting", file=str(args.replay), target=sink.target, speed=speed)
+    log.info("replay starting", file=str(args.replay), target=sink.target, speed=speed, from_line=args.from_line)
     try:
-        result = replay(args.replay, sink, speed=speed, progress=progress, should_stop=lambda: stop["now"])
+        result = replay(args.replay, sink, speed=speed, progress=progress, should_stop=lambda: stop["now"],
+                        from_line=args.from_line)
     finally:
         progress.close()
         sink.close()
     print(result.summary(), flush=True)
+    if result.failure is not None:
+        print(result.failure_message(args.replay), file=sys.stderr, flush=True)
+        return 1
     return 0

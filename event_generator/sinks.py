@@ -26,25 +26,45 @@ class PublishRejected(RuntimeError):
     """The transport refused this record for good (e.g. too large); retrying cannot help."""
 
 
+class PublishFailed(RuntimeError):
+    """The transport kept failing (disk full, broker down) for longer than the sink's patience."""
+
+
 class TransportSink:
     """Publishes through `observability.transport` (local log or Kafka)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, give_up_after_s: float | None = None) -> None:
+        """give_up_after_s: how long one send/flush keeps retrying a failing transport before
+        raising PublishFailed; None (the generator) retries until it works again."""
         self.settings = settings
+        self.give_up_after_s = give_up_after_s
+        self.failed = False
         extra = {"max_request_size": KAFKA_MAX_REQUEST_BYTES} if settings.transport == "kafka" else {}
-        self.producer = _retry(lambda: create_producer(settings, **extra), "connect")
+        self.producer = _retry(lambda: create_producer(settings, **extra), "connect", give_up_after_s)
         self.events_topic = settings.kafka_raw_events_topic
         self.dead_letter_topic = settings.kafka_dead_letter_topic
         self.target = f"{settings.transport}:{self.events_topic}"
 
     def send(self, topic: str, value: bytes, key: bytes | None, timestamp_ms: int | None) -> None:
-        _retry(lambda: self.producer.send(topic, value, key, timestamp_ms=timestamp_ms), "send")
+        self._call(lambda: self.producer.send(topic, value, key, timestamp_ms=timestamp_ms), "send")
 
     def flush(self) -> None:
-        _retry(self.producer.flush, "flush")
+        """Returns once everything sent is durable (the local log's fsync, Kafka's acks)."""
+        self._call(self.producer.flush, "flush")
 
     def close(self) -> None:
-        _retry(self.producer.close, "close")
+        """Flushes, then releases the producer; after a PublishFailed, one try and no retries."""
+        try:
+            _retry(self.producer.close, "close", 0.0 if self.failed else self.give_up_after_s)
+        except PublishFailed as exc:
+            log.error("transport: closing with unpublished records", error=str(exc))
+
+    def _call(self, fn, what: str):
+        try:
+            return _retry(fn, what, self.give_up_after_s)
+        except PublishFailed:
+            self.failed = True
+            raise
 
 
 class FileSink:
@@ -80,14 +100,17 @@ def _retriable(exc: BaseException) -> bool:
     return isinstance(exc, NoBrokersAvailable) or (isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False)))
 
 
-def _retry(fn, what: str):
+def _retry(fn, what: str, give_up_after_s: float | None = None):
     delay = 0.2
+    deadline = None if give_up_after_s is None else time.monotonic() + give_up_after_s
     while True:
         try:
             return fn()
         except Exception as exc:  # broker down, disk full, ...: back off and keep going
             if not _retriable(exc) and what == "send":
                 raise PublishRejected(f"{type(exc).__name__}: {exc}") from exc
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise PublishFailed(f"{what}: {type(exc).__name__}: {exc}") from exc
             log.warning("transport error, retrying", action=what, error=str(exc)[:300], retry_in_s=delay)
             time.sleep(delay)
             delay = min(MAX_BACKOFF_S, delay * 2)
