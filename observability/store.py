@@ -28,10 +28,19 @@ log = get_logger(__name__)
 
 _LOCK_MARKERS = ("could not set lock", "conflicting lock", "database is locked", "resource temporarily unavailable")
 _CONFIG_MARKER = "different configuration"
+_WRITE_FAILURE_MARKERS = ("no space left", "could not write", "disk quota", "input/output error", "read-only file system")
 
 
 class StoreBusy(RuntimeError):
     """The database stayed locked by other processes for longer than the retry budget."""
+
+
+class StoreUnwritable(OSError):
+    """The database file could not be written (a full disk, an I/O error); nothing was committed.
+
+    Not retried here: the stage's own loop backs off and runs the whole unit of
+    work again once there is room (each unit is one transaction, so never half).
+    """
 
 
 def utcnow() -> datetime:
@@ -42,6 +51,11 @@ def utcnow() -> datetime:
 def _is_lock_conflict(exc: BaseException) -> bool:
     text = str(exc).lower()
     return any(marker in text for marker in _LOCK_MARKERS)
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(marker in text for marker in _WRITE_FAILURE_MARKERS)
 
 
 class Store:
@@ -105,6 +119,8 @@ class Store:
                 with self._local_lock:
                     return fn()
             except (duckdb.IOException, duckdb.ConnectionException, duckdb.TransactionException) as exc:
+                if _is_write_failure(exc):
+                    raise StoreUnwritable(f"{what}: {self.path} could not be written, nothing committed: {exc}") from exc
                 if not (_is_lock_conflict(exc) or isinstance(exc, duckdb.TransactionException)):
                     raise
                 attempt += 1
@@ -122,7 +138,10 @@ class Store:
                 try:
                     result = fn(con)
                 except BaseException:
-                    con.rollback()
+                    try:
+                        con.rollback()
+                    except duckdb.Error as exc:  # the failure may have ended the transaction already
+                        log.warning("store: rollback failed", error=str(exc))
                     raise
                 con.commit()
                 return result
