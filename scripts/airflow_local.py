@@ -137,7 +137,7 @@ def use_write_ahead_log(db: Path) -> None:
     The API server, scheduler, dag-processor and task workers share the file. In SQLite's
     default rollback journal every reader holds off a writer's commit; in WAL readers and the
     writer never block each other and only writers queue. (The 30 s freezes seen in CI had a
-    second cause, fixed in `observability.airflow_sqlite`.)"""
+    second cause, fixed in `scripts/airflow_sqlite.py`.)"""
     import sqlite3
 
     with contextlib.closing(sqlite3.connect(db, timeout=SQLITE_BUSY_TIMEOUT_SECONDS)) as conn:
@@ -146,13 +146,23 @@ def use_write_ahead_log(db: Path) -> None:
         raise RuntimeError(f"{db}: could not switch SQLite to WAL (journal_mode={mode})")
 
 
+LOCAL_SETTINGS = '''"""Written by scripts/airflow_local.py init: see scripts/airflow_sqlite.py."""
+import sys
+
+sys.path.insert(0, {scripts!r})
+from airflow_sqlite import install  # noqa: E402
+
+__all__ = []  # Airflow copies every exported name into airflow.settings; this file only patches
+
+install()
+'''
+
+
 def write_local_settings(home: Path) -> None:
     """Airflow imports `$AIRFLOW_HOME/config/airflow_local_settings.py` in every process it starts."""
-    from observability.airflow_sqlite import LOCAL_SETTINGS
-
     config = home / "config"
     config.mkdir(parents=True, exist_ok=True)
-    (config / "airflow_local_settings.py").write_text(LOCAL_SETTINGS)
+    (config / "airflow_local_settings.py").write_text(LOCAL_SETTINGS.format(scripts=str(Path(__file__).resolve().parent)))
 
 
 def cmd_init(settings: Settings) -> int:

@@ -1,5 +1,7 @@
 """Keep Airflow's API server responsive on SQLite (installed by `scripts/airflow_local.py init`).
 
+Only for the local runner (`make local`, SQLite); compose runs PostgreSQL and needs none of this.
+
 Airflow 3.3's audit-log dependency (`action_logging`, on every POST/PATCH of the
 public API) is an `async def` that commits a *synchronous* SQLAlchemy session, so
 the commit runs on the API server's event loop. On SQLite, when another
@@ -14,13 +16,39 @@ The fix keeps Airflow's function and runs its commit in the thread pool. Airflow
 loads `$AIRFLOW_HOME/config/airflow_local_settings.py` into every process it
 starts, and that file calls `install()`. `install()` patches the module as soon
 as it is imported, so the routes bind the patched dependency.
+
+The patch is written for one Airflow release and one text of the function it
+wraps: on any other it logs a warning and patches nothing (the API then works
+as upstream, with the freeze), and `tests/test_airflow_local.py` fails, so an
+upgrade is a deliberate step (re-read the function, update the two constants).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the dependency's annotations at runtime.
+import hashlib
 import importlib.abc
+import inspect
+import logging
 import sys
 
 TARGET = "airflow.api_fastapi.logging.decorators"
+WRITTEN_FOR_AIRFLOW = "3.3.2"
+# sha256 of `inspect.getsource(action_logging)` in that release
+ACTION_LOGGING_SHA256 = "bf1b492080fc1a06798683e580706db1aac6af2c019b8c70c1f42317fe2cc8d0"
+
+
+def source_digest(function) -> str:
+    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
+
+
+def patch_applies(module) -> str | None:
+    """None when this patch fits the loaded Airflow; otherwise why not."""
+    import airflow
+
+    if airflow.__version__ != WRITTEN_FOR_AIRFLOW:
+        return f"Airflow {airflow.__version__}, the patch is for {WRITTEN_FOR_AIRFLOW}"
+    if source_digest(module.action_logging) != ACTION_LOGGING_SHA256:
+        return "action_logging's source differs from the one the patch was written for"
+    return None
 
 
 def install() -> None:
@@ -75,6 +103,10 @@ def _patch(module) -> None:
     original = module.action_logging
     if getattr(original, "commits_off_event_loop", False):
         return
+    why_not = patch_applies(module)
+    if why_not is not None:
+        logging.getLogger(__name__).warning("airflow_sqlite: not patching action_logging: %s", why_not)
+        return
     from fastapi import Request
     from starlette.concurrency import run_in_threadpool
 
@@ -93,12 +125,3 @@ def _patch(module) -> None:
 
     action_logging.commits_off_event_loop = True
     module.action_logging = action_logging
-
-
-LOCAL_SETTINGS = '''"""Written by scripts/airflow_local.py init: see observability/airflow_sqlite.py."""
-from observability.airflow_sqlite import install
-
-__all__ = []  # Airflow copies every exported name into airflow.settings; this file only patches
-
-install()
-'''
