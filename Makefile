@@ -12,7 +12,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: help setup test test-fast start stop health logs local local-stop eval bench clean
+.PHONY: help setup test test-fast lint format start stop health logs local local-stop eval bench clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -35,6 +35,14 @@ test: ## run the whole test suite (end-to-end tests included)
 
 test-fast: ## the suite without the long end-to-end tests
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+lint: ## ruff: lint and format check (configured in pyproject.toml); CI runs it before the tests
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: ## ruff: apply the formatter and the safe lint fixes
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 start: ## run the platform with Podman Compose
 	@command -v podman-compose >/dev/null 2>&1 || command -v podman >/dev/null 2>&1 || { \
