@@ -204,6 +204,20 @@ def _group_alive(pgid: int, wait_s: float = 15) -> list[str]:
         time.sleep(0.5)
 
 
+def _wait_for_batch_in_flight(settings, store, proc, timeout_s: float = 120) -> int:
+    """Poll until Spark has planned a micro-batch (its offsets file is written) that the sink has
+    not committed; returns its id."""
+    offsets = settings.checkpoint_dir / "metrics" / "offsets"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        planned = max((int(p.name) for p in offsets.iterdir() if p.name.isdigit()), default=-1)
+        done = store.fetch_one("SELECT coalesce(max(batch_id), -1) FROM stream_progress")[0]
+        if planned > done:
+            return planned
+        time.sleep(0.02)
+    raise AssertionError("no micro-batch was in flight before the job ended")
+
+
 @pytest.mark.e2e
 def test_exactly_once_after_sigkill_mid_backlog(data_dir, settings, store):
     now_ms = _minute(int(time.time() * 1000))
@@ -223,13 +237,15 @@ def test_exactly_once_after_sigkill_mid_backlog(data_dir, settings, store):
             time.sleep(0.2)
         assert proc.poll() is None, "the job finished before it could be killed"
         assert 0 < committed < len(events)
-        time.sleep(1.5)  # land the kill inside a later batch
+        in_flight = _wait_for_batch_in_flight(settings, store, proc)  # planned, not yet committed
         os.killpg(proc.pid, signal.SIGKILL)  # driver, JVM and Python workers: the whole tree
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert _group_alive(proc.pid) == []
+    # the kill landed inside that batch: it never reached the store
+    assert store.fetch_one("SELECT count(*) FROM stream_progress WHERE batch_id = ?", [in_flight]) == (0,)
     partial = store.fetch_one("SELECT coalesce(sum(rows_in), 0) FROM stream_progress")[0]
     assert partial < len(events)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -29,13 +29,6 @@ class Producer(ABC):
 
     @abstractmethod
     def send(self, topic: str, value: bytes, key: bytes | None = None) -> None: ...
-
-    def send_many(self, topic: str, items: Iterable[tuple[bytes | None, bytes]]) -> int:
-        n = 0
-        for key, value in items:
-            self.send(topic, value, key)
-            n += 1
-        return n
 
     @abstractmethod
     def flush(self) -> None: ...
