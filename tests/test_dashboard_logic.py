@@ -105,3 +105,54 @@ def test_lag_levels_and_durations():
     assert format_duration(timedelta(seconds=45)) == "45 s"
     assert format_duration(timedelta(minutes=3, seconds=4)) == "3 min 4 s"
     assert format_duration(timedelta(days=3, hours=2)) == "3 d 2 h"
+
+
+def _incident(store, id_, started, ended, status):
+    store.execute(
+        f"INSERT INTO {tables.INCIDENTS} (id, service, started_at, ended_at, status, peak_severity, updated_at)"
+        " VALUES (?, 'alpha', ?, ?, ?, 'high', ?)",
+        [id_, started, ended, status, started],
+    )
+
+
+def _summary(store, id_, incident_id, created, text):
+    store.execute(
+        f"INSERT INTO {tables.INCIDENT_SUMMARIES} (id, incident_id, service, created_at, summary, generated_by, facts)"
+        " VALUES (?, ?, 'alpha', ?, ?, 'template', '{}')",
+        [id_, incident_id, created, text],
+    )
+
+
+def test_incidents_carry_their_newest_summary_and_only_those_touching_the_range(store):
+    now = utcnow().replace(microsecond=0)
+    hour = timedelta(hours=1)
+    _incident(store, "old-resolved", now - 30 * hour, now - 29 * hour, "resolved")  # before the 24 h range
+    _incident(store, "old-open", now - 30 * hour, None, "open")  # open: always shown
+    _incident(store, "ended-inside", now - 26 * hour, now - 2 * hour, "resolved")  # began before, ended inside
+    _incident(store, "recent", now - hour, now - hour / 2, "resolved")
+    # summaries written out of order: the newest by created_at wins, whatever the insert order
+    _summary(store, "s2", "recent", now - hour / 4, "second")
+    _summary(store, "s1", "recent", now - hour / 3, "first")
+    _summary(store, "s3", "recent", now - hour / 5, "third")
+
+    got = queries.incidents(store, RANGES["24h"], now).set_index("id")
+    assert set(got.index) == {"old-open", "ended-inside", "recent"}
+    assert list(got.index) == ["recent", "ended-inside", "old-open"]  # newest first
+    assert got.loc["recent", "summary"] == "third"
+    assert pd.isna(got.loc["ended-inside", "summary"])  # none written yet: NULL columns, not a missing row
+
+
+def test_windows_without_percentiles_do_not_dilute_a_bucket(store):
+    now = utcnow().replace(second=0, microsecond=0)
+    start = now - timedelta(minutes=2)
+    for i, p95 in enumerate((None, 120.0)):  # a window with no latency figures, then a normal one
+        store.execute(
+            f"INSERT INTO {tables.SERVICE_METRICS} (window_start, window_end, service, request_count, error_count,"
+            " client_error_count, error_rate, p50_latency_ms, p95_latency_ms, p99_latency_ms, updated_at)"
+            " VALUES (?, ?, 'alpha', 100, 0, 0, 0.0, ?, ?, ?, ?)",
+            [start + timedelta(minutes=i), start + timedelta(minutes=i + 1), p95, p95, p95, now],
+        )
+    got = queries.service_series(store, RANGES["7d"], now)  # one 30-minute bucket holds both
+    assert len(got) == 1
+    assert got.p95_latency_ms.iloc[0] == pytest.approx(120.0)
+    assert got.request_rate.iloc[0] == pytest.approx(200 / 120)
