@@ -1,0 +1,108 @@
+"""Fault injection as a user's bad day would bring it (issue 12): each fault for real, then a
+comparison with ground truth. Full disks: tests/test_full_disk.py, tests/test_spark_full_disk.py;
+a Spark kill -9: tests/test_spark_job.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from observability.schema import validate_line
+from tests.kafka_broker import TansuBroker, _port_free, _ports, consume
+from tests.spark_fixtures import ROOT, expected_metrics, job_env, run_job
+from tests.transport_fixtures import summary_counts
+
+OUTAGE_S = 120.0
+
+
+def _dedicated_broker(tmp_path: Path) -> TansuBroker:
+    port = next((p for p in reversed(_ports()) if _port_free(p)), None)
+    assert port is not None, "no free port in KAFKA_TEST_PORTS for the outage broker"
+    broker = TansuBroker(port, tmp_path)
+    broker.start()
+    assert broker.wait_ready(), broker.log_tail()
+    return broker
+
+
+def _records_on(bootstrap: str, topic: str) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts]) if parts else {}
+        return sum(ends.values())
+    finally:
+        consumer.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.kafka
+@pytest.mark.timeout(900)
+def test_a_two_minute_broker_outage_under_load_loses_and_doubles_nothing(data_dir, tmp_path):
+    """The broker hangs for two minutes (SIGSTOP: connections stay open, nothing answers; Tansu's
+    storage is in memory, so a hang, unlike a restart, keeps what it had) while the generator
+    publishes flat out. Requests that timed out on the client are still written when the broker
+    wakes, and the client sends them again: the lost-acknowledgement case. Every event of the
+    generator's summary must arrive, and every window's count must be exact after the Spark job."""
+    broker = _dedicated_broker(tmp_path)
+    suffix = uuid.uuid4().hex[:8]
+    topics = {f"KAFKA_{n}_TOPIC": f"{n.lower()}_{suffix}" for n in
+              ("RAW_EVENTS", "AGGREGATED", "ANOMALIES", "DEAD_LETTER", "LOGS", "METRICS")}
+    env = job_env(data_dir, TRANSPORT="kafka", KAFKA_BROKER=broker.bootstrap, TOPIC_PARTITIONS=3, **topics)
+    raw_topic = topics["KAFKA_RAW_EVENTS_TOPIC"]
+    err_path = tmp_path / "generator.err"
+    try:
+        with open(err_path, "w") as err:
+            gen = subprocess.Popen([sys.executable, "-m", "event_generator", "--speed", "max", "--duration", "5400",
+                                    "--start", "2026-03-02T00:00:00Z", "--seed", "4", "--anomaly-probability", "0"],
+                                   cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        deadline = time.monotonic() + 120
+        while _records_on(broker.bootstrap, raw_topic) == 0:  # under load: records are flowing
+            assert gen.poll() is None, err_path.read_text()[-2000:]
+            assert time.monotonic() < deadline, "no record reached the broker"
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+        try:
+            outage_ends = time.monotonic() + OUTAGE_S  # the fault's length, not a synchronisation
+            while time.monotonic() < outage_ends:
+                assert gen.poll() is None, "the generator gave up during the outage:\n" + err_path.read_text()[-2000:]
+                time.sleep(1)
+            assert "transport error, retrying" in err_path.read_text()  # it noticed, and kept trying
+        finally:
+            os.kill(broker.proc.pid, signal.SIGCONT)
+        out, _ = gen.communicate(timeout=400)
+        assert gen.returncode == 0, err_path.read_text()[-3000:]
+        published = summary_counts(out, "generator summary")["published"]
+
+        records = consume(broker.bootstrap, raw_topic, published, timeout_s=180)
+        events = {}
+        for rec in records:
+            ev = validate_line(rec.value)
+            events[ev.event_id] = ev
+        assert len(events) == published  # nothing the generator counted is missing
+        duplicates = len(records) - len(events)
+
+        run_job(env, "--available-now", timeout=600)
+        from observability.store import Store
+
+        store = Store(Path(env["DATA_DIR"]) / "observability.duckdb")
+        got = store.fetch_df("SELECT window_start, service, request_count FROM service_metrics ORDER BY ALL")
+        rows = [{"timestamp": pd.Timestamp(e.timestamp_ms, unit="ms", tz="UTC").isoformat(), "service": e.service,
+                 "endpoint": e.endpoint, "status_code": e.status_code, "latency_ms": e.latency_ms}
+                for e in events.values()]
+        want = expected_metrics(rows)[["window_start", "service", "request_count"]]
+        last = want.window_start.max()  # the newest window may stay open behind the watermark
+        got = got[got.window_start < last].reset_index(drop=True)
+        want = want[want.window_start < last].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, want, check_dtype=False)
+        print(f"outage: published={published} records={len(records)} duplicates={duplicates}")
+    finally:
+        broker.stop()
