@@ -3,9 +3,8 @@
 import argparse
 import os
 
-from observability.settings import get_settings
-
 from dashboard.server import command
+from observability.settings import get_settings
 
 parser = argparse.ArgumentParser(
     prog="python -m dashboard",

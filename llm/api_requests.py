@@ -57,10 +57,14 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-Stop = Annotated[Any, _plain(lambda v: _is_str(v) or (isinstance(v, list) and all(map(_is_str, v))), "a string or a list of strings")]
+Stop = Annotated[
+    Any, _plain(lambda v: _is_str(v) or (isinstance(v, list) and all(map(_is_str, v))), "a string or a list of strings")
+]
 Format = Annotated[Any, _plain(lambda v: v in ("", "json") or isinstance(v, dict), '"json" or a JSON schema object')]
 KeepAlive = Annotated[Any, _plain(lambda v: _is_str(v) or _is_number(v), "a duration string or a number of seconds")]
-Think = Annotated[Any, _plain(lambda v: isinstance(v, bool) or v in ("low", "medium", "high"), 'a boolean or "low", "medium", "high"')]
+Think = Annotated[
+    Any, _plain(lambda v: isinstance(v, bool) or v in ("low", "medium", "high"), 'a boolean or "low", "medium", "high"')
+]
 
 
 class _Body(BaseModel):

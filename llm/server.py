@@ -65,7 +65,7 @@ class Limits:
     max_prompt_chars: int = 32_768
 
     @classmethod
-    def from_settings(cls, settings) -> "Limits":
+    def from_settings(cls, settings) -> Limits:
         return cls(settings.model_server_max_body_bytes, settings.model_server_max_prompt_chars)
 
 

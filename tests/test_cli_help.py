@@ -29,7 +29,9 @@ MAIN_GUARD = re.compile(r"""^if __name__ == ["']__main__["']:""", re.M)
 def entry_points() -> list[tuple[str, list[str]]]:
     """(name, argv after the interpreter) for every entry point under the repository root."""
     found: dict[str, list[str]] = {}
-    for folder in sorted(p for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_SCANNED):
+    for folder in sorted(
+        p for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_SCANNED
+    ):
         for path in sorted(folder.rglob("*.py")):
             rel = path.relative_to(ROOT)
             if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
@@ -52,7 +54,15 @@ ENTRY_POINTS = entry_points()
 
 def test_the_entry_points_are_found():
     names = {name for name, _ in ENTRY_POINTS}
-    assert {"llm.serve", "llm.narrator", "event_generator", "spark", "dashboard", "scripts/init_db.py", "bench/bench_local.py"} <= names
+    assert {
+        "llm.serve",
+        "llm.narrator",
+        "event_generator",
+        "spark",
+        "dashboard",
+        "scripts/init_db.py",
+        "bench/bench_local.py",
+    } <= names
     assert "llm" not in names  # a package without __main__.py is no entry point
 
 
@@ -62,8 +72,13 @@ def test_help_prints_usage_and_starts_nothing(argv, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), DATA_DIR=str(data_dir))
     env.pop("DUCKDB_PATH", None)
     proc = subprocess.Popen(
-        [sys.executable, *argv, "--help"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
+        [sys.executable, *argv, "--help"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         stdout, stderr = proc.communicate(timeout=180)  # a hang guard: --help returns in seconds

@@ -292,7 +292,7 @@ def _body_chunks(total: int, size: int = 256 * 1024, chunked: bool = False):
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_a_50_mb_body_is_refused_with_413_before_it_is_sent(llm_server_process, chunked):
+def test_a_50_mb_body_is_refused_with_413_before_it_is_sent(llm_server_process, chunked):  # noqa: F811
     server = psutil.Process(llm_server_process.pid)
     rss_before = server.memory_info().rss
     framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % FIFTY_MB
