@@ -160,7 +160,9 @@ class ModelRequest(_Body):
     insecure: Bool | None = None
 
     def requested(self) -> str:
-        return self.model or self.name or ""
+        if not (self.model or self.name):
+            raise BadRequest("field 'model': Field required", "model")
+        return self.model or self.name
 
 
 # -- parsing ----------------------------------------------------------------------------

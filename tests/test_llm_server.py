@@ -207,6 +207,7 @@ WRONG_TYPES = [
     ("/api/generate", {"model": M, "prompt": "x", "options": {"seed": 1.5}}, "options.seed"),
     ("/api/generate", {"model": M, "prompt": "x", "context": ["a"]}, "context.0"),
     ("/api/show", {"model": 5}, "model"),
+    ("/api/show", {}, "model"),
     ("/api/pull", {"model": M, "stream": 1}, "stream"),
 ]
 
