@@ -8,6 +8,7 @@ the default ports (8501, 8080, 11434), so nothing else may run there.
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -36,6 +37,7 @@ def stack_rss(data_dir: str) -> tuple[int, dict[str, int]]:
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help: start nothing
     data_dir = tempfile.mkdtemp(prefix="bench-local-") + "/data"
     env = dict(os.environ, DATA_DIR=data_dir)
     t = time.monotonic()

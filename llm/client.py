@@ -1,9 +1,15 @@
 """Calling the model through the official `ollama` client, with timeout and retries.
 
 The same code path talks to a real Ollama (compose) and to `python -m llm.serve`.
-Transport failures, timeouts and 5xx answers are retried with exponential
-backoff; when they persist the caller gets `LLMUnavailable` and leaves the
-incident pending (nothing is stored for it).
+Two kinds of failure, handled differently by the narrator:
+
+- the server is unavailable (global): transport failures, timeouts, 5xx, 408 and
+  429 are retried with exponential backoff; when they persist, and at once for
+  404 (the model is not served there: nothing about this incident), the caller
+  gets `LLMUnavailable`, leaves the incident pending and backs off;
+- the server refused this request (per incident): any other 4xx (a field it
+  rejects, a prompt over its limit or its context) is never retried, because the
+  same request gets the same answer; the caller gets `LLMRefused` and moves on.
 """
 
 from __future__ import annotations
@@ -26,6 +32,14 @@ class LLMUnavailable(RuntimeError):
     """The model server could not answer (down, too slow, or missing the model)."""
 
 
+class LLMRefused(RuntimeError):
+    """The model server refused this request (4xx): the same request would be refused again."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
 @dataclass
 class LLMReply:
     text: str
@@ -41,9 +55,13 @@ def drop_unfinished_sentence(text: str) -> str:
     return match.group(1).strip() if match else text
 
 
+MODEL_NOT_SERVED = 404
+RETRYABLE_4XX = (408, 429)  # request timeout, too many requests: the server is busy, not refusing
+
+
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, ollama.ResponseError):
-        return exc.status_code >= 500 or exc.status_code == -1
+        return exc.status_code >= 500 or exc.status_code == -1 or exc.status_code in RETRYABLE_4XX
     return isinstance(exc, (ConnectionError, httpx.TransportError, httpx.TimeoutException))
 
 
@@ -80,8 +98,10 @@ class NarratorLLM:
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             raise LLMUnavailable(f"{self.url} did not answer after {self.attempts} attempts: {cause}") from cause
-        except ollama.ResponseError as exc:  # 4xx: e.g. the model is not pulled; retrying will not help
-            raise LLMUnavailable(f"{self.url} refused the request ({exc.status_code}): {exc.error}") from exc
+        except ollama.ResponseError as exc:  # 4xx: retrying will not help
+            if exc.status_code == MODEL_NOT_SERVED:
+                raise LLMUnavailable(f"{self.url} does not serve {self.model} ({exc.status_code}): {exc.error}") from exc
+            raise LLMRefused(f"{self.url} refused the request ({exc.status_code}): {exc.error}", exc.status_code) from exc
         except Exception as exc:
             if _transient(exc):
                 raise LLMUnavailable(f"{self.url}: {exc}") from exc

@@ -20,7 +20,8 @@ log = get_logger(__name__)
 BEFORE = timedelta(minutes=30)  # the baseline window just before an incident
 SIMILAR_LOOKBACK = timedelta(days=7)
 MAX_TRACE_IDS = 1  # the summary cites one; each 32-hex id costs ~20 generated tokens
-META_KEYS = ("incident_id", "incident_updated_at")  # stored with the facts, not shown to the model
+TEMPLATE_REASON = "template_reason"  # why a template was stored instead of the model's text
+META_KEYS = ("incident_id", "incident_updated_at", TEMPLATE_REASON)  # stored with the facts, not shown to the model
 
 
 @dataclass

@@ -5,9 +5,13 @@ facts its latest summary was built from (`incidents.updated_at` newer than the
 `incident_updated_at` recorded in that summary's facts). For each one: build
 the facts, ask the model, check grounding; a failing text gets one corrective
 retry, then the deterministic template is stored instead (`generated_by =
-'template'`). When the model server is down or too slow nothing is stored: the
-incident stays pending (the backlog, reported in the heartbeat) and is
-summarised once the server answers again. Anomalies and incidents are only read.
+'template'`). When the model server refuses the request for this incident (a
+4xx: its prompt is over the server's limit or context, ...), the template is
+stored at once: a refusal is about this incident, so the next ones go on. The
+facts stored with a template say why (`template_reason`). When the model server
+is down, too slow or does not serve the model, nothing is stored: the incident
+stays pending (the backlog, reported in the heartbeat) and is summarised once
+the server answers again. Anomalies and incidents are only read.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from llm import grounding, prompt
-from llm.client import LLMUnavailable, NarratorLLM
-from llm.facts import Facts, build_facts, known_services
+from llm.client import LLMRefused, LLMUnavailable, NarratorLLM
+from llm.facts import TEMPLATE_REASON, Facts, build_facts, known_services
 from llm.template import template_summary
 from observability import tables
 from observability.logs import get_logger
@@ -58,14 +62,21 @@ class Summary:
 
 
 def summarise(facts: Facts, llm: NarratorLLM, services: set[str]) -> Summary:
-    """A grounded summary of one incident; raises LLMUnavailable (nothing to store)."""
+    """A grounded summary of one incident (the template when the model's text failed the check,
+    or the server refused the request); raises LLMUnavailable (nothing to store)."""
     block = facts.block()
     attempts: list[dict] = []
     latency = 0.0
     prompt_tokens = completion_tokens = 0
     messages = prompt.build_messages(block)
+    reason = "failed the grounding check twice"
     for attempt in (1, 2):
-        reply = llm.chat(messages)
+        try:
+            reply = llm.chat(messages)
+        except LLMRefused as exc:
+            log.warning("model server refused the request; storing the template", incident_id=facts.incident_id, attempt=attempt, error=str(exc))
+            reason = f"the model server refused the request: {exc}"
+            break
         latency += reply.latency_ms
         prompt_tokens += reply.prompt_tokens or 0
         completion_tokens += reply.completion_tokens or 0
@@ -81,7 +92,7 @@ def summarise(facts: Facts, llm: NarratorLLM, services: set[str]) -> Summary:
     text = template_summary(facts.lines)
     return Summary(
         facts.incident_id, facts.service, text, "template", llm.model, latency,
-        prompt_tokens, completion_tokens, facts.as_json(), attempts,
+        prompt_tokens, completion_tokens, {**facts.as_json(), TEMPLATE_REASON: reason}, attempts,
     )
 
 
@@ -118,7 +129,8 @@ class Narrator:
         self.llm = llm or NarratorLLM.from_settings(settings)
 
     def cycle(self) -> CycleResult:
-        """Summarise every pending incident; stop at the first sign the model server is down."""
+        """Summarise every pending incident; stop at the first sign the model server is down
+        (a refusal only concerns its incident: summarise() stores the template and the cycle goes on)."""
         result = CycleResult()
         pending = pending_incidents(self.store)
         services = known_services(self.store) if pending else set()

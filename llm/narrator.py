@@ -1,8 +1,10 @@
 """`python -m llm.narrator [--once]`: grounded incident summaries (see llm.narration).
 
 `--once` summarises every pending incident and exits: 0 when none is left
-pending, 2 when the model server could not be reached (those incidents stay
-pending; nothing wrong is stored). It prints one line:
+pending, 2 when the model server could not be reached or does not serve the
+model (those incidents stay pending; nothing wrong is stored). An incident
+whose request the server refuses (4xx) gets the template and counts as
+summarised. It prints one line:
 `narrated incidents=<n> llm=<n> template=<n> pending=<n> model_server=<ok|down>`.
 """
 

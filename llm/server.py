@@ -7,6 +7,11 @@ model), `/api/version` and `/`. Generation runs in a worker thread; the event
 loop only shuttles bytes, so `/api/version` answers while a summary is being
 written. Durations are nanoseconds and token counts come from llama.cpp, as
 Ollama reports them.
+
+Hostile or broken requests are the client's error, never a 500: bodies over
+MODEL_SERVER_MAX_BODY_BYTES get 413 before they are read (llm.body_limit), every
+field's type is checked (400 naming the field, llm.api_requests), and prompts
+over MODEL_SERVER_MAX_PROMPT_CHARS get 413 before llama.cpp tokenises them.
 """
 
 from __future__ import annotations
@@ -17,14 +22,18 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from llm.api_requests import BadRequest, ChatRequest, GenerateRequest, ModelRequest, parse
+from llm.body_limit import BodyLimit
 from llm.engine import Cancelled, EngineError, Generation, LlamaEngine, request_options
 from llm.model_files import MODELS, ModelFileError, get_spec
 from observability.logs import get_logger
@@ -43,8 +52,21 @@ def _ns(ms: float) -> int:
     return int(ms * 1_000_000)
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
+    body = {"error": message} | ({"field": field} if field else {})
+    return JSONResponse(body, status_code=status)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server (MODEL_SERVER_* settings)."""
+
+    max_body_bytes: int = 1024 * 1024
+    max_prompt_chars: int = 32_768
+
+    @classmethod
+    def from_settings(cls, settings) -> Limits:
+        return cls(settings.model_server_max_body_bytes, settings.model_server_max_prompt_chars)
 
 
 class ModelInfo:
@@ -89,37 +111,31 @@ class ModelInfo:
         }
 
 
-def create_app(engine: LlamaEngine, model: ModelInfo) -> Starlette:
+def create_app(engine: LlamaEngine, model: ModelInfo, limits: Limits = Limits()) -> Starlette:
     """The ASGI app serving `model` from `engine`."""
 
-    async def read_body(request: Request) -> dict:
-        try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError as exc:
-            raise _BadRequest(f"invalid JSON body: {exc}") from exc
-        if not isinstance(body, dict):
-            raise _BadRequest("the request body must be a JSON object")
+    async def read(request: Request, schema):
+        """The validated body of a generation request, for the served model and within the limits."""
+        body = parse(schema, await request.body())
+        if not model.matches(body.model):
+            raise _NotFound(f"model '{body.model}' not found (this server serves '{model.name}')")
+        chars = body.prompt_chars()
+        if chars > limits.max_prompt_chars:
+            raise _TooLarge(f"prompt too long: {chars} characters; the limit is MODEL_SERVER_MAX_PROMPT_CHARS={limits.max_prompt_chars}")
         return body
-
-    def check_model(body: dict) -> None:
-        name = body.get("model")
-        if not name:
-            raise _BadRequest("model is required")
-        if not model.matches(name):
-            raise _NotFound(f"model '{name}' not found (this server serves '{model.name}')")
 
     active: set[threading.Event] = set()  # cancel flags of running generations
 
     async def respond(
         request: Request,
-        body: dict,
+        body: ChatRequest | GenerateRequest,
         run: Callable[[Callable[[str], None] | None, threading.Event], Generation],
         piece: Callable[[str], dict],
         route: str,
     ) -> Response:
         received = time.monotonic()
-        base = {"model": body["model"]}
-        stream = body.get("stream", True)  # Ollama streams unless told otherwise
+        base = {"model": body.model}
+        stream = body.stream
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
 
@@ -196,16 +212,11 @@ def create_app(engine: LlamaEngine, model: ModelInfo) -> Starlette:
         return StreamingResponse(lines(), media_type=NDJSON)
 
     async def chat(request: Request) -> Response:
-        body = await read_body(request)
-        check_model(body)
-        messages = [
-            {"role": m.get("role", "user"), "content": m.get("content") or ""}
-            for m in body.get("messages") or []
-            if isinstance(m, dict)
-        ]
+        body = await read(request, ChatRequest)
+        messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
         if not messages:  # Ollama: an empty chat just loads the model
-            return JSONResponse({"model": body["model"], "created_at": _now(), "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "load"})
-        options = request_options(body.get("options"), body.get("format"))
+            return JSONResponse({"model": body.model, "created_at": _now(), "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "load"})
+        options = request_options(body.option_values(), body.format)
         return await respond(
             request,
             body,
@@ -215,16 +226,15 @@ def create_app(engine: LlamaEngine, model: ModelInfo) -> Starlette:
         )
 
     async def generate(request: Request) -> Response:
-        body = await read_body(request)
-        check_model(body)
-        prompt = body.get("prompt") or ""
+        body = await read(request, GenerateRequest)
+        prompt = body.prompt
         if not prompt:  # Ollama: an empty prompt just loads the model
-            return JSONResponse({"model": body["model"], "created_at": _now(), "response": "", "done": True, "done_reason": "load"})
-        options = request_options(body.get("options"), body.get("format"))
-        if body.get("raw"):
+            return JSONResponse({"model": body.model, "created_at": _now(), "response": "", "done": True, "done_reason": "load"})
+        options = request_options(body.option_values(), body.format)
+        if body.raw:
             run = lambda on_delta, cancel: engine.complete(prompt, options, on_delta, cancel)  # noqa: E731
         else:
-            messages = ([{"role": "system", "content": body["system"]}] if body.get("system") else []) + [
+            messages = ([{"role": "system", "content": body.system}] if body.system else []) + [
                 {"role": "user", "content": prompt}
             ]
             run = lambda on_delta, cancel: engine.chat(messages, options, on_delta, cancel)  # noqa: E731
@@ -237,8 +247,7 @@ def create_app(engine: LlamaEngine, model: ModelInfo) -> Starlette:
         return JSONResponse({"models": [{**model.listing(), "expires_at": "0001-01-01T00:00:00Z", "size_vram": 0}]})
 
     async def show(request: Request) -> Response:
-        body = await read_body(request)
-        name = body.get("model") or body.get("name") or ""
+        name = parse(ModelRequest, await request.body()).requested()
         if not model.matches(name):
             raise _NotFound(f"model '{name}' not found")
         return JSONResponse(
@@ -255,13 +264,13 @@ def create_app(engine: LlamaEngine, model: ModelInfo) -> Starlette:
         )
 
     async def pull(request: Request) -> Response:
-        body = await read_body(request)
-        name = body.get("model") or body.get("name") or ""
+        body = parse(ModelRequest, await request.body())
+        name = body.requested()
         if not model.matches(name):
             known = ", ".join(sorted(MODELS))
             raise _NotFound(f"model '{name}' is not served here; restart llm.serve with OLLAMA_MODEL set to it ({known})")
         status = {"status": "success"}
-        if body.get("stream", True):
+        if body.stream:
             return StreamingResponse(iter([_line(status)]), media_type=NDJSON)
         return JSONResponse(status)
 
@@ -272,10 +281,13 @@ def create_app(engine: LlamaEngine, model: ModelInfo) -> Starlette:
         return PlainTextResponse("Ollama is running")
 
     async def bad_request(request: Request, exc: Exception) -> Response:
-        return _error(400, str(exc))
+        return _error(400, str(exc), getattr(exc, "field", None))
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return _error(404, str(exc))
+
+    async def too_large(request: Request, exc: Exception) -> Response:
+        return _error(413, str(exc))
 
     routes = [
         Route("/", root, methods=["GET", "HEAD"]),
@@ -293,14 +305,19 @@ def create_app(engine: LlamaEngine, model: ModelInfo) -> Starlette:
         for flag in list(active):  # stopping: end running generations at the next token
             flag.set()
 
-    return Starlette(routes=routes, exception_handlers={_BadRequest: bad_request, _NotFound: not_found}, lifespan=lifespan)
-
-
-class _BadRequest(Exception):
-    pass
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(BodyLimit, max_bytes=limits.max_body_bytes)],
+        exception_handlers={BadRequest: bad_request, _NotFound: not_found, _TooLarge: too_large},
+        lifespan=lifespan,
+    )
 
 
 class _NotFound(Exception):
+    pass
+
+
+class _TooLarge(Exception):
     pass
 
 
@@ -322,7 +339,7 @@ def serve(settings) -> int:
         print(f"llm.serve: {exc}", flush=True)
         return 1
     engine = LlamaEngine(path, threads=settings.llm_threads)
-    app = create_app(engine, ModelInfo(settings.ollama_model, path))
+    app = create_app(engine, ModelInfo(settings.ollama_model, path), Limits.from_settings(settings))
     log.info("serving", host=host, port=port, model=settings.ollama_model, file=str(path))
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     log.info("stopped")

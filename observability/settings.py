@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # GGUF file for the local model server; empty = the file assembled for OLLAMA_MODEL
     llm_model_file: Path | None = Field(None, alias="LLM_MODEL_FILE")
     llm_threads: int = Field(2, ge=1, alias="LLM_THREADS")
+    # the model server refuses (413) request bodies and prompts over these, before reading/tokenising them
+    model_server_max_body_bytes: int = Field(1024 * 1024, gt=0, alias="MODEL_SERVER_MAX_BODY_BYTES")
+    model_server_max_prompt_chars: int = Field(32_768, gt=0, alias="MODEL_SERVER_MAX_PROMPT_CHARS")
 
     # --- airflow / dashboard / retention -------------------------------------
     retention_days: int = Field(7, ge=1, alias="RETENTION_DAYS")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from observability.transport import create_topics  # noqa: E402
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help: touch nothing
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store.from_settings(settings)

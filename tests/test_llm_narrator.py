@@ -1,5 +1,6 @@
 """The narrator end to end: seeded DuckDB + bronze, `python -m llm.narrator --once`, the real
-local model server with SmolLM2-135M, and the model server being down."""
+local model server (the default qwen2.5-coder:0.5b where the summary must come from the model,
+SmolLM2-135M elsewhere), the model server refusing one incident, and being down."""
 
 import json
 import os
@@ -8,19 +9,32 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from llm import grounding, prompt
-from llm.facts import build_facts, known_services
+from llm.client import LLMRefused, LLMUnavailable, NarratorLLM
+from llm.facts import TEMPLATE_REASON, build_facts, known_services
 from llm.narration import Narrator, pending_incidents, summarise
+from observability import bronze
 from observability.store import utcnow
-from tests.llm_fixtures import TEST_MODEL, free_port, llm_server, model_server, seed_scenario  # noqa: F401
+from tests.llm_fixtures import (  # noqa: F401 (fixtures)
+    DEFAULT_MODEL,
+    TEST_MODEL,
+    default_llm_server,
+    error_events,
+    free_port,
+    llm_server,
+    llm_server_process,
+    model_server,
+    seed_scenario,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_narrator(data_dir, url, *args, timeout=240):
-    env = dict(os.environ, DATA_DIR=str(data_dir), OLLAMA_URL=url, OLLAMA_MODEL=TEST_MODEL, PYTHONPATH=str(ROOT))
+def run_narrator(data_dir, url, *args, model=TEST_MODEL, timeout=240):
+    env = dict(os.environ, DATA_DIR=str(data_dir), OLLAMA_URL=url, OLLAMA_MODEL=model, PYTHONPATH=str(ROOT))
     env.pop("DUCKDB_PATH", None)
     return subprocess.run(
         [sys.executable, "-m", "llm.narrator", "--once", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
@@ -49,26 +63,29 @@ def assert_grounded(row, services):
 
 
 @pytest.mark.e2e
-def test_once_stores_a_grounded_summary(store, settings, llm_server):  # noqa: F811
+def test_once_stores_a_grounded_summary_written_by_the_model(store, settings, default_llm_server):  # noqa: F811
+    # the platform's default model: SmolLM2-135M copies the worked example's date and trace id,
+    # which the grounding check rightly rejects, so with it every summary would be the template
     incident = seed_scenario(store, settings.bronze_dir, "payments", related=["checkout"], root_cause="database")
     before = snapshot(store)
 
-    proc = run_narrator(settings.data_dir, llm_server)
+    proc = run_narrator(settings.data_dir, default_llm_server, model=DEFAULT_MODEL)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "narrated incidents=1" in proc.stdout and "pending=0" in proc.stdout
+    assert "narrated incidents=1 llm=1 template=0 pending=0" in proc.stdout
 
     (row,) = stored(store)
     assert row["incident_id"] == incident and row["service"] == "payments"
+    assert row["generated_by"] == "llm", row["summary"]
     facts = assert_grounded(row, known_services(store))
-    assert facts["incident_id"] == incident
-    assert row["model"] == TEST_MODEL and row["latency_ms"] > 0
-    if row["generated_by"] == "llm":
-        assert row["prompt_tokens"] > 100 and row["completion_tokens"] > 0
+    assert facts["incident_id"] == incident and TEMPLATE_REASON not in facts
+    assert row["summary"] != facts_template(facts)
+    assert row["model"] == DEFAULT_MODEL and row["latency_ms"] > 0
+    assert row["prompt_tokens"] > 100 and row["completion_tokens"] > 0
     assert snapshot(store) == before  # anomalies and incidents untouched
     assert store.fetch_one("SELECT detail FROM heartbeats WHERE component = 'narrator'")[0].startswith("backlog=0 ")
 
     # nothing pending: a second run writes nothing; a changed incident is pending again
-    again = run_narrator(settings.data_dir, llm_server)
+    again = run_narrator(settings.data_dir, default_llm_server, model=DEFAULT_MODEL)
     assert again.returncode == 0 and "narrated incidents=0" in again.stdout
     assert len(stored(store)) == 1
     store.execute("UPDATE incidents SET updated_at = ? WHERE id = ?", [utcnow(), incident])
@@ -124,6 +141,82 @@ def test_model_server_down_leaves_the_backlog_then_catches_up(store, settings, t
     assert store.fetch_one("SELECT detail FROM heartbeats WHERE component = 'narrator'")[0].startswith("backlog=0 model_server=ok")
 
 
+def facts_template(facts):
+    from llm.template import template_summary
+
+    return template_summary(facts)
+
+
+def seed_huge_error(store, bronze_dir, incident_id, service, chars=40_000):
+    """The incident's most frequent error is a 40,000-character message (a dumped stack trace):
+    its facts alone exceed the server's MODEL_SERVER_MAX_PROMPT_CHARS (32,768)."""
+    (started,) = store.fetch_one("SELECT started_at FROM incidents WHERE id = ?", [incident_id])
+    events = error_events(service, started, minutes=5)
+    events["error_message"] = ("at pool.acquire(pool.py:42) " * (chars // 28 + 1))[:chars]
+    bronze.write_events(bronze_dir, events)
+
+
+@pytest.mark.e2e
+def test_a_refused_incident_gets_the_template_and_the_next_ones_are_narrated(store, settings, llm_server):  # noqa: F811
+    refused = seed_scenario(store, settings.bronze_dir, "payments", root_cause="database")
+    seed_huge_error(store, settings.bronze_dir, refused, "payments")
+    later = seed_scenario(store, settings.bronze_dir, "search", minutes_ago=60, length=4, kind="latency_spike", metrics=False)
+    store.execute("UPDATE incidents SET updated_at = updated_at - INTERVAL 1 HOUR WHERE id = ?", [refused])
+    assert pending_incidents(store) == [refused, later]  # the refused one comes first
+
+    proc = run_narrator(settings.data_dir, llm_server)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "narrated incidents=2" in proc.stdout and "pending=0 model_server=ok" in proc.stdout
+    rows = {r["incident_id"]: r for r in stored(store)}
+    assert set(rows) == {refused, later}
+    refused_facts = assert_grounded(rows[refused], known_services(store))
+    assert rows[refused]["generated_by"] == "template"
+    assert rows[refused]["summary"] == facts_template(refused_facts)
+    reason = refused_facts[TEMPLATE_REASON]
+    assert "refused the request (413)" in reason and "MODEL_SERVER_MAX_PROMPT_CHARS" in reason
+    later_facts = assert_grounded(rows[later], known_services(store))
+    assert "refused" not in later_facts.get(TEMPLATE_REASON, "")
+    assert store.fetch_one("SELECT detail FROM heartbeats WHERE component = 'narrator'")[0].startswith("backlog=0 model_server=ok")
+
+
+def test_a_model_the_server_does_not_serve_is_unavailable_not_a_refusal(store, settings, llm_server):  # noqa: F811
+    # a 404 says nothing about the incident: every incident stays pending, the narrator backs off
+    seed_scenario(store, settings.bronze_dir, "payments", root_cause="database")
+    proc = run_narrator(settings.data_dir, llm_server, model="qwen2.5-coder:1.5b")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "narrated incidents=0" in proc.stdout and "pending=1 model_server=down" in proc.stdout
+    assert stored(store) == []
+
+
+def counted(llm: NarratorLLM) -> list[httpx.Request]:
+    """The HTTP requests the narrator's client really sends (a hook on its httpx client)."""
+    sent: list[httpx.Request] = []
+    llm.client._client.event_hooks["request"].append(sent.append)
+    return sent
+
+
+def test_the_client_does_not_retry_a_refusal(llm_server):  # noqa: F811
+    llm = NarratorLLM(llm_server, TEST_MODEL, timeout=60, attempts=3)
+    sent = counted(llm)
+    with pytest.raises(LLMRefused) as err:
+        llm.chat([{"role": "user", "content": "word " * 8000}])  # over MODEL_SERVER_MAX_PROMPT_CHARS
+    assert err.value.status_code == 413 and len(sent) == 1
+
+    unknown = NarratorLLM(llm_server, "qwen2.5-coder:1.5b", timeout=60, attempts=3)
+    sent = counted(unknown)
+    with pytest.raises(LLMUnavailable, match="does not serve"):
+        unknown.chat([{"role": "user", "content": "hi"}])
+    assert len(sent) == 1
+
+
+def test_the_client_retries_an_unreachable_server():
+    llm = NarratorLLM(f"http://127.0.0.1:{free_port()}", TEST_MODEL, timeout=5, attempts=2, backoff_max=1)
+    sent = counted(llm)
+    with pytest.raises(LLMUnavailable, match="after 2 attempts"):
+        llm.chat([{"role": "user", "content": "hi"}])
+    assert len(sent) == 2
+
+
 class ScriptedLLM:
     """Stands in for a model that invents figures: a real model cannot be made to on demand."""
 
@@ -137,7 +230,10 @@ class ScriptedLLM:
         from llm.client import LLMReply
 
         self.calls.append(messages)
-        return LLMReply(self.replies.pop(0), self.model, 5.0, 100, 20)
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return LLMReply(reply, self.model, 5.0, 100, 20)
 
 
 def test_ungrounded_text_is_retried_once_then_the_template_is_stored(store, settings):
@@ -166,3 +262,14 @@ def test_a_grounded_retry_is_stored_as_llm(store, settings):
     good = f"payments saw errors rise to {during}; the likely root cause is database."
     result = summarise(facts, ScriptedLLM(["payments errors rose 987.6x.", good]), known_services(store))
     assert result.generated_by == "llm" and result.summary == good
+
+
+def test_a_retry_the_server_refuses_stores_the_template_with_the_reason(store, settings):
+    incident = seed_scenario(store, settings.bronze_dir, "payments", root_cause="database")
+    facts = build_facts(store, incident, settings.bronze_dir)
+    llm = ScriptedLLM(["Errors rose 7.5x on payments.", LLMRefused("refused the request (413): prompt too long", 413)])
+    result = summarise(facts, llm, known_services(store))
+    assert result.generated_by == "template" and len(llm.calls) == 2 and len(result.attempts) == 1
+    assert result.facts[TEMPLATE_REASON] == "the model server refused the request: refused the request (413): prompt too long"
+    grounded = summarise(facts, ScriptedLLM(["Errors rose 7.5x.", "Still 7.5x."]), known_services(store))
+    assert grounded.facts[TEMPLATE_REASON] == "failed the grounding check twice"
