@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from observability import tables
+from observability.faults import fault_point
 from observability.logs import get_logger
 from observability.store import Store, StoreBusy, utcnow
 
@@ -172,6 +173,8 @@ class DetectionService:
             con.unregister("_prog")
 
         self.store.write(write)
+        if len(anomalies):
+            fault_point("detector.after_commit")
         return len(anomalies), len(changed), anomalies.to_dict("records")
 
     def _anomaly_rows(self, hits: pd.DataFrame, now: datetime) -> pd.DataFrame:

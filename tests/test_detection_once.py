@@ -121,3 +121,32 @@ def test_continuous_mode_survives_a_locked_database(store, settings, data_dir):
             proc.kill()
             out, _ = proc.communicate()
     assert proc.returncode == 0, out[-2000:]
+
+
+def published_anomaly_ids(settings) -> list[str]:
+    """The stable id of every record on the anomalies topic (duplicates kept)."""
+    with create_reader(settings) as r:
+        topic = settings.kafka_anomalies_topic
+        return [json.loads(rec.value)["id"] for p, end in r.end_offsets(topic).items() for rec in r.read(topic, p, 0, end)]
+
+
+def test_kill_between_commit_and_publish_then_restart_publishes_every_anomaly_once(store, settings, data_dir):
+    """Regression (issue 12): kill -9 after the anomaly rows commit, before they are published.
+
+    FAULT_POINT makes the detector SIGKILL itself at exactly that point; the
+    restart must publish what the killed run committed, each anomaly once.
+    """
+    seed_cascade(store, minutes=240, fault=(200, 210), watermark_minute=240)
+    env = dict(os.environ, DATA_DIR=str(data_dir), TRANSPORT="local", FAULT_POINT="detector.after_commit")
+    env.pop("DUCKDB_PATH", None)
+    killed = subprocess.run([sys.executable, "-m", "anomaly_detection.detector", "--once"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    committed = sorted(r[0] for r in store.fetch_all(f"SELECT id FROM {tables.ANOMALIES}"))
+    assert committed, "the kill came after anomaly rows were committed"
+    assert published_anomaly_ids(settings) == [], "and before any was published"
+
+    run_once(data_dir)  # the restart: nothing is left to score, the unsent anomalies are sent
+    assert sorted(published_anomaly_ids(settings)) == committed, "every committed anomaly on the topic exactly once"
+    run_once(data_dir)
+    assert sorted(published_anomaly_ids(settings)) == committed, "a further run sends nothing again"
