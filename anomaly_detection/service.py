@@ -3,8 +3,11 @@
 A cycle scores every final window (window_end <= the stream's watermark) not yet
 scored, in time chunks; for each chunk it writes the anomalies, the incidents it
 touched and the per-service progress mark in ONE transaction, so a re-run (or a
-crash and restart) scores each window exactly once. Anomalies are then published
-to the anomalies topic (at least once; the anomaly id is the message key).
+crash and restart) scores each window exactly once. The same transaction stages
+each new anomaly in the outbox (`observability.outbox`); after the commit the
+outbox publisher sends them to the anomalies topic and marks them sent, and each
+cycle first resends what an earlier (killed) one left unsent: at least once,
+with the anomaly id as the message key and the record's `id`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from observability import tables
+from observability import outbox, tables
 from observability.faults import fault_point
 from observability.logs import get_logger
 from observability.store import Store, StoreBusy, utcnow
@@ -57,6 +60,7 @@ class DetectionService:
         self.bootstrap_models = bootstrap_models
         self.publish = publish
         self._producer = producer
+        self._outbox = outbox.OutboxPublisher(self.store, [settings.kafka_anomalies_topic], self._connect)
         self._models: dict[str, tuple[str, object]] = {}
         self._migrated = False
 
@@ -111,6 +115,7 @@ class DetectionService:
             self.store.migrate()
             self._migrated = True
         result = CycleResult()
+        self._send_outbox()  # what a killed cycle committed but did not get sent
         wm = data.watermark(self.store)
         result.watermark = wm
         if wm is None:
@@ -120,7 +125,6 @@ class DetectionService:
         self._maybe_bootstrap()
         ensemble = self._ensemble()
         result.models = {k: v[0] for k, v in self._models.items()}
-        published: list[dict] = []
         while True:
             start = data.first_unscored_start(self.store, wm)
             if start is None:
@@ -129,17 +133,17 @@ class DetectionService:
             windows = data.unscored(self.store, wm, chunk_end)
             if windows.empty:
                 break
-            n_anom, n_inc, rows = self._score_chunk(ensemble, windows)
+            n_anom, n_inc = self._score_chunk(ensemble, windows)
             result.windows += len(windows)
             result.anomalies += n_anom
             result.incidents_changed += n_inc
-            published.extend(rows)
-        self._publish(published)
+            if n_anom:
+                self._send_outbox()
         self.store.heartbeat("detector", f"watermark={wm} windows={result.windows} anomalies={result.anomalies}")
         log.info("cycle done", windows=result.windows, anomalies=result.anomalies, incidents_changed=result.incidents_changed, watermark=str(wm))
         return result
 
-    def _score_chunk(self, ensemble: Ensemble, windows: pd.DataFrame) -> tuple[int, int, list[dict]]:
+    def _score_chunk(self, ensemble: Ensemble, windows: pd.DataFrame) -> tuple[int, int]:
         first = windows["window_start"].min()
         history = data.metrics(self.store, first - timedelta(hours=HISTORY_HOURS), first)
         ensemble.fit(history, only=(RulesDetector.name, RobustStatsDetector.name))
@@ -153,12 +157,14 @@ class DetectionService:
         progress = windows.groupby("service")["window_start"].max().reset_index().rename(columns={"window_start": "last_window_start"})
         progress["updated_at"] = now
         changed = self._incidents(scored, anomalies, now)
+        messages = [(r["id"], r["id"], anomaly_message(r)) for r in anomalies.to_dict("records")] if self.publish else []
 
         def write(con: duckdb.DuckDBPyConnection) -> None:
             if len(anomalies):
                 con.register("_anom", anomalies)
                 con.execute(f"INSERT OR REPLACE INTO {tables.ANOMALIES} SELECT * FROM _anom")
                 con.unregister("_anom")
+                outbox.stage(con, self.settings.kafka_anomalies_topic, messages, now)
             if changed:
                 inc = pd.DataFrame([i.row() for i in changed])
                 con.register("_inc", inc)
@@ -175,7 +181,7 @@ class DetectionService:
         self.store.write(write)
         if len(anomalies):
             fault_point("detector.after_commit")
-        return len(anomalies), len(changed), anomalies.to_dict("records")
+        return len(anomalies), len(changed)
 
     def _anomaly_rows(self, hits: pd.DataFrame, now: datetime) -> pd.DataFrame:
         cols = [
@@ -245,30 +251,31 @@ class DetectionService:
         return changed
 
     # -- publishing ------------------------------------------------------------------
-    def _publish(self, rows: list[dict]) -> None:
-        if not rows or not self.publish:
-            return
-        try:
-            if self._producer is None:
-                from observability.transport import create_producer
+    def _connect(self):
+        if self._producer is not None:  # the one handed in (tests); after a failure, a fresh one
+            producer, self._producer = self._producer, None
+            return producer
+        from observability.transport import create_producer
 
-                self._producer = create_producer(self.settings)
-            topic = self.settings.kafka_anomalies_topic
-            for r in rows:
-                msg = {k: (json.loads(v) if k in ("detectors", "baseline", "observed") else v) for k, v in r.items()}
-                msg["sample_trace_ids"] = list(msg.get("sample_trace_ids") or [])
-                self._producer.send(topic, json.dumps(msg, default=str).encode(), key=r["id"].encode())
-            self._producer.flush()
-        except Exception as exc:  # the table is the record; the topic is best effort, retried next start
-            log.warning("publishing anomalies failed", error=str(exc), count=len(rows))
-            self._producer = None
+        return create_producer(self.settings)
+
+    def _send_outbox(self) -> None:
+        """Send the unsent anomalies; a transport failure keeps them for the next cycle."""
+        if self.publish:
+            self._outbox.try_publish()
 
     def close(self) -> None:
-        if self._producer is not None:
-            try:
-                self._producer.close()
-            except Exception:
-                pass
+        try:
+            self._outbox.close()
+        except Exception as exc:  # noqa: BLE001 - what it could not deliver stays in the outbox
+            log.warning("closing the anomalies producer failed", error=str(exc)[:300])
+
+
+def anomaly_message(row: dict) -> dict:
+    """An anomalies-table row as the topic's JSON object (JSON columns inlined, trace ids a list)."""
+    msg = {k: (json.loads(v) if k in ("detectors", "baseline", "observed") else v) for k, v in row.items()}
+    msg["sample_trace_ids"] = list(msg.get("sample_trace_ids") or [])
+    return msg
 
 
 def run_forever(service: DetectionService, interval: float, max_backoff: float = 60.0) -> None:

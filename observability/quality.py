@@ -182,6 +182,8 @@ RETENTION_RULES: dict[str, str] = {
     tables.DATA_QUALITY_RESULTS: "checked_at < ?",
     # a week-old micro-batch is long committed in Spark's checkpoint and never replayed;
     # keep each sink's newest commit all the same
+    # sent outbox records are on their topic; unsent ones are kept however old (they are still owed)
+    tables.OUTBOX: "sent_at < ?",
     tables.SINK_COMMITS: (
         f"committed_at < ? AND batch_id < (SELECT max(c.batch_id) FROM {tables.SINK_COMMITS} c "
         f"WHERE c.sink = {tables.SINK_COMMITS}.sink)"

@@ -28,6 +28,7 @@ HEALTH_CHECKS = "health_checks"  # writer: dags (monitoring_dag)
 DATA_QUALITY_RESULTS = "data_quality_results"  # writer: dags (data_quality_dag)
 MODEL_REGISTRY = "model_registry"  # writer: anomaly_detection training (retraining_dag)
 SCHEMA_VERSION = "schema_version"  # writer: store.migrate
+OUTBOX = "outbox"  # writer: each stage that publishes after a commit, its own topics' rows (observability.outbox)
 
 _METRIC_COLUMNS = """
     request_count BIGINT NOT NULL,
@@ -192,6 +193,21 @@ CREATE INDEX IF NOT EXISTS idx_anomalies_service_window ON {ANOMALIES} (service,
 CREATE INDEX IF NOT EXISTS idx_dead_letter_received ON {DEAD_LETTER} (received_at);
 """,
     ),
+    (
+        2,
+        "transactional outbox",
+        f"""
+CREATE TABLE IF NOT EXISTS {OUTBOX} (
+    id VARCHAR PRIMARY KEY,           -- the record's stable id, also its value's "id": consumers de-duplicate on it
+    seq BIGINT NOT NULL,              -- send order, ascending (assigned when staged)
+    topic VARCHAR NOT NULL,
+    key VARCHAR,                      -- the message key (UTF-8)
+    value VARCHAR NOT NULL,           -- the message value (JSON)
+    created_at TIMESTAMP NOT NULL,    -- when it was staged, in the data's own transaction
+    sent_at TIMESTAMP                 -- NULL until the transport's flush() confirmed it
+);
+""",
+    ),
 ]
 
 SCHEMA_VERSION_DDL = f"""
@@ -219,4 +235,5 @@ ALL_TABLES = (
     HEALTH_CHECKS,
     DATA_QUALITY_RESULTS,
     MODEL_REGISTRY,
+    OUTBOX,
 )

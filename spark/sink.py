@@ -1,7 +1,8 @@
 """The DuckDB sink: one short transaction per micro-batch, exactly once.
 
 Everything a micro-batch produces (window rows, trace samples, dependency
-edges, dead letters, its stream_progress row) is written in ONE DuckDB
+edges, dead letters, its stream_progress row, and the aggregated-metrics
+records it will publish, staged in the outbox) is written in ONE DuckDB
 transaction together with a `sink_commits(sink, batch_id)` row. A replayed
 batch (Spark re-runs the last uncommitted batch after a crash) finds its
 commit row and writes nothing, and a crash before the commit leaves nothing
@@ -17,7 +18,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from observability import tables
+from observability import outbox, tables
 from observability.store import Store, utcnow
 from observability.tables import METRIC_VALUE_COLUMNS
 
@@ -38,6 +39,8 @@ class BatchOutput:
     rows_late: int = 0
     max_event_time: datetime | None = None
     watermark: datetime | None = None
+    outbox_topic: str = ""  # where the outbox records go once committed
+    outbox: list = field(default_factory=list)  # (id, key, value) records (observability.outbox.stage)
 
 
 class DuckDBSink:
@@ -81,6 +84,7 @@ class DuckDBSink:
             self._insert_samples(con, out.samples)
             _add_dependencies(con, out.dependencies)
             _insert_dead_letters(con, out.dead_letters)
+            outbox.stage(con, out.outbox_topic, out.outbox, now)
             con.execute(
                 f"""INSERT OR REPLACE INTO {tables.STREAM_PROGRESS}
                     (batch_id, processed_at, rows_in, rows_rejected, rows_late, max_event_time, watermark)

@@ -6,8 +6,10 @@ Two Structured Streaming queries in one Spark application:
   event-time watermark -> 1-minute windows per service and per (service,
   endpoint) -> update mode -> `foreachBatch` DuckDB sink. Per batch the sink
   also writes the trace samples, dependency edges, dead letters (parse
-  rejects) and a stream_progress row, all in one transaction with its commit
-  row, and publishes the updated windows to the aggregated-metrics topic.
+  rejects), a stream_progress row and the updated windows' aggregated-metrics
+  records (staged in the outbox), all in one transaction with its commit row;
+  after the commit the outbox publisher sends those records (and any an
+  earlier, killed run left unsent) and marks them sent.
 - `dead_letters`: the dead-letter topic (producers' rejects) -> dead_letter.
 
 Continuous mode triggers every TRIGGER_SECONDS and restarts a failed query
@@ -23,14 +25,18 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from observability import tables
+from observability.faults import fault_point
 from observability.logs import get_logger
+from observability.outbox import OutboxPublisher
 from observability.settings import Settings, get_settings
 from observability.store import Store
 
 log = get_logger("spark.streaming_job")
+_AGGREGATE_NS = uuid.UUID("5b0e7a52-8d3c-4f0e-9a43-2f7c1d9b6e21")
 
 
 class StreamingJob:
@@ -44,7 +50,7 @@ class StreamingJob:
         self.dead_letter_checkpoint = settings.checkpoint_dir / "dead_letters"
         self.staging_dir = settings.checkpoint_dir / "staging" / settings.kafka_raw_events_topic
         self.sample_caps = SAMPLE_CAPS
-        self._producer = None
+        self._outbox = OutboxPublisher(store, [settings.kafka_aggregated_topic], self._connect)
         self._sinks: dict[str, object] = {}
         self.totals = {"batches": 0, "rows_in": 0, "rows_rejected": 0, "rows_late": 0, "dead_letters_ingested": 0}
         self._progress_bar = None
@@ -130,10 +136,14 @@ class StreamingJob:
             return
         t1 = time.monotonic()
         out = self.batch_output(batch_id, metrics, staged)
+        out.outbox_topic = self.settings.kafka_aggregated_topic
+        out.outbox = aggregate_records(metrics, batch_id, sink.sink)
         t_side = time.monotonic() - t1
-        self.publish(metrics, batch_id)  # at-least-once; consumers keep the latest per key
         written = sink.write_batch(out)
         clear_manifests(self.staging_dir, staged)
+        if written:
+            fault_point("spark.after_commit")
+        published = self._outbox.try_publish()  # at least once, stable ids; consumers keep the latest per key
         self.store.heartbeat("spark", f"batch {batch_id}")
         if written:
             for key, value in (("rows_in", out.rows_in), ("rows_rejected", out.rows_rejected), ("rows_late", out.rows_late)):
@@ -148,6 +158,7 @@ class StreamingJob:
             rows_rejected=out.rows_rejected,
             rows_late=out.rows_late,
             windows=len(metrics),
+            published=published,
             samples=len(out.samples),
             edges=len(out.dependencies),
             watermark=str(out.watermark),
@@ -188,28 +199,10 @@ class StreamingJob:
             watermark=_utc(current_wm) if current_wm else None,
         )
 
-    def publish(self, metrics, batch_id: int) -> None:
-        """Each updated window row as JSON to the aggregated-metrics topic."""
-        if metrics.empty:
-            return
-        if self._producer is None:
-            from observability.transport import create_producer
+    def _connect(self):
+        from observability.transport import create_producer
 
-            self._producer = create_producer(self.settings)
-        topic = self.settings.kafka_aggregated_topic
-        for row in metrics.to_dict("records"):
-            endpoint = row["endpoint"] if isinstance(row["endpoint"], str) else None
-            value = {
-                "window_start": row["window_start"].strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "window_end": row["window_end"].strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "service": row["service"],
-                "endpoint": endpoint,
-                **{k: _jsonable(row[k]) for k in tables.METRIC_VALUE_COLUMNS},
-                "batch_id": batch_id,
-            }
-            key = f"{row['service']}|{endpoint or '*'}".encode()
-            self._producer.send(topic, json.dumps(value, separators=(",", ":")).encode(), key=key)
-        self._producer.flush()
+        return create_producer(self.settings)
 
     def dead_letter_batch(self, df, batch_id: int) -> None:
         rows = df.toPandas()
@@ -220,9 +213,11 @@ class StreamingJob:
         log.info("dead-letter batch", batch_id=batch_id, rows=len(rows), written=written)
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.close()
-            self._producer = None
+        self._outbox.try_publish()  # a last attempt; what stays unsent goes first on the next run
+        try:
+            self._outbox.close()
+        except Exception as exc:  # noqa: BLE001 - the outbox still holds whatever was not confirmed
+            log.warning("closing the aggregated-metrics producer failed", error=str(exc)[:300])
         if self._progress_bar is not None:
             self._progress_bar.close()
 
@@ -249,6 +244,7 @@ class StreamingJob:
             from tqdm import tqdm
 
             self._progress_bar = tqdm(total=self.backlog(), unit="ev", unit_scale=True, desc="spark")
+        self._outbox.try_publish()  # what a killed run committed but did not get sent
         starters = {"metrics": self.start_metrics, "dead_letters": self.start_dead_letters}
         queries = {name: start(available_now) for name, start in starters.items()}
         failures = {name: 0 for name in queries}
@@ -288,6 +284,29 @@ class StreamingJob:
             for q in queries.values():
                 q.stop()
         return rc
+
+
+def aggregate_records(metrics, batch_id: int, sink: str) -> list[tuple[str, str, dict]]:
+    """Each updated window row as an (id, key, value) aggregated-metrics record for the outbox.
+
+    The id is derived from (sink, batch, window, service, endpoint): a batch is
+    committed once per sink, so each record is staged once and keeps its id
+    however often it is resent."""
+    records = []
+    for row in metrics.to_dict("records"):
+        endpoint = row["endpoint"] if isinstance(row["endpoint"], str) else None
+        window_start = row["window_start"].strftime("%Y-%m-%dT%H:%M:%SZ")
+        value = {
+            "window_start": window_start,
+            "window_end": row["window_end"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "service": row["service"],
+            "endpoint": endpoint,
+            **{k: _jsonable(row[k]) for k in tables.METRIC_VALUE_COLUMNS},
+            "batch_id": batch_id,
+        }
+        record_id = str(uuid.uuid5(_AGGREGATE_NS, f"{sink}|{batch_id}|{window_start}|{row['service']}|{endpoint!r}"))
+        records.append((record_id, f"{row['service']}|{endpoint or '*'}", value))
+    return records
 
 
 def _utc(ms: int):

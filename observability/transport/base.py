@@ -36,6 +36,10 @@ class Producer(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def discard(self) -> None:
+        """Give the producer up without delivering what it still buffers (after a failed flush,
+        when the caller resends those records itself, e.g. the outbox). Default: nothing to release."""
+
     def __enter__(self):
         return self
 

@@ -121,6 +121,11 @@ class KafkaProducerTransport(Producer):
         self.flush()
         self._client.close()
 
+    def discard(self) -> None:
+        """Close the connection, dropping unsent batches (no flush: it could retry for delivery_timeout_s)."""
+        self._pending, self._unsent = {}, []
+        self._client.close()
+
     def _ship(self) -> None:
         if self._pending:
             self._unsent.append({tp: (_encode_batch(recs), len(recs)) for tp, (_size, recs) in self._pending.items()})
