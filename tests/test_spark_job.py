@@ -154,7 +154,9 @@ def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, t
         published = [json.loads(rec.value) for p, end in ends.items()
                      for rec in r.read(settings.kafka_aggregated_topic, p, 0, end)]
     assert len(published) >= len(store.fetch_df("SELECT 1 FROM service_metrics"))
-    assert {"window_start", "service", "endpoint", "request_count", "p95_latency_ms"} <= set(published[0])
+    assert {"id", "window_start", "service", "endpoint", "request_count", "p95_latency_ms"} <= set(published[0])
+    assert sorted(p["id"] for p in published) == _outbox_ids(store, settings.kafka_aggregated_topic), \
+        "every staged aggregate published once, under its stable id"
 
     # 4. late data: rows of a still-open window refine it; rows of a closed window are counted late
     last_window = _minute(max(int(pd.Timestamp(e["timestamp"]).timestamp() * 1000) for e in events))
@@ -184,6 +186,51 @@ def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, t
     for t in DATA_TABLES:
         pd.testing.assert_frame_equal(snap[t], again[t], check_dtype=False, obj=t)
     assert sorted((p.name, p.stat().st_size) for p in settings.bronze_dir.rglob("*.parquet")) == bronze_files
+
+
+def _outbox_ids(store, topic: str, sent: bool = True) -> list[str]:
+    return sorted(r[0] for r in store.fetch_all(
+        f"SELECT id FROM outbox WHERE topic = ? AND (sent_at IS NOT NULL) = ?", [topic, sent]))
+
+
+def _published(settings, topic: str) -> list[dict]:
+    with create_reader(settings) as r:
+        return [json.loads(rec.value) for p, end in r.end_offsets(topic).items() for rec in r.read(topic, p, 0, end)]
+
+
+@pytest.mark.e2e
+def test_kill_after_commit_then_restart_publishes_every_aggregate_once(data_dir, settings, store):
+    """kill -9 right after a batch's DuckDB commit: its aggregates are in the outbox, and the restart sends them."""
+    now_ms = _minute(int(time.time() * 1000))
+    events = make_events(3000, now_ms - 10 * 60_000, 3 * 60_000, seed=33)
+    events.sort(key=lambda e: e["timestamp"])
+    publish(settings, events)
+    env = job_env(data_dir, MAX_EVENTS_PER_BATCH=1000)
+    topic = settings.kafka_aggregated_topic
+    killed = subprocess.run([sys.executable, "-m", "spark.streaming_job", "--available-now"], cwd=ROOT,
+                            env=dict(env, FAULT_POINT="spark.after_commit"), capture_output=True, text=True,
+                            timeout=300, start_new_session=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-4000:]
+    assert store.fetch_one("SELECT count(*) FROM sink_commits WHERE sink LIKE 'metrics:%'")[0] == 1
+    staged = _outbox_ids(store, topic, sent=False)
+    assert staged and _published(settings, topic) == [], "committed with the batch, not yet published"
+
+    run_job(env, "--available-now")
+    published = _published(settings, topic)
+    ids = sorted(p["id"] for p in published)
+    assert set(staged) <= set(ids), "what the killed run committed is published by the restart"
+    assert ids == _outbox_ids(store, topic) and len(ids) == len(set(ids)), "each record once"
+    assert _outbox_ids(store, topic, sent=False) == []
+    # the newest record per window carries the committed aggregate
+    latest = {}
+    for p in published:
+        k = (p["window_start"], p["service"], p["endpoint"])
+        if p["batch_id"] >= latest.get(k, {"batch_id": -1})["batch_id"]:
+            latest[k] = p
+    m = store.fetch_df("SELECT strftime(window_start, '%Y-%m-%dT%H:%M:%SZ') AS ws, service, request_count FROM service_metrics")
+    assert {(r.ws, r.service): r.request_count for r in m.itertuples()} == \
+        {(k[0], k[1]): v["request_count"] for k, v in latest.items() if k[2] is None}
+    _assert_metrics_match(store, events, by_endpoint=False)
 
 
 def _group_alive(pgid: int, wait_s: float = 15) -> list[str]:
