@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     trigger_seconds: float = Field(5, gt=0, alias="TRIGGER_SECONDS")
     max_events_per_batch: int = Field(500_000, gt=0, alias="MAX_EVENTS_PER_BATCH")
     spark_driver_memory: str = Field("1g", alias="SPARK_DRIVER_MEMORY")
+    # per partition: an event whose event_id occurred this many offsets before it or fewer is a
+    # duplicate (a producer's retry after a lost acknowledgement) and is dropped; 0 = off
+    dedup_horizon_events: int = Field(50_000, ge=0, alias="DEDUP_HORIZON_EVENTS")
 
     # --- detection -----------------------------------------------------------
     detect_interval_seconds: float = Field(15, gt=0, alias="DETECT_INTERVAL_SECONDS")

@@ -51,6 +51,7 @@ def transport_options(settings) -> dict[str, str]:
         "transport": settings.transport,
         "kafka_broker": settings.kafka_broker,
         "max_rows": str(settings.max_events_per_batch),
+        "dedup_horizon": str(settings.dedup_horizon_events),
     }
 
 
@@ -158,16 +159,19 @@ class _TopicStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
 
 class RawEventsStreamReader(_TopicStreamReader):
     def read(self, partition: RangePartition) -> Iterator[pa.RecordBatch]:
+        from spark.dedupe import seen_before
         from spark.staging import parse_records, stage_range
 
+        staging_dir, horizon = Path(self.options["staging_dir"]), int(self.options.get("dedup_horizon", 0))
         reader = open_reader(self.options)
         try:
             parser = parse_records(self.topic, reader.read(self.topic, partition.partition, partition.start, partition.end))
+            seen = seen_before(reader, staging_dir, self.topic, partition.partition, partition.start, horizon) if horizon else None
         finally:
             reader.close()
         _, valid = stage_range(
             self.topic, partition.partition, partition.start, partition.end, parser,
-            Path(self.options["bronze_dir"]), Path(self.options["staging_dir"]),
+            Path(self.options["bronze_dir"]), staging_dir, seen, horizon,
         )
         if valid.num_rows:
             yield from _event_batches(valid)
@@ -266,6 +270,7 @@ class _NativeStager:
 
     def __call__(self, batches):
         from observability.transport.base import Record
+        from spark.dedupe import seen_before
         from spark.staging import parse_records, stage_range
 
         topic = self.options["topic"]
@@ -277,8 +282,16 @@ class _NativeStager:
         for p, records in sorted(by_partition.items()):
             records.sort(key=lambda r: r.offset)
             parser = parse_records(topic, records)
+            staging_dir, horizon = Path(self.options["staging_dir"]), int(self.options.get("dedup_horizon", 0))
+            seen = None
+            if horizon:
+                reader = open_reader(self.options)
+                try:
+                    seen = seen_before(reader, staging_dir, topic, p, records[0].offset, horizon)
+                finally:
+                    reader.close()
             _, valid = stage_range(topic, p, records[0].offset, records[-1].offset + 1, parser,
-                                   Path(self.options["bronze_dir"]), Path(self.options["staging_dir"]))
+                                   Path(self.options["bronze_dir"]), staging_dir, seen, horizon)
             if valid.num_rows:
                 yield from _event_batches(valid)
 

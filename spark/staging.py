@@ -84,6 +84,7 @@ class StagedRange:
     samples: list[list]  # trace sample candidates (spark.side_outputs.SAMPLE_COLUMNS)
     edges: list[list]  # call edges (EDGE_COLUMNS)
     window_counts: list[list]  # valid rows per window (WINDOW_COUNT_COLUMNS)
+    duplicates: int = 0  # valid events dropped as repeats of an earlier event_id (spark.dedupe)
 
     @property
     def name(self) -> str:
@@ -158,6 +159,7 @@ class RangeParser:
         self.topic = topic
         self._chunks: list[pa.Table] = []
         self._cols: list[list] = [[] for _ in BRONZE_COLUMNS]
+        self._offsets: list[int] = []  # of the valid rows, in order (spark.dedupe's horizon)
         self.rejects: list[tuple[int, str, str, str]] = []
 
     def add(self, rec: Record, wall_ms: int) -> None:
@@ -171,6 +173,7 @@ class RangeParser:
                 (now_ms, f"spark:{self.topic}:{rec.partition}:{rec.offset}", str(exc), _payload_text(rec.value))
             )
             return
+        self._offsets.append(rec.offset)
         c = self._cols
         c[0].append(ev.event_id if obj.get("event_id") is not None else derived_event_id(self.topic, rec.partition, rec.offset))
         c[1].append(ev.timestamp_ms)
@@ -204,6 +207,9 @@ class RangeParser:
             return BRONZE_SCHEMA.empty_table()
         return pa.concat_tables(self._chunks).combine_chunks()
 
+    def valid_offsets(self) -> pa.Array:
+        return pa.array(self._offsets, pa.int64())
+
     def rejects_table(self) -> pa.Table:
         cols = list(zip(*self.rejects)) if self.rejects else [[], [], [], []]
         return pa.Table.from_arrays([pa.array(list(c), f.type) for c, f in zip(cols, REJECT_SCHEMA)], schema=REJECT_SCHEMA)
@@ -232,12 +238,21 @@ def _atomic_write_text(text: str, path: Path) -> None:
 
 
 def stage_range(
-    topic: str, partition: int, start: int, end: int, parser: RangeParser, bronze_dir: Path, staging_dir: Path
+    topic: str, partition: int, start: int, end: int, parser: RangeParser, bronze_dir: Path, staging_dir: Path,
+    seen: pa.Array | None = None, horizon: int = 0,
 ) -> tuple[StagedRange, pa.Table]:
-    """Write the range's bronze files, rejects and manifest; return it and the valid rows."""
-    from spark import side_outputs
+    """Write the range's bronze files, rejects and manifest; return it and the valid rows.
+
+    With a `horizon` (> 0), valid events whose event_id is in `seen` or earlier
+    in the range are dropped first (`spark.dedupe`), and the range's ids are saved."""
+    from spark import dedupe, side_outputs
 
     valid = parser.valid_table()
+    duplicates = 0
+    if horizon > 0:
+        dedupe.save_ids(dedupe.ids_dir(staging_dir), topic, partition, start, end,
+                        parser.valid_offsets(), valid.column("event_id").combine_chunks(), horizon)
+        valid, duplicates = dedupe.drop_duplicates(valid, seen if seen is not None else pa.array([], pa.string()))
     name = range_name(topic, partition, start, end)
     bronze_files: list[str] = []
     max_event_ms = None
@@ -258,7 +273,8 @@ def stage_range(
         rejects_file = str(path)
     side = side_outputs.compute(valid)
     staged = StagedRange(topic, partition, start, end, valid.num_rows, len(parser.rejects), max_event_ms,
-                         sorted(bronze_files), rejects_file, side["samples"], side["edges"], side["window_counts"])
+                         sorted(bronze_files), rejects_file, side["samples"], side["edges"], side["window_counts"],
+                         duplicates)
     _atomic_write_text(json.dumps(staged.__dict__), Path(staging_dir) / f"{name}.json")
     return staged, valid
 

@@ -157,6 +157,7 @@ class StreamingJob:
             rows_in=out.rows_in,
             rows_rejected=out.rows_rejected,
             rows_late=out.rows_late,
+            duplicates=sum(s.duplicates for s in staged),
             windows=len(metrics),
             published=published,
             samples=len(out.samples),
