@@ -38,20 +38,17 @@ _NAME = re.compile(r"^(?P<topic>.+)-p(?P<partition>\d+)-(?P<start>\d{12})-(?P<en
 def drop_duplicates(valid: pa.Table, seen: pa.Array) -> tuple[pa.Table, int]:
     """Keep each event id's first occurrence in the range, unless `seen` holds it; returns (kept, dropped).
 
-    Vectorised (Arrow compute); the common case, no duplicate at all, costs a
-    distinct count and one set lookup per event."""
-    ids = valid.column("event_id")
-    n = len(ids)
+    One vectorised hash lookup (Arrow's index_in over `seen` followed by the
+    range itself): an event is kept when the first place its id occurs is
+    its own position, i.e. neither in `seen` nor earlier in the range."""
+    n = valid.num_rows
     if n == 0:
         return valid, 0
-    in_seen = pc.is_in(ids, value_set=seen) if len(seen) else None
-    if pc.count_distinct(ids).as_py() == n and (in_seen is None or not pc.any(in_seen).as_py()):
+    ids = valid.column("event_id").combine_chunks()
+    first = pc.index_in(ids, value_set=pa.concat_arrays([seen.cast(ids.type), ids])).to_numpy(zero_copy_only=False)
+    keep = first == np.arange(len(seen), len(seen) + n)
+    if keep.all():
         return valid, 0
-    first = pa.table({"id": ids, "i": pa.array(np.arange(n, dtype=np.int64))}).group_by("id").aggregate([("i", "min")])
-    keep = np.zeros(n, dtype=bool)
-    keep[first.column("i_min").to_numpy()] = True
-    if in_seen is not None:
-        keep &= ~in_seen.to_numpy(zero_copy_only=False)
     return valid.filter(pa.array(keep)), int(n - keep.sum())
 
 
@@ -107,8 +104,8 @@ def save_ids(directory: Path, topic: str, partition: int, start: int, end: int,
 
     directory.mkdir(parents=True, exist_ok=True)
     kept_from = max(start, end - horizon)
-    mask = pc.greater_equal(offsets, kept_from)
-    table = pa.table({"offset": pc.filter(offsets, mask), "event_id": pc.filter(ids, mask)}, schema=IDS_SCHEMA)
+    first = int(np.searchsorted(offsets.to_numpy(zero_copy_only=False), kept_from))  # offsets ascend
+    table = pa.table({"offset": offsets[first:], "event_id": ids[first:]}, schema=IDS_SCHEMA)
     table = table.replace_schema_metadata({"kept_from": str(kept_from)})
     path = directory / f"{range_name(topic, partition, start, end)}.arrow"
     tmp = directory / f".{path.name}.{os.getpid()}.tmp"
