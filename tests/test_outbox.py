@@ -11,6 +11,7 @@ import pytest
 from observability import outbox, quality, tables
 from observability.transport.base import Producer
 from observability.transport.local_log import LocalLogProducer
+from tests.kafka_broker import kafka_broker  # noqa: F401  (session fixture)
 from tests.transport_fixtures import read_topic
 
 TOPIC = "anomalies"
@@ -144,3 +145,30 @@ def test_retention_prunes_sent_rows_and_keeps_unsent_ones_however_old(store, set
     deleted = quality.apply_retention(settings, store, now)
     assert deleted[tables.OUTBOX] == 1
     assert {r[0] for r in store.fetch_all(f"SELECT id FROM {tables.OUTBOX}")} == {"sent-new", "unsent-old"}
+
+
+@pytest.mark.kafka
+def test_publisher_over_kafka_keeps_rows_while_the_broker_is_away(store, tmp_path, kafka_broker):
+    import socket
+    import uuid
+
+    from observability.transport.kafka import KafkaProducerTransport, create_topics
+    from tests.kafka_broker import consume
+
+    topic = f"anomalies_{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_broker, [topic], 2)
+    with socket.socket() as s:  # a port where no broker listens
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{s.getsockname()[1]}"
+    stage_records(store, [f"k{i}" for i in range(30)], topic=topic)
+    target = {"bootstrap": nowhere}
+    publisher = outbox.OutboxPublisher(
+        store, [topic], lambda: KafkaProducerTransport(target["bootstrap"], request_timeout_ms=2000, delivery_timeout_s=2))
+    assert publisher.try_publish() == 0
+    assert outbox.unsent_count(store, [topic]) == 30
+    target["bootstrap"] = kafka_broker  # the broker is back
+    assert publisher.try_publish() == 30
+    publisher.close()
+    got = consume(kafka_broker, topic, 30, timeout_s=30)
+    assert sorted(json.loads(r.value)["id"] for r in got) == sorted(f"k{i}" for i in range(30))
+    assert outbox.unsent_count(store, [topic]) == 0
