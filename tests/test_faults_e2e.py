@@ -106,3 +106,61 @@ def test_a_two_minute_broker_outage_under_load_loses_and_doubles_nothing(data_di
         print(f"outage: published={published} records={len(records)} duplicates={duplicates}")
     finally:
         broker.stop()
+
+
+GEN_ARGS = ("--speed", "max", "--duration", "7200", "--start", "2026-03-02T00:00:00Z", "--seed", "8",
+            "--anomaly-probability", "0")
+
+
+@pytest.mark.e2e
+def test_the_generator_killed_mid_run_leaves_only_whole_events_of_its_stream(data_dir, tmp_path):
+    """kill -9 of the generator while it publishes: every record in the log is a whole event of
+    the stream an undisturbed run makes (same seed), each partition a prefix of that run's, nothing
+    torn, doubled or invented; a restarted generator appends after it."""
+    from observability.transport.local_log import LocalLogReader
+
+    reference = tmp_path / "reference.jsonl"
+    env = dict(os.environ, DATA_DIR=str(data_dir), TRANSPORT="local", PYTHONPATH=str(ROOT))
+    subprocess.run([sys.executable, "-m", "event_generator", *GEN_ARGS, "--to-file", str(reference)],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    stream = reference.read_bytes().splitlines()
+
+    gen = subprocess.Popen([sys.executable, "-m", "event_generator", *GEN_ARGS], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_root = data_dir / "log"
+    deadline = time.monotonic() + 120
+    while _log_records(log_root) < len(stream) // 4:  # mid-run: a quarter is written
+        assert gen.poll() is None, "the generator finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    gen.kill()
+    gen.wait(timeout=30)
+
+    from observability.transport.base import partition_for
+
+    reader = LocalLogReader(log_root)
+    ends = reader.end_offsets("raw_events")
+    by_partition = {p: [] for p in ends}
+    for line in stream:  # the reference run, split as the producer partitions it (key = trace id)
+        trace_id = validate_line(line).trace_id.encode()
+        by_partition[partition_for(trace_id, len(ends))].append(line)
+    logged = 0
+    for p, end in ends.items():
+        values = [r.value for r in reader.read("raw_events", p, 0, end)]
+        assert values == by_partition[p][: len(values)], f"partition {p} is not a prefix of the undisturbed stream"
+        logged += len(values)
+    assert 0 < logged < len(stream)
+
+    again = subprocess.run([sys.executable, "-m", "event_generator", "--speed", "max", "--duration", "60", "--seed", "9"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    added = summary_counts(again.stdout, "generator summary")["published"]
+    assert _log_records(log_root) == logged + added  # appended after the cut, nothing lost either side
+
+
+def _log_records(log_root: Path) -> int:
+    from observability.transport.local_log import LocalLogReader
+
+    if not (log_root / "raw_events" / "meta.json").exists():
+        return 0
+    return sum(LocalLogReader(log_root).end_offsets("raw_events").values())
