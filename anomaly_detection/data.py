@@ -67,6 +67,11 @@ def progress_marks(store: Store) -> dict[str, datetime]:
     return {s: pd.Timestamp(t).to_pydatetime() for s, t in store.fetch_all(f"SELECT service, last_window_start FROM {tables.DETECTOR_PROGRESS}")}
 
 
+def services_since(store: Store, since: datetime) -> set[str]:
+    """Services with a window starting at or after `since`."""
+    return {r[0] for r in store.fetch_all(f"SELECT DISTINCT service FROM {tables.SERVICE_METRICS} WHERE window_start >= ?", [since])}
+
+
 def pending_low(store: Store) -> dict[str, tuple[datetime, datetime]]:
     """service -> (start, end) of a low anomaly in its last judged minute: half of a possible "two lows in a row"."""
     rows = store.fetch_all(

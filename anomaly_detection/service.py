@@ -120,9 +120,10 @@ class DetectionService:
         ensemble = self._ensemble()
         result.models = {k: v[0] for k, v in self._models.items()}
         published: list[dict] = []
+        recent = data.services_since(self.store, wm - timedelta(hours=HISTORY_HOURS))
         while True:
             marks = data.progress_marks(self.store)
-            start = _next_start(data.first_unscored_start(self.store, wm), marks, wm)
+            start = _next_start(data.first_unscored_start(self.store, wm), {s: m for s, m in marks.items() if s in recent}, wm)
             if start is None:
                 break
             chunk_end = start + timedelta(minutes=CHUNK_MINUTES)
@@ -276,8 +277,14 @@ class DetectionService:
 
 
 def _next_start(first_unscored: datetime | None, marks: dict[str, datetime], watermark: datetime) -> datetime | None:
-    """Where the next chunk starts: the first unscored window, or the first final minute a known service has not been judged for."""
-    behind = [m + silence.WINDOW for m in marks.values() if m + 2 * silence.WINDOW <= watermark]
+    """Where the next chunk starts: the first unscored window, or the first final minute a known service has not been judged for.
+
+    `marks`: of the services seen within the history only; silence older than the history
+    is not judged (nothing to judge it by), so a long-gone service's old mark does not send
+    the detector back through empty chunks.
+    """
+    oldest = watermark - timedelta(hours=HISTORY_HOURS)
+    behind = [max(m + silence.WINDOW, oldest) for m in marks.values() if m + 2 * silence.WINDOW <= watermark]
     starts = [t for t in [first_unscored, *behind] if t is not None]
     return min(starts) if starts else None
 

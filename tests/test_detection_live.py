@@ -175,3 +175,17 @@ def test_an_open_incident_resolves_on_time_though_its_service_sends_nothing_more
     detector.run_once()
     gaps = store.fetch_one(f"SELECT count(*) FROM {tables.ANOMALIES} WHERE service = 'batch' AND anomaly_type = 'traffic_drop'")[0]
     assert gaps == 0, "a service that usually sends every 10 minutes is not flagged for 40 minutes of silence"
+
+
+def test_a_long_gone_service_does_not_send_the_detector_back_through_empty_chunks(store, settings):
+    seed_metrics(store, start=START, minutes=60, seed=7)
+    set_watermark(store, 60, batch_id=1)
+    store.execute(f"INSERT INTO {tables.DETECTOR_PROGRESS} VALUES ('retired', ?, ?)", [START - timedelta(days=30), START])
+    detector = DetectionService(settings, store, bootstrap_models=False, publish=False)
+    chunks = []
+    score_chunk = detector._score_chunk
+    detector._score_chunk = lambda *args: chunks.append(args[3]) or score_chunk(*args)  # counts, then the real work
+    assert detector.run_once().windows == 60 * SERVICES
+    assert chunks == [START], "one chunk from the first unscored window, not 120 from a month-old mark"
+    assert store.fetch_one(f"SELECT last_window_start FROM {tables.DETECTOR_PROGRESS} WHERE service = 'retired'")[0] == at(59)
+    assert store.fetch_one(f"SELECT count(*) FROM {tables.ANOMALIES}")[0] == 0
