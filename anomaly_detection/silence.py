@@ -31,7 +31,18 @@ from anomaly_detection import thresholds
 
 WINDOW = timedelta(minutes=1)  # the Spark job's tumbling window
 DETECTOR = "silence"
-COLUMNS = ["service", "window_start", "window_end", "score", "is_anomaly", "severity", "anomaly_type", "detectors", "baseline", "observed"]
+COLUMNS = [
+    "service",
+    "window_start",
+    "window_end",
+    "score",
+    "is_anomaly",
+    "severity",
+    "anomaly_type",
+    "detectors",
+    "baseline",
+    "observed",
+]
 
 
 def silence_probability(rate: float, empty_share: float, k: int) -> float:
@@ -69,8 +80,12 @@ def silent_windows(
     through: every final minute ending at or before it is judged now.
     """
     lookback = lookback or timedelta(minutes=thresholds.SILENCE_LOOKBACK_MINUTES)
-    seen = pd.concat([history[["service", "window_start", "request_count"]], windows[["service", "window_start", "request_count"]]])
-    seen = seen.assign(window_start=pd.to_datetime(seen["window_start"])).drop_duplicates(["service", "window_start"], keep="last")
+    seen = pd.concat(
+        [history[["service", "window_start", "request_count"]], windows[["service", "window_start", "request_count"]]]
+    )
+    seen = seen.assign(window_start=pd.to_datetime(seen["window_start"])).drop_duplicates(
+        ["service", "window_start"], keep="last"
+    )
     horizon = np.datetime64(pd.Timestamp(through))
     rows = []
     for service, g in seen.sort_values("window_start").groupby("service"):
