@@ -62,6 +62,26 @@ def first_unscored_start(store: Store, final_before: datetime) -> datetime | Non
     return row[0] if row else None
 
 
+def progress_marks(store: Store) -> dict[str, datetime]:
+    """service -> the start of the last minute the detector has judged for it."""
+    return {s: pd.Timestamp(t).to_pydatetime() for s, t in store.fetch_all(f"SELECT service, last_window_start FROM {tables.DETECTOR_PROGRESS}")}
+
+
+def services_since(store: Store, since: datetime) -> set[str]:
+    """Services with a window starting at or after `since`."""
+    return {r[0] for r in store.fetch_all(f"SELECT DISTINCT service FROM {tables.SERVICE_METRICS} WHERE window_start >= ?", [since])}
+
+
+def pending_low(store: Store) -> dict[str, tuple[datetime, datetime]]:
+    """service -> (start, end) of a low anomaly in its last judged minute: half of a possible "two lows in a row"."""
+    rows = store.fetch_all(
+        f"""SELECT a.service, a.window_start, a.window_end FROM {tables.ANOMALIES} a
+            JOIN {tables.DETECTOR_PROGRESS} p ON p.service = a.service AND p.last_window_start = a.window_start
+            WHERE a.severity = 'low'"""
+    )
+    return {s: (pd.Timestamp(a).to_pydatetime(), pd.Timestamp(b).to_pydatetime()) for s, a, b in rows}
+
+
 def incident_spans(store: Store) -> pd.DataFrame:
     return store.fetch_df(f"SELECT service, started_at, coalesce(ended_at, TIMESTAMP '9999-01-01') AS ended_at FROM {tables.INCIDENTS}")
 

@@ -1,10 +1,13 @@
 """Incidents: consecutive anomalous windows of a service, related through the call graph.
 
 - An incident opens on an anomaly of at least `INCIDENT_MIN_SEVERITY`, or on
-  two consecutive low ones (a lone low window stays an anomaly, not a page).
+  two consecutive low ones (a lone low window stays an anomaly, not a page),
+  even when the two are scored in different calls (`pending_low`).
 - A service's anomalous windows join its open incident while the gap since the
   last anomaly is shorter than `quiet` windows; after `quiet` clean final
   windows the incident resolves (ended_at = end of its last anomalous window).
+  Time decides, not the service's windows: a final minute with no window counts
+  as clean unless `silence.py` made it an anomaly.
 - Related services: services anomalous during the incident (give or take
   `slack`) that are connected to it in the call graph seen in the traces
   (`service_dependencies`, parent -> child), through other anomalous services.
@@ -66,43 +69,58 @@ def advance(
     scored: pd.DataFrame,
     now: datetime,
     quiet: int = thresholds.QUIET_WINDOWS_TO_RESOLVE,
+    pending_low: dict[str, tuple[datetime, datetime]] | None = None,
+    through: datetime | None = None,
 ) -> list[Incident]:
     """Walk newly scored windows (service, window_start, window_end, is_anomaly, severity) in order.
 
     Mutates `open_incidents` (service -> open incident) and returns every
     incident touched (opened, extended or resolved).
+
+    `pending_low` (service -> (start, end) of a lone low anomaly no incident
+    holds yet) is read and updated in place: the live detector scores about one
+    window per service per call, so "two low windows in a row" spans calls and
+    the caller must carry it (the detector derives it from the stored anomalies).
+    `through`: every final window ending at or before it has now been scored;
+    incidents quiet for `quiet` windows by then resolve whether or not their
+    service sent a window (a silent service makes none).
     """
     touched: dict[str, Incident] = {}
     quiet_span = timedelta(minutes=quiet)
-    pending_low: dict[str, tuple[datetime, datetime]] = {}  # service -> (start, end) of a lone low anomaly
+    pending_low = {} if pending_low is None else pending_low
+
+    def resolve_quiet(at: datetime) -> None:
+        for svc, inc in list(open_incidents.items()):
+            if at - inc.last_anomaly_end >= quiet_span:
+                inc.status, inc.ended_at = "resolved", inc.last_anomaly_end
+                touched[inc.id] = inc
+                del open_incidents[svc]
+
     for row in scored.sort_values(["window_start", "service"]).itertuples(index=False):
         svc = row.service
         ws, we = pd.Timestamp(row.window_start).to_pydatetime(), pd.Timestamp(row.window_end).to_pydatetime()
+        # Every window ending at or before ws has been walked (this call or an earlier one).
+        resolve_quiet(ws)
         inc = open_incidents.get(svc)
-        if inc is not None and ws - inc.last_anomaly_end >= quiet_span:
-            inc.status, inc.ended_at = "resolved", inc.last_anomaly_end
-            touched[inc.id] = inc
-            del open_incidents[svc]
-            inc = None
         if not row.is_anomaly:
             pending_low.pop(svc, None)
             continue
         if inc is None:
             # One low-severity window alone is recorded as an anomaly but opens no
-            # incident; a second in a row (or anything stronger) does.
-            start = ws
-            if thresholds.SEVERITY_ORDER[row.severity] < thresholds.SEVERITY_ORDER[thresholds.INCIDENT_MIN_SEVERITY]:
-                prev = pending_low.get(svc)
-                if prev is None or prev[1] != ws:
-                    pending_low[svc] = (ws, we)
-                    continue
-                start = prev[0]
-            pending_low.pop(svc, None)
+            # incident; a second in a row (or anything stronger) does, from the first.
+            prev = pending_low.pop(svc, None)
+            adjacent = prev is not None and prev[1] == ws
+            if thresholds.SEVERITY_ORDER[row.severity] < thresholds.SEVERITY_ORDER[thresholds.INCIDENT_MIN_SEVERITY] and not adjacent:
+                pending_low[svc] = (ws, we)
+                continue
+            start = prev[0] if adjacent else ws
             inc = Incident(incident_id(svc, start), svc, start, None, "open", row.severity, svc, [], now, we)
             open_incidents[svc] = inc
         inc.last_anomaly_end = max(inc.last_anomaly_end, we)
         inc.peak_severity = thresholds.max_severity(inc.peak_severity, row.severity)
         touched[inc.id] = inc
+    if through is not None:
+        resolve_quiet(pd.Timestamp(through).to_pydatetime())
     return list(touched.values())
 
 

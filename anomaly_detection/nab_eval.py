@@ -29,16 +29,41 @@ LEADERBOARD = (
 
 
 def load_corpus(data_root: Path) -> tuple[dict[str, pd.DataFrame], dict[str, list], int]:
+    """(file -> frame, file -> labelled windows, number of labelled windows: NAB's normaliser)."""
     data_root = Path(data_root)
     windows = json.loads((data_root / "labels" / "combined_windows.json").read_text())
-    labels = json.loads((data_root / "labels" / "combined_labels.json").read_text())
     frames = {}
     for rel in sorted(windows):
         df = pd.read_csv(data_root / "data" / rel)
         df["timestamp"] = pd.to_datetime(df["timestamp"])
         frames[rel] = df
-    n_labels = sum(len(v) for v in labels.values())
-    return frames, {k: [(pd.Timestamp(a), pd.Timestamp(b)) for a, b in v] for k, v in windows.items()}, n_labels
+    n_windows = sum(len(v) for v in windows.values())
+    return frames, {k: [(pd.Timestamp(a), pd.Timestamp(b)) for a, b in v] for k, v in windows.items()}, n_windows
+
+
+def load_result_files(results_dir: Path, detector: str, windows: dict[str, list]) -> dict[str, tuple]:
+    """NAB-layout result files of one detector -> file -> (timestamps, anomaly scores, windows)."""
+    files = {}
+    for rel, wins in windows.items():
+        category, name = rel.split("/", 1)
+        df = pd.read_csv(Path(results_dir) / detector / category / f"{detector}_{name}")
+        files[rel] = (pd.to_datetime(df["timestamp"]), df["anomaly_score"].to_numpy(dtype=float), wins)
+    return files
+
+
+def published_thresholds(data_root: Path, detector: str) -> dict[str, float]:
+    """profile -> the threshold NAB's optimiser chose for `detector` (`config/thresholds.json`)."""
+    table = json.loads((Path(data_root) / "config" / "thresholds.json").read_text())
+    return {profile: v["threshold"] for profile, v in table[detector].items()}
+
+
+def score_published(data_root: Path, detector: str) -> dict:
+    """Score NAB's shipped result files of `detector` at NAB's thresholds (checks the scorer)."""
+    data_root = Path(data_root)
+    _, windows, n_windows = load_corpus(data_root)
+    files = load_result_files(data_root / "results", detector, windows)
+    profiles = nab_scoring.load_profiles(data_root / "scoring_profiles.json")
+    return nab_scoring.score_profiles(files, n_windows, profiles, thresholds=published_thresholds(data_root, detector))
 
 
 def label_column(ts: pd.Series, windows: list) -> np.ndarray:
@@ -50,7 +75,7 @@ def label_column(ts: pd.Series, windows: list) -> np.ndarray:
 
 def run(data_root: Path, out: Path | None, detector: UnivariateStreamingDetector | None = None, progress: bool = False) -> dict:
     detector = detector or UnivariateStreamingDetector()
-    frames, windows, n_labels = load_corpus(data_root)
+    frames, windows, n_windows = load_corpus(data_root)
     files = {}
     items = frames.items()
     if progress:
@@ -63,7 +88,7 @@ def run(data_root: Path, out: Path | None, detector: UnivariateStreamingDetector
         if out is not None:
             write_result(Path(out), rel, df, scores, windows[rel])
     profiles = nab_scoring.load_profiles(Path(data_root) / "scoring_profiles.json")
-    results = nab_scoring.score_profiles(files, n_labels, profiles)
+    results = nab_scoring.score_profiles(files, n_windows, profiles)
     if out is not None:
         (Path(out) / DETECTOR_NAME / "final_results.json").write_text(json.dumps({DETECTOR_NAME: results}, indent=2, default=float))
     return results

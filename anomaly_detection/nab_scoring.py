@@ -11,11 +11,15 @@ Follows numenta/NAB v1.1 (`nab/sweeper.py`, `nab/optimizer.py`, `nab/runner.py`)
   a window counts its best (= first-ranked) detection once, every window without
   a detection costs fnWeight, false positives add up.
 - The threshold is optimised per profile over the whole corpus at once (NAB
-  v1.1's optimizer: one sweep over every file's rows), then each
-  file is scored at that threshold and the scores are summed.
+  v1.1's optimizer: one sweep over every file's rows), or taken as given (NAB's
+  `config/thresholds.json` for its published detectors), then each file is
+  scored at that threshold and the scores are summed.
 - Normalised score = 100 * (raw - null) / (perfect - null), null = the same
   procedure for a detector that never fires, perfect = number of labelled
-  anomalies * tpWeight.
+  *windows* * tpWeight (NAB's `runner.normalize` counts the entries of
+  `combined_windows.json`: 116 in the corpus, not its 120 anomaly labels).
+  Scoring NAB's shipped result files for `numenta` and `knncad` at NAB's
+  thresholds reproduces `final_results.json` (a test checks it).
 
 `sweep_rows`/`scores_by_threshold`/`corpus_score` are a line-by-line port kept as
 the reference; `corpus_score_fast` computes the same numbers with numpy (a test
@@ -158,23 +162,35 @@ def corpus_score(files: dict[str, tuple], cost: dict, probation: float = PROBATI
     return {"threshold": best.threshold, "raw": total, "per_file": per_file, **counts}
 
 
-def normalized(raw: float, null: float, n_labels: int, cost: dict) -> float:
-    perfect = n_labels * cost["tpWeight"]
+def normalized(raw: float, null: float, n_windows: int, cost: dict) -> float:
+    """NAB's normalisation: a detection at the start of each of the `n_windows` labelled windows is perfect."""
+    perfect = n_windows * cost["tpWeight"]
     return 100.0 * (raw - null) / (perfect - null)
 
 
-def score_profiles(files: dict[str, tuple], n_labels: int, profiles: dict, only: tuple[str, ...] | None = None) -> dict:
-    """Normalised score per profile for one detector's scores."""
+def score_profiles(
+    files: dict[str, tuple],
+    n_windows: int,
+    profiles: dict,
+    only: tuple[str, ...] | None = None,
+    thresholds: dict[str, float] | None = None,
+) -> dict:
+    """Normalised score per profile for one detector's scores.
+
+    `n_windows`: the number of labelled windows in the corpus. `thresholds`
+    (profile -> threshold) scores at the given threshold instead of optimising one.
+    """
     out = {}
     for name, profile in profiles.items():
         if only is not None and name not in only:
             continue
         cost = profile["CostMatrix"]
-        det = corpus_score_fast(files, cost)
+        fixed = None if thresholds is None else thresholds.get(name)
+        det = corpus_score_fast(files, cost, threshold=fixed)
         null_files = {n: (t, np.zeros(len(s)), w) for n, (t, s, w) in files.items()}
         null = corpus_score_fast(null_files, cost)
         out[name] = {
-            "score": normalized(det["raw"], null["raw"], n_labels, cost),
+            "score": normalized(det["raw"], null["raw"], n_windows, cost),
             "threshold": det["threshold"],
             "raw": det["raw"],
             "null_raw": null["raw"],
@@ -270,11 +286,13 @@ def file_score_at(f: SweptFile, threshold: float, cost: dict) -> tuple[float, in
     return float(score), int((det & (f.window >= 0)).sum()), int((det & (f.window < 0)).sum())
 
 
-def corpus_score_fast(files: dict[str, tuple], cost: dict, probation: float = PROBATION_PERCENT) -> dict:
+def corpus_score_fast(files: dict[str, tuple], cost: dict, probation: float = PROBATION_PERCENT, threshold: float | None = None) -> dict:
+    """Raw corpus score at `threshold`, or at the optimised threshold when None."""
     swept = {n: sweep_file(t, s, w, cost, probation) for n, (t, s, w) in files.items()}
-    th, tot = threshold_curve(list(swept.values()), cost)
-    best = int(np.argmax(tot))  # first maximum = highest threshold among ties, as NAB's sort
-    threshold = float(th[best])
+    if threshold is None:
+        th, tot = threshold_curve(list(swept.values()), cost)
+        best = int(np.argmax(tot))  # first maximum = highest threshold among ties, as NAB's sort
+        threshold = float(th[best])
     total, tp, fp, per_file = 0.0, 0, 0, {}
     for n, f in swept.items():
         sc, a, b = file_score_at(f, threshold, cost)

@@ -112,7 +112,7 @@ def produce(data_dir: Path, *, seed: int, start: datetime, duration_s: int, spec
     if aggregator == "spark":
         _run(gen, env, "generator")
         _run([py, "-m", "spark.streaming_job", "--available-now"], env, "spark job")
-        _final_watermark(store)
+        _final_watermark(store, start + timedelta(seconds=duration_s))
     else:
         from anomaly_detection.aggregate_duckdb import aggregate
 
@@ -130,13 +130,14 @@ def produce(data_dir: Path, *, seed: int, start: datetime, duration_s: int, spec
         events.unlink(missing_ok=True)
 
 
-def _final_watermark(store: Store) -> None:
-    """After a bounded run every window is complete: advance the watermark past the last one.
+def _final_watermark(store: Store, run_end: datetime) -> None:
+    """After a bounded run every window inside it is complete: advance the watermark to its end.
 
     (A stream's watermark trails its newest event; at the end of a finite input
-    nothing later can arrive.)
+    nothing later can arrive. The minute after the run holds only the child spans
+    of its last traces, a partial window, so it is not made final.)
     """
-    row = store.fetch_one(f"SELECT max(window_end) FROM {tables.SERVICE_METRICS}")
+    row = store.fetch_one(f"SELECT max(window_end) FROM {tables.SERVICE_METRICS} WHERE window_end <= ?", [run_end])
     wm = store.fetch_one(f"SELECT max(watermark) FROM {tables.STREAM_PROGRESS}")
     if row and row[0] is not None and (wm is None or wm[0] is None or wm[0] < row[0]):
         store.execute(

@@ -28,7 +28,7 @@ from observability.faults import fault_point
 from observability.logs import get_logger
 from observability.store import Store, StoreBusy, utcnow
 
-from anomaly_detection import data, incidents, registry, retraining
+from anomaly_detection import data, incidents, registry, retraining, silence
 from anomaly_detection.detectors import MODEL_KINDS, RobustStatsDetector, RulesDetector
 from anomaly_detection.ensemble import Ensemble
 
@@ -56,7 +56,7 @@ def anomaly_id(service: str, window_start) -> str:
 class DetectionService:
     def __init__(self, settings, store: Store | None = None, *, producer=None, bootstrap_models: bool = True, publish: bool = True) -> None:
         self.settings = settings
-        self.store = store or Store.from_settings(settings)
+        self.store = store or Store.from_settings(settings, max_wait_seconds=settings.detect_lock_wait_seconds)
         self.bootstrap_models = bootstrap_models
         self.publish = publish
         self._producer = producer
@@ -125,15 +125,15 @@ class DetectionService:
         self._maybe_bootstrap()
         ensemble = self._ensemble()
         result.models = {k: v[0] for k, v in self._models.items()}
+        recent = data.services_since(self.store, wm - timedelta(hours=HISTORY_HOURS))
         while True:
-            start = data.first_unscored_start(self.store, wm)
+            marks = data.progress_marks(self.store)
+            start = _next_start(data.first_unscored_start(self.store, wm), {s: m for s, m in marks.items() if s in recent}, wm)
             if start is None:
                 break
             chunk_end = start + timedelta(minutes=CHUNK_MINUTES)
             windows = data.unscored(self.store, wm, chunk_end)
-            if windows.empty:
-                break
-            n_anom, n_inc = self._score_chunk(ensemble, windows)
+            n_anom, n_inc = self._score_chunk(ensemble, windows, marks, start, min(chunk_end, wm))
             result.windows += len(windows)
             result.anomalies += n_anom
             result.incidents_changed += n_inc
@@ -143,8 +143,11 @@ class DetectionService:
         log.info("cycle done", windows=result.windows, anomalies=result.anomalies, incidents_changed=result.incidents_changed, watermark=str(wm))
         return result
 
-    def _score_chunk(self, ensemble: Ensemble, windows: pd.DataFrame) -> tuple[int, int]:
-        first = windows["window_start"].min()
+    def _score_chunk(
+        self, ensemble: Ensemble, windows: pd.DataFrame, marks: dict[str, datetime], start: datetime, through: datetime
+    ) -> tuple[int, int]:
+        """Score the chunk's windows and its silent minutes; every final minute before `through` is then judged."""
+        first = windows["window_start"].min() if len(windows) else pd.Timestamp(start)
         history = data.metrics(self.store, first - timedelta(hours=HISTORY_HOURS), first)
         ensemble.fit(history, only=(RulesDetector.name, RobustStatsDetector.name))
         for kind in MODEL_KINDS:
@@ -152,11 +155,14 @@ class DetectionService:
                 ensemble.detectors[kind].set_context(history)
         verdicts = ensemble.evaluate(windows)
         scored = pd.concat([windows[["service", "window_start", "window_end"]].reset_index(drop=True), verdicts], axis=1)
+        silent = silence.silent_windows(history, windows, marks, through)
+        if len(silent):
+            scored = pd.concat([scored, silent[scored.columns]], ignore_index=True)
         now = utcnow()
-        anomalies = self._anomaly_rows(scored[scored["is_anomaly"]], now)
-        progress = windows.groupby("service")["window_start"].max().reset_index().rename(columns={"window_start": "last_window_start"})
+        anomalies = self._anomaly_rows(scored[scored["is_anomaly"].astype(bool)], now)
+        progress = _progress_marks(windows, marks, through)
         progress["updated_at"] = now
-        changed = self._incidents(scored, anomalies, now)
+        changed = self._incidents(scored, anomalies, now, through)
         messages = [(r["id"], r["id"], anomaly_message(r)) for r in anomalies.to_dict("records")] if self.publish else []
 
         def write(con: duckdb.DuckDBPyConnection) -> None:
@@ -212,7 +218,7 @@ class DetectionService:
             )
         return pd.DataFrame(rows, columns=cols)
 
-    def _incidents(self, scored: pd.DataFrame, new_anomalies: pd.DataFrame, now: datetime) -> list[incidents.Incident]:
+    def _incidents(self, scored: pd.DataFrame, new_anomalies: pd.DataFrame, now: datetime, through: datetime) -> list[incidents.Incident]:
         stored = self.store.fetch_df(f"SELECT * FROM {tables.INCIDENTS} WHERE status = 'open'")
         open_by_service: dict[str, incidents.Incident] = {}
         before: dict[str, incidents.Incident] = {}
@@ -227,18 +233,20 @@ class DetectionService:
             )
             open_by_service[r.service] = inc
             before[inc.id] = incidents.Incident(**{**inc.__dict__, "related_services": list(inc.related_services)})
-        touched = incidents.advance(open_by_service, scored, now)
+        pending = {s: v for s, v in data.pending_low(self.store).items() if s not in open_by_service}
+        touched = incidents.advance(open_by_service, scored, now, pending_low=pending, through=through)
         # Open incidents of services not in this chunk may relate to new anomalies too.
         ids = {i.id for i in touched}
         touched += [i for i in open_by_service.values() if i.id not in ids]
         if not touched:
             return []
         lo = min(i.started_at for i in touched) - timedelta(minutes=10)
-        hi = max(pd.Timestamp(scored["window_end"].max()).to_pydatetime(), max(i.last_anomaly_end for i in touched)) + timedelta(minutes=10)
+        hi = max(pd.Timestamp(through).to_pydatetime(), max(i.last_anomaly_end for i in touched)) + timedelta(minutes=10)
         known = self.store.fetch_df(
             f"SELECT service, window_start FROM {tables.ANOMALIES} WHERE window_start >= ? AND window_start <= ?", [lo, hi]
         )
-        anomalies = pd.concat([known, new_anomalies[["service", "window_start"]]], ignore_index=True)
+        frames = [f for f in (known, new_anomalies[["service", "window_start"]]) if len(f)]
+        anomalies = pd.concat(frames, ignore_index=True) if frames else known
         anomalies["window_start"] = pd.to_datetime(anomalies["window_start"])
         deps = data.dependencies(self.store, lo, hi)
         changed = []
@@ -276,6 +284,30 @@ def anomaly_message(row: dict) -> dict:
     msg = {k: (json.loads(v) if k in ("detectors", "baseline", "observed") else v) for k, v in row.items()}
     msg["sample_trace_ids"] = list(msg.get("sample_trace_ids") or [])
     return msg
+
+
+def _next_start(first_unscored: datetime | None, marks: dict[str, datetime], watermark: datetime) -> datetime | None:
+    """Where the next chunk starts: the first unscored window, or the first final minute a known service has not been judged for.
+
+    `marks`: of the services seen within the history only; silence older than the history
+    is not judged (nothing to judge it by), so a long-gone service's old mark does not send
+    the detector back through empty chunks.
+    """
+    oldest = watermark - timedelta(hours=HISTORY_HOURS)
+    behind = [max(m + silence.WINDOW, oldest) for m in marks.values() if m + 2 * silence.WINDOW <= watermark]
+    starts = [t for t in [first_unscored, *behind] if t is not None]
+    return min(starts) if starts else None
+
+
+def _progress_marks(windows: pd.DataFrame, marks: dict[str, datetime], through: datetime) -> pd.DataFrame:
+    """Each known service is judged through the chunk's last final minute, windows or not."""
+    last = windows.groupby("service")["window_start"].max().to_dict() if len(windows) else {}
+    judged = pd.Timestamp(through) - silence.WINDOW
+    rows = [
+        {"service": svc, "last_window_start": max(pd.Timestamp(t) for t in (last.get(svc), marks.get(svc), judged) if t is not None)}
+        for svc in sorted(set(last) | set(marks))
+    ]
+    return pd.DataFrame(rows, columns=["service", "last_window_start"])
 
 
 def run_forever(service: DetectionService, interval: float, max_backoff: float = 60.0) -> None:

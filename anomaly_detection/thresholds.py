@@ -32,6 +32,12 @@ INCIDENT_MIN_SEVERITY = "medium"
 # An incident resolves after this many consecutive final windows without an anomaly.
 QUIET_WINDOWS_TO_RESOLVE = 5
 
+# A run of silent minutes (no window at all) is a traffic_drop anomaly once its
+# probability under the service's recent traffic falls below this (silence.py).
+SILENCE_P_MAX = 1e-5
+# The traffic a silence is judged against: this many minutes before the service's last window.
+SILENCE_LOOKBACK_MINUTES = 360
+
 
 def is_anomaly(score: float) -> bool:
     return score >= ANOMALY_THRESHOLD

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
 
     # --- detection -----------------------------------------------------------
     detect_interval_seconds: float = Field(15, gt=0, alias="DETECT_INTERVAL_SECONDS")
+    # How long one detector access waits out a locked DuckDB file before the cycle fails and backs off.
+    detect_lock_wait_seconds: float = Field(60, gt=0, alias="DETECT_LOCK_WAIT_SECONDS")
     # JSON object service -> p95 SLA in ms, e.g. {"checkout": 400}
     service_slas: dict[str, float] = Field(default_factory=dict, alias="SERVICE_SLAS")
     torch_device: str = Field("auto", alias="TORCH_DEVICE")

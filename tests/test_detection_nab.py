@@ -18,7 +18,19 @@ PROFILES = {
     "reward_low_FP_rate": {"CostMatrix": {**STANDARD, "fpWeight": 0.22}},
     "reward_low_FN_rate": {"CostMatrix": {**STANDARD, "fnWeight": 2.0}},
 }
+# The repository is cloned beside `shared/` (here and in CI): ../shared/datasets/nab from its root.
 NAB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "nab"
+
+
+@pytest.fixture(scope="module")
+def nab_root() -> Path:
+    """The NAB corpus with NAB's published result files; missing data fails, never skips."""
+    needed = ["labels/combined_windows.json", "scoring_profiles.json", "config/thresholds.json",
+              "results/final_results.json", "results/numenta", "results/knncad"]
+    missing = [n for n in needed if not (NAB / n).exists()]
+    if missing:
+        pytest.fail(f"NAB data missing under {NAB} ({', '.join(missing)}): clone the repository beside shared/ (see ../shared/datasets/README.md)")
+    return NAB
 
 
 def corpus(n_files=3, n=1000, width=40):
@@ -46,9 +58,9 @@ def hit(offset):
 def test_perfect_detector_scores_100_and_null_scores_0():
     files = corpus()
     for name in PROFILES:
-        perfect = ns.score_profiles(with_scores(files, hit(0)), n_labels=3, profiles={name: PROFILES[name]})[name]
+        perfect = ns.score_profiles(with_scores(files, hit(0)), n_windows=3, profiles={name: PROFILES[name]})[name]
         assert perfect["score"] == pytest.approx(100.0)
-        null = ns.score_profiles(files, n_labels=3, profiles={name: PROFILES[name]})[name]
+        null = ns.score_profiles(files, n_windows=3, profiles={name: PROFILES[name]})[name]
         assert null["score"] == pytest.approx(0.0)
 
 
@@ -110,9 +122,9 @@ def test_univariate_mode_is_causal_and_flags_a_new_extreme():
     assert np.isfinite(det.score_series([np.nan, 1.0, np.nan, 2.0])).all()
 
 
-@pytest.mark.skipif(not (NAB / "labels").exists(), reason="NAB corpus not present")
-def test_result_files_follow_nab_layout(tmp_path):
-    frames, windows, _ = nab_eval.load_corpus(NAB)
+def test_result_files_follow_nab_layout(tmp_path, nab_root):
+    frames, windows, n_windows = nab_eval.load_corpus(nab_root)
+    assert n_windows == 116, "NAB normalises by its labelled windows"
     rel = "realKnownCause/machine_temperature_system_failure.csv"
     df = frames[rel]
     path = nab_eval.write_result(tmp_path, rel, df, UnivariateStreamingDetector().score_series(df.value), windows[rel])
@@ -120,7 +132,17 @@ def test_result_files_follow_nab_layout(tmp_path):
     out = pd.read_csv(path)
     assert list(out.columns) == ["timestamp", "value", "anomaly_score", "label"]
     assert len(out) == len(df) and out.label.sum() > 0 and out.anomaly_score.between(0, 1).all()
-    assert len(json.loads((NAB / "labels" / "combined_windows.json").read_text())) == 58
+    assert len(json.loads((nab_root / "labels" / "combined_windows.json").read_text())) == 58
+
+
+@pytest.mark.parametrize("detector", ["numenta", "knncad"])
+def test_scorer_reproduces_nabs_published_results(nab_root, detector):
+    """NAB's own result files, scored at NAB's thresholds, give NAB's leaderboard (all three profiles)."""
+    published = json.loads((nab_root / "results" / "final_results.json").read_text())[detector]
+    got = nab_eval.score_published(nab_root, detector)
+    assert set(got) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
+    for profile, want in published.items():
+        assert got[profile]["score"] == pytest.approx(want, abs=0.01), profile
 
 
 def test_left_neighbour_distance_matches_brute_force():

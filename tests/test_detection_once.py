@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -92,35 +94,91 @@ def test_without_watermark_nothing_is_final(store, data_dir):
     assert store.fetch_one(f"SELECT count(*) FROM {tables.DETECTOR_PROGRESS}")[0] == 0
 
 
-def test_continuous_mode_survives_a_locked_database(store, settings, data_dir):
+class Lines:
+    """A subprocess's output lines, collected by a thread, to wait on what it has logged."""
+
+    def __init__(self, stream) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=lambda: self.lines.extend(iter(stream.readline, "")), daemon=True)
+        self._thread.start()
+
+    def matching(self, text: str) -> list[str]:
+        return [line for line in list(self.lines) if text in line]
+
+    def wait_for(self, text: str, count: int, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.matching(text)
+            if len(found) >= count:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"{count} x {text!r} not logged within {timeout}s; output:\n" + "".join(self.lines[-40:]))
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:  # the detector may hold the file for a moment
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def hold(path: Path, timeout: float = 60) -> duckdb.DuckDBPyConnection:
+    """A read-write connection that locks every other process out (retried while another holds the file)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def field(line: str, name: str) -> float:
+    return float(re.search(rf"\b{name}=([0-9.]+)", line).group(1))
+
+
+def test_continuous_mode_backs_off_while_the_database_stays_locked_then_recovers(store, settings, data_dir):
     seed_cascade(store, minutes=60, fault=(40, 45), watermark_minute=60)
-    env = dict(os.environ, DATA_DIR=str(data_dir), TRANSPORT="local", DETECT_INTERVAL_SECONDS="0.5")
+    interval = 0.2
+    env = dict(os.environ, DATA_DIR=str(data_dir), TRANSPORT="local", DETECT_INTERVAL_SECONDS=str(interval),
+               DETECT_LOCK_WAIT_SECONDS="0.3", PYTHONUNBUFFERED="1")
     env.pop("DUCKDB_PATH", None)
     lock = duckdb.connect(str(settings.duckdb_path))  # holds the file: every other process is locked out
     proc = subprocess.Popen([sys.executable, "-m", "anomaly_detection.detector", "--no-publish"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = Lines(proc.stdout)
     try:
-        time.sleep(4)
+        failed = out.wait_for("cycle failed, backing off", count=3, timeout=60)
         assert proc.poll() is None, "the detector must not die while the DB is locked"
+        assert [field(line, "failures") for line in failed[:3]] == [1, 2, 3]
+        assert [field(line, "wait_seconds") for line in failed[:3]] == [interval * 2, interval * 4, interval * 8], "exponential backoff"
+        assert "StoreBusy" in "".join(failed) or "stayed locked" in "".join(failed)
+        assert not out.matching("cycle done"), "no cycle can finish while the file is held"
         lock.close()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if store.fetch_one(f"SELECT count(*) FROM {tables.DETECTOR_PROGRESS}")[0] == 5:
-                    break
-            except Exception:
-                pass
-            time.sleep(1)
-        assert store.fetch_one(f"SELECT count(*) FROM {tables.DETECTOR_PROGRESS}")[0] == 5
+        wait_until(lambda: store.fetch_one(f"SELECT count(*) FROM {tables.DETECTOR_PROGRESS}")[0] == 5, 120, "every service scored")
+        out.wait_for("cycle done", count=1, timeout=60)
         assert store.fetch_one(f"SELECT count(*) FROM {tables.INCIDENTS}")[0] >= 1
+        # After a success the backoff starts over: the next failure is the first again.
+        before = len(out.matching("cycle failed, backing off"))  # every line up to "cycle done" is read by now
+        lock = hold(settings.duckdb_path)
+        again = out.wait_for("cycle failed, backing off", count=before + 1, timeout=60)[before:]
+        assert field(again[0], "failures") == 1
+        lock.close()
     finally:
+        lock.close()
         proc.send_signal(signal.SIGTERM)
         try:
-            out, _ = proc.communicate(timeout=30)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            out, _ = proc.communicate()
-    assert proc.returncode == 0, out[-2000:]
+            proc.wait()
+    assert proc.returncode == 0, "".join(out.lines[-40:])
 
 
 def published_anomaly_ids(settings) -> list[str]:
