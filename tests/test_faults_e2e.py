@@ -234,3 +234,50 @@ def test_the_detector_killed_mid_backlog_then_restarted_finds_what_an_undisturbe
     pd.testing.assert_frame_equal(got_anomalies, want_anomalies)
     pd.testing.assert_frame_equal(got_incidents, want_incidents)
     assert _published_ids(faulty) == set(got_anomalies.id)
+
+
+@pytest.mark.e2e
+def test_narrator_and_model_server_killed_mid_work_narrate_every_incident_exactly_once(store, settings, tmp_path):
+    """kill -9 of the narrator once it has written a first summary, and kill -9 of the model server
+    while incidents are still pending; both restarted: every incident ends with exactly one summary."""
+    from tests.llm_fixtures import TEST_MODEL, free_port, model_server_process, seed_scenario
+
+    ids = [seed_scenario(store, settings.bronze_dir, "payments", minutes_ago=300 - 40 * i, metrics=i == 0)
+           for i in range(6)]
+    port = free_port()
+    env = dict(os.environ, DATA_DIR=str(settings.data_dir), OLLAMA_URL=f"http://127.0.0.1:{port}", OLLAMA_MODEL=TEST_MODEL,
+               NARRATE_INTERVAL_SECONDS="1", PYTHONPATH=str(ROOT))
+    env.pop("DUCKDB_PATH", None)
+
+    def summaries() -> dict[str, int]:
+        return dict(store.fetch_all("SELECT incident_id, count(*) FROM incident_summaries GROUP BY ALL"))
+
+    def narrator() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "llm.narrator"], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def wait_for(predicate, what: str, timeout_s: float = 300):
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {summaries()}"
+            time.sleep(0.1)
+
+    first = narrator()
+    try:
+        with model_server_process(port, TEST_MODEL, data_dir=tmp_path / "serve1") as server:
+            wait_for(lambda: len(summaries()) >= 1, "a first summary")
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=30)
+            assert len(summaries()) < len(ids), "the kill came too late to leave work pending"
+            second = narrator()
+            wait_for(lambda: len(summaries()) >= 2, "a summary from the restarted narrator")
+            os.killpg(server.pid, signal.SIGKILL)  # the model server dies with incidents still pending
+        assert len(summaries()) < len(ids)
+        with model_server_process(port, TEST_MODEL, data_dir=tmp_path / "serve2"):
+            wait_for(lambda: len(summaries()) == len(ids), "every incident narrated")
+            assert second.poll() is None, "the narrator must ride out the model server's death"
+    finally:
+        for proc in (first, locals().get("second")):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert summaries() == {i: 1 for i in ids}
