@@ -93,11 +93,9 @@ def _retriable(exc: BaseException) -> bool:
     """Broker down, connection lost, timeouts, disk trouble: worth retrying. A refusal is not."""
     if isinstance(exc, OSError):
         return True
-    try:
-        from kafka.errors import KafkaError, NoBrokersAvailable
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, NoBrokersAvailable) or (isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False)))
+    from kafka.errors import KafkaError
+
+    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
 
 
 def _retry(fn, what: str, give_up_after_s: float | None = None):

@@ -168,3 +168,16 @@ def test_flush_raises_keeping_records_while_the_broker_is_down_and_delivers_afte
         assert sorted(r.value for r in consume(broker.bootstrap, "outage", 50)) == sorted(f"w{i}".encode() for i in range(50))
     finally:
         broker.stop()
+
+
+def test_a_broker_outage_is_retried_by_producers_not_taken_for_a_refusal():
+    """Regression: the sinks' check imported a name kafka-python 3 no longer has, so every
+    Kafka error was a 'refusal': the generator crashed and replay dead-lettered valid lines."""
+    from kafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+
+    from event_generator.sinks import _retriable
+    from observability.transport.kafka import DeliveryFailed
+
+    assert _retriable(DeliveryFailed(10, KafkaConnectionError("Node 1 not ready after 30000 ms")))
+    assert _retriable(KafkaConnectionError("connection refused"))
+    assert not _retriable(DeliveryFailed(1, MessageSizeTooLargeError("too large")))
