@@ -16,7 +16,6 @@ reads each protobuf field once and builds the JSON with orjson.
 from __future__ import annotations
 
 import base64
-import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -98,8 +97,17 @@ def any_value(v) -> Any:
     return None
 
 
+_PLAIN = frozenset({"string_value", "int_value", "bool_value"})
+
+
 def attributes(kvs) -> dict[str, Any]:
-    return {kv.key: any_value(kv.value) for kv in kvs}
+    """OTLP KeyValues -> a dict; the common scalar case inline (this runs for every span)."""
+    out = {}
+    for kv in kvs:
+        v = kv.value
+        which = v.WhichOneof("value")
+        out[kv.key] = getattr(v, which) if which in _PLAIN else any_value(v)
+    return out
 
 
 def service_of(resource_attrs: dict[str, Any]) -> str:
@@ -162,11 +170,13 @@ def _endpoint(span_attrs: dict[str, Any], name: str) -> str:
     return name
 
 
-def _error_message(span) -> str | None:
-    message = span.status.message
+def _error_message(span, message: str) -> str | None:
     if message:
         return message
-    for ev in span.events:
+    events = span.events
+    if not events:
+        return None
+    for ev in events:
         if ev.name == "exception":
             for kv in ev.attributes:
                 if kv.key == "exception.message":
@@ -175,9 +185,13 @@ def _error_message(span) -> str | None:
     return None
 
 
-def event_id(trace_id: bytes, span_id: bytes) -> str:
-    """Deterministic from the span's identity, so a retried export is de-duplicable downstream."""
-    return hashlib.blake2b(trace_id + span_id, digest_size=16).hexdigest()
+def event_id(trace_hex: str, span_hex: str) -> str:
+    """Deterministic from the span's identity, so a retried export is de-duplicable downstream.
+
+    32 hex digits like the generator's ids: the trace id's low 64 bits (its random
+    part in W3C and X-Ray ids alike) and the span id. Cheaper than a hash, which
+    cost ~15% of the per-span mapping time."""
+    return trace_hex[16:] + span_hex
 
 
 # -- spans --------------------------------------------------------------------------
@@ -218,18 +232,18 @@ def _map_span(span, service: str, res_attrs: dict, fmt: TimestampFormatter, late
     status = span.status
     kind = SPAN_KINDS.get(span.kind, "internal")
     attrs = {**res_attrs, **span_attrs, "span.kind": kind}
-    trace_hex = trace_id.hex()
+    trace_hex, span_hex = trace_id.hex(), span_id.hex()
     event = {
-        "event_id": event_id(trace_id, span_id),
+        "event_id": event_id(trace_hex, span_hex),
         "timestamp": fmt(ts_ms),
         "service": service,
         "endpoint": _endpoint(span_attrs, span.name),
         "status_code": _status_code(span_attrs, status.code),
         "latency_ms": (end - start) / 1e6,
         "trace_id": trace_hex,
-        "span_id": span_id.hex(),
+        "span_id": span_hex,
         "parent_span_id": parent.hex() if parent else None,
-        "error_message": _error_message(span),
+        "error_message": _error_message(span, status.message),
         "attributes": attrs,
         "kind": kind,
     }
