@@ -71,7 +71,7 @@ class ExportHandler:
 
 
 def create_server(settings: Settings, publisher: Publisher, port: int | None = None) -> tuple[grpc.Server, int]:
-    """A started-ready (not yet started) server bound to OTLP_HOST:OTLP_GRPC_PORT; returns it and the bound port."""
+    """A (not yet started) server bound to OTLP_HOST:OTLP_GRPC_PORT; returns it and the bound port."""
     limit = settings.otlp_max_body_bytes
     server = grpc.server(
         ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ingest-grpc"),
@@ -86,7 +86,11 @@ def create_server(settings: Settings, publisher: Publisher, port: int | None = N
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": handler}),))
     host = settings.otlp_host
     bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    bound = server.add_insecure_port(f"{bind_host}:{settings.otlp_grpc_port if port is None else port}")
+    address = f"{bind_host}:{settings.otlp_grpc_port if port is None else port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc raises RuntimeError when the port is taken
+        raise OSError(f"cannot bind gRPC on {address}: {exc}") from None
     if bound == 0:
-        raise OSError(f"cannot bind gRPC on {host}:{settings.otlp_grpc_port}")
+        raise OSError(f"cannot bind gRPC on {address}")
     return server, bound

@@ -66,14 +66,28 @@ class Heartbeat:
                 return
 
 
+class _Uvicorn(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT once it has shut down, which would kill the process
+    before the gRPC server and the publisher close: stop serving, and let `serve()` finish."""
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
+
+
 def serve(settings: Settings) -> int:
     publisher = Publisher.from_settings(settings)
-    grpc_server, grpc_port = create_server(settings, publisher)
+    try:
+        grpc_server, grpc_port = create_server(settings, publisher)
+    except (OSError, RuntimeError) as exc:
+        log.error("cannot listen for OTLP/gRPC", host=settings.otlp_host, port=settings.otlp_grpc_port, error=str(exc))
+        publisher.close()
+        return 1
     grpc_server.start()
     heartbeat = Heartbeat(settings, publisher).start()
     config = uvicorn.Config(create_app(settings, publisher), host=settings.otlp_host, port=settings.otlp_http_port,
                             log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=10)
-    server = uvicorn.Server(config)
+    server = _Uvicorn(config)
     log.info("receiver starting", host=settings.otlp_host, http_port=settings.otlp_http_port, grpc_port=grpc_port,
              transport=settings.transport, max_body_bytes=settings.otlp_max_body_bytes)
     try:
