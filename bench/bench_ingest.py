@@ -117,18 +117,18 @@ def build_requests(n: int, seed: int = 7) -> list[bytes]:
     return out
 
 
-def baseline(bodies: list[bytes], seconds: float = 3.0) -> tuple[float, float]:
-    """(decode-only spans/s, decode+map spans/s) in this process."""
+def baseline(bodies: list[bytes], seconds: float = 3.0) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((decode-only spans/s, per CPU-second), (decode+map spans/s, per CPU-second)) in this process."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     from ingest.mapping import map_traces
 
-    def rate(fn) -> float:
-        n, t0 = 0, time.perf_counter()
+    def rate(fn) -> tuple[float, float]:
+        n, t0, c0 = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < seconds:
             for b in bodies:
                 n += fn(b)
-        return n / (time.perf_counter() - t0)
+        return n / (time.perf_counter() - t0), n / max(time.process_time() - c0, 1e-9)
 
     def decode(b):
         req = ExportTraceServiceRequest.FromString(b)
@@ -171,11 +171,15 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "tests"))
     from tests.otlp_fixtures import start_receiver, stop_receiver
 
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     bodies = build_requests(DISTINCT_REQUESTS)
     print(f"requests: {len(bodies)} distinct x {SPANS_PER_REQUEST} spans, {sum(map(len, bodies)) // len(bodies):,} B each; "
           f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
-    decode_rate, map_rate = baseline(bodies)
-    print(f"baseline in-process: decode {decode_rate:,.0f} spans/s; decode + map (no transport) {map_rate:,.0f} spans/s")
+    (decode_rate, decode_cpu), (map_rate, map_cpu) = baseline(bodies)
+    print(f"baseline in-process: decode {decode_rate:,.0f} spans/s ({decode_cpu:,.0f} per CPU-second); "
+          f"decode + map, no transport {map_rate:,.0f} spans/s ({map_cpu:,.0f} per CPU-second)")
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         for proto in ("http", "grpc"):
@@ -199,6 +203,7 @@ def main() -> int:
             assert errors == 0, f"{errors} requests failed"
             assert arrived == spans, f"{spans} spans acknowledged but {arrived} in the topic"
             results.append((proto, spans / elapsed, spans / max(cpu, 1e-9), rss, sent, elapsed))
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     for proto, rate, per_cpu, rss, sent, elapsed in results:
         goal = "meets" if rate >= 50_000 else "BELOW"
         print(f"receiver OTLP/{proto}: {rate:,.0f} spans/s ({per_cpu:,.0f} per receiver CPU-second), "
