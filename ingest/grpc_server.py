@@ -24,9 +24,11 @@ from observability.settings import Settings
 
 from ingest.publish import Publisher, TransportUnavailable
 from ingest.signals import SIGNALS, Signal
+from ingest.workers import Mapper
 
 log = get_logger(__name__)
 
+PROTOBUF = "application/x-protobuf"
 RETRY_DELAY_SECONDS = 1
 WORKERS = 8  # concurrent Export calls; they wait on the publisher, so more than the cores
 
@@ -43,21 +45,20 @@ def _retry_trailers(message: str) -> list[tuple[str, bytes]]:
 class ExportHandler:
     """One signal's Export: decode, map, publish, answer."""
 
-    def __init__(self, signal: Signal, settings: Settings, publisher: Publisher) -> None:
+    def __init__(self, signal: Signal, settings: Settings, publisher: Publisher, mapper: Mapper) -> None:
         self.signal = signal
         self.topic = signal.topic_of(settings)
         self.publisher = publisher
+        self.mapper = mapper
 
     def __call__(self, raw: bytes, context: grpc.ServicerContext):
         signal = self.signal
         try:
-            message = signal.request_type.FromString(raw)
+            mapped = self.mapper.submit(signal.name, PROTOBUF, raw, self.topic).result()
         except DecodeError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"cannot decode the request as {signal.request_type.DESCRIPTOR.name}: {exc}")
-        try:
-            mapped = signal.map(message, self.topic)
-        except Exception as exc:  # a mapping bug must cost one call, never the receiver
+        except Exception as exc:  # a mapping bug or a dead worker must cost one call, never the receiver
             log.exception("mapping failed", signal=signal.name)
             context.abort(grpc.StatusCode.INTERNAL, f"internal error mapping the request: {exc}")
         if mapped.records or mapped.dead_letters:
@@ -70,7 +71,7 @@ class ExportHandler:
         return signal.response(mapped)
 
 
-def create_server(settings: Settings, publisher: Publisher, port: int | None = None) -> tuple[grpc.Server, int]:
+def create_server(settings: Settings, publisher: Publisher, mapper: Mapper, port: int | None = None) -> tuple[grpc.Server, int]:
     """A (not yet started) server bound to OTLP_HOST:OTLP_GRPC_PORT; returns it and the bound port."""
     limit = settings.otlp_max_body_bytes
     server = grpc.server(
@@ -79,7 +80,7 @@ def create_server(settings: Settings, publisher: Publisher, port: int | None = N
     )
     for signal in SIGNALS:
         handler = grpc.unary_unary_rpc_method_handler(
-            ExportHandler(signal, settings, publisher),
+            ExportHandler(signal, settings, publisher, mapper),
             request_deserializer=None,
             response_serializer=lambda m: m.SerializeToString(),
         )

@@ -29,6 +29,7 @@ from ingest import otlp_json
 from ingest.bodies import BadEncoding, BodyTooLarge, decompress
 from ingest.publish import Publisher, TransportUnavailable
 from ingest.signals import SIGNALS, Signal
+from ingest.workers import Mapper
 
 log = get_logger(__name__)
 
@@ -56,9 +57,10 @@ def status_response(http_status: int, code: int, message: str, media: str, heade
 class Receiver:
     """The request handling shared by the routes; CPU work runs on the event loop, publishing on the publisher thread."""
 
-    def __init__(self, settings: Settings, publisher: Publisher) -> None:
+    def __init__(self, settings: Settings, publisher: Publisher, mapper: Mapper) -> None:
         self.settings = settings
         self.publisher = publisher
+        self.mapper = mapper
         self.limit = settings.otlp_max_body_bytes
         self.requests = 0
 
@@ -80,13 +82,11 @@ class Receiver:
         except ClientDisconnect:
             return Response(status_code=400)
         try:
-            message = self._decode(body, media, signal)
+            mapped = await asyncio.wrap_future(self.mapper.submit(signal.name, media, body, signal.topic_of(self.settings)))
         except (DecodeError, otlp_json.OtlpJsonError) as exc:
             return status_response(400, code_pb2.INVALID_ARGUMENT,
                                    f"cannot decode the body as {signal.request_type.DESCRIPTOR.name} ({media}): {exc}", media)
-        try:
-            mapped = signal.map(message, signal.topic_of(self.settings))
-        except Exception as exc:  # a mapping bug must cost one request, never the receiver
+        except Exception as exc:  # a mapping bug or a dead worker must cost one request, never the receiver
             log.exception("mapping failed", signal=signal.name)
             return status_response(500, code_pb2.INTERNAL, f"internal error mapping the request: {exc}", media)
         if mapped.records or mapped.dead_letters:
@@ -111,12 +111,6 @@ class Receiver:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    @staticmethod
-    def _decode(body: bytes, media: str, signal: Signal) -> Message:
-        if media == JSON:
-            return otlp_json.parse(body, signal.request_type())
-        return signal.request_type.FromString(body)
-
     def health(self) -> tuple[bool, str]:
         """Can the receiver publish? The last flush succeeded, and the local log has room."""
         if not self.publisher.healthy:
@@ -133,8 +127,8 @@ class Receiver:
         return True, "ok"
 
 
-def create_app(settings: Settings, publisher: Publisher) -> Starlette:
-    receiver = Receiver(settings, publisher)
+def create_app(settings: Settings, publisher: Publisher, mapper: Mapper) -> Starlette:
+    receiver = Receiver(settings, publisher, mapper)
     started = time.monotonic()
 
     def route(signal: Signal) -> Route:

@@ -20,6 +20,7 @@ from observability.settings import Settings, get_settings
 from ingest.grpc_server import create_server
 from ingest.http_server import create_app
 from ingest.publish import Publisher
+from ingest.workers import Mapper
 
 log = get_logger("ingest")
 
@@ -76,19 +77,22 @@ class _Uvicorn(uvicorn.Server):
 
 
 def serve(settings: Settings) -> int:
+    mapper = Mapper(settings.otlp_workers)  # spawned before any server thread exists
     publisher = Publisher.from_settings(settings)
     try:
-        grpc_server, grpc_port = create_server(settings, publisher)
+        grpc_server, grpc_port = create_server(settings, publisher, mapper)
     except (OSError, RuntimeError) as exc:
         log.error("cannot listen for OTLP/gRPC", host=settings.otlp_host, port=settings.otlp_grpc_port, error=str(exc))
         publisher.close()
+        mapper.close()
         return 1
     grpc_server.start()
     heartbeat = Heartbeat(settings, publisher).start()
-    config = uvicorn.Config(create_app(settings, publisher), host=settings.otlp_host, port=settings.otlp_http_port,
+    config = uvicorn.Config(create_app(settings, publisher, mapper), host=settings.otlp_host, port=settings.otlp_http_port,
                             log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=10)
     server = _Uvicorn(config)
     log.info("receiver starting", host=settings.otlp_host, http_port=settings.otlp_http_port, grpc_port=grpc_port,
+             workers=settings.otlp_workers,
              transport=settings.transport, max_body_bytes=settings.otlp_max_body_bytes)
     try:
         server.run()  # returns on SIGINT/SIGTERM
@@ -96,6 +100,7 @@ def serve(settings: Settings) -> int:
         grpc_server.stop(grace=5).wait(10)
         heartbeat.stop()
         publisher.close()
+        mapper.close()
         log.info("receiver stopped", records=publisher.stats.records, failures=publisher.stats.failures)
     return 0 if server.started else 1
 

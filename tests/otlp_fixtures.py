@@ -56,10 +56,11 @@ class Receiver:
         return httpx.get(self.http_url + "/health", timeout=5)
 
 
-def start_receiver(data_dir: Path, env_extra: dict | None = None, timeout_s: float = 30.0) -> Receiver:
+def start_receiver(data_dir: Path, env_extra: dict | None = None, timeout_s: float = 60.0) -> Receiver:
+    """`python -m ingest`; mapping in-process (OTLP_WORKERS=0, quicker to start) unless env_extra says otherwise."""
     http_port, grpc_port = free_port(), free_port()
     env = {**os.environ, "DATA_DIR": str(data_dir), "OTLP_HOST": "127.0.0.1", "OTLP_HTTP_PORT": str(http_port),
-           "OTLP_GRPC_PORT": str(grpc_port), "PYTHONPATH": str(ROOT), **(env_extra or {})}
+           "OTLP_GRPC_PORT": str(grpc_port), "PYTHONPATH": str(ROOT), "OTLP_WORKERS": "0", **(env_extra or {})}
     log_path = data_dir / f"ingest-{http_port}.log"
     with open(log_path, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -91,6 +92,15 @@ def stop_receiver(rec: Receiver) -> None:
 @pytest.fixture
 def receiver(data_dir):
     rec = start_receiver(data_dir)
+    yield rec
+    stop_receiver(rec)
+    assert "Traceback" not in rec.output(), rec.output()
+
+
+@pytest.fixture
+def pooled_receiver(data_dir):
+    """The receiver as configured by default: mapping in two worker processes."""
+    rec = start_receiver(data_dir, {"OTLP_WORKERS": "2"})
     yield rec
     stop_receiver(rec)
     assert "Traceback" not in rec.output(), rec.output()

@@ -20,7 +20,7 @@ import pytest
 
 from observability.records import validate_log_line, validate_metric_line
 from observability.schema import validate_event
-from tests.otlp_fixtures import read_values, receiver, run_shop, start_receiver, stop_receiver, wait_for  # noqa: F401
+from tests.otlp_fixtures import pooled_receiver, read_values, receiver, run_shop, wait_for  # noqa: F401
 
 ORDERS, ERROR_EVERY = 12, 4
 
@@ -33,8 +33,9 @@ def _events(settings) -> list[dict]:
     return [json.loads(v) for v in read_values(settings, settings.kafka_raw_events_topic)]
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_sdk_app_telemetry_arrives_exactly(protocol, receiver, settings):  # noqa: F811
+@pytest.mark.parametrize("protocol,workers", [("http", 0), ("grpc", 0), ("http", 2), ("grpc", 2)])
+def test_sdk_app_telemetry_arrives_exactly(protocol, workers, request, settings):
+    receiver = request.getfixturevalue("pooled_receiver" if workers else "receiver")
     truth, services = run_shop(protocol, _endpoint(receiver, protocol), ORDERS, ERROR_EVERY)
     try:
         _check_shop(settings, truth)
@@ -137,7 +138,8 @@ def _mend_log(topic_dir, aside) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_transport_failure_is_503_and_the_sdk_retry_delivers_everything(protocol, receiver, settings):  # noqa: F811
+def test_transport_failure_is_503_and_the_sdk_retry_delivers_everything(protocol, pooled_receiver, settings):  # noqa: F811
+    receiver = pooled_receiver
     topic_dir, aside = _break_log(settings)
     truth, services = run_shop(protocol, _endpoint(receiver, protocol), 6, 3, flush=False)
     flushed = {}

@@ -56,3 +56,29 @@ def test_a_taken_port_is_a_clear_error_not_a_traceback(data_dir):
         assert "cannot listen for OTLP/gRPC" in out.stderr and "Traceback" not in out.stderr, out.stderr
     finally:
         stop_receiver(rec)
+
+
+def test_a_dead_mapping_worker_costs_at_most_one_request(data_dir, settings):
+    import httpx
+    import psutil
+
+    rec = start_receiver(data_dir, {"OTLP_WORKERS": "2"})
+    try:
+        workers = [c for c in psutil.Process(rec.proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+        assert len(workers) == 2
+        workers[0].kill()  # the pool notices and fails what it had in flight
+        answers = []
+
+        def post_ok():
+            body = S.traces(S.span(f"after crash {len(answers)}")).SerializeToString()
+            resp = httpx.post(rec.http_url + "/v1/traces", content=body,
+                              headers={"Content-Type": "application/x-protobuf"}, timeout=30)
+            answers.append(resp.status_code)
+            return resp.status_code == 200
+
+        wait_for(post_ok, 60, "a 200 after the workers died")
+        assert set(answers) <= {200, 500} and answers.count(500) <= 1, answers
+        assert rec.proc.poll() is None and rec.health().status_code == 200
+    finally:
+        stop_receiver(rec)
+    assert len(read_values(settings, settings.kafka_raw_events_topic)) == 1
