@@ -16,10 +16,12 @@ import json
 import shutil
 import threading
 
+import httpx
 import pytest
 
 from observability.records import validate_log_line, validate_metric_line
 from observability.schema import validate_event
+from tests import otlp_samples as S
 from tests.otlp_fixtures import pooled_receiver, read_values, receiver, run_shop, wait_for  # noqa: F401
 
 ORDERS, ERROR_EVERY = 12, 4
@@ -140,6 +142,11 @@ def _mend_log(topic_dir, aside) -> None:
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_transport_failure_is_503_and_the_sdk_retry_delivers_everything(protocol, pooled_receiver, settings):  # noqa: F811
     receiver = pooled_receiver
+    # one export first, so the producer has its partitions open: the failure then hits a flush with
+    # records buffered for several partitions (what a full disk does), not the first send
+    warm_up = S.traces(S.span("warm-up", span_id=bytes.fromhex("00000000000000aa")))
+    assert httpx.post(receiver.http_url + "/v1/traces", content=warm_up.SerializeToString(),
+                      headers={"Content-Type": "application/x-protobuf"}).status_code == 200
     topic_dir, aside = _break_log(settings)
     truth, services = run_shop(protocol, _endpoint(receiver, protocol), 6, 3, flush=False)
     flushed = {}
@@ -158,6 +165,7 @@ def test_transport_failure_is_503_and_the_sdk_retry_delivers_everything(protocol
         svc.shutdown()
     events = _events(settings)
     expected = {sid for ids in (*truth.server_spans.values(), *truth.client_spans.values()) for sid in ids}
+    expected.add("00000000000000aa")
     assert sorted(ev["span_id"] for ev in events) == sorted(expected)  # every span, each once
     assert receiver.health().status_code == 200
     assert receiver.proc.poll() is None  # it kept serving
