@@ -36,7 +36,7 @@ log = get_logger(__name__)
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
 RETRY_AFTER_SECONDS = 1
 ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]  # 405 comes from us, with a Status body
-MIN_FREE_BYTES = 16 * 1024 * 1024  # the local log needs room to append
+MIN_FREE_BYTES = 1024 * 1024  # the local log needs room to append
 
 
 def _media_type(header: str | None) -> str:
