@@ -25,7 +25,7 @@ import orjson
 
 from observability.dead_letter import make_dead_letter
 from observability.records import UNKNOWN_SERVICE, record_to_json, validate_log_record, validate_metric_point
-from observability.schema import MAX_FUTURE, InvalidEvent
+from observability.schema import MAX_FUTURE, MAX_LINE_BYTES, InvalidEvent
 
 from ingest.otlp_json import to_dict
 
@@ -251,7 +251,14 @@ def _map_span(span, service: str, res_attrs: dict, fmt: TimestampFormatter, late
         value = orjson.dumps(event)
     except TypeError as exc:  # e.g. an integer beyond 64 bits inside an attribute
         raise Reject(f"attributes: {exc}") from None
+    _check_size(value, "span")
     return trace_hex.encode(), value, ts_ms
+
+
+def _check_size(value: bytes, what: str) -> None:
+    """The schema's line limit: a larger record would be a dead letter downstream, and too big for Kafka."""
+    if len(value) > MAX_LINE_BYTES:
+        raise Reject(f"{what}: {len(value)} bytes as JSON exceeds the {MAX_LINE_BYTES}-byte limit")
 
 
 # -- logs ---------------------------------------------------------------------------
@@ -296,7 +303,9 @@ def _map_log(rec, service: str, res_attrs: dict, topic: str, now_ms: int | None)
     }
     row = validate_log_record(obj, now_ms=now_ms)
     key = (row["trace_id"] or service).encode()
-    return topic, key, record_to_json(row), row["timestamp"]
+    value = record_to_json(row)
+    _check_size(value, "log record")
+    return topic, key, value, row["timestamp"]
 
 
 # -- metrics ------------------------------------------------------------------------
@@ -330,11 +339,13 @@ def _map_metric(metric, service: str, res_attrs: dict, topic: str, now_ms: int |
                 raise Reject(f"{metric.name or 'metric'}: {data} points are not stored (gauge, sum and histogram are)")
             obj = _point(metric, data, point, service, {**res_attrs, **attributes(point.attributes), **extra})
             row = validate_metric_point(obj, now_ms=now_ms)
+            value = record_to_json(row)
+            _check_size(value, "data point")
         except (Reject, InvalidEvent) as exc:
             out.reject(SOURCE_METRICS, str(exc), {"service": service, "metric": metric.name, "kind": data,
                                                    "dataPoint": to_dict(point)})
             continue
-        out.records.append((topic, key, record_to_json(row), row["timestamp"]))
+        out.records.append((topic, key, value, row["timestamp"]))
 
 
 def _point(metric, kind: str, point, service: str, attrs: dict) -> dict[str, Any]:

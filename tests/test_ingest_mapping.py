@@ -134,6 +134,13 @@ def test_unmappable_spans_are_rejected_with_a_reason(span, expected):
     assert reason(span) == expected
 
 
+def test_records_over_the_schema_line_limit_are_rejected():
+    big = S.span(blob="x" * (1024 * 1024))
+    assert reason(big).startswith("span: ") and "exceeds the 1048576-byte limit" in reason(big)
+    m = mapping.map_logs(S.logs({"body": "y" * (1024 * 1024 + 1)}), "raw_logs")
+    assert not m.records and "log record: " in m.reasons[0]
+
+
 def test_rejects_become_dead_letters_and_an_english_summary():
     m = one(S.span("ok"), S.span("bad", trace_id=b"1"), S.span("bad2", trace_id=b"22"))
     assert len(m.records) == 1 and m.rejected == 2 and len(m.dead_letters) == 2
