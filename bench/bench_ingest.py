@@ -11,7 +11,7 @@ it a same-run baseline: decoding the same request bytes in-process
 transport. Peak RSS of the receiver is its VmHWM. Goal: >= 50,000 spans/s on
 2 cores.
 
-    .venv/bin/python bench/bench_ingest.py [--seconds 10] [--connections 4]
+    .venv/bin/python bench/bench_ingest.py [--seconds 10] [--connections 16] [--workers 0 2]
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def run_client(script: str, args: list[str], bodies: list[bytes]) -> tuple[int, 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--connections", type=int, default=4)
+    p.add_argument("--connections", type=int, default=16)
     p.add_argument("--workers", type=int, nargs="*", default=[0, 2],
                    help="OTLP_WORKERS values to measure (0: mapping in the receiver's process)")
     args = p.parse_args()
