@@ -92,24 +92,35 @@ def build_requests(n: int, seed: int = 7) -> list[bytes]:
         req = ExportTraceServiceRequest()
         for service in ("checkout", "search"):
             rs = req.resource_spans.add()
-            for k, v in (("service.name", service), ("service.version", "1.4.2"), ("host.name", f"{service}-7f9c"),
-                         ("telemetry.sdk.language", "python")):
+            for k, v in (
+                ("service.name", service),
+                ("service.version", "1.4.2"),
+                ("host.name", f"{service}-7f9c"),
+                ("telemetry.sdk.language", "python"),
+            ):
                 rs.resource.attributes.append(KeyValue(key=k, value=AnyValue(string_value=v)))
             spans = rs.scope_spans.add().spans
             for i in range(SPANS_PER_REQUEST // 2):
                 method, route = rng.choice(routes)
                 start = now_ns + rng.randrange(10**9)
-                sp = spans.add(trace_id=rng.randbytes(16), span_id=rng.randbytes(8),
-                               parent_span_id=rng.randbytes(8) if i % 2 else b"", name=f"{method} {route}",
-                               kind=2 if i % 2 == 0 else 3, start_time_unix_nano=start,
-                               end_time_unix_nano=start + rng.randrange(1, 200) * 10**6)
+                sp = spans.add(
+                    trace_id=rng.randbytes(16),
+                    span_id=rng.randbytes(8),
+                    parent_span_id=rng.randbytes(8) if i % 2 else b"",
+                    name=f"{method} {route}",
+                    kind=2 if i % 2 == 0 else 3,
+                    start_time_unix_nano=start,
+                    end_time_unix_nano=start + rng.randrange(1, 200) * 10**6,
+                )
                 code = 500 if rng.random() < 0.02 else 200
-                sp.attributes.extend([
-                    KeyValue(key="http.request.method", value=AnyValue(string_value=method)),
-                    KeyValue(key="http.route", value=AnyValue(string_value=route)),
-                    KeyValue(key="http.response.status_code", value=AnyValue(int_value=code)),
-                    KeyValue(key="server.address", value=AnyValue(string_value="shop.internal")),
-                ])
+                sp.attributes.extend(
+                    [
+                        KeyValue(key="http.request.method", value=AnyValue(string_value=method)),
+                        KeyValue(key="http.route", value=AnyValue(string_value=route)),
+                        KeyValue(key="http.response.status_code", value=AnyValue(int_value=code)),
+                        KeyValue(key="server.address", value=AnyValue(string_value="shop.internal")),
+                    ]
+                )
                 if code == 500:
                     sp.status.code = 2
                     sp.status.message = "upstream timed out"
@@ -165,7 +176,9 @@ def count_events(data_dir: Path) -> int:
 def run_client(script: str, args: list[str], bodies: list[bytes]) -> tuple[int, float, int]:
     import pickle
 
-    out = subprocess.run([sys.executable, "-c", script, *args], input=pickle.dumps(bodies), capture_output=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args], input=pickle.dumps(bodies), capture_output=True, check=True
+    )
     sent, elapsed, errors = out.stdout.split()
     return int(sent), float(elapsed), int(errors)
 
@@ -174,21 +187,30 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--connections", type=int, default=16)
-    p.add_argument("--workers", type=int, nargs="*", default=[0, 2],
-                   help="OTLP_WORKERS values to measure (0: mapping in the receiver's process)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        nargs="*",
+        default=[0, 2],
+        help="OTLP_WORKERS values to measure (0: mapping in the receiver's process)",
+    )
     args = p.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
-    from tests.otlp_fixtures import start_receiver, stop_receiver
-
     import logging
+
+    from tests.otlp_fixtures import start_receiver, stop_receiver
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
     bodies = build_requests(DISTINCT_REQUESTS)
-    print(f"requests: {len(bodies)} distinct x {SPANS_PER_REQUEST} spans, {sum(map(len, bodies)) // len(bodies):,} B each; "
-          f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
+    print(
+        f"requests: {len(bodies)} distinct x {SPANS_PER_REQUEST} spans, {sum(map(len, bodies)) // len(bodies):,} B each; "
+        f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs"
+    )
     (decode_rate, decode_cpu), (map_rate, map_cpu) = baseline(bodies)
-    print(f"baseline in-process: decode {decode_rate:,.0f} spans/s ({decode_cpu:,.0f} per CPU-second); "
-          f"decode + map, no transport {map_rate:,.0f} spans/s ({map_cpu:,.0f} per CPU-second)")
+    print(
+        f"baseline in-process: decode {decode_rate:,.0f} spans/s ({decode_cpu:,.0f} per CPU-second); "
+        f"decode + map, no transport {map_rate:,.0f} spans/s ({map_cpu:,.0f} per CPU-second)"
+    )
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         for workers, proto in [(w, p) for w in args.workers for p in ("http", "grpc")]:
@@ -198,11 +220,15 @@ def main() -> int:
             try:
                 cpu0 = _cpu_seconds(rec.proc.pid)
                 if proto == "http":
-                    sent, elapsed, errors = run_client(CLIENT, ["127.0.0.1", str(rec.http_port), str(args.seconds),
-                                                                str(args.connections), "/v1/traces"], bodies)
+                    sent, elapsed, errors = run_client(
+                        CLIENT,
+                        ["127.0.0.1", str(rec.http_port), str(args.seconds), str(args.connections), "/v1/traces"],
+                        bodies,
+                    )
                 else:
-                    sent, elapsed, errors = run_client(GRPC_CLIENT, [rec.grpc_target, str(args.seconds),
-                                                                     str(args.connections)], bodies)
+                    sent, elapsed, errors = run_client(
+                        GRPC_CLIENT, [rec.grpc_target, str(args.seconds), str(args.connections)], bodies
+                    )
                 cpu = _cpu_seconds(rec.proc.pid) - cpu0
                 rss = peak_rss_mb(rec.proc.pid)
             finally:
@@ -211,13 +237,17 @@ def main() -> int:
             spans = sent * SPANS_PER_REQUEST
             assert errors == 0, f"{errors} requests failed"
             assert arrived == spans, f"{spans} spans acknowledged but {arrived} in the topic"
-            results.append((f"{proto}, OTLP_WORKERS={workers}", spans / elapsed, spans / max(cpu, 1e-9), rss, sent, elapsed))
+            results.append(
+                (f"{proto}, OTLP_WORKERS={workers}", spans / elapsed, spans / max(cpu, 1e-9), rss, sent, elapsed)
+            )
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     for proto, rate, per_cpu, rss, sent, elapsed in results:
         goal = "meets" if rate >= 50_000 else "BELOW"
-        print(f"receiver OTLP/{proto}: {rate:,.0f} spans/s ({per_cpu:,.0f} per receiver CPU-second), "
-              f"{sent} requests in {elapsed:.1f} s, peak RSS {rss:.0f} MiB; {goal} the 50,000 spans/s goal; "
-              f"{rate / decode_rate:.2f}x of decode-only")
+        print(
+            f"receiver OTLP/{proto}: {rate:,.0f} spans/s ({per_cpu:,.0f} per receiver CPU-second), "
+            f"{sent} requests in {elapsed:.1f} s, peak RSS {rss:.0f} MiB; {goal} the 50,000 spans/s goal; "
+            f"{rate / decode_rate:.2f}x of decode-only"
+        )
     return 0
 
 

@@ -90,17 +90,29 @@ class OtlpSink:
         from observability.schema import parse_timestamp
 
         trace_id = int(ev["trace_id"], 16)
-        context = SpanContext(trace_id, int(ev["span_id"], 16), is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        context = SpanContext(
+            trace_id, int(ev["span_id"], 16), is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)
+        )
         parent = ev.get("parent_span_id")
         parent_ctx = SpanContext(trace_id, int(parent, 16), is_remote=False) if parent else None
         start_ms = timestamp_ms if timestamp_ms is not None else parse_timestamp(ev["timestamp"])
         start_ns = int(start_ms) * 1_000_000
         end_ns = start_ns + round(float(ev["latency_ms"]) * 1_000_000)
-        attrs = {k: v if isinstance(v, (str, bool, int, float)) else json.dumps(v)
-                 for k, v in (ev.get("attributes") or {}).items()}
+        attrs = {
+            k: v if isinstance(v, (str, bool, int, float)) else json.dumps(v)
+            for k, v in (ev.get("attributes") or {}).items()
+        }
         attrs["http.response.status_code"] = int(ev["status_code"])
         message = ev.get("error_message")
         status = Status(StatusCode.ERROR, message) if message or ev["status_code"] >= 500 else Status(StatusCode.UNSET)
-        return ReadableSpan(name=ev.get("endpoint") or "unknown", context=context, parent=parent_ctx,
-                            resource=self._resource(ev["service"]), attributes=attrs, kind=SpanKind.SERVER,
-                            status=status, start_time=start_ns, end_time=end_ns)
+        return ReadableSpan(
+            name=ev.get("endpoint") or "unknown",
+            context=context,
+            parent=parent_ctx,
+            resource=self._resource(ev["service"]),
+            attributes=attrs,
+            kind=SpanKind.SERVER,
+            status=status,
+            start_time=start_ns,
+            end_time=end_ns,
+        )

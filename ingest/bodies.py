@@ -33,8 +33,11 @@ def decompress(data: bytes, encoding: str, limit: int) -> bytes:
         return _inflate(data, zlib.decompressobj(16 + zlib.MAX_WBITS), limit, enc)
     if enc == "deflate":
         # RFC 9110 deflate is the zlib format (what the SDK sends); some clients send raw deflate
-        wbits = zlib.MAX_WBITS if data[:1] and (data[0] & 0x0F) == 8 and int.from_bytes(data[:2], "big") % 31 == 0 \
+        wbits = (
+            zlib.MAX_WBITS
+            if data[:1] and (data[0] & 0x0F) == 8 and int.from_bytes(data[:2], "big") % 31 == 0
             else -zlib.MAX_WBITS
+        )
         return _inflate(data, zlib.decompressobj(wbits), limit, enc)
     if enc == "zstd":
         return _unzstd(data, limit)

@@ -19,12 +19,11 @@ from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from observability.logs import get_logger
-from observability.settings import Settings
-
 from ingest.publish import Publisher, TransportUnavailable
 from ingest.signals import SIGNALS, Signal
 from ingest.workers import Mapper
+from observability.logs import get_logger
+from observability.settings import Settings
 
 log = get_logger(__name__)
 
@@ -38,8 +37,10 @@ def _retry_trailers(message: str) -> list[tuple[str, bytes]]:
     detail = any_pb2.Any()
     detail.Pack(info)
     status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message, details=[detail])
-    return [("grpc-status-details-bin", status.SerializeToString()),
-            ("google.rpc.retryinfo-bin", info.SerializeToString())]
+    return [
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("google.rpc.retryinfo-bin", info.SerializeToString()),
+    ]
 
 
 class ExportHandler:
@@ -56,8 +57,10 @@ class ExportHandler:
         try:
             mapped = self.mapper.submit(signal.name, PROTOBUF, raw, self.topic).result()
         except DecodeError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"cannot decode the request as {signal.request_type.DESCRIPTOR.name}: {exc}")
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"cannot decode the request as {signal.request_type.DESCRIPTOR.name}: {exc}",
+            )
         except Exception as exc:  # a mapping bug or a dead worker must cost one call, never the receiver
             log.exception("mapping failed", signal=signal.name)
             context.abort(grpc.StatusCode.INTERNAL, f"internal error mapping the request: {exc}")
@@ -71,7 +74,9 @@ class ExportHandler:
         return signal.response(mapped)
 
 
-def create_server(settings: Settings, publisher: Publisher, mapper: Mapper, port: int | None = None) -> tuple[grpc.Server, int]:
+def create_server(
+    settings: Settings, publisher: Publisher, mapper: Mapper, port: int | None = None
+) -> tuple[grpc.Server, int]:
     """A (not yet started) server bound to OTLP_HOST:OTLP_GRPC_PORT; returns it and the bound port."""
     limit = settings.otlp_max_body_bytes
     server = grpc.server(
@@ -84,7 +89,9 @@ def create_server(settings: Settings, publisher: Publisher, mapper: Mapper, port
             request_deserializer=None,
             response_serializer=lambda m: m.SerializeToString(),
         )
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": handler}),))
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": handler}),)
+        )
     host = settings.otlp_host
     bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
     address = f"{bind_host}:{settings.otlp_grpc_port if port is None else port}"

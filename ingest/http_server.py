@@ -22,14 +22,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from observability.logs import get_logger
-from observability.settings import Settings
-
 from ingest import otlp_json
 from ingest.bodies import BadEncoding, BodyTooLarge, decompress
 from ingest.publish import Publisher, TransportUnavailable
 from ingest.signals import SIGNALS, Signal
 from ingest.workers import Mapper
+from observability.logs import get_logger
+from observability.settings import Settings
 
 log = get_logger(__name__)
 
@@ -67,11 +66,20 @@ class Receiver:
     async def export(self, request: Request, signal: Signal) -> Response:
         media = _media_type(request.headers.get("content-type"))
         if request.method != "POST":
-            return status_response(405, code_pb2.UNIMPLEMENTED, f"{request.method} is not allowed on {signal.path}: use POST",
-                                   media, {"Allow": "POST"})
+            return status_response(
+                405,
+                code_pb2.UNIMPLEMENTED,
+                f"{request.method} is not allowed on {signal.path}: use POST",
+                media,
+                {"Allow": "POST"},
+            )
         if media not in (PROTOBUF, JSON):
-            return status_response(415, code_pb2.INVALID_ARGUMENT,
-                                   f"unsupported Content-Type {media or '(none)'!r}: use {PROTOBUF} or {JSON}", JSON)
+            return status_response(
+                415,
+                code_pb2.INVALID_ARGUMENT,
+                f"unsupported Content-Type {media or '(none)'!r}: use {PROTOBUF} or {JSON}",
+                JSON,
+            )
         try:
             raw = await self._read(request)
             body = decompress(raw, request.headers.get("content-encoding", "identity"), self.limit)
@@ -82,10 +90,16 @@ class Receiver:
         except ClientDisconnect:
             return Response(status_code=400)
         try:
-            mapped = await asyncio.wrap_future(self.mapper.submit(signal.name, media, body, signal.topic_of(self.settings)))
+            mapped = await asyncio.wrap_future(
+                self.mapper.submit(signal.name, media, body, signal.topic_of(self.settings))
+            )
         except (DecodeError, otlp_json.OtlpJsonError) as exc:
-            return status_response(400, code_pb2.INVALID_ARGUMENT,
-                                   f"cannot decode the body as {signal.request_type.DESCRIPTOR.name} ({media}): {exc}", media)
+            return status_response(
+                400,
+                code_pb2.INVALID_ARGUMENT,
+                f"cannot decode the body as {signal.request_type.DESCRIPTOR.name} ({media}): {exc}",
+                media,
+            )
         except Exception as exc:  # a mapping bug or a dead worker must cost one request, never the receiver
             log.exception("mapping failed", signal=signal.name)
             return status_response(500, code_pb2.INTERNAL, f"internal error mapping the request: {exc}", media)
@@ -93,8 +107,13 @@ class Receiver:
             try:
                 await asyncio.wrap_future(self.publisher.publish(mapped.records, mapped.dead_letters))
             except TransportUnavailable as exc:
-                return status_response(503, code_pb2.UNAVAILABLE, f"the transport cannot accept data now: {exc}", media,
-                                       {"Retry-After": str(RETRY_AFTER_SECONDS)})
+                return status_response(
+                    503,
+                    code_pb2.UNAVAILABLE,
+                    f"the transport cannot accept data now: {exc}",
+                    media,
+                    {"Retry-After": str(RETRY_AFTER_SECONDS)},
+                )
         self.requests += 1
         return Response(_encode(signal.response(mapped), media), status_code=200, media_type=media)
 
@@ -140,9 +159,16 @@ def create_app(settings: Settings, publisher: Publisher, mapper: Mapper) -> Star
     async def health(request: Request) -> Response:
         ok, detail = receiver.health()
         s = publisher.stats
-        body = {"status": "ok" if ok else "unavailable", "detail": detail, "transport": settings.transport,
-                "records": s.records, "dead_letters": s.dead_letters, "flushes": s.flushes, "failures": s.failures,
-                "uptime_s": round(time.monotonic() - started, 1)}
+        body = {
+            "status": "ok" if ok else "unavailable",
+            "detail": detail,
+            "transport": settings.transport,
+            "records": s.records,
+            "dead_letters": s.dead_letters,
+            "flushes": s.flushes,
+            "failures": s.failures,
+            "uptime_s": round(time.monotonic() - started, 1),
+        }
         return JSONResponse(body, status_code=200 if ok else 503)
 
     app = Starlette(routes=[*(route(s) for s in SIGNALS), Route("/health", health, methods=["GET"])])

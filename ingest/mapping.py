@@ -23,11 +23,10 @@ from typing import Any
 
 import orjson
 
+from ingest.otlp_json import to_dict
 from observability.dead_letter import make_dead_letter
 from observability.records import UNKNOWN_SERVICE, record_to_json, validate_log_record, validate_metric_point
 from observability.schema import MAX_FUTURE, MAX_LINE_BYTES, InvalidEvent
-
-from ingest.otlp_json import to_dict
 
 SOURCE_TRACES, SOURCE_LOGS, SOURCE_METRICS = "otlp:traces", "otlp:logs", "otlp:metrics"
 # OTLP SpanKind -> the event's `kind`; UNSPECIFIED is read as INTERNAL, as the spec allows.
@@ -70,7 +69,11 @@ class Mapped:
             return ""
         distinct = list(dict.fromkeys(self.reasons))
         shown = "; ".join(distinct[:MAX_REASONS_IN_MESSAGE])
-        more = f" (and {len(distinct) - MAX_REASONS_IN_MESSAGE} more reasons)" if len(distinct) > MAX_REASONS_IN_MESSAGE else ""
+        more = (
+            f" (and {len(distinct) - MAX_REASONS_IN_MESSAGE} more reasons)"
+            if len(distinct) > MAX_REASONS_IN_MESSAGE
+            else ""
+        )
         total = self.accepted + self.rejected
         return f"{self.rejected} of {total} {noun} rejected: {shown}{more}"
 
@@ -342,8 +345,11 @@ def _map_metric(metric, service: str, res_attrs: dict, topic: str, now_ms: int |
             value = record_to_json(row)
             _check_size(value, "data point")
         except (Reject, InvalidEvent) as exc:
-            out.reject(SOURCE_METRICS, str(exc), {"service": service, "metric": metric.name, "kind": data,
-                                                   "dataPoint": to_dict(point)})
+            out.reject(
+                SOURCE_METRICS,
+                str(exc),
+                {"service": service, "metric": metric.name, "kind": data, "dataPoint": to_dict(point)},
+            )
             continue
         out.records.append((topic, key, value, row["timestamp"]))
 

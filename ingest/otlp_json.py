@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 from typing import Any
 
 import orjson
@@ -116,7 +117,5 @@ def _base64_ids_to_hex(obj: dict, desc: Descriptor) -> None:
                 if isinstance(item, dict):
                     _base64_ids_to_hex(item, f.message_type)
         elif f.type == FieldDescriptor.TYPE_BYTES and f.name in ID_FIELDS:
-            try:
+            with contextlib.suppress(binascii.Error, ValueError):
                 obj[key] = base64.b64decode(value).hex()
-            except (binascii.Error, ValueError):
-                pass

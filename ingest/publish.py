@@ -73,8 +73,9 @@ def producer_factory(settings: Settings) -> Callable[[], Producer]:
 class Publisher:
     """Owns the producer; `publish()` returns a future that resolves once the records are durable."""
 
-    def __init__(self, make_producer: Callable[[], Producer], dead_letter_topic: str, *,
-                 discard_on_failure: bool = False) -> None:
+    def __init__(
+        self, make_producer: Callable[[], Producer], dead_letter_topic: str, *, discard_on_failure: bool = False
+    ) -> None:
         self._make_producer = make_producer
         self._discard_on_failure = discard_on_failure
         self._dead_letter_topic = dead_letter_topic
@@ -88,11 +89,14 @@ class Publisher:
         self._thread.start()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Publisher":
+    def from_settings(cls, settings: Settings) -> Publisher:
         # The local log's buffers of a failed flush are dropped with the producer (the client
         # re-sends them); Kafka's producer keeps them for its own re-send (at-least-once).
-        return cls(producer_factory(settings), settings.kafka_dead_letter_topic,
-                   discard_on_failure=settings.transport == "local")
+        return cls(
+            producer_factory(settings),
+            settings.kafka_dead_letter_topic,
+            discard_on_failure=settings.transport == "local",
+        )
 
     def publish(self, records, dead_letters=()) -> Future:
         job = _Job(list(records), list(dead_letters))

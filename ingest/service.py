@@ -14,13 +14,12 @@ import threading
 
 import uvicorn
 
-from observability.logs import configure_logging, get_logger
-from observability.settings import Settings, get_settings
-
 from ingest.grpc_server import create_server
 from ingest.http_server import create_app
 from ingest.publish import Publisher
 from ingest.workers import Mapper
+from observability.logs import configure_logging, get_logger
+from observability.settings import Settings, get_settings
 
 log = get_logger("ingest")
 
@@ -40,7 +39,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest-heartbeat", daemon=True)
 
-    def start(self) -> "Heartbeat":
+    def start(self) -> Heartbeat:
         self._thread.start()
         return self
 
@@ -88,12 +87,25 @@ def serve(settings: Settings) -> int:
         return 1
     grpc_server.start()
     heartbeat = Heartbeat(settings, publisher).start()
-    config = uvicorn.Config(create_app(settings, publisher, mapper), host=settings.otlp_host, port=settings.otlp_http_port,
-                            log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=10)
+    config = uvicorn.Config(
+        create_app(settings, publisher, mapper),
+        host=settings.otlp_host,
+        port=settings.otlp_http_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=10,
+    )
     server = _Uvicorn(config)
-    log.info("receiver starting", host=settings.otlp_host, http_port=settings.otlp_http_port, grpc_port=grpc_port,
-             workers=settings.otlp_workers,
-             transport=settings.transport, max_body_bytes=settings.otlp_max_body_bytes)
+    log.info(
+        "receiver starting",
+        host=settings.otlp_host,
+        http_port=settings.otlp_http_port,
+        grpc_port=grpc_port,
+        workers=settings.otlp_workers,
+        transport=settings.transport,
+        max_body_bytes=settings.otlp_max_body_bytes,
+    )
     try:
         server.run()  # returns on SIGINT/SIGTERM
     finally:

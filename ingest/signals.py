@@ -10,9 +10,8 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as logs_pb
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as metrics_pb
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_pb
 
-from observability.settings import Settings
-
 from ingest import mapping
+from observability.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -36,13 +35,37 @@ class Signal:
         return resp
 
 
-TRACES = Signal("traces", "/v1/traces", "opentelemetry.proto.collector.trace.v1.TraceService",
-                trace_pb.ExportTraceServiceRequest, trace_pb.ExportTraceServiceResponse,
-                mapping.map_traces, lambda s: s.kafka_raw_events_topic, "rejected_spans", "spans")
-LOGS = Signal("logs", "/v1/logs", "opentelemetry.proto.collector.logs.v1.LogsService",
-              logs_pb.ExportLogsServiceRequest, logs_pb.ExportLogsServiceResponse,
-              mapping.map_logs, lambda s: s.kafka_logs_topic, "rejected_log_records", "log records")
-METRICS = Signal("metrics", "/v1/metrics", "opentelemetry.proto.collector.metrics.v1.MetricsService",
-                 metrics_pb.ExportMetricsServiceRequest, metrics_pb.ExportMetricsServiceResponse,
-                 mapping.map_metrics, lambda s: s.kafka_metrics_topic, "rejected_data_points", "data points")
+TRACES = Signal(
+    "traces",
+    "/v1/traces",
+    "opentelemetry.proto.collector.trace.v1.TraceService",
+    trace_pb.ExportTraceServiceRequest,
+    trace_pb.ExportTraceServiceResponse,
+    mapping.map_traces,
+    lambda s: s.kafka_raw_events_topic,
+    "rejected_spans",
+    "spans",
+)
+LOGS = Signal(
+    "logs",
+    "/v1/logs",
+    "opentelemetry.proto.collector.logs.v1.LogsService",
+    logs_pb.ExportLogsServiceRequest,
+    logs_pb.ExportLogsServiceResponse,
+    mapping.map_logs,
+    lambda s: s.kafka_logs_topic,
+    "rejected_log_records",
+    "log records",
+)
+METRICS = Signal(
+    "metrics",
+    "/v1/metrics",
+    "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    metrics_pb.ExportMetricsServiceRequest,
+    metrics_pb.ExportMetricsServiceResponse,
+    mapping.map_metrics,
+    lambda s: s.kafka_metrics_topic,
+    "rejected_data_points",
+    "data points",
+)
 SIGNALS = (TRACES, LOGS, METRICS)

@@ -17,11 +17,10 @@ import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from observability.logs import get_logger
-
 from ingest import otlp_json
 from ingest.mapping import Mapped
 from ingest.signals import SIGNALS
+from observability.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -59,11 +59,21 @@ class Receiver:
 def start_receiver(data_dir: Path, env_extra: dict | None = None, timeout_s: float = 60.0) -> Receiver:
     """`python -m ingest`; mapping in-process (OTLP_WORKERS=0, quicker to start) unless env_extra says otherwise."""
     http_port, grpc_port = free_port(), free_port()
-    env = {**os.environ, "DATA_DIR": str(data_dir), "OTLP_HOST": "127.0.0.1", "OTLP_HTTP_PORT": str(http_port),
-           "OTLP_GRPC_PORT": str(grpc_port), "PYTHONPATH": str(ROOT), "OTLP_WORKERS": "0", **(env_extra or {})}
+    env = {
+        **os.environ,
+        "DATA_DIR": str(data_dir),
+        "OTLP_HOST": "127.0.0.1",
+        "OTLP_HTTP_PORT": str(http_port),
+        "OTLP_GRPC_PORT": str(grpc_port),
+        "PYTHONPATH": str(ROOT),
+        "OTLP_WORKERS": "0",
+        **(env_extra or {}),
+    }
     log_path = data_dir / f"ingest-{http_port}.log"
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ingest"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     rec = Receiver(proc, http_port, grpc_port, log_path)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -145,14 +155,20 @@ def _exporters(protocol: str, endpoint: str):
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        return (OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"), OTLPLogExporter(endpoint=f"{endpoint}/v1/logs"),
-                OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics"))
+        return (
+            OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"),
+            OTLPLogExporter(endpoint=f"{endpoint}/v1/logs"),
+            OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics"),
+        )
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    return (OTLPSpanExporter(endpoint=endpoint, insecure=True), OTLPLogExporter(endpoint=endpoint, insecure=True),
-            OTLPMetricExporter(endpoint=endpoint, insecure=True))
+    return (
+        OTLPSpanExporter(endpoint=endpoint, insecure=True),
+        OTLPLogExporter(endpoint=endpoint, insecure=True),
+        OTLPMetricExporter(endpoint=endpoint, insecure=True),
+    )
 
 
 class Service:
@@ -192,7 +208,9 @@ class Service:
         self.meter_provider.shutdown()
 
 
-def run_shop(protocol: str, endpoint: str, orders: int = 12, error_every: int = 4, flush: bool = True) -> tuple[ShopTruth, list[Service]]:
+def run_shop(
+    protocol: str, endpoint: str, orders: int = 12, error_every: int = 4, flush: bool = True
+) -> tuple[ShopTruth, list[Service]]:
     """Run `orders` requests through frontend -> backend -> postgres; returns the truth and the services."""
     from opentelemetry import propagate
     from opentelemetry._logs import SeverityNumber
@@ -210,8 +228,9 @@ def run_shop(protocol: str, endpoint: str, orders: int = 12, error_every: int = 
 
     def backend_charge(headers: dict, order: int, amount: float) -> int:
         ctx = propagate.extract(headers)
-        with backend.tracer.start_as_current_span("POST /api/charge", context=ctx, kind=SpanKind.SERVER,
-                                                  record_exception=False, set_status_on_exception=False) as span:
+        with backend.tracer.start_as_current_span(
+            "POST /api/charge", context=ctx, kind=SpanKind.SERVER, record_exception=False, set_status_on_exception=False
+        ) as span:
             span.set_attribute("http.request.method", "POST")
             span.set_attribute("http.route", "/api/charge")
             note("backend", span, "server")
@@ -229,13 +248,21 @@ def run_shop(protocol: str, endpoint: str, orders: int = 12, error_every: int = 
                     span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR))
                 span.set_attribute("http.response.status_code", 500)
-                backend.logger.emit(severity_number=SeverityNumber.ERROR, severity_text="ERROR",
-                                    body=f"charge failed for order {order}", attributes={"order.id": order})
+                backend.logger.emit(
+                    severity_number=SeverityNumber.ERROR,
+                    severity_text="ERROR",
+                    body=f"charge failed for order {order}",
+                    attributes={"order.id": order},
+                )
                 return 500
             backend.amount.record(amount, {"currency": "EUR"})
             span.set_attribute("http.response.status_code", 200)
-            backend.logger.emit(severity_number=SeverityNumber.INFO, severity_text="INFO",
-                                body=f"charged order {order}", attributes={"order.id": order})
+            backend.logger.emit(
+                severity_number=SeverityNumber.INFO,
+                severity_text="INFO",
+                body=f"charged order {order}",
+                attributes={"order.id": order},
+            )
             return 200
 
     for order in range(orders):

@@ -27,12 +27,29 @@ def kv(key: str, value) -> KeyValue:
     return KeyValue(key=key, value=v)
 
 
-def span(name: str = "GET /x", *, trace_id: bytes = TRACE, span_id: bytes = SPAN, parent: bytes = b"",
-         start: int = NOW_NS, duration_ns: int = 25_000_000, kind: int = Span.SPAN_KIND_SERVER,
-         status_code: int = 0, status_message: str = "", **attrs) -> Span:
-    s = Span(trace_id=trace_id, span_id=span_id, parent_span_id=parent, name=name, kind=kind,
-             start_time_unix_nano=start, end_time_unix_nano=start + duration_ns,
-             status=Status(code=status_code, message=status_message))
+def span(
+    name: str = "GET /x",
+    *,
+    trace_id: bytes = TRACE,
+    span_id: bytes = SPAN,
+    parent: bytes = b"",
+    start: int = NOW_NS,
+    duration_ns: int = 25_000_000,
+    kind: int = Span.SPAN_KIND_SERVER,
+    status_code: int = 0,
+    status_message: str = "",
+    **attrs,
+) -> Span:
+    s = Span(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent,
+        name=name,
+        kind=kind,
+        start_time_unix_nano=start,
+        end_time_unix_nano=start + duration_ns,
+        status=Status(code=status_code, message=status_message),
+    )
     s.attributes.extend(kv(k.replace("__", "."), v) for k, v in attrs.items())
     return s
 
@@ -52,9 +69,13 @@ def logs(*records: dict, service: str = "shop") -> ExportLogsServiceRequest:
     rl.resource.attributes.append(kv("service.name", service))
     sl = rl.scope_logs.add()
     for r in records:
-        rec = sl.log_records.add(time_unix_nano=r.get("time", NOW_NS), severity_number=r.get("severity_number", 9),
-                                 severity_text=r.get("severity_text", "INFO"), trace_id=r.get("trace_id", TRACE),
-                                 span_id=r.get("span_id", SPAN))
+        rec = sl.log_records.add(
+            time_unix_nano=r.get("time", NOW_NS),
+            severity_number=r.get("severity_number", 9),
+            severity_text=r.get("severity_text", "INFO"),
+            trace_id=r.get("trace_id", TRACE),
+            span_id=r.get("span_id", SPAN),
+        )
         rec.body.string_value = r.get("body", "hello")
     return req
 
@@ -74,8 +95,9 @@ def metrics(service: str = "shop") -> ExportMetricsServiceRequest:
     s.sum.data_points.add(time_unix_nano=NOW_NS, as_double=42.0)
     h = sm.metrics.add(name="latency", unit="ms")
     h.histogram.aggregation_temporality = 1
-    h.histogram.data_points.add(time_unix_nano=NOW_NS, count=6, sum=123.5, explicit_bounds=[10, 100],
-                                bucket_counts=[1, 4, 1])
+    h.histogram.data_points.add(
+        time_unix_nano=NOW_NS, count=6, sum=123.5, explicit_bounds=[10, 100], bucket_counts=[1, 4, 1]
+    )
     q = sm.metrics.add(name="legacy.summary")
     q.summary.data_points.add(time_unix_nano=NOW_NS, count=1, sum=2.0)
     return req

@@ -17,8 +17,10 @@ PB = {"Content-Type": "application/x-protobuf"}
 
 
 def _request(n: int) -> tuple[bytes, set[str]]:
-    spans = [S.span(f"GET /fill/{n}", span_id=(n * 1000 + i + 1).to_bytes(8, "big"), http__route="/fill/" + "z" * 200)
-             for i in range(256)]
+    spans = [
+        S.span(f"GET /fill/{n}", span_id=(n * 1000 + i + 1).to_bytes(8, "big"), http__route="/fill/" + "z" * 200)
+        for i in range(256)
+    ]
     return S.traces(*spans).SerializeToString(), {s.span_id.hex() for s in spans}
 
 

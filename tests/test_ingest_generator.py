@@ -24,16 +24,28 @@ def _key(ev: dict) -> tuple:
 
 
 def test_generator_traffic_through_the_receiver_matches_the_file_run(receiver, settings, tmp_path):  # noqa: F811
-    flags = ["--speed", "max", "--duration", "30", "--seed", "11", "--start", "2026-11-30T12:00:00Z",
-             "--scenario", "error_surge:payments@0+1"]
+    flags = [
+        "--speed",
+        "max",
+        "--duration",
+        "30",
+        "--seed",
+        "11",
+        "--start",
+        "2026-11-30T12:00:00Z",
+        "--scenario",
+        "error_surge:payments@0+1",
+    ]
     truth_run = run_cli(*flags, "--to-file", str(tmp_path / "truth.jsonl"))
     assert truth_run.returncode == 0, truth_run.stderr
     truth = [validate_line(line).to_dict() for line in (tmp_path / "truth.jsonl").read_bytes().splitlines()]
     otlp_run = run_cli(*flags, "--otlp", receiver.http_url)
     assert otlp_run.returncode == 0, otlp_run.stderr
     assert summary_counts(otlp_run.stdout, "generator summary")["published"] == len(truth)
-    got = [validate_line(v).to_dict() | {"kind": json.loads(v)["kind"]}
-           for v in read_values(settings, settings.kafka_raw_events_topic)]
+    got = [
+        validate_line(v).to_dict() | {"kind": json.loads(v)["kind"]}
+        for v in read_values(settings, settings.kafka_raw_events_topic)
+    ]
     assert len(got) == len(truth) > 100
     assert any(ev["status_code"] >= 500 and ev["error_message"] for ev in truth)  # the surge made errors
     assert sorted(map(_key, got)) == sorted(map(_key, truth))

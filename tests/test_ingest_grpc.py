@@ -30,8 +30,9 @@ def channel(receiver):  # noqa: F811
 
 
 def test_export_is_ok_with_an_empty_response_for_every_signal(channel, settings):
-    resp = TraceServiceStub(channel).Export(S.traces(S.span("GET /grpc", http__route="/grpc", http__method="GET")),
-                                            timeout=10)
+    resp = TraceServiceStub(channel).Export(
+        S.traces(S.span("GET /grpc", http__route="/grpc", http__method="GET")), timeout=10
+    )
     assert not resp.HasField("partial_success")
     (ev,) = [json.loads(v) for v in read_values(settings, settings.kafka_raw_events_topic)]
     assert ev["endpoint"] == "GET /grpc" and ev["kind"] == "server"

@@ -20,8 +20,8 @@ from google.rpc import status_pb2
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from observability.dead_letter import parse_dead_letter
 from ingest.otlp_json import to_json
+from observability.dead_letter import parse_dead_letter
 from observability.schema import validate_line
 from tests import otlp_samples as S
 from tests.otlp_fixtures import read_values, receiver, start_receiver, stop_receiver  # noqa: F401
@@ -43,8 +43,10 @@ def status_of(resp: httpx.Response) -> status_pb2.Status:
 
 
 def events(settings) -> list[dict]:
-    return [validate_line(v).to_dict() | {"kind": json.loads(v).get("kind")}
-            for v in read_values(settings, settings.kafka_raw_events_topic)]
+    return [
+        validate_line(v).to_dict() | {"kind": json.loads(v).get("kind")}
+        for v in read_values(settings, settings.kafka_raw_events_topic)
+    ]
 
 
 def dead_letters(settings) -> list[dict]:
@@ -59,8 +61,11 @@ def small_receiver(data_dir):
 
 
 def test_protobuf_export_is_200_with_an_empty_response_after_publishing(receiver, settings):  # noqa: F811
-    req = S.traces(S.span("GET /api/x", http__request__method="GET", http__route="/api/items/{id}",
-                          http__response__status_code=404))
+    req = S.traces(
+        S.span(
+            "GET /api/x", http__request__method="GET", http__route="/api/items/{id}", http__response__status_code=404
+        )
+    )
     resp = post(receiver, "/v1/traces", req.SerializeToString(), PB)
     assert resp.status_code == 200 and resp.headers["content-type"] == "application/x-protobuf"
     parsed = ExportTraceServiceResponse.FromString(resp.content)
@@ -73,13 +78,32 @@ def test_protobuf_export_is_200_with_an_empty_response_after_publishing(receiver
 
 def test_json_export_takes_hex_ids_in_any_case_enums_as_ints_and_int64_strings(receiver, settings):  # noqa: F811
     start = S.NOW_NS
-    body = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "js"}}]},
-                               "scopeSpans": [{"scope": {"name": "x", "futureField": 1}, "spans": [
-                                   {"traceId": S.TRACE.hex().upper(), "spanId": S.SPAN.hex().upper(),
-                                    "parentSpanId": "00F067AA0BA902B7", "name": "consume orders", "kind": 5,
-                                    "startTimeUnixNano": str(start), "endTimeUnixNano": start + 1_500_000,
-                                    "status": {"code": 2, "message": "poison message"}, "unknownField": {"a": 1},
-                                    "attributes": [{"key": "retries", "value": {"intValue": "3"}}]}]}]}]}
+    body = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "js"}}]},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "x", "futureField": 1},
+                        "spans": [
+                            {
+                                "traceId": S.TRACE.hex().upper(),
+                                "spanId": S.SPAN.hex().upper(),
+                                "parentSpanId": "00F067AA0BA902B7",
+                                "name": "consume orders",
+                                "kind": 5,
+                                "startTimeUnixNano": str(start),
+                                "endTimeUnixNano": start + 1_500_000,
+                                "status": {"code": 2, "message": "poison message"},
+                                "unknownField": {"a": 1},
+                                "attributes": [{"key": "retries", "value": {"intValue": "3"}}],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
     resp = post(receiver, "/v1/traces", json.dumps(body).encode(), {"Content-Type": "application/json; charset=utf-8"})
     assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
     assert resp.json() == {}
@@ -92,10 +116,12 @@ def test_json_export_takes_hex_ids_in_any_case_enums_as_ints_and_int64_strings(r
 
 def test_partial_success_publishes_the_valid_spans_and_dead_letters_each_reject(receiver, settings):  # noqa: F811
     good = S.span("GET /ok", span_id=bytes.fromhex("0000000000000001"))
-    req = S.traces(good,
-                   S.span("short trace id", trace_id=b"\x01\x02\x03"),
-                   S.span("backwards", span_id=bytes.fromhex("0000000000000002"), duration_ns=-5),
-                   S.span("long span id", span_id=b"123456789"))
+    req = S.traces(
+        good,
+        S.span("short trace id", trace_id=b"\x01\x02\x03"),
+        S.span("backwards", span_id=bytes.fromhex("0000000000000002"), duration_ns=-5),
+        S.span("long span id", span_id=b"123456789"),
+    )
     resp = post(receiver, "/v1/traces", req.SerializeToString(), PB)
     assert resp.status_code == 200
     ps = ExportTraceServiceResponse.FromString(resp.content).partial_success
@@ -106,9 +132,13 @@ def test_partial_success_publishes_the_valid_spans_and_dead_letters_each_reject(
     assert "span_id: must be 8 bytes, got 9" in ps.error_message
     assert [e["span_id"] for e in events(settings)] == ["0000000000000001"]
     dls = dead_letters(settings)
-    assert sorted(d["reason"] for d in dls) == sorted(["trace_id: must be 16 bytes, got 3",
-                                                       "end_time_unix_nano: before start_time_unix_nano",
-                                                       "span_id: must be 8 bytes, got 9"])
+    assert sorted(d["reason"] for d in dls) == sorted(
+        [
+            "trace_id: must be 16 bytes, got 3",
+            "end_time_unix_nano: before start_time_unix_nano",
+            "span_id: must be 8 bytes, got 9",
+        ]
+    )
     assert {d["source"] for d in dls} == {"otlp:traces"}
     names = {json.loads(d["payload"])["span"]["name"] for d in dls}
     assert names == {"short trace id", "backwards", "long span id"}
@@ -128,20 +158,26 @@ def test_partial_success_for_logs_and_metrics_in_json(receiver, settings):  # no
     assert ps.rejected_data_points == 2
     assert "value: must be finite" in ps.error_message and "summary points are not stored" in ps.error_message
     rows = [json.loads(v) for v in read_values(settings, settings.kafka_metrics_topic)]
-    assert sorted((r["name"], r["kind"]) for r in rows) == [("latency", "histogram"), ("queue.depth", "gauge"),
-                                                            ("requests", "sum")]
+    assert sorted((r["name"], r["kind"]) for r in rows) == [
+        ("latency", "histogram"),
+        ("queue.depth", "gauge"),
+        ("requests", "sum"),
+    ]
     sources = sorted(d["source"] for d in dead_letters(settings))
     assert sources == ["otlp:logs", "otlp:logs", "otlp:metrics", "otlp:metrics"]
 
 
-@pytest.mark.parametrize("path,body,headers,needle", [
-    ("/v1/traces", b"\xff\xff\xff garbage", PB, "cannot decode the body as ExportTraceServiceRequest"),
-    ("/v1/logs", b"{not json", JS, "invalid JSON"),
-    ("/v1/traces", b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}', JS, "is not a hex string"),
-    ("/v1/metrics", b'{"resourceMetrics": 5}', JS, "resourceMetrics"),
-    ("/v1/traces", b"x", {**PB, "Content-Encoding": "br"}, "unsupported Content-Encoding"),
-    ("/v1/traces", b"\x1f\x8b\x08\x00broken", {**PB, "Content-Encoding": "gzip"}, "gzip"),
-])
+@pytest.mark.parametrize(
+    "path,body,headers,needle",
+    [
+        ("/v1/traces", b"\xff\xff\xff garbage", PB, "cannot decode the body as ExportTraceServiceRequest"),
+        ("/v1/logs", b"{not json", JS, "invalid JSON"),
+        ("/v1/traces", b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}', JS, "is not a hex string"),
+        ("/v1/metrics", b'{"resourceMetrics": 5}', JS, "resourceMetrics"),
+        ("/v1/traces", b"x", {**PB, "Content-Encoding": "br"}, "unsupported Content-Encoding"),
+        ("/v1/traces", b"\x1f\x8b\x08\x00broken", {**PB, "Content-Encoding": "gzip"}, "gzip"),
+    ],
+)
 def test_undecodable_bodies_are_400_with_a_status(receiver, settings, path, body, headers, needle):  # noqa: F811
     resp = post(receiver, path, body, headers)
     assert resp.status_code == 400

@@ -19,19 +19,29 @@ pytestmark = pytest.mark.kafka
 
 def test_sdk_app_over_http_into_kafka(data_dir, kafka_broker):  # noqa: F811
     suffix = uuid.uuid4().hex[:8]
-    topics = {var: f"{name}_{suffix}" for var, name in (
-        ("KAFKA_RAW_EVENTS_TOPIC", "raw_events"), ("KAFKA_AGGREGATED_TOPIC", "aggregated_metrics"),
-        ("KAFKA_ANOMALIES_TOPIC", "anomalies"), ("KAFKA_DEAD_LETTER_TOPIC", "dead_letter"),
-        ("KAFKA_LOGS_TOPIC", "raw_logs"), ("KAFKA_METRICS_TOPIC", "raw_metrics"))}
+    topics = {
+        var: f"{name}_{suffix}"
+        for var, name in (
+            ("KAFKA_RAW_EVENTS_TOPIC", "raw_events"),
+            ("KAFKA_AGGREGATED_TOPIC", "aggregated_metrics"),
+            ("KAFKA_ANOMALIES_TOPIC", "anomalies"),
+            ("KAFKA_DEAD_LETTER_TOPIC", "dead_letter"),
+            ("KAFKA_LOGS_TOPIC", "raw_logs"),
+            ("KAFKA_METRICS_TOPIC", "raw_metrics"),
+        )
+    }
     rec = start_receiver(data_dir, {"TRANSPORT": "kafka", "KAFKA_BROKER": kafka_broker, **topics}, timeout_s=60)
     try:
         truth, services = run_shop("http", rec.http_url, orders=6, error_every=3)
         events = [json.loads(r.value) for r in consume(kafka_broker, topics["KAFKA_RAW_EVENTS_TOPIC"], 24)]
         assert len(events) == 24 and {e["kind"] for e in events} == {"server", "client"}
         assert sorted(e["span_id"] for e in events) == sorted(
-            s for ids in (*truth.server_spans.values(), *truth.client_spans.values()) for s in ids)
-        assert all(r.key == json.loads(r.value)["trace_id"].encode()
-                   for r in consume(kafka_broker, topics["KAFKA_RAW_EVENTS_TOPIC"], 24))
+            s for ids in (*truth.server_spans.values(), *truth.client_spans.values()) for s in ids
+        )
+        assert all(
+            r.key == json.loads(r.value)["trace_id"].encode()
+            for r in consume(kafka_broker, topics["KAFKA_RAW_EVENTS_TOPIC"], 24)
+        )
         logs = consume(kafka_broker, topics["KAFKA_LOGS_TOPIC"], 6)
         assert sorted(json.loads(r.value)["trace_id"] for r in logs) == sorted(truth.trace_of_order)
         points = consume(kafka_broker, topics["KAFKA_METRICS_TOPIC"], 5)

@@ -42,13 +42,16 @@ def reason(span) -> str:
     return m.reasons[0]
 
 
-@pytest.mark.parametrize("attrs,name,expected", [
-    ({"http.request.method": "GET", "http.route": "/users/{id}"}, "GET", "GET /users/{id}"),
-    ({"http.method": "POST", "http.route": "/pay"}, "POST", "POST /pay"),  # legacy semantic conventions
-    ({"http.route": "/only-route"}, "x", "/only-route"),
-    ({"http.request.method": "GET"}, "GET /by-name", "GET /by-name"),
-    ({}, "", "unknown"),
-])
+@pytest.mark.parametrize(
+    "attrs,name,expected",
+    [
+        ({"http.request.method": "GET", "http.route": "/users/{id}"}, "GET", "GET /users/{id}"),
+        ({"http.method": "POST", "http.route": "/pay"}, "POST", "POST /pay"),  # legacy semantic conventions
+        ({"http.route": "/only-route"}, "x", "/only-route"),
+        ({"http.request.method": "GET"}, "GET /by-name", "GET /by-name"),
+        ({}, "", "unknown"),
+    ],
+)
 def test_endpoint_is_method_and_route_else_the_span_name(attrs, name, expected):
     sp = S.span(name)
     sp.attributes.extend(S.kv(k, v) for k, v in attrs.items())
@@ -56,14 +59,17 @@ def test_endpoint_is_method_and_route_else_the_span_name(attrs, name, expected):
     assert (validate_line(json.dumps(ev)).endpoint) == expected
 
 
-@pytest.mark.parametrize("attrs,status,expected", [
-    ({"http.response.status_code": 404}, 0, 404),
-    ({"http.status_code": 503}, 0, 503),  # legacy
-    ({"http.response.status_code": "201"}, 2, 201),  # the attribute wins over the span status
-    ({}, 2, 500),
-    ({}, 1, 200),
-    ({}, 0, 200),
-])
+@pytest.mark.parametrize(
+    "attrs,status,expected",
+    [
+        ({"http.response.status_code": 404}, 0, 404),
+        ({"http.status_code": 503}, 0, 503),  # legacy
+        ({"http.response.status_code": "201"}, 2, 201),  # the attribute wins over the span status
+        ({}, 2, 500),
+        ({}, 1, 200),
+        ({}, 0, 200),
+    ],
+)
 def test_status_code_from_the_http_attribute_else_the_span_status(attrs, status, expected):
     sp = S.span(status_code=status)
     sp.attributes.extend(S.kv(k, v) for k, v in attrs.items())
@@ -79,8 +85,9 @@ def test_error_message_is_the_status_message_else_the_exception_event():
     assert event(S.span())["error_message"] is None
 
 
-@pytest.mark.parametrize("kind,expected", [(0, "internal"), (1, "internal"), (2, "server"), (3, "client"),
-                                           (4, "producer"), (5, "consumer")])
+@pytest.mark.parametrize(
+    "kind,expected", [(0, "internal"), (1, "internal"), (2, "server"), (3, "client"), (4, "producer"), (5, "consumer")]
+)
 def test_span_kind(kind, expected):
     ev = event(S.span(kind=kind))
     assert ev["kind"] == expected and ev["attributes"]["span.kind"] == expected
@@ -94,10 +101,21 @@ def test_service_from_the_resource_else_unknown_service():
 
 def test_times_ids_and_attributes():
     start = S.NOW_NS + 123_456_789
-    sp = S.span(start=start, duration_ns=2_500_001, parent=bytes.fromhex("00f067aa0ba902b7"), retries=3, ratio=0.5,
-                flag=True, where="span")
-    sp.attributes.extend([KeyValue(key="blob", value=AnyValue(bytes_value=b"\x00\x01")),
-                          KeyValue(key="nan", value=AnyValue(double_value=float("nan")))])
+    sp = S.span(
+        start=start,
+        duration_ns=2_500_001,
+        parent=bytes.fromhex("00f067aa0ba902b7"),
+        retries=3,
+        ratio=0.5,
+        flag=True,
+        where="span",
+    )
+    sp.attributes.extend(
+        [
+            KeyValue(key="blob", value=AnyValue(bytes_value=b"\x00\x01")),
+            KeyValue(key="nan", value=AnyValue(double_value=float("nan"))),
+        ]
+    )
     arr = sp.attributes.add(key="list")
     arr.value.array_value.values.extend([AnyValue(int_value=1), AnyValue(string_value="a")])
     req = S.traces(sp)
@@ -108,9 +126,18 @@ def test_times_ids_and_attributes():
     assert ev["timestamp"] == validate_line(rec[2]).to_dict()["timestamp"]
     assert validate_line(rec[2]).timestamp_ms == start // 1_000_000
     assert (ev["trace_id"], ev["span_id"], ev["parent_span_id"]) == (S.TRACE.hex(), S.SPAN.hex(), "00f067aa0ba902b7")
-    assert ev["attributes"] == {"service.name": "shop", "where": "span", "host.name": "h1", "retries": 3, "ratio": 0.5,
-                                "flag": True, "blob": base64.b64encode(b"\x00\x01").decode(), "nan": "nan",
-                                "list": [1, "a"], "span.kind": "server"}
+    assert ev["attributes"] == {
+        "service.name": "shop",
+        "where": "span",
+        "host.name": "h1",
+        "retries": 3,
+        "ratio": 0.5,
+        "flag": True,
+        "blob": base64.b64encode(b"\x00\x01").decode(),
+        "nan": "nan",
+        "list": [1, "a"],
+        "span.kind": "server",
+    }
 
 
 def test_event_id_is_deterministic_per_span():
@@ -120,16 +147,19 @@ def test_event_id_is_deterministic_per_span():
     assert len(a["event_id"]) == 32
 
 
-@pytest.mark.parametrize("span,expected", [
-    (S.span(trace_id=bytes(16)), "trace_id: all zeros is not a valid trace id"),
-    (S.span(trace_id=b"\x01" * 8), "trace_id: must be 16 bytes, got 8"),
-    (S.span(span_id=bytes(8)), "span_id: all zeros is not a valid span id"),
-    (S.span(parent=b"\x01\x02"), "parent_span_id: must be empty or 8 bytes, got 2"),
-    (S.span(start=0, duration_ns=5), "start_time_unix_nano: missing"),
-    (S.span(duration_ns=-1), "end_time_unix_nano: before start_time_unix_nano"),
-    (S.span(start=S.NOW_NS + 3 * 86_400 * 10**9), "start_time_unix_nano: more than a day in the future"),
-    (S.span(http__response__status_code=999), "http.response.status_code: 999 outside 100-599"),
-])
+@pytest.mark.parametrize(
+    "span,expected",
+    [
+        (S.span(trace_id=bytes(16)), "trace_id: all zeros is not a valid trace id"),
+        (S.span(trace_id=b"\x01" * 8), "trace_id: must be 16 bytes, got 8"),
+        (S.span(span_id=bytes(8)), "span_id: all zeros is not a valid span id"),
+        (S.span(parent=b"\x01\x02"), "parent_span_id: must be empty or 8 bytes, got 2"),
+        (S.span(start=0, duration_ns=5), "start_time_unix_nano: missing"),
+        (S.span(duration_ns=-1), "end_time_unix_nano: before start_time_unix_nano"),
+        (S.span(start=S.NOW_NS + 3 * 86_400 * 10**9), "start_time_unix_nano: more than a day in the future"),
+        (S.span(http__response__status_code=999), "http.response.status_code: 999 outside 100-599"),
+    ],
+)
 def test_unmappable_spans_are_rejected_with_a_reason(span, expected):
     assert reason(span) == expected
 
@@ -144,8 +174,9 @@ def test_records_over_the_schema_line_limit_are_rejected():
 def test_rejects_become_dead_letters_and_an_english_summary():
     m = one(S.span("ok"), S.span("bad", trace_id=b"1"), S.span("bad2", trace_id=b"22"))
     assert len(m.records) == 1 and m.rejected == 2 and len(m.dead_letters) == 2
-    assert m.error_message("spans") == ("2 of 3 spans rejected: trace_id: must be 16 bytes, got 1; "
-                                        "trace_id: must be 16 bytes, got 2")
+    assert m.error_message("spans") == (
+        "2 of 3 spans rejected: trace_id: must be 16 bytes, got 1; trace_id: must be 16 bytes, got 2"
+    )
     dl = json.loads(m.dead_letters[0])
     assert dl["source"] == "otlp:traces" and json.loads(dl["payload"])["span"]["traceId"] == b"1".hex()
 
@@ -159,7 +190,7 @@ def test_log_records_map_to_the_logs_contract():
     kv = rec.body.kvlist_value.values.add(key="user")
     kv.value.int_value = 7
     m = mapping.map_logs(req, "raw_logs")
-    (topic, key, value, ts_ms), = m.records
+    ((topic, key, value, ts_ms),) = m.records
     row = validate_log_line(value)
     assert ts_ms == S.NOW_NS // 1_000_000 == row["timestamp"]  # observed time when the time is unknown
     assert row["body"] == '{"user":7}' and row["severity_number"] is None and row["severity_text"] is None
@@ -175,18 +206,36 @@ def test_metric_points_map_to_the_metrics_contract():
     h = rows["latency"]
     assert (h["count"], h["sum"], h["bucket_bounds"], h["bucket_counts"]) == (6, 123.5, [10.0, 100.0], [1, 4, 1])
     assert h["attributes"]["metric.temporality"] == "delta" and h["unit"] == "ms"
-    assert sorted(m.reasons) == ["legacy.summary: summary points are not stored (gauge, sum and histogram are)",
-                                 "value: must be finite"]
+    assert sorted(m.reasons) == [
+        "legacy.summary: summary points are not stored (gauge, sum and histogram are)",
+        "value: must be finite",
+    ]
     keys = {k for _, k, _, _ in m.records}
     assert keys == {b"shop/queue.depth", b"shop/requests", b"shop/latency"}
 
 
 # -- OTLP/JSON --------------------------------------------------------------------------------
 def test_otlp_json_accepts_snake_case_enum_names_and_numbers_and_roundtrips_hex():
-    body = {"resource_spans": [{"scope_spans": [{"spans": [
-        {"trace_id": S.TRACE.hex().upper(), "span_id": S.SPAN.hex(), "kind": "SPAN_KIND_CLIENT",
-         "start_time_unix_nano": S.NOW_NS, "end_time_unix_nano": str(S.NOW_NS + 1),
-         "links": [{"traceId": S.TRACE.hex(), "spanId": "00F067AA0BA902B7"}]}]}]}]}
+    body = {
+        "resource_spans": [
+            {
+                "scope_spans": [
+                    {
+                        "spans": [
+                            {
+                                "trace_id": S.TRACE.hex().upper(),
+                                "span_id": S.SPAN.hex(),
+                                "kind": "SPAN_KIND_CLIENT",
+                                "start_time_unix_nano": S.NOW_NS,
+                                "end_time_unix_nano": str(S.NOW_NS + 1),
+                                "links": [{"traceId": S.TRACE.hex(), "spanId": "00F067AA0BA902B7"}],
+                            }
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
     msg = otlp_json.parse(json.dumps(body).encode(), ExportTraceServiceRequest())
     sp = msg.resource_spans[0].scope_spans[0].spans[0]
     assert sp.trace_id == S.TRACE and sp.kind == Span.SPAN_KIND_CLIENT and sp.end_time_unix_nano == S.NOW_NS + 1
@@ -196,11 +245,14 @@ def test_otlp_json_accepts_snake_case_enum_names_and_numbers_and_roundtrips_hex(
     assert otlp_json.parse(otlp_json.to_json(msg), ExportTraceServiceRequest()) == msg
 
 
-@pytest.mark.parametrize("body,needle", [
-    (b"[]", "must be a JSON object"),
-    (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"spanId": 5}]}]}]}', "must be a hex string"),
-    (b'{"resourceSpans": {}}', ""),
-])
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        (b"[]", "must be a JSON object"),
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"spanId": 5}]}]}]}', "must be a hex string"),
+        (b'{"resourceSpans": {}}', ""),
+    ],
+)
 def test_otlp_json_errors_name_the_problem(body, needle):
     with pytest.raises(otlp_json.OtlpJsonError) as err:
         otlp_json.parse(body, ExportTraceServiceRequest())

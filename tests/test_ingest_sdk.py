@@ -13,7 +13,6 @@ arrives, once.
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 
 import httpx
@@ -37,8 +36,8 @@ def _events(settings) -> list[dict]:
 
 @pytest.mark.parametrize("protocol,workers", [("http", 0), ("grpc", 0), ("http", 2), ("grpc", 2)])
 def test_sdk_app_telemetry_arrives_exactly(protocol, workers, request, settings):
-    receiver = request.getfixturevalue("pooled_receiver" if workers else "receiver")
-    truth, services = run_shop(protocol, _endpoint(receiver, protocol), ORDERS, ERROR_EVERY)
+    rec = request.getfixturevalue("pooled_receiver" if workers else "receiver")
+    truth, services = run_shop(protocol, _endpoint(rec, protocol), ORDERS, ERROR_EVERY)
     try:
         _check_shop(settings, truth)
     finally:
@@ -68,21 +67,25 @@ def _check_shop(settings, truth) -> None:
     assert [r["endpoint"] for r in roots] == ["GET /api/orders/{id}"] * ORDERS
     assert [r["trace_id"] for r in roots] == truth.trace_of_order
     assert [r["status_code"] for r in roots] == [502 if o in errors else 200 for o in range(ORDERS)]
-    assert [r["error_message"] for r in roots] == ["upstream backend returned 500" if o in errors else None
-                                                   for o in range(ORDERS)]
+    assert [r["error_message"] for r in roots] == [
+        "upstream backend returned 500" if o in errors else None for o in range(ORDERS)
+    ]
     assert all(r["parent_span_id"] is None for r in roots)
     charges = [by_span[i] for i in truth.backend_span_of_order]
     assert [c["endpoint"] for c in charges] == ["POST /api/charge"] * ORDERS
     assert [c["status_code"] for c in charges] == [500 if o in errors else 200 for o in range(ORDERS)]
     # no status message: the error message comes from the recorded exception event
-    assert [c["error_message"] for c in charges] == [f"card declined for order {o}" if o in errors else None
-                                                     for o in range(ORDERS)]
+    assert [c["error_message"] for c in charges] == [
+        f"card declined for order {o}" if o in errors else None for o in range(ORDERS)
+    ]
     # the dependency edge: backend's server span is the child of frontend's client span, across services
     calls = {by_span[i]["span_id"]: by_span[i] for i in truth.client_spans["frontend"]}
     for c in charges:
         assert calls[c["parent_span_id"]]["service"] == "frontend"
     db = [by_span[i] for i in truth.client_spans["backend"]]
-    assert {d["endpoint"] for d in db} == {"SELECT orders"} and all(d["attributes"]["db.system"] == "postgresql" for d in db)
+    assert {d["endpoint"] for d in db} == {"SELECT orders"} and all(
+        d["attributes"]["db.system"] == "postgresql" for d in db
+    )
     assert all(d["status_code"] == 200 for d in db)
     for ev in events:
         assert ev["attributes"]["service.name"] == ev["service"] and ev["attributes"]["span.kind"] == ev["kind"]
@@ -107,11 +110,17 @@ def _check_shop(settings, truth) -> None:
     counters = {(p["service"], p["attributes"]["outcome"]): p for p in points if p["name"] == "shop.orders"}
     n_err = len(errors)
     assert {k: p["value"] for k, p in counters.items()} == {
-        ("frontend", "ok"): ORDERS - n_err, ("frontend", "error"): n_err,
-        ("backend", "ok"): ORDERS - n_err, ("backend", "error"): n_err,
+        ("frontend", "ok"): ORDERS - n_err,
+        ("frontend", "error"): n_err,
+        ("backend", "ok"): ORDERS - n_err,
+        ("backend", "error"): n_err,
     }
-    assert all(p["kind"] == "sum" and p["attributes"]["metric.monotonic"] is True
-               and p["attributes"]["metric.temporality"] == "cumulative" for p in counters.values())
+    assert all(
+        p["kind"] == "sum"
+        and p["attributes"]["metric.monotonic"] is True
+        and p["attributes"]["metric.temporality"] == "cumulative"
+        for p in counters.values()
+    )
     (hist,) = [p for p in points if p["name"] == "shop.charge.amount"]
     assert hist["kind"] == "histogram" and hist["service"] == "backend" and hist["unit"] == "EUR"
     assert hist["count"] == len(truth.amounts) and hist["sum"] == pytest.approx(sum(truth.amounts))
@@ -141,31 +150,40 @@ def _mend_log(topic_dir, aside) -> None:
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_transport_failure_is_503_and_the_sdk_retry_delivers_everything(protocol, pooled_receiver, settings):  # noqa: F811
-    receiver = pooled_receiver
+    rec = pooled_receiver
     # one export first, so the producer has its partitions open: the failure then hits a flush with
     # records buffered for several partitions (what a full disk does), not the first send
     warm_up = S.traces(S.span("warm-up", span_id=bytes.fromhex("00000000000000aa")))
-    assert httpx.post(receiver.http_url + "/v1/traces", content=warm_up.SerializeToString(),
-                      headers={"Content-Type": "application/x-protobuf"}).status_code == 200
+    assert (
+        httpx.post(
+            rec.http_url + "/v1/traces",
+            content=warm_up.SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"},
+        ).status_code
+        == 200
+    )
     topic_dir, aside = _break_log(settings)
-    truth, services = run_shop(protocol, _endpoint(receiver, protocol), 6, 3, flush=False)
+    truth, services = run_shop(protocol, _endpoint(rec, protocol), 6, 3, flush=False)
     flushed = {}
     frontend, backend = services
-    t = threading.Thread(target=lambda: flushed.update(ok=frontend.tracer_provider.force_flush(60_000) and
-                                                          backend.tracer_provider.force_flush(60_000)))
+    t = threading.Thread(
+        target=lambda: flushed.update(
+            ok=frontend.tracer_provider.force_flush(60_000) and backend.tracer_provider.force_flush(60_000)
+        )
+    )
     t.start()
     # the receiver refuses (and says so on /health) while the log is broken ...
-    wait_for(lambda: receiver.health().status_code == 503, 20, "the receiver to report the transport down")
-    failures = receiver.health().json()["failures"]
-    assert failures >= 1 and "unavailable" in receiver.health().json()["status"]
+    wait_for(lambda: rec.health().status_code == 503, 20, "the receiver to report the transport down")
+    failures = rec.health().json()["failures"]
+    assert failures >= 1 and "unavailable" in rec.health().json()["status"]
     _mend_log(topic_dir, aside)
     t.join(60)
-    assert flushed.get("ok") is True, receiver.output()
+    assert flushed.get("ok") is True, rec.output()
     for svc in services:
         svc.shutdown()
     events = _events(settings)
     expected = {sid for ids in (*truth.server_spans.values(), *truth.client_spans.values()) for sid in ids}
     expected.add("00000000000000aa")
     assert sorted(ev["span_id"] for ev in events) == sorted(expected)  # every span, each once
-    assert receiver.health().status_code == 200
-    assert receiver.proc.poll() is None  # it kept serving
+    assert rec.health().status_code == 200
+    assert rec.proc.poll() is None  # it kept serving

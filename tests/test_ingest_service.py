@@ -21,17 +21,28 @@ def test_heartbeat_health_checks_and_a_clean_stop(data_dir, settings, monkeypatc
     s = get_settings()
     store = Store.from_settings(s)
     try:
-        wait_for(lambda: store.fetch_one(f"SELECT detail FROM {tables.HEARTBEATS} WHERE component = 'ingest'"),
-                 30, "the ingest heartbeat")
+        wait_for(
+            lambda: store.fetch_one(f"SELECT detail FROM {tables.HEARTBEATS} WHERE component = 'ingest'"),
+            30,
+            "the ingest heartbeat",
+        )
         result = health.check_ingest(s, store, utcnow())
         assert result.status == "healthy" and "/health" in result.detail, result
-        script = subprocess.run([sys.executable, "scripts/health_check.py", "--component", "ingest"], cwd=ROOT,
-                                capture_output=True, text=True, timeout=120)
+        script = subprocess.run(
+            [sys.executable, "scripts/health_check.py", "--component", "ingest"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert script.returncode == 0 and "OK   ingest" in script.stdout, script.stdout + script.stderr
         import httpx
 
-        resp = httpx.post(rec.http_url + "/v1/traces", content=S.traces(S.span("before stop")).SerializeToString(),
-                          headers={"Content-Type": "application/x-protobuf"})
+        resp = httpx.post(
+            rec.http_url + "/v1/traces",
+            content=S.traces(S.span("before stop")).SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"},
+        )
         assert resp.status_code == 200
         rec.proc.send_signal(signal.SIGTERM)
         assert rec.proc.wait(30) == 0
@@ -48,10 +59,16 @@ def test_a_taken_port_is_a_clear_error_not_a_traceback(data_dir):
     try:
         import os
 
-        env = {**os.environ, "DATA_DIR": str(data_dir), "OTLP_HTTP_PORT": "0", "OTLP_GRPC_PORT": str(rec.grpc_port),
-               "PYTHONPATH": str(ROOT)}
-        out = subprocess.run([sys.executable, "-m", "ingest"], cwd=ROOT, env=env, capture_output=True, text=True,
-                             timeout=60)
+        env = {
+            **os.environ,
+            "DATA_DIR": str(data_dir),
+            "OTLP_HTTP_PORT": "0",
+            "OTLP_GRPC_PORT": str(rec.grpc_port),
+            "PYTHONPATH": str(ROOT),
+        }
+        out = subprocess.run(
+            [sys.executable, "-m", "ingest"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
         assert out.returncode == 1
         assert "cannot listen for OTLP/gRPC" in out.stderr and "Traceback" not in out.stderr, out.stderr
     finally:
@@ -71,8 +88,12 @@ def test_a_dead_mapping_worker_costs_at_most_one_request(data_dir, settings):
 
         def post_ok():
             body = S.traces(S.span(f"after crash {len(answers)}")).SerializeToString()
-            resp = httpx.post(rec.http_url + "/v1/traces", content=body,
-                              headers={"Content-Type": "application/x-protobuf"}, timeout=30)
+            resp = httpx.post(
+                rec.http_url + "/v1/traces",
+                content=body,
+                headers={"Content-Type": "application/x-protobuf"},
+                timeout=30,
+            )
             answers.append(resp.status_code)
             return resp.status_code == 200
 
