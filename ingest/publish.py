@@ -74,17 +74,24 @@ class Publisher:
     """Owns the producer; `publish()` returns a future that resolves once the records are durable."""
 
     def __init__(
-        self, make_producer: Callable[[], Producer], dead_letter_topic: str, *, discard_on_failure: bool = False
+        self,
+        make_producer: Callable[[], Producer],
+        dead_letter_topic: str,
+        *,
+        discard_on_failure: bool = False,
+        connect_in_background: bool = False,
     ) -> None:
         self._make_producer = make_producer
         self._discard_on_failure = discard_on_failure
+        self._connect_in_background = connect_in_background
         self._dead_letter_topic = dead_letter_topic
         self._producer: Producer | None = None
+        self._connector: threading.Thread | None = None
         self._jobs: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._stopping = False
         self.stats = PublisherStats()
-        self.healthy = True
+        self.healthy = False  # until a producer exists
         self._thread = threading.Thread(target=self._run, name="ingest-publisher", daemon=True)
         self._thread.start()
 
@@ -92,10 +99,13 @@ class Publisher:
     def from_settings(cls, settings: Settings) -> Publisher:
         # The local log's buffers of a failed flush are dropped with the producer (the client
         # re-sends them); Kafka's producer keeps them for its own re-send (at-least-once).
+        # Connecting to Kafka can take its admin step's 30 s when the broker is away: that happens
+        # on a side thread, and requests meanwhile get 503 at once instead of waiting.
         return cls(
             producer_factory(settings),
             settings.kafka_dead_letter_topic,
             discard_on_failure=settings.transport == "local",
+            connect_in_background=settings.transport == "kafka",
         )
 
     def publish(self, records, dead_letters=()) -> Future:
@@ -129,12 +139,31 @@ class Publisher:
                 size += job.size
             return batch
 
-    def _connect(self) -> None:
-        """Create the producer now (topics too), so /health is truthful before the first request."""
+    def _connect(self) -> Producer | None:
+        """The producer, creating it if needed; None (and the reason recorded) while it cannot be had.
+
+        In the background mode a connector thread does the creating and this returns None until it
+        succeeded, so a broker that is away costs each request a quick 503, not the connect timeout.
+        """
+        if self._producer is not None:
+            return self._producer
+        if not self._connect_in_background:
+            self._create()
+            return self._producer
+        if self._connector is None or not self._connector.is_alive():
+            self._connector = threading.Thread(target=self._create, name="ingest-connect", daemon=True)
+            self._connector.start()
+        return None
+
+    def _create(self) -> None:
         try:
-            self._producer = self._make_producer()
-        except Exception as exc:  # the first publish tries again
+            producer = self._make_producer()
+        except Exception as exc:  # broker away, log directory unusable: the next publish tries again
             self._failed([], exc)
+            return
+        self._producer = producer
+        self.healthy = True
+        log.info("transport connected")
 
     def _run(self) -> None:
         self._connect()
@@ -150,10 +179,14 @@ class Publisher:
                 log.warning("producer close failed", error=str(exc)[:300])
 
     def _publish(self, batch: list[_Job]) -> None:
+        producer = self._connect()
+        if producer is None:
+            err = TransportUnavailable(f"not connected to the transport: {self.stats.last_error or 'connecting'}")
+            for job in batch:
+                job.future.set_exception(err)
+            return
         try:
-            if self._producer is None:
-                self._producer = self._make_producer()
-            producer, dl_topic = self._producer, self._dead_letter_topic
+            dl_topic = self._dead_letter_topic
             send = producer.send
             for job in batch:
                 for topic, key, value, ts_ms in job.records:

@@ -56,8 +56,12 @@ class Receiver:
         return httpx.get(self.http_url + "/health", timeout=5)
 
 
-def start_receiver(data_dir: Path, env_extra: dict | None = None, timeout_s: float = 60.0) -> Receiver:
-    """`python -m ingest`; mapping in-process (OTLP_WORKERS=0, quicker to start) unless env_extra says otherwise."""
+def start_receiver(
+    data_dir: Path, env_extra: dict | None = None, timeout_s: float = 60.0, expect_healthy: bool = True
+) -> Receiver:
+    """`python -m ingest`; mapping in-process (OTLP_WORKERS=0, quicker to start) unless env_extra says otherwise.
+
+    Returns once GET /health answers 200 (or answers at all, with expect_healthy=False)."""
     http_port, grpc_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -80,7 +84,7 @@ def start_receiver(data_dir: Path, env_extra: dict | None = None, timeout_s: flo
         if proc.poll() is not None:
             raise RuntimeError(f"receiver exited with {proc.returncode}:\n{rec.output()}")
         try:
-            if rec.health().status_code == 200:
+            if rec.health().status_code == 200 or not expect_healthy:
                 return rec
         except httpx.HTTPError:
             pass

@@ -51,3 +51,32 @@ def test_sdk_app_over_http_into_kafka(data_dir, kafka_broker):  # noqa: F811
     finally:
         stop_receiver(rec)
     assert "Traceback" not in rec.output(), rec.output()
+
+
+def test_kafka_away_is_a_quick_503_not_a_hang(data_dir):
+    """No broker behind KAFKA_BROKER: connecting retries for 30 s in the background, and requests
+    meanwhile get 503 at once (the SDK's 10 s timeout would otherwise expire first)."""
+    import time
+
+    import httpx
+
+    from tests import otlp_samples as S
+    from tests.otlp_fixtures import free_port, wait_for
+
+    rec = start_receiver(
+        data_dir, {"TRANSPORT": "kafka", "KAFKA_BROKER": f"127.0.0.1:{free_port()}"}, expect_healthy=False
+    )
+    try:
+        wait_for(lambda: rec.health().status_code == 503, 30, "the receiver to answer /health")
+        t0 = time.monotonic()
+        resp = httpx.post(
+            rec.http_url + "/v1/traces",
+            content=S.traces(S.span("x")).SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"},
+            timeout=30,
+        )
+        assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
+        assert time.monotonic() - t0 < 3
+        assert "not connected to the transport" in resp.text
+    finally:
+        stop_receiver(rec)
