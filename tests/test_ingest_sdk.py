@@ -187,3 +187,16 @@ def test_transport_failure_is_503_and_the_sdk_retry_delivers_everything(protocol
     assert sorted(ev["span_id"] for ev in events) == sorted(expected)  # every span, each once
     assert rec.health().status_code == 200
     assert rec.proc.poll() is None  # it kept serving
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_sdk_gzip_compression(protocol, receiver, settings, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")  # read by the SDK's exporters
+    truth, services = run_shop(protocol, _endpoint(receiver, protocol), 3, 2)
+    try:
+        events = _events(settings)
+        assert len(events) == 12 and {e["status_code"] for e in events} >= {200, 500}
+        assert len(read_values(settings, settings.kafka_logs_topic)) == 3
+    finally:
+        for svc in services:
+            svc.shutdown()
