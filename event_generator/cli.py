@@ -47,6 +47,9 @@ def build_parser(settings) -> argparse.ArgumentParser:
     p.add_argument("--anomaly-probability", type=float, default=settings.anomaly_probability,
                    help="chance per event-time minute that a random scenario starts (none running, 15 min "
                    "after the last one); 0 disables. Default ANOMALY_PROBABILITY=%(default)s")
+    p.add_argument("--otlp", default=None, metavar="URL",
+                   help="send the spans through an OTLP/HTTP receiver (e.g. http://localhost:4318, `python -m ingest`) "
+                   "with the OpenTelemetry SDK's exporter instead of publishing to the transport directly")
     p.add_argument("--replay", type=Path, default=None, metavar="FILE.jsonl",
                    help="validate and publish the events of a JSONL file with their own timestamps "
                    "(default speed for replay: max); rejected lines go to the dead-letter topic")
@@ -77,10 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.replay is not None:
         if args.to_file is not None or args.scenario:
             parser.error("--replay publishes a recorded file; it takes no --to-file or --scenario")
+        if args.otlp:
+            parser.error("--otlp sends generated traffic; --replay publishes to the transport")
         if args.from_line < 1 or args.retry_seconds < 0:
             parser.error("--from-line must be at least 1 and --retry-seconds not negative")
         return _replay(args, settings, args.speed or "max")
     args.speed = args.speed or "realtime"
+    if args.otlp and args.to_file is not None:
+        parser.error("--otlp sends to a receiver; it takes no --to-file")
     if args.rate <= 0:
         parser.error("--rate must be positive")
     if args.duration is not None and args.duration <= 0:
@@ -101,7 +108,7 @@ def _generate(args, settings, specs, parser) -> int:
 
     from event_generator.generator import Generator, RunConfig
     from event_generator.labels import LabelSink, labels_path
-    from event_generator.sinks import FileSink, Progress, TransportSink
+    from event_generator.sinks import FileSink, Progress
 
     now_ms = int(time.time() * 1000)
     if args.start is not None:
@@ -123,7 +130,7 @@ def _generate(args, settings, specs, parser) -> int:
             log.warning("scenario starts after the run ends; it will not be injected", scenario=f"{spec.type}:{spec.service}",
                         start_minute=spec.start_min, run_minutes=round(args.duration / 60, 2))
 
-    sink = FileSink(args.to_file, settings) if args.to_file else TransportSink(settings)
+    sink = FileSink(args.to_file, settings) if args.to_file else _live_sink(args, settings)
     run_id = f"{datetime.fromtimestamp(start_ms / 1000, tz=timezone.utc):%Y%m%dT%H%M%SZ}-seed{seed}"
     labels = LabelSink(settings, labels_path(settings, args.to_file), run_id)
     cfg = RunConfig(rate=args.rate, start_ms=start_ms, duration_s=args.duration, seed=seed, speed=args.speed,
@@ -144,6 +151,17 @@ def _generate(args, settings, specs, parser) -> int:
     print(f"generator summary: published={result.published} scenarios={len(result.scenarios)} "
           f"label_rows={result.label_rows} seconds={result.seconds} seed={seed}", flush=True)
     return 0
+
+
+def _live_sink(args, settings):
+    """Where published events go: an OTLP receiver (`--otlp URL`) or the transport."""
+    if args.otlp:
+        from event_generator.otlp_sink import OtlpSink
+
+        return OtlpSink(args.otlp, settings)
+    from event_generator.sinks import TransportSink
+
+    return TransportSink(settings)
 
 
 def _replay(args, settings, speed: str) -> int:

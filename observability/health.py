@@ -33,6 +33,7 @@ UNHEALTHY_FACTOR = 3.0
 DETECTOR_HEARTBEAT = "detector"
 SPARK_HEARTBEAT = "spark"
 NARRATOR_HEARTBEAT = "narrator"
+INGEST_HEARTBEAT = "ingest"  # the OTLP receiver (python -m ingest)
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,24 @@ def check_airflow(settings: Settings, store: Store, now: datetime) -> CheckResul
     return _http_check("airflow", url, settings, accept)
 
 
+def ingest_health_url(settings: Settings) -> str:
+    host = settings.otlp_host if settings.otlp_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.otlp_http_port}/health"
+
+
+def check_ingest(settings: Settings, store: Store, now: datetime) -> CheckResult:
+    """The OTLP receiver: its GET /health (200 while it can publish) and its heartbeat."""
+    url = ingest_health_url(settings)
+    result = _http_check("ingest", url, settings, lambda r: f"{url}: {r.json().get('records', 0)} records published")
+    if result.status != HEALTHY:
+        return result
+    beat = _heartbeat(INGEST_HEARTBEAT, settings, store, now)
+    if beat.status != HEALTHY:
+        return CheckResult("ingest", DEGRADED, f"{result.detail}; {beat.detail}", result.latency_ms)
+    return result
+
+
 CHECKS: tuple[Callable[[Settings, Store, datetime], CheckResult], ...] = (
     check_transport,
     check_spark_progress,
@@ -239,12 +258,12 @@ CHECKS: tuple[Callable[[Settings, Store, datetime], CheckResult], ...] = (
 
 
 def run_all_checks(settings: Settings | None = None, store: Store | None = None, *, now: datetime | None = None,
-                   include_airflow: bool = False) -> list[CheckResult]:
+                   include_airflow: bool = False, include_ingest: bool = False) -> list[CheckResult]:
     """Every component check; an error inside a check becomes an unhealthy result."""
     settings = settings or get_settings()
     store = store or Store.from_settings(settings, max_wait_seconds=20)
     now = now or utcnow()
-    checks = CHECKS + ((check_airflow,) if include_airflow else ())
+    checks = CHECKS + ((check_airflow,) if include_airflow else ()) + ((check_ingest,) if include_ingest else ())
     results = []
     for check in checks:
         start = time.perf_counter()

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     otlp_http_port: int = Field(4318, ge=0, le=65535, alias="OTLP_HTTP_PORT")
     otlp_grpc_port: int = Field(4317, ge=0, le=65535, alias="OTLP_GRPC_PORT")
     otlp_max_body_bytes: int = Field(20 * 1024 * 1024, gt=0, alias="OTLP_MAX_BODY_BYTES")
+    # processes that decode and map requests beside the receiver's own (0: map in the receiver's process)
+    otlp_workers: int = Field(2, ge=0, le=64, alias="OTLP_WORKERS")
 
     # --- generator -----------------------------------------------------------
     events_per_second: float = Field(10, gt=0, alias="EVENTS_PER_SECOND")

@@ -55,7 +55,7 @@ def main() -> int:
     s = get_settings()
     unhealthy = []
 
-    results = run_all_checks(s)
+    results = run_all_checks(s, include_ingest=True)
     if args.component:
         results = [r for r in results if args.component in r.component]
         for r in results:
@@ -73,8 +73,10 @@ def main() -> int:
 
     print("== ports")
     host, oport = s.ollama_host_port
+    otlp_host = "127.0.0.1" if s.otlp_host in ("0.0.0.0", "::") else s.otlp_host
     for name, (h, port) in {"dashboard": (s.dashboard_host, s.dashboard_port), "airflow": ("127.0.0.1", s.airflow_port),
-                            "model server": (host, oport)}.items():
+                            "model server": (host, oport), "otlp http": (otlp_host, s.otlp_http_port),
+                            "otlp grpc": (otlp_host, s.otlp_grpc_port)}.items():
         ok = port_open(h, port)
         print(f"{'OK  ' if ok else 'FAIL'} {name:24s} {h}:{port} {'listening' if ok else 'closed'}")
         if not ok:

@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from observability.health import ingest_health_url  # noqa: E402
 from observability.settings import Settings, get_settings  # noqa: E402
 
 PY = sys.executable
@@ -33,6 +34,7 @@ def programs(s: Settings) -> dict[str, str]:
     return {
         "model-server": f"{PY} -m llm.serve",
         "generator": f"{PY} -m event_generator --speed realtime",
+        "ingest": f"{PY} -m ingest",
         "spark": f"{PY} -m spark.streaming_job",
         "detector": f"{PY} -m anomaly_detection.detector",
         "narrator": f"{PY} -m llm.narrator",
@@ -52,6 +54,7 @@ def health_urls(s: Settings) -> dict[str, str]:
         "dashboard": f"http://{s.dashboard_host}:{s.dashboard_port}/_stcore/health",
         "airflow": f"http://127.0.0.1:{s.airflow_port}/api/v2/monitor/health",
         "model-server": f"http://{host}:{port}/api/version",
+        "ingest": ingest_health_url(s),
     }
 
 
@@ -157,6 +160,7 @@ def start(s: Settings, timeout: float) -> int:
     print(f"dashboard:   http://{s.dashboard_host}:{s.dashboard_port}")
     print(f"airflow UI:  http://127.0.0.1:{s.airflow_port}  (login: admin / {password})")
     print(f"model API:   {s.ollama_url}")
+    print(f"OTLP:        http://{s.otlp_host}:{s.otlp_http_port} (HTTP), {s.otlp_host}:{s.otlp_grpc_port} (gRPC)")
     print("health:      make health    stop: make local-stop")
     bad = [k for k, v in ok.items() if not v]
     if bad:

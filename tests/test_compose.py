@@ -27,7 +27,7 @@ def _target_exists(cmd: list[str]) -> bool:
 
 def test_expected_services_are_declared():
     expected = {
-        "kafka", "kafka-init", "generator", "spark", "detector", "narrator", "ollama", "ollama-init",
+        "kafka", "kafka-init", "generator", "ingest", "spark", "detector", "narrator", "ollama", "ollama-init",
         "postgres", "airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "dashboard",
     }
     assert expected <= set(SERVICES)
@@ -61,6 +61,7 @@ def test_documented_ports_and_volumes():
     assert ports["dashboard"] == ["127.0.0.1:8501:8501"]
     assert ports["airflow-api-server"] == ["127.0.0.1:8080:8080"]
     assert ports["ollama"] == ["127.0.0.1:11434:11434"]
+    assert ports["ingest"] == ["127.0.0.1:4317:4317", "127.0.0.1:4318:4318"]
     assert set(COMPOSE["volumes"]) == {"kafka-data", "ollama-models", "postgres-data"}
     assert "kafka-data:/var/lib/kafka/data" in SERVICES["kafka"]["volumes"]
     assert SERVICES["kafka"]["image"].startswith("docker.io/apache/kafka:")
@@ -77,10 +78,19 @@ def test_image_is_built_from_the_containerfile_with_java():
 
 def test_containerfile_copies_every_package_a_service_runs():
     text = (ROOT / "Containerfile").read_text()
-    for folder in ("observability", "event_generator", "spark", "anomaly_detection", "llm", "dashboard", "dags", "scripts"):
+    for folder in ("observability", "event_generator", "ingest", "spark", "anomaly_detection", "llm", "dashboard", "dags", "scripts"):
         assert f"COPY {folder} ./{folder}" in text
 
 
 def test_ollama_init_pulls_the_configured_model():
     entry = " ".join(SERVICES["ollama-init"]["entrypoint"])
     assert "ollama pull" in entry and "OLLAMA_MODEL" in entry
+
+
+def test_otlp_receiver_listens_on_every_interface_inside_its_container():
+    svc = SERVICES["ingest"]
+    assert svc["command"] == ["python", "-m", "ingest"]
+    env = svc["environment"]
+    assert env["OTLP_HOST"] == "0.0.0.0"
+    assert env["TRANSPORT"] == "kafka" and env["KAFKA_BROKER"] == "kafka:9092"  # the shared app environment kept
+    assert "--component" in svc["healthcheck"]["test"] and "ingest" in svc["healthcheck"]["test"]

@@ -1,0 +1,1 @@
+"""The OTLP receiver (`python -m ingest`): OpenTelemetry traces, logs and metrics into the transport."""

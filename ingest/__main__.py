@@ -1,0 +1,3 @@
+from ingest.service import main
+
+raise SystemExit(main())

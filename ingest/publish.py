@@ -1,0 +1,224 @@
+"""The single publisher thread: every request's records go through one producer, then one flush.
+
+The local-log producer is not thread-safe, and a flush (fsync, or Kafka
+acks=all) costs about the same for one record as for thousands. So request
+handlers (the HTTP event loop, the gRPC worker threads) hand their records to
+this thread and wait on a future; the thread takes every job that is waiting,
+sends them all, flushes once and then resolves their futures. Several
+concurrent requests share one flush, which is what makes tens of thousands of
+spans per second possible. A future resolves only after flush() returned, so
+the receiver never acknowledges data that is not durable.
+
+When the transport fails (Kafka down, the local log unwritable) the jobs of
+that flush fail with `TransportUnavailable` (the receiver answers 503 or
+UNAVAILABLE and the client retries); the thread keeps running and the next
+job tries again. A failed flush may have written part of its records, so a
+retry can duplicate them: spans carry a deterministic event_id for that.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from observability.logs import get_logger
+from observability.settings import Settings
+from observability.transport import Producer, create_producer
+
+log = get_logger(__name__)
+
+# A Kafka flush retries for this long before it raises: well inside the SDK exporters'
+# 10 s timeout, so the client hears 503 and retries instead of timing out.
+KAFKA_DELIVERY_TIMEOUT_S = 5.0
+KAFKA_MAX_REQUEST_BYTES = 2 * 1024 * 1024  # an event may be up to 1 MiB
+MAX_RECORDS_PER_FLUSH = 200_000  # bounds the memory one flush holds
+
+
+class TransportUnavailable(RuntimeError):
+    """The transport could not durably accept the records; retrying later can succeed."""
+
+
+@dataclass
+class _Job:
+    records: list[tuple[str, bytes | None, bytes, int]]
+    dead_letters: list[bytes]
+    future: Future = field(default_factory=Future)
+
+    @property
+    def size(self) -> int:
+        return len(self.records) + len(self.dead_letters)
+
+
+@dataclass
+class PublisherStats:
+    records: int = 0
+    dead_letters: int = 0
+    flushes: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    last_ok_monotonic: float | None = None
+
+
+def producer_factory(settings: Settings) -> Callable[[], Producer]:
+    extra = {}
+    if settings.transport == "kafka":
+        extra = {"max_request_size": KAFKA_MAX_REQUEST_BYTES, "delivery_timeout_s": KAFKA_DELIVERY_TIMEOUT_S}
+    return lambda: create_producer(settings, **extra)
+
+
+class Publisher:
+    """Owns the producer; `publish()` returns a future that resolves once the records are durable."""
+
+    def __init__(
+        self,
+        make_producer: Callable[[], Producer],
+        dead_letter_topic: str,
+        *,
+        discard_on_failure: bool = False,
+        connect_in_background: bool = False,
+    ) -> None:
+        self._make_producer = make_producer
+        self._discard_on_failure = discard_on_failure
+        self._connect_in_background = connect_in_background
+        self._dead_letter_topic = dead_letter_topic
+        self._producer: Producer | None = None
+        self._connector: threading.Thread | None = None
+        self._jobs: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self.stats = PublisherStats()
+        self.healthy = False  # until a producer exists
+        self._thread = threading.Thread(target=self._run, name="ingest-publisher", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Publisher:
+        # The local log's buffers of a failed flush are dropped with the producer (the client
+        # re-sends them); Kafka's producer keeps them for its own re-send (at-least-once).
+        # Connecting to Kafka can take its admin step's 30 s when the broker is away: that happens
+        # on a side thread, and requests meanwhile get 503 at once instead of waiting.
+        return cls(
+            producer_factory(settings),
+            settings.kafka_dead_letter_topic,
+            discard_on_failure=settings.transport == "local",
+            connect_in_background=settings.transport == "kafka",
+        )
+
+    def publish(self, records, dead_letters=()) -> Future:
+        job = _Job(list(records), list(dead_letters))
+        with self._cond:
+            if self._stopping:
+                job.future.set_exception(TransportUnavailable("the receiver is shutting down"))
+                return job.future
+            self._jobs.append(job)
+            self._cond.notify()
+        return job.future
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Publish what is queued, then close the producer."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    # -- the thread ------------------------------------------------------------------
+    def _take(self) -> list[_Job] | None:
+        with self._cond:
+            while not self._jobs and not self._stopping:
+                self._cond.wait()
+            if not self._jobs:
+                return None
+            batch, size = [], 0
+            while self._jobs and (not batch or size + self._jobs[0].size <= MAX_RECORDS_PER_FLUSH):
+                job = self._jobs.popleft()
+                batch.append(job)
+                size += job.size
+            return batch
+
+    def _connect(self) -> Producer | None:
+        """The producer, creating it if needed; None (and the reason recorded) while it cannot be had.
+
+        In the background mode a connector thread does the creating and this returns None until it
+        succeeded, so a broker that is away costs each request a quick 503, not the connect timeout.
+        """
+        if self._producer is not None:
+            return self._producer
+        if not self._connect_in_background:
+            self._create()
+            return self._producer
+        if self._connector is None or not self._connector.is_alive():
+            self._connector = threading.Thread(target=self._create, name="ingest-connect", daemon=True)
+            self._connector.start()
+        return None
+
+    def _create(self) -> None:
+        try:
+            producer = self._make_producer()
+        except Exception as exc:  # broker away, log directory unusable: the next publish tries again
+            self._failed([], exc)
+            return
+        self._producer = producer
+        self.healthy = True
+        log.info("transport connected")
+
+    def _run(self) -> None:
+        self._connect()
+        while True:
+            batch = self._take()
+            if batch is None:
+                break
+            self._publish(batch)
+        if self._producer is not None:
+            try:
+                self._producer.close()
+            except Exception as exc:  # nothing is waiting on it any more
+                log.warning("producer close failed", error=str(exc)[:300])
+
+    def _publish(self, batch: list[_Job]) -> None:
+        producer = self._connect()
+        if producer is None:
+            err = TransportUnavailable(f"not connected to the transport: {self.stats.last_error or 'connecting'}")
+            for job in batch:
+                job.future.set_exception(err)
+            return
+        try:
+            dl_topic = self._dead_letter_topic
+            send = producer.send
+            for job in batch:
+                for topic, key, value, ts_ms in job.records:
+                    send(topic, value, key, timestamp_ms=ts_ms)
+                for dl in job.dead_letters:
+                    send(dl_topic, dl, None)
+            producer.flush()
+        except Exception as exc:  # Kafka down, disk full, ...: tell every waiting request
+            self._failed(batch, exc)
+            return
+        n_rec = sum(len(j.records) for j in batch)
+        n_dl = sum(len(j.dead_letters) for j in batch)
+        s = self.stats
+        s.records += n_rec
+        s.dead_letters += n_dl
+        s.flushes += 1
+        s.last_ok_monotonic = time.monotonic()
+        if not self.healthy:
+            log.info("transport recovered", records=n_rec)
+        self.healthy = True
+        for job in batch:
+            job.future.set_result(None)
+
+    def _failed(self, batch: list[_Job], exc: BaseException) -> None:
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        self.stats.failures += 1
+        self.stats.last_error = reason
+        if self.healthy:
+            log.warning("transport cannot accept, answering unavailable", error=reason)
+        self.healthy = False
+        if self._discard_on_failure:
+            self._producer = None
+        err = TransportUnavailable(reason)
+        for job in batch:
+            job.future.set_exception(err)
