@@ -1,4 +1,4 @@
-"""`python -m anomaly_detection.evaluate scenarios|nab ...`: detection quality figures."""
+"""`python -m anomaly_detection.evaluate scenarios|nab|rca ...`: detection and root-cause quality figures."""
 
 from __future__ import annotations
 
@@ -23,7 +23,20 @@ def main(argv: list[str] | None = None) -> int:
     n = sub.add_parser("nab", help="Numenta Anomaly Benchmark with NAB's scoring")
     n.add_argument("--data", type=Path, default=Path("../shared/datasets/nab"))
     n.add_argument("--out", type=Path, default=Path("data/nab_results"))
+    r = sub.add_parser("rca", help="a recorded Nezha day through the pipeline: recall, precision, AS@1, AS@3 of the root cause")
+    r.add_argument("--data", type=Path, default=Path("../shared/datasets/nezha-trainticket"), help="the Nezha dataset folder")
+    r.add_argument("--day", default=None, help="rca_data/<day> to load (default: the first)")
+    r.add_argument("--workdir", type=Path, default=Path("data/eval_rca"), help="scratch DATA_DIR (recreated)")
+    r.add_argument("--faults", type=int, default=None, help="only the first N fault blocks (a quick run)")
     args = p.parse_args(argv)
+    if args.cmd == "rca":
+        from anomaly_detection.evaluation import pipeline, rca
+
+        result, info = pipeline.run(args.data, args.workdir, faults_subset=args.faults, day=args.day)
+        print(f"loaded {info['events']} events {info['first']} .. {info['last']}; replay {info['replay_s']} s, "
+              f"spark {info['spark_s']} s, detector {info['detector_s']} s; anomalies={info['anomalies']}")
+        print(rca.report(result))
+        return 0
     if args.cmd == "scenarios":
         result = scenario_eval.run(
             args.workdir, seed=args.seed, aggregator=args.aggregator, clean_hours=args.clean_hours,

@@ -1,0 +1,91 @@
+"""`evaluate rca`: a recorded day through the platform's own ingest path, then root-cause scoring.
+
+Every stage runs as the user would run it, as a subprocess on a fresh DATA_DIR:
+the converted events are replayed (`python -m event_generator --replay`), the
+Spark job rolls them up (`--available-now`, bronze included), then
+`python -m anomaly_detection.detector --once`. The day keeps its own
+timestamps (January 2023): nothing in the pipeline reads the wall clock to
+decide what is final, only the stream's watermark.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from observability import tables
+from observability.logs import get_logger
+from observability.settings import Settings
+from observability.store import Store
+
+from anomaly_detection import scenario_eval
+from anomaly_detection.evaluation import nezha, rca
+
+log = get_logger(__name__)
+DAY = "2023-01-30"
+
+
+def find_day(data: Path, day: str | None = None) -> tuple[Path, Path]:
+    """(rca_data/<day>, construct_data/<day>) of a Nezha dataset folder."""
+    data = Path(data)
+    days = sorted(p.name for p in (data / "rca_data").iterdir() if p.is_dir()) if (data / "rca_data").is_dir() else []
+    if not days:
+        raise FileNotFoundError(f"{data}: no rca_data/<day> folder (see the dataset's README.md)")
+    day = day or days[0]
+    return data / "rca_data" / day, data / "construct_data" / day
+
+
+def ingest(events_file: Path, data_dir: Path) -> dict:
+    """Replay the events file into the local log, then the Spark job over all of it."""
+    env = scenario_eval._env(data_dir)
+    py = sys.executable
+    t0 = time.monotonic()
+    out = scenario_eval._run([py, "-m", "event_generator", "--replay", str(events_file)], env, "replay")
+    t1 = time.monotonic()
+    spark = scenario_eval._run([py, "-m", "spark.streaming_job", "--available-now"], env, "spark job")
+    t2 = time.monotonic()
+    store = Store.from_settings(Settings(DATA_DIR=data_dir))
+    # A bounded input has ended: every window is final (until the job flushes itself, issue 13 item 3).
+    scenario_eval._final_watermark(store)
+    return {"replay": out.strip().splitlines()[-1:], "spark": spark.strip().splitlines()[-1:],
+            "replay_s": round(t1 - t0, 1), "spark_s": round(t2 - t1, 1)}
+
+
+def incidents_frame(store: Store) -> pd.DataFrame:
+    """Incidents with ended_at filled: an open one ends at its last anomalous window."""
+    cols = [r[0] for r in store.fetch_all(f"DESCRIBE {tables.INCIDENTS}")]
+    extra = ", root_cause_candidates" if "root_cause_candidates" in cols else ""
+    return store.fetch_df(
+        f"""SELECT i.id, i.service, i.started_at, i.status, i.peak_severity, i.root_cause_service, i.related_services{extra},
+                   coalesce(i.ended_at, (SELECT max(a.window_end) FROM {tables.ANOMALIES} a
+                                         WHERE a.service = i.service AND a.window_start >= i.started_at), i.started_at) AS ended_at
+            FROM {tables.INCIDENTS} i ORDER BY i.started_at"""
+    )
+
+
+def run(data: Path, workdir: Path, *, faults_subset: int | None = None, day: str | None = None) -> tuple[rca.RcaResult, dict]:
+    """Load the day (or its first `faults_subset` fault blocks), run the pipeline, score it."""
+    day_dir, construct_dir = find_day(data, day)
+    workdir = Path(workdir)
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    data_dir = workdir / "data"
+    data_dir.mkdir(parents=True)
+    faults = nezha.read_faults(day_dir)
+    only = set(range(faults_subset)) if faults_subset else None
+    events_file = workdir / "events.jsonl"
+    n, first, last = nezha.write_jsonl(nezha.day_events(day_dir, construct_dir, only), events_file)
+    faults = [f for f in faults if first <= f.start <= last]
+    info = {"events": n, "first": first, "last": last}
+    info.update(ingest(events_file, data_dir))
+    t0 = time.monotonic()
+    info["detector"] = scenario_eval.detect(data_dir, bootstrap=False).splitlines()[-1:]
+    info["detector_s"] = round(time.monotonic() - t0, 1)
+    store = Store.from_settings(Settings(DATA_DIR=data_dir))
+    result = rca.evaluate(faults, incidents_frame(store))
+    info["anomalies"] = store.fetch_one(f"SELECT count(*) FROM {tables.ANOMALIES}")[0]
+    return result, info
