@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--day", default=None, help="rca_data/<day> to load (default: the first)")
     r.add_argument("--workdir", type=Path, default=Path("data/eval_rca"), help="scratch DATA_DIR (recreated)")
     r.add_argument("--faults", type=int, default=None, help="only the first N fault blocks (a quick run)")
+    r.add_argument("--sensitivity", action="store_true", help="also re-rank the incidents varying each root-cause hyperparameter")
     args = p.parse_args(argv)
     if args.cmd == "rca":
         from anomaly_detection.evaluation import pipeline, rca
@@ -36,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loaded {info['events']} events {info['first']} .. {info['last']}; replay {info['replay_s']} s, "
               f"spark {info['spark_s']} s, detector {info['detector_s']} s; anomalies={info['anomalies']}")
         print(rca.report(result))
+        if args.sensitivity:
+            print("sensitivity (one hyperparameter varied, the others at their defaults):")
+            for name, value, as1, as3 in pipeline.sensitivity(args.workdir, info["faults"]):
+                print(f"  {name}={value}: as1={as1:.3f} as3={as3:.3f}")
         return 0
     if args.cmd == "scenarios":
         result = scenario_eval.run(

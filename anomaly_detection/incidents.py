@@ -11,13 +11,15 @@
 - Related services: services anomalous during the incident (give or take
   `slack`) that are connected to it in the call graph seen in the traces
   (`service_dependencies`, parent -> child), through other anomalous services.
-- Root cause: among those, the services none of whose callees went wrong; of
-  them the one that went wrong first, then the deepest in the call graph.
+- Root cause: the first of `root_cause_candidates` (ranked from the spans by
+  `anomaly_detection.root_cause`); without spans, among the related services
+  the ones none of whose callees went wrong, the earliest, then the deepest.
 - `updated_at` changes whenever any column of the incident does.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -41,6 +43,7 @@ class Incident:
     related_services: list[str]
     updated_at: datetime
     last_anomaly_end: datetime = field(compare=False, default=None)
+    root_cause_candidates: list[dict] = field(default_factory=list)
 
     def row(self) -> dict:
         return {
@@ -53,11 +56,13 @@ class Incident:
             "root_cause_service": self.root_cause_service,
             "related_services": list(self.related_services),
             "updated_at": self.updated_at,
+            "root_cause_candidates": json.dumps(self.root_cause_candidates) if self.root_cause_candidates else None,
         }
 
     def same_as(self, other: "Incident") -> bool:
         keys = ("service", "started_at", "ended_at", "status", "peak_severity", "root_cause_service")
-        return all(getattr(self, k) == getattr(other, k) for k in keys) and sorted(self.related_services) == sorted(other.related_services)
+        ranked = [c.get("service") for c in self.root_cause_candidates] == [c.get("service") for c in other.root_cause_candidates]
+        return all(getattr(self, k) == getattr(other, k) for k in keys) and sorted(self.related_services) == sorted(other.related_services) and ranked
 
 
 def incident_id(service: str, started_at: datetime) -> str:

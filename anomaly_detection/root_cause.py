@@ -1,38 +1,52 @@
 """Ranked root-cause candidates of an incident, from the spans in bronze.
 
-Method (streaming: only spans of the incident and of the hour before it are read):
+Method (streaming: only the spans of the incident and of the `LOOKBACK` before
+it are read; nothing is trained). It takes TraceRCA's insight (a service that
+more abnormal and fewer normal requests pass through is more likely the root)
+and MicroRank's comparison of abnormal with normal behaviour, measured on self
+time as in TraceDiag, and adds the call graph's direction:
 
-1. **Service visits.** The spans of a trace are cut into visits: a visit is the
-   part of a request spent in one service (a server span and its same-service
-   descendants). Each cross-service call has a *call interval*: the caller's
-   client span when the caller has a dedicated one (a non-entry span whose only
-   child is the callee's server span, as OpenTelemetry's HTTP clients record),
-   else the callee's own span. A visit lasts its call interval, and its
-   **self time** is that minus the union of its outgoing call intervals. So the
-   wire and queueing time of a call is charged to the callee (a slow network
-   on a pod, or a saturated pod, shows as the callee's self time at every
-   caller), and a caller that only waits for a slow callee keeps its own
-   self time: the direction of the call graph (a fault propagates to callers)
-   is built into the measure.
-2. **Abnormal visits** (TraceRCA's insight, with MicroRank's normal/abnormal
-   spectrum, on self time): a visit is abnormal when its self time exceeds the
-   `BASELINE_QUANTILE` of the same (service, endpoint) self times in the
-   baseline by more than `MIN_EXTRA_MS`. A visit *originates an error* when it
-   failed (status >= 500) while every call it made succeeded.
-3. **Score per service**: for each signal, the rise of its share of abnormal
-   visits over the baseline share, kept only when a one-sided binomial z-score
-   reaches `MIN_Z` (few visits prove little). score = the larger rise, in [0, 1].
-   Ties are broken by the median extra self time. New ERROR messages (not seen in
-   the baseline) are reported as evidence of the service that logged them.
+1. **Service visits.** The spans of a trace are cut into visits: the part of a
+   request spent in one service (an entry span and its same-service
+   descendants). A cross-service call has a *call interval*: the caller's
+   client span when it has a dedicated one (a non-entry span whose only child is
+   the callee's entry span, as OpenTelemetry HTTP clients record), else the
+   callee's span. A visit's **self time** is its call interval minus the union of
+   its own outgoing call intervals, split into *server time* (inside the
+   callee's own spans) and *wire time* (call interval minus the callee's span:
+   network and queueing). A caller that only waits for a slow callee keeps its
+   self time: a fault propagates to callers, and this measure does not.
+2. **Baselines**, per (service, endpoint) for server time and per call edge for
+   wire time: median and median + `SLOW_MADS` x 1.4826 MAD of the lookback. Median
+   and MAD tolerate up to half of the lookback being faulty, so earlier faults
+   need not be known. A visit is *slow* above that bound (+ `MIN_EXTRA_MS`).
+3. **Significance**: a service's (or edge's) rise counts only when its share of
+   slow visits exceeds the baseline share with a one-sided binomial z >= `MIN_Z`.
+4. **Added self time** per service: the sum over its visits of (server time -
+   baseline median) where significant, plus wire time. The extra wire time of a
+   significant edge is split between callee and caller: in proportion to the
+   share of the callee's incoming calls on significant edges, and of the caller's
+   outgoing ones; the caller's share counts only when the caller shows trouble of
+   its own (its server time, or its own incoming wire time, rose), so a slow pod
+   network or a CPU-starved caller is told from a slow callee.
+5. **Own errors**: failed visits (status >= 500) none of whose calls failed or
+   were slow (a timeout is the slow callee's), above the baseline rate (z >= MIN_Z).
+6. **Score** = (share of the incident's added self time + `ERROR_WEIGHT` x share
+   of its excess own errors) / (1 + `ERROR_WEIGHT`), in [0, 1], best first (a
+   signal the incident does not show at all drops out of both sums). New
+   ERROR messages (absent from the baseline) are named in the evidence.
 
-Baseline: the spans of the `LOOKBACK` before the incident, minus the time
-ranges of earlier incidents (a fault's own minutes are not normal behaviour).
-
-Hyperparameters (chosen on principle, not fitted to a dataset):
-`BASELINE_QUANTILE` 0.95 (a normal visit is abnormal 5 % of the time by
-definition), `MIN_EXTRA_MS` 1 ms (timer noise), `MIN_Z` 3 (the usual
-three-sigma), `MIN_BASELINE_VISITS` 5 per endpoint before its own quantile is
-trusted (else the service's), `LOOKBACK` 60 minutes, `MAX_CANDIDATES` 5.
+Hyperparameters (chosen on principle, not fitted to a dataset): `SLOW_MADS` 3
+and `MIN_Z` 3 (the usual three-sigma, robust form), `MIN_EXTRA_MS` 1 ms (timer
+noise), `MIN_BASELINE_VISITS` 5 per endpoint before its own baseline is trusted
+(else the service's), `LOOKBACK` 60 minutes, `ERROR_WEIGHT` 0.5 (an error is
+weaker evidence than time: statuses are often set by a caller that gave up),
+`ONSET_SLACK` 2 minutes (the incident's spans are read from that long before its
+first anomalous window: a fault starts before it is detected, by about one window
+as the detector's measured delay is 60-120 s), `MIN_SPAN` 3 minutes (an incident
+is judged on at least its first 3 windows, so enough visits reach the z-test even
+when the anomaly that opened it lasted one window; while the incident is open it
+is ranked again each cycle as those windows arrive), `MAX_CANDIDATES` 5.
 """
 
 from __future__ import annotations
@@ -54,6 +68,8 @@ MIN_EXTRA_MS = 1.0
 MIN_Z = 3.0
 MIN_BASELINE_VISITS = 5
 LOOKBACK = timedelta(minutes=60)
+ONSET_SLACK = timedelta(minutes=2)
+MIN_SPAN = timedelta(minutes=3)
 MAX_CANDIDATES = 5
 _MAX_DEPTH = 64
 
@@ -79,20 +95,24 @@ class RootCauseRanker:
     min_baseline_visits: int = MIN_BASELINE_VISITS
     max_candidates: int = MAX_CANDIDATES
     lookback: timedelta = LOOKBACK
+    onset_slack: timedelta = ONSET_SLACK
+    min_span: timedelta = MIN_SPAN
 
-    def rank(self, spans: pd.DataFrame, start: datetime, end: datetime, exclude: list[tuple[datetime, datetime]] = ()) -> list[Candidate]:
-        """Candidates for the incident [start, end) from spans covering [start - lookback, end)."""
+    def rank(self, spans: pd.DataFrame, start: datetime, end: datetime) -> list[Candidate]:
+        """Candidates for the incident [start, end) from spans covering [start - onset_slack - lookback, end)."""
         if spans is None or spans.empty:
             return []
-        v = visits(spans)
+        return self.rank_visits(visits(spans), start, end)
+
+    def rank_visits(self, v: pd.DataFrame, start: datetime, end: datetime) -> list[Candidate]:
+        """As `rank`, from precomputed `visits(spans)` (one pass serves many incidents)."""
         if v.empty:
             return []
         ts = v["start"]
+        end = max(end, start + self.min_span)
+        start = start - self.onset_slack
         cur = v[(ts >= start) & (ts < end)]
-        base_mask = (ts >= start - self.lookback) & (ts < start)
-        for lo, hi in exclude:
-            base_mask &= ~((ts >= lo) & (ts < hi))
-        base = v[base_mask]
+        base = v[(ts >= start - self.lookback) & (ts < start)]
         if cur.empty:
             return []
         return self._score(cur, base)[: self.max_candidates]
@@ -147,12 +167,17 @@ class RootCauseRanker:
             added[svc] = added.get(svc, 0.0) + ms
         errors = self._own_errors(cur, base)
         base_msgs = set(base["error_message"].dropna())
-        total_added = sum(added.values()) or 1.0
-        total_err = sum(e[0] for e in errors.values()) or 1.0
+        total_added = sum(added.values())
+        total_err = sum(e[0] for e in errors.values())
+        # weights of the signals this incident shows (a pure latency fault can score 1)
+        w_lat, w_err = float(total_added > 0), self.error_weight * float(total_err > 0)
+        if w_lat + w_err == 0:
+            return []
+        total_added, total_err = total_added or 1.0, total_err or 1.0
         cands = []
         for svc, g in cur.groupby("service"):
             lat, err = added.get(svc, 0.0) / total_added, errors.get(svc, (0.0, 0, 0))[0] / total_err
-            score = (lat + self.error_weight * err) / (1 + self.error_weight)
+            score = (w_lat * lat + w_err * err) / (w_lat + w_err)
             if score <= 0:
                 continue
             parts = []
@@ -244,7 +269,7 @@ def visits(spans: pd.DataFrame) -> pd.DataFrame:
     df = df.dropna(subset=["trace_id", "span_id"]).drop_duplicates(["trace_id", "span_id"]).reset_index(drop=True)
     if df.empty:
         return pd.DataFrame(columns=["trace_id", "span_id", "caller", "caller_service", "gap_ms", "service", "endpoint", "start", "self_ms", "failed", "own_error", "error_message"])
-    start = pd.to_datetime(df["timestamp"]).astype("int64").to_numpy() / 1e6  # ms
+    start = pd.to_datetime(df["timestamp"]).to_numpy().astype("datetime64[ns]").astype("int64") / 1e6  # epoch ms, any input unit
     dur = df["latency_ms"].astype(float).to_numpy()
     key = pd.MultiIndex.from_arrays([df["trace_id"], df["span_id"]])
     pos = pd.Series(np.arange(len(df)), index=key)
@@ -312,13 +337,18 @@ def _union_length(calls: pd.DataFrame) -> pd.Series:
 
 
 # -- platform glue -------------------------------------------------------------------
-def candidates_for(bronze_root: Path, start: datetime, end: datetime, exclude: list[tuple[datetime, datetime]] = (),
-                   ranker: RootCauseRanker | None = None) -> list[dict]:
-    """Read the spans around an incident from bronze and rank; [] when bronze has none."""
-    ranker = ranker or RootCauseRanker()
-    spans = bronze.read_events(Path(bronze_root), start - ranker.lookback, end)
-    return [c.as_dict() for c in ranker.rank(spans, start, end, exclude)]
+def read_spans(bronze_root: Path, start: datetime, end: datetime) -> pd.DataFrame:
+    """The bronze spans of [start, end) (empty when bronze has none: rank() then returns [])."""
+    return bronze.read_events(Path(bronze_root), start, end)
 
 
-def to_json(candidates: list[dict]) -> str | None:
-    return json.dumps(candidates) if candidates else None
+def parse(raw) -> list[dict]:
+    """A stored `root_cause_candidates` value (JSON text, list or null) -> list of dicts."""
+    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
+        return []
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return []
+    return [c for c in raw if isinstance(c, dict)] if isinstance(raw, list) else []

@@ -28,7 +28,7 @@ from observability.faults import fault_point
 from observability.logs import get_logger
 from observability.store import Store, StoreBusy, utcnow
 
-from anomaly_detection import data, incidents, registry, retraining, silence
+from anomaly_detection import data, incidents, registry, retraining, root_cause, silence
 from anomaly_detection.detectors import MODEL_KINDS, RobustStatsDetector, RulesDetector
 from anomaly_detection.ensemble import Ensemble
 
@@ -230,6 +230,7 @@ class DetectionService:
                 r.id, r.service, pd.Timestamp(r.started_at).to_pydatetime(), None, r.status, r.peak_severity,
                 r.root_cause_service, list(r.related_services if r.related_services is not None else []),
                 pd.Timestamp(r.updated_at).to_pydatetime(), pd.Timestamp(last or r.started_at).to_pydatetime(),
+                root_cause.parse(getattr(r, "root_cause_candidates", None)),
             )
             open_by_service[r.service] = inc
             before[inc.id] = incidents.Incident(**{**inc.__dict__, "related_services": list(inc.related_services)})
@@ -249,9 +250,15 @@ class DetectionService:
         anomalies = pd.concat(frames, ignore_index=True) if frames else known
         anomalies["window_start"] = pd.to_datetime(anomalies["window_start"])
         deps = data.dependencies(self.store, lo, hi)
+        ranker = root_cause.RootCauseRanker()
+        span_visits = root_cause.visits(root_cause.read_spans(self.settings.bronze_dir, lo - ranker.onset_slack - ranker.lookback, hi + ranker.min_span))
         changed = []
         for inc in touched:
             inc.related_services, inc.root_cause_service = incidents.relate(inc, anomalies, deps)
+            end = inc.ended_at or inc.last_anomaly_end or inc.started_at + timedelta(minutes=1)
+            inc.root_cause_candidates = [c.as_dict() for c in ranker.rank_visits(span_visits, inc.started_at, end)]
+            if inc.root_cause_candidates:
+                inc.root_cause_service = inc.root_cause_candidates[0]["service"]
             old = before.get(inc.id)
             if old is None or not inc.same_as(old):
                 inc.updated_at = now

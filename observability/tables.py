@@ -208,6 +208,13 @@ CREATE TABLE IF NOT EXISTS {OUTBOX} (
 );
 """,
     ),
+    (
+        6,
+        "incidents.root_cause_candidates: ranked root-cause services with their evidence",
+        f"""
+ALTER TABLE {INCIDENTS} ADD COLUMN IF NOT EXISTS root_cause_candidates JSON;  -- [{{service, score 0-1, evidence}}], best first
+""",
+    ),
 ]
 
 SCHEMA_VERSION_DDL = f"""

@@ -10,9 +10,11 @@ decide what is final, only the stream's watermark.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -22,8 +24,9 @@ from observability.logs import get_logger
 from observability.settings import Settings
 from observability.store import Store
 
-from anomaly_detection import scenario_eval
+from anomaly_detection import root_cause, scenario_eval
 from anomaly_detection.evaluation import nezha, rca
+from anomaly_detection.root_cause import RootCauseRanker
 
 log = get_logger(__name__)
 DAY = "2023-01-30"
@@ -87,5 +90,48 @@ def run(data: Path, workdir: Path, *, faults_subset: int | None = None, day: str
     info["detector_s"] = round(time.monotonic() - t0, 1)
     store = Store.from_settings(Settings(DATA_DIR=data_dir))
     result = rca.evaluate(faults, incidents_frame(store))
+    info["faults"] = faults
     info["anomalies"] = store.fetch_one(f"SELECT count(*) FROM {tables.ANOMALIES}")[0]
     return result, info
+
+
+# -- sensitivity: the same incidents re-ranked with other hyperparameters ---------------
+SENSITIVITY = {
+    "slow_mads": (2.0, 3.0, 4.0),
+    "min_z": (2.0, 3.0, 4.0),
+    "error_weight": (0.0, 0.5, 1.0),
+    "lookback": (timedelta(minutes=30), timedelta(minutes=60), timedelta(minutes=120)),
+    "onset_slack": (timedelta(0), timedelta(minutes=2), timedelta(minutes=4)),
+    "min_span": (timedelta(minutes=1), timedelta(minutes=3), timedelta(minutes=5)),
+}
+
+
+def rerank(incidents: pd.DataFrame, bronze_dir: Path, ranker: RootCauseRanker, span_visits: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The incidents with root_cause_candidates recomputed by `ranker` (nothing is written)."""
+    if span_visits is None:
+        lo, hi = incidents["started_at"].min(), incidents["ended_at"].max()
+        span_visits = root_cause.visits(root_cause.read_spans(bronze_dir, lo - timedelta(hours=3), hi + timedelta(minutes=10)))
+    out = incidents.copy()
+    out["root_cause_candidates"] = [
+        json.dumps([c.as_dict() for c in ranker.rank_visits(span_visits, r.started_at, r.ended_at)])
+        for r in out.itertuples(index=False)
+    ]
+    return out
+
+
+def sensitivity(workdir: Path, faults) -> list[tuple[str, str, float, float]]:
+    """(parameter, value, AS@1, AS@3) varying one hyperparameter at a time around the defaults."""
+    store = Store.from_settings(Settings(DATA_DIR=Path(workdir) / "data"))
+    incidents = incidents_frame(store)
+    if incidents.empty:
+        return []
+    bronze_dir = Settings(DATA_DIR=Path(workdir) / "data").bronze_dir
+    lo, hi = incidents["started_at"].min(), incidents["ended_at"].max()
+    span_visits = root_cause.visits(root_cause.read_spans(bronze_dir, lo - timedelta(hours=3), hi + timedelta(minutes=10)))
+    rows = []
+    for name, values in SENSITIVITY.items():
+        for value in values:
+            r = rca.evaluate(faults, rerank(incidents, bronze_dir, RootCauseRanker(**{name: value}), span_visits))
+            shown = f"{value.total_seconds() / 60:g} min" if isinstance(value, timedelta) else f"{value:g}"
+            rows.append((name, shown, r.accuracy_at(1), r.accuracy_at(3)))
+    return rows
