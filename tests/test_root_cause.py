@@ -38,15 +38,15 @@ def build(fault=None, per_minute=20, seed=1) -> pd.DataFrame:
             trace = f"{rng.getrandbits(128):032x}"
             t = T0 + timedelta(minutes=minute, seconds=i * 60 / per_minute)
 
-            def self_ms(svc):
+            def self_ms(svc, faulty=faulty):
                 return SELF[svc] * rng.uniform(0.9, 1.1) + (faulty or {}).get("extra_self", {}).get(svc, 0.0)
 
-            def wire(a, b):
+            def wire(a, b, faulty=faulty):
                 return WIRE * rng.uniform(0.9, 1.1) + (faulty or {}).get("extra_wire", {}).get((a, b), 0.0)
 
             fail = (faulty or {}).get("fail")
 
-            def visit(svc, parent, start):
+            def visit(svc, parent, start, fail=fail):
                 """One visit of svc (entry span + client spans); returns (span rows, duration, failed)."""
                 entry = sid()
                 spans, cursor = [], start + timedelta(milliseconds=self_ms(svc) / 2)

@@ -23,14 +23,15 @@ no windows at all, which the detector does not read as zero traffic.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from observability.schema import format_timestamp
 
@@ -111,10 +112,8 @@ def error_logs(log_dir: Path | None) -> dict[tuple[str, str], str]:
         with open(p, newline="") as f:
             for r in csv.DictReader(f):
                 text = r.get("Log") or ""
-                try:
+                with contextlib.suppress(ValueError, AttributeError):
                     text = json.loads(text).get("log", text)
-                except (ValueError, AttributeError):
-                    pass
                 if " ERROR " not in text:
                     continue
                 key = ((r.get("TraceID") or "").lower(), (r.get("SpanID") or "").lower())
@@ -216,7 +215,7 @@ def write_jsonl(batches: Iterable[list[dict]], path: Path) -> tuple[int, datetim
             if batch:
                 first = first or batch[0]["timestamp"]
                 last = batch[-1]["timestamp"]
-    parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(timezone.utc).replace(tzinfo=None)  # noqa: E731
+    parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(UTC).replace(tzinfo=None)  # noqa: E731
     return n, (parse(first) if first else None), (parse(last) if last else None)
 
 

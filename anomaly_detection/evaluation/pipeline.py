@@ -19,14 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from anomaly_detection import root_cause, scenario_eval
+from anomaly_detection.evaluation import nezha, rca
+from anomaly_detection.root_cause import RootCauseRanker
 from observability import tables
 from observability.logs import get_logger
 from observability.settings import Settings
 from observability.store import Store
-
-from anomaly_detection import root_cause, scenario_eval
-from anomaly_detection.evaluation import nezha, rca
-from anomaly_detection.root_cause import RootCauseRanker
 
 log = get_logger(__name__)
 DAY = "2023-01-30"
