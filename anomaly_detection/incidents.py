@@ -8,9 +8,13 @@
   windows the incident resolves (ended_at = end of its last anomalous window).
   Time decides, not the service's windows: a final minute with no window counts
   as clean unless `silence.py` made it an anomaly.
-- Related services: services anomalous during the incident (give or take
-  `slack`) that are connected to it in the call graph seen in the traces
-  (`service_dependencies`, parent -> child), through other anomalous services.
+- Correlation (`correlation.py`, when the detector passes the call graph): an
+  anomaly of a service connected in the call graph to an open incident, while
+  that incident is not quiet, joins it instead of opening its own; the
+  incident's `service` is then its most upstream service and
+  `related_services` all the others. Without the graph, related services are
+  the services anomalous during the incident (give or take `slack`) connected
+  to it through other anomalous services (`relate`).
 - Root cause: the first of `root_cause_candidates` (ranked from the spans by
   `anomaly_detection.root_cause`); without spans, among the related services
   the ones none of whose callees went wrong, the earliest, then the deepest.
@@ -27,6 +31,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from anomaly_detection import thresholds
+from anomaly_detection.correlation import CallGraph
 
 _NS = uuid.UUID("5b0e3c1e-7d0f-4a51-9a55-2f1f3c8a9b10")
 
@@ -76,11 +81,16 @@ def advance(
     quiet: int = thresholds.QUIET_WINDOWS_TO_RESOLVE,
     pending_low: dict[str, tuple[datetime, datetime]] | None = None,
     through: datetime | None = None,
+    graph: CallGraph | None = None,
+    assigned: dict | None = None,
 ) -> list[Incident]:
     """Walk newly scored windows (service, window_start, window_end, is_anomaly, severity) in order.
 
-    Mutates `open_incidents` (service -> open incident) and returns every
-    incident touched (opened, extended or resolved).
+    Mutates `open_incidents` (service -> open incident; with `graph`, several
+    services share one correlated incident, see `correlation.py`) and returns
+    every incident touched (opened, extended or resolved). `assigned`, when
+    given, receives (service, window_start) -> incident id for each anomalous
+    window an incident took.
 
     `pending_low` (service -> (start, end) of a lone low anomaly no incident
     holds yet) is read and updated in place: the live detector scores about one
@@ -91,6 +101,7 @@ def advance(
     service sent a window (a silent service makes none).
     """
     touched: dict[str, Incident] = {}
+    opened: set[str] = set()  # ids of the incidents opened in this call
     quiet_span = timedelta(minutes=quiet)
     pending_low = {} if pending_low is None else pending_low
 
@@ -101,15 +112,25 @@ def advance(
                 touched[inc.id] = inc
                 del open_incidents[svc]
 
+    minute = None
     for row in scored.sort_values(["window_start", "service"]).itertuples(index=False):
         svc = row.service
         ws, we = pd.Timestamp(row.window_start).to_pydatetime(), pd.Timestamp(row.window_end).to_pydatetime()
+        if graph is not None and minute is not None and ws != minute:
+            _merge_new(open_incidents, touched, opened, quiet_span, graph, assigned)  # the minute before is complete
+        minute = ws
         # Every window ending at or before ws has been walked (this call or an earlier one).
         resolve_quiet(ws)
         inc = open_incidents.get(svc)
         if not row.is_anomaly:
             pending_low.pop(svc, None)
             continue
+        if inc is None and graph is not None:
+            inc = _joinable(open_incidents, svc, ws, quiet_span, graph)
+            if inc is not None:
+                open_incidents[svc] = inc
+                inc.related_services = sorted(set(inc.related_services) | {svc})
+                pending_low.pop(svc, None)
         if inc is None:
             # One low-severity window alone is recorded as an anomaly but opens no
             # incident; a second in a row (or anything stronger) does, from the first.
@@ -121,12 +142,73 @@ def advance(
             start = prev[0] if adjacent else ws
             inc = Incident(incident_id(svc, start), svc, start, None, "open", row.severity, svc, [], now, we)
             open_incidents[svc] = inc
+            opened.add(inc.id)
+            if assigned is not None and start != ws:
+                assigned[(svc, pd.Timestamp(start))] = inc.id  # the low window before it
         inc.last_anomaly_end = max(inc.last_anomaly_end, we)
         inc.peak_severity = thresholds.max_severity(inc.peak_severity, row.severity)
         touched[inc.id] = inc
+        if assigned is not None:
+            assigned[(svc, pd.Timestamp(ws))] = inc.id
+    if graph is not None:
+        _merge_new(open_incidents, touched, opened, quiet_span, graph, assigned)
     if through is not None:
         resolve_quiet(pd.Timestamp(through).to_pydatetime())
     return list(touched.values())
+
+
+def _merge_new(open_incidents: dict[str, Incident], touched: dict[str, Incident], opened: set[str], quiet_span: timedelta,
+               graph: CallGraph, assigned: dict | None) -> None:
+    """Fold incidents opened in this call into a connected, overlapping open one.
+
+    Windows of one minute are walked service by service, so two services of one
+    fault can each open an incident before either is connected to the other's
+    (a third service links them later). Only incidents opened in this call are
+    folded: an incident already stored keeps its id.
+    """
+    changed = True
+    while changed:
+        changed = False
+        live = [i for i in {id(v): v for v in open_incidents.values()}.values() if i.status == "open"]
+        for new in sorted((i for i in live if i.id in opened), key=lambda i: (i.started_at, i.id), reverse=True):
+            host = next((o for o in sorted(live, key=lambda i: (i.started_at, i.id)) if o is not new
+                         and new.started_at < o.last_anomaly_end + quiet_span and o.started_at < new.last_anomaly_end + quiet_span
+                         and any(graph.within(m, members(o)) for m in members(new))), None)
+            if host is None:
+                continue
+            host.related_services = sorted((members(host) | members(new)) - {host.service})
+            host.started_at = min(host.started_at, new.started_at)
+            host.last_anomaly_end = max(host.last_anomaly_end, new.last_anomaly_end)
+            host.peak_severity = thresholds.max_severity(host.peak_severity, new.peak_severity)
+            for k in [k for k, v in open_incidents.items() if v is new]:
+                open_incidents[k] = host
+            if assigned is not None:
+                for k, v in assigned.items():
+                    if v == new.id:
+                        assigned[k] = host.id
+            touched.pop(new.id, None)
+            touched[host.id] = host
+            opened.discard(new.id)
+            changed = True
+            break
+
+
+def _joinable(open_incidents: dict[str, Incident], svc: str, ws: datetime, quiet_span: timedelta, graph: CallGraph) -> Incident | None:
+    """The open incident a new anomaly of `svc` belongs to (connected and recent), the most recent first."""
+    best = None
+    for inc in {id(i): i for i in open_incidents.values()}.values():
+        if ws - inc.last_anomaly_end >= quiet_span or not graph.within(svc, members(inc)):
+            continue
+        if best is None or inc.last_anomaly_end > best.last_anomaly_end:
+            best = inc
+    return best
+
+
+def members(inc: Incident) -> set[str]:
+    """Every service of an incident (its own and the related ones)."""
+    return {inc.service, *inc.related_services}
+
+
 
 
 def call_depths(deps: pd.DataFrame) -> dict[str, int]:

@@ -28,7 +28,7 @@ from observability.faults import fault_point
 from observability.logs import get_logger
 from observability.store import Store, StoreBusy, utcnow
 
-from anomaly_detection import data, incidents, registry, retraining, root_cause, silence
+from anomaly_detection import correlation, data, incidents, registry, retraining, root_cause, silence
 from anomaly_detection.detectors import MODEL_KINDS, RobustStatsDetector, RulesDetector
 from anomaly_detection.ensemble import Ensemble
 
@@ -168,7 +168,8 @@ class DetectionService:
         def write(con: duckdb.DuckDBPyConnection) -> None:
             if len(anomalies):
                 con.register("_anom", anomalies)
-                con.execute(f"INSERT OR REPLACE INTO {tables.ANOMALIES} SELECT * FROM _anom")
+                cols = ", ".join(anomalies.columns)
+                con.execute(f"INSERT OR REPLACE INTO {tables.ANOMALIES} ({cols}) SELECT {cols} FROM _anom")
                 con.unregister("_anom")
                 outbox.stage(con, self.settings.kafka_anomalies_topic, messages, now)
             if changed:
@@ -219,12 +220,16 @@ class DetectionService:
         return pd.DataFrame(rows, columns=cols)
 
     def _incidents(self, scored: pd.DataFrame, new_anomalies: pd.DataFrame, now: datetime, through: datetime) -> list[incidents.Incident]:
+        """Advance the incidents over the scored windows (correlated through the call graph), rank
+        their root causes, and set `incident_id` on the new anomaly rows (in place)."""
         stored = self.store.fetch_df(f"SELECT * FROM {tables.INCIDENTS} WHERE status = 'open'")
         open_by_service: dict[str, incidents.Incident] = {}
         before: dict[str, incidents.Incident] = {}
         for r in stored.itertuples(index=False):
             last = self.store.fetch_one(
-                f"SELECT max(window_end) FROM {tables.ANOMALIES} WHERE service = ? AND window_start >= ?", [r.service, r.started_at]
+                f"""SELECT max(window_end) FROM {tables.ANOMALIES}
+                    WHERE incident_id = ? OR (incident_id IS NULL AND service = ? AND window_start >= ?)""",
+                [r.id, r.service, r.started_at],
             )[0]
             inc = incidents.Incident(
                 r.id, r.service, pd.Timestamp(r.started_at).to_pydatetime(), None, r.status, r.peak_severity,
@@ -232,21 +237,29 @@ class DetectionService:
                 pd.Timestamp(r.updated_at).to_pydatetime(), pd.Timestamp(last or r.started_at).to_pydatetime(),
                 root_cause.parse(getattr(r, "root_cause_candidates", None)),
             )
-            open_by_service[r.service] = inc
+            for svc in incidents.members(inc):
+                open_by_service.setdefault(svc, inc)
             before[inc.id] = incidents.Incident(**{**inc.__dict__, "related_services": list(inc.related_services)})
         pending = {s: v for s, v in data.pending_low(self.store).items() if s not in open_by_service}
-        touched = incidents.advance(open_by_service, scored, now, pending_low=pending, through=through)
+        first = pd.Timestamp(scored["window_start"].min()).to_pydatetime() if len(scored) else now
+        graph = correlation.CallGraph(data.dependencies(self.store, first - timedelta(hours=1), pd.Timestamp(through).to_pydatetime()))
+        assigned: dict = {}
+        touched = incidents.advance(open_by_service, scored, now, pending_low=pending, through=through, graph=graph, assigned=assigned)
+        if len(new_anomalies):
+            new_anomalies["incident_id"] = [
+                assigned.get((svc, pd.Timestamp(ws))) for svc, ws in zip(new_anomalies["service"], new_anomalies["window_start"], strict=False)
+            ]
         # Open incidents of services not in this chunk may relate to new anomalies too.
         ids = {i.id for i in touched}
-        touched += [i for i in open_by_service.values() if i.id not in ids]
+        touched += [i for i in {id(v): v for v in open_by_service.values()}.values() if i.id not in ids]
         if not touched:
             return []
         lo = min(i.started_at for i in touched) - timedelta(minutes=10)
         hi = max(pd.Timestamp(through).to_pydatetime(), max(i.last_anomaly_end for i in touched)) + timedelta(minutes=10)
         known = self.store.fetch_df(
-            f"SELECT service, window_start FROM {tables.ANOMALIES} WHERE window_start >= ? AND window_start <= ?", [lo, hi]
+            f"SELECT service, window_start, anomaly_type FROM {tables.ANOMALIES} WHERE window_start >= ? AND window_start <= ?", [lo, hi]
         )
-        frames = [f for f in (known, new_anomalies[["service", "window_start"]]) if len(f)]
+        frames = [f for f in (known, new_anomalies[["service", "window_start", "anomaly_type"]]) if len(f)]
         anomalies = pd.concat(frames, ignore_index=True) if frames else known
         anomalies["window_start"] = pd.to_datetime(anomalies["window_start"])
         deps = data.dependencies(self.store, lo, hi)
@@ -254,9 +267,12 @@ class DetectionService:
         span_visits = root_cause.visits(root_cause.read_spans(self.settings.bronze_dir, lo - ranker.onset_slack - ranker.lookback, hi + ranker.min_span))
         changed = []
         for inc in touched:
-            inc.related_services, inc.root_cause_service = incidents.relate(inc, anomalies, deps)
+            self._place(inc, anomalies, graph)
+            _, inc.root_cause_service = incidents.relate(inc, anomalies, deps)
             end = inc.ended_at or inc.last_anomaly_end or inc.started_at + timedelta(minutes=1)
             inc.root_cause_candidates = [c.as_dict() for c in ranker.rank_visits(span_visits, inc.started_at, end)]
+            if not inc.root_cause_candidates:
+                inc.root_cause_candidates = _traffic_origin(inc, anomalies)
             if inc.root_cause_candidates:
                 inc.root_cause_service = inc.root_cause_candidates[0]["service"]
             old = before.get(inc.id)
@@ -264,6 +280,15 @@ class DetectionService:
                 inc.updated_at = now
                 changed.append(inc)
         return changed
+
+    @staticmethod
+    def _place(inc: incidents.Incident, anomalies: pd.DataFrame, graph: correlation.CallGraph) -> None:
+        """Show a correlated incident at its most upstream service; the others are related."""
+        services = incidents.members(inc)
+        onset = anomalies[anomalies["service"].isin(services) & (anomalies["window_start"] >= inc.started_at)]
+        onset = onset.groupby("service")["window_start"].min().to_dict()
+        inc.service = graph.most_upstream(services, onset)
+        inc.related_services = sorted(services - {inc.service})
 
     # -- publishing ------------------------------------------------------------------
     def _connect(self):
@@ -284,6 +309,24 @@ class DetectionService:
             self._outbox.close()
         except Exception as exc:  # noqa: BLE001 - what it could not deliver stays in the outbox
             log.warning("closing the anomalies producer failed", error=str(exc)[:300])
+
+
+TRAFFIC_TYPES = frozenset({"traffic_drop", "traffic_surge"})
+
+
+def _traffic_origin(inc: incidents.Incident, anomalies: pd.DataFrame) -> list[dict]:
+    """When the spans show no added self time and no errors and the incident is only a traffic change,
+    its origin is its most upstream service: arriving traffic travels down to the callees, while
+    latency and errors travel up to the callers."""
+    end = inc.ended_at or inc.last_anomaly_end or inc.started_at
+    mine = anomalies[anomalies["service"].isin(incidents.members(inc))
+                     & (anomalies["window_start"] >= inc.started_at) & (anomalies["window_start"] < end)]
+    kinds = set(mine["anomaly_type"].dropna())
+    if not kinds or not kinds <= TRAFFIC_TYPES:
+        return []
+    return [{"service": inc.service, "score": 1.0,
+             "evidence": f"{'/'.join(sorted(kinds))} seen here first, upstream of {len(inc.related_services)} affected services; "
+                         "the spans show no added self time and no errors"}]
 
 
 def anomaly_message(row: dict) -> dict:

@@ -210,9 +210,11 @@ CREATE TABLE IF NOT EXISTS {OUTBOX} (
     ),
     (
         6,
-        "incidents.root_cause_candidates: ranked root-cause services with their evidence",
+        "incidents.root_cause_candidates (ranked root-cause services with their evidence); anomalies.incident_id",
         f"""
 ALTER TABLE {INCIDENTS} ADD COLUMN IF NOT EXISTS root_cause_candidates JSON;  -- [{{service, score 0-1, evidence}}], best first
+ALTER TABLE {ANOMALIES} ADD COLUMN IF NOT EXISTS incident_id VARCHAR;  -- the (correlated) incident that took this window; NULL: none (a lone low window)
+CREATE INDEX IF NOT EXISTS idx_anomalies_incident ON {ANOMALIES} (incident_id);
 """,
     ),
 ]
