@@ -219,5 +219,16 @@ def write_jsonl(batches: Iterable[list[dict]], path: Path) -> tuple[int, datetim
     return n, (parse(first) if first else None), (parse(last) if last else None)
 
 
+def last_trace_start(path: Path) -> datetime | None:
+    """Timestamp of the last root span in an events file (the recording's last trace start)."""
+    last = None
+    with open(path) as f:
+        for line in f:
+            e = json.loads(line)
+            if e.get("parent_span_id") is None and (last is None or e["timestamp"] > last):
+                last = e["timestamp"]
+    return datetime.fromisoformat(last.replace("Z", "+00:00")).replace(tzinfo=None) if last else None
+
+
 def construct_dir_for(data: Path, day: str) -> Path:
     return Path(data) / "construct_data" / day

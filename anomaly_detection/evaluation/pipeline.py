@@ -41,7 +41,7 @@ def find_day(data: Path, day: str | None = None) -> tuple[Path, Path]:
     return data / "rca_data" / day, data / "construct_data" / day
 
 
-def ingest(events_file: Path, data_dir: Path) -> dict:
+def ingest(events_file: Path, data_dir: Path, run_end) -> dict:
     """Replay the events file into the local log, then the Spark job over all of it."""
     env = scenario_eval._env(data_dir)
     py = sys.executable
@@ -51,8 +51,8 @@ def ingest(events_file: Path, data_dir: Path) -> dict:
     spark = scenario_eval._run([py, "-m", "spark.streaming_job", "--available-now"], env, "spark job")
     t2 = time.monotonic()
     store = Store.from_settings(Settings(DATA_DIR=data_dir))
-    # A bounded input has ended: every window is final (until the job flushes itself, issue 13 item 3).
-    scenario_eval._final_watermark(store)
+    # A bounded input has ended: every window up to the last recorded minute is final.
+    scenario_eval._final_watermark(store, run_end)
     return {"replay": out.strip().splitlines()[-1:], "spark": spark.strip().splitlines()[-1:],
             "replay_s": round(t1 - t0, 1), "spark_s": round(t2 - t1, 1)}
 
@@ -83,7 +83,9 @@ def run(data: Path, workdir: Path, *, faults_subset: int | None = None, day: str
     n, first, last = nezha.write_jsonl(nezha.day_events(day_dir, construct_dir, only), events_file)
     faults = [f for f in faults if first <= f.start <= last]
     info = {"events": n, "first": first, "last": last}
-    info.update(ingest(events_file, data_dir))
+    # the last minute with recorded trace starts (later minutes hold only child spans of its traces)
+    run_end = pd.Timestamp(nezha.last_trace_start(events_file)).floor("min").to_pydatetime() + timedelta(minutes=1)
+    info.update(ingest(events_file, data_dir, run_end))
     t0 = time.monotonic()
     info["detector"] = scenario_eval.detect(data_dir, bootstrap=False).splitlines()[-1:]
     info["detector_s"] = round(time.monotonic() - t0, 1)
