@@ -83,7 +83,14 @@ def pending_low(store: Store) -> dict[str, tuple[datetime, datetime]]:
 
 
 def incident_spans(store: Store) -> pd.DataFrame:
-    return store.fetch_df(f"SELECT service, started_at, coalesce(ended_at, TIMESTAMP '9999-01-01') AS ended_at FROM {tables.INCIDENTS}")
+    """(service, started_at, ended_at) of every service an incident holds: a correlated
+    incident covers its related services too."""
+    return store.fetch_df(
+        f"""SELECT service, started_at, coalesce(ended_at, TIMESTAMP '9999-01-01') AS ended_at FROM {tables.INCIDENTS}
+            UNION ALL
+            SELECT unnest(related_services) AS service, started_at, coalesce(ended_at, TIMESTAMP '9999-01-01') AS ended_at
+            FROM {tables.INCIDENTS} WHERE len(related_services) > 0"""
+    )
 
 
 def scenario_labels(store: Store) -> pd.DataFrame:
