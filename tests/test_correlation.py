@@ -84,3 +84,22 @@ def test_incidents_opened_apart_in_one_minute_are_folded_when_a_link_appears():
     touched = incidents.advance(open_, scored, T0, graph=CallGraph(DEPS))
     assert len(touched) == 1 and incidents.members(touched[0]) == {"A", "C", "gateway"}
     assert open_["C"] is open_["gateway"] is open_["A"]
+
+
+def test_retraining_masks_every_service_of_a_correlated_incident(tmp_path):
+    from anomaly_detection import data
+    from observability import tables
+    from observability.settings import Settings
+    from observability.store import Store
+
+    store = Store.from_settings(Settings(DATA_DIR=tmp_path))
+    store.migrate()
+    store.execute(
+        f"""INSERT INTO {tables.INCIDENTS} (id, service, started_at, ended_at, status, peak_severity, root_cause_service,
+            related_services, updated_at) VALUES ('i', 'gateway', ?, ?, 'resolved', 'high', 'B', ['A', 'B'], ?)""",
+        [T0, T0 + timedelta(minutes=5), T0],
+    )
+    spans = data.incident_spans(store)
+    assert sorted(spans.service) == ["A", "B", "gateway"]
+    windows_ = pd.DataFrame({"service": ["A", "C"], "window_start": [T0 + timedelta(minutes=2)] * 2})
+    assert list(data.mask_spans(windows_, spans)) == [True, False]
