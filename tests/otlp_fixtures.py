@@ -62,7 +62,9 @@ def start_receiver(
     """`python -m ingest`; mapping in-process (OTLP_WORKERS=0, quicker to start) unless env_extra says otherwise.
 
     Returns once GET /health answers 200 (or answers at all, with expect_healthy=False)."""
-    http_port, grpc_port = free_port(), free_port()
+    extra = env_extra or {}
+    http_port = int(extra.get("OTLP_HTTP_PORT") or free_port())  # a restart keeps its ports
+    grpc_port = int(extra.get("OTLP_GRPC_PORT") or free_port())
     env = {
         **os.environ,
         "DATA_DIR": str(data_dir),
