@@ -11,11 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from observability import tables
+from observability.columns import duckdb_json_columns, select
+from observability.schema import EVENT_COLUMNS
 from observability.store import Store
+
+_FIELDS = ("timestamp", "service", "status_code", "latency_ms", "trace_id", "span_id", "parent_span_id")
 
 
 def aggregate(store: Store, events_file: Path, watermark_delay_seconds: int = 60) -> int:
-    src = f"read_json('{Path(events_file)}', format='newline_delimited', columns={{timestamp: 'VARCHAR', service: 'VARCHAR', status_code: 'INTEGER', latency_ms: 'DOUBLE', trace_id: 'VARCHAR', span_id: 'VARCHAR', parent_span_id: 'VARCHAR'}})"
+    columns = duckdb_json_columns(select(EVENT_COLUMNS, _FIELDS))
+    src = f"read_json('{Path(events_file)}', format='newline_delimited', columns={columns})"
 
     def work(con) -> int:
         con.execute(

@@ -120,7 +120,7 @@ class DetectionService:
         result.watermark = wm
         if wm is None:
             log.info("no watermark yet: nothing is final")
-            self.store.heartbeat("detector", "waiting for watermark")
+            self.store.heartbeat(tables.DETECTOR_HEARTBEAT, "waiting for watermark")
             return result
         self._maybe_bootstrap()
         ensemble = self._ensemble()
@@ -139,7 +139,7 @@ class DetectionService:
             result.incidents_changed += n_inc
             if n_anom:
                 self._send_outbox()
-        self.store.heartbeat("detector", f"watermark={wm} windows={result.windows} anomalies={result.anomalies}")
+        self.store.heartbeat(tables.DETECTOR_HEARTBEAT, f"watermark={wm} windows={result.windows} anomalies={result.anomalies}")
         log.info("cycle done", windows=result.windows, anomalies=result.anomalies, incidents_changed=result.incidents_changed, watermark=str(wm))
         return result
 

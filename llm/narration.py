@@ -25,26 +25,14 @@ from llm import grounding, prompt
 from llm.client import LLMRefused, LLMUnavailable, NarratorLLM
 from llm.facts import TEMPLATE_REASON, Facts, build_facts, known_services
 from llm.template import template_summary
-from observability import tables
+from observability import summaries, tables
 from observability.logs import get_logger
 from observability.store import Store, utcnow
 
 log = get_logger(__name__)
 
-PENDING_SQL = f"""
-WITH latest AS (
-    SELECT incident_id,
-           max(coalesce(TRY_CAST(json_extract_string(facts, '$.incident_updated_at') AS TIMESTAMP), created_at)) AS covered
-    FROM {tables.INCIDENT_SUMMARIES} GROUP BY incident_id
-)
-SELECT i.id FROM {tables.INCIDENTS} i LEFT JOIN latest l ON l.incident_id = i.id
-WHERE l.covered IS NULL OR i.updated_at > l.covered
-ORDER BY i.updated_at, i.id
-"""
-
-
 def pending_incidents(store: Store) -> list[str]:
-    return [r[0] for r in store.fetch_all(PENDING_SQL)]
+    return summaries.awaiting_summary(store)
 
 
 @dataclass
@@ -164,7 +152,7 @@ class Narrator:
 
     def heartbeat(self, result: CycleResult) -> None:
         detail = f"backlog={result.pending} model_server={'down' if result.llm_down else 'ok'} summarised={result.summarised}"
-        self.store.heartbeat("narrator", detail=detail)
+        self.store.heartbeat(tables.NARRATOR_HEARTBEAT, detail=detail)
 
     def run_forever(self, stop=None) -> None:
         """Every NARRATE_INTERVAL_SECONDS; back off (up to 5 min) while the model server is down."""

@@ -15,11 +15,11 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from observability.schema import EVENT_FIELDS
+from observability.columns import sql_with_default
+from observability.schema import EVENT_COLUMNS, EVENT_FIELDS
 
-# Column order of a bronze row (timestamp is TIMESTAMP, UTC wall time).
-BRONZE_COLUMNS = EVENT_FIELDS  # attributes as JSON text or null
-PARTITION_COLUMNS = ("date", "hour")
+# Column order of a bronze row (timestamp is TIMESTAMP, UTC wall time; attributes JSON text or null).
+BRONZE_COLUMNS = EVENT_FIELDS
 
 
 def partition_dirs(root: Path, start: datetime, end: datetime) -> list[Path]:
@@ -40,12 +40,15 @@ def read_events(root: Path, start: datetime, end: datetime, where: str = "", par
     if not dirs:
         return pd.DataFrame(columns=list(BRONZE_COLUMNS))
     files = [str(d / "*.parquet") for d in dirs]
-    cols = ", ".join(BRONZE_COLUMNS)
-    sql = f"SELECT {cols} FROM read_parquet(?, union_by_name=true) WHERE timestamp >= ? AND timestamp < ?"
-    if where:
-        sql += f" AND ({where})"
+    source = "read_parquet(?, union_by_name=true)"
     con = duckdb.connect(":memory:")
     try:
+        # files written before a column existed lack it: read its default there
+        present = [d[0] for d in con.execute(f"SELECT * FROM {source} LIMIT 0", [files]).description]
+        cols = ", ".join(sql_with_default(c, present) for c in EVENT_COLUMNS)
+        sql = f"SELECT {cols} FROM {source} WHERE timestamp >= ? AND timestamp < ?"
+        if where:
+            sql += f" AND ({where})"
         return con.execute(sql + " ORDER BY timestamp", [files, start, end, *(params or [])]).df()
     finally:
         con.close()

@@ -20,7 +20,7 @@ from datetime import datetime
 
 import httpx
 
-from observability import tables
+from observability import summaries, tables
 from observability.logs import get_logger
 from observability.settings import Settings, get_settings
 from observability.store import Store, utcnow
@@ -29,11 +29,11 @@ log = get_logger(__name__)
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 UNHEALTHY_FACTOR = 3.0
-# Rows of `heartbeats` written by the long-running services (`Store.heartbeat(component)`).
-DETECTOR_HEARTBEAT = "detector"
-SPARK_HEARTBEAT = "spark"
-NARRATOR_HEARTBEAT = "narrator"
-INGEST_HEARTBEAT = "ingest"  # the OTLP receiver (python -m ingest)
+# Rows of `heartbeats` written by the long-running services (names defined in `tables`).
+DETECTOR_HEARTBEAT = tables.DETECTOR_HEARTBEAT
+SPARK_HEARTBEAT = tables.SPARK_HEARTBEAT
+NARRATOR_HEARTBEAT = tables.NARRATOR_HEARTBEAT
+INGEST_HEARTBEAT = tables.INGEST_HEARTBEAT
 
 
 @dataclass(frozen=True)
@@ -158,15 +158,8 @@ def check_narrator(settings: Settings, store: Store, now: datetime) -> CheckResu
 
 
 def narration_backlog(store: Store) -> tuple[int, datetime | None]:
-    """(incidents changed since their latest summary, oldest such change)."""
-    row = store.fetch_one(
-        f"""SELECT count(*), min(i.updated_at)
-            FROM {tables.INCIDENTS} i
-            LEFT JOIN (SELECT incident_id, max(created_at) AS last_summary
-                       FROM {tables.INCIDENT_SUMMARIES} GROUP BY incident_id) s ON s.incident_id = i.id
-            WHERE s.last_summary IS NULL OR i.updated_at > s.last_summary"""
-    )
-    return (int(row[0]), row[1]) if row else (0, None)
+    """(incidents awaiting a summary, oldest such change): the narrator's own definition."""
+    return summaries.backlog(store)
 
 
 def check_narration_backlog(settings: Settings, store: Store, now: datetime) -> CheckResult:

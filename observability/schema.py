@@ -16,22 +16,28 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from observability.columns import Column, names
+
 MAX_LINE_BYTES = 1024 * 1024
 MAX_FUTURE = timedelta(days=1)
 REQUIRED_FIELDS = ("timestamp", "service", "status_code", "latency_ms")
-EVENT_FIELDS = (
-    "event_id",
-    "timestamp",
-    "service",
-    "endpoint",
-    "status_code",
-    "latency_ms",
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "error_message",
-    "attributes",
+# The one definition of an event's fields and types: the bronze Parquet layout,
+# the Spark source's schema and the DuckDB readers derive theirs from it
+# (`observability.columns`). Order = bronze column order.
+EVENT_COLUMNS = (
+    Column("event_id", "string"),
+    Column("timestamp", "timestamp"),
+    Column("service", "string"),
+    Column("endpoint", "string"),
+    Column("status_code", "int"),
+    Column("latency_ms", "double"),
+    Column("trace_id", "string"),
+    Column("span_id", "string"),
+    Column("parent_span_id", "string"),
+    Column("error_message", "string"),
+    Column("attributes", "json"),
 )
+EVENT_FIELDS = names(EVENT_COLUMNS)
 DEFAULT_ENDPOINT = "unknown"
 
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -209,10 +215,6 @@ def validate_event(obj: Any, *, now_ms: int | None = None) -> Event:
         error_message=error_message,
         attributes=attributes,
     )
-
-
-def _reject_constant(token: str) -> Any:
-    raise InvalidEvent(f"json: non-standard number {token}")
 
 
 def decode_line(raw: bytes | str) -> Any:

@@ -30,6 +30,13 @@ MODEL_REGISTRY = "model_registry"  # writer: anomaly_detection training (retrain
 SCHEMA_VERSION = "schema_version"  # writer: store.migrate
 OUTBOX = "outbox"  # writer: each stage that publishes after a commit, its own topics' rows (observability.outbox)
 
+# `heartbeats.component` of each long-running service: written by that service
+# (`Store.heartbeat`), read by `observability.health` and the dashboard.
+SPARK_HEARTBEAT = "spark"
+DETECTOR_HEARTBEAT = "detector"
+NARRATOR_HEARTBEAT = "narrator"
+INGEST_HEARTBEAT = "ingest"  # the OTLP receiver (ingest/)
+
 _METRIC_COLUMNS = """
     request_count BIGINT NOT NULL,
     error_count BIGINT NOT NULL,

@@ -26,20 +26,17 @@ import pyarrow as pa
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows, SupportsTriggerAvailableNow
 
+from observability.columns import arrow_schema, select, spark_ddl
+from observability.schema import EVENT_COLUMNS
+
 RAW_FORMAT = "obs_raw_events"
 DEAD_LETTER_FORMAT = "obs_dead_letters"
 
 # What Spark's window aggregation needs; the full rows go to bronze.
-EVENT_SCHEMA = "timestamp TIMESTAMP, service STRING, endpoint STRING, status_code INT, latency_ms DOUBLE"
-EVENT_ARROW_SCHEMA = pa.schema(
-    [
-        ("timestamp", pa.timestamp("us", tz="UTC")),
-        ("service", pa.string()),
-        ("endpoint", pa.string()),
-        ("status_code", pa.int32()),
-        ("latency_ms", pa.float64()),
-    ]
-)
+AGGREGATION_FIELDS = ("timestamp", "service", "endpoint", "status_code", "latency_ms")
+_AGGREGATION_COLUMNS = select(EVENT_COLUMNS, AGGREGATION_FIELDS)
+EVENT_SCHEMA = spark_ddl(_AGGREGATION_COLUMNS)
+EVENT_ARROW_SCHEMA = arrow_schema(_AGGREGATION_COLUMNS, timestamp=pa.timestamp("us", tz="UTC"))
 DEAD_LETTER_SCHEMA = "received_at_ms BIGINT, source STRING, reason STRING, payload STRING"
 _YIELD_ROWS = 65_536
 
@@ -297,11 +294,9 @@ class _NativeStager:
 
 
 def _event_batches(valid: pa.Table) -> Iterator[pa.RecordBatch]:
+    """The aggregation columns of staged bronze rows, as Spark's Arrow input wants them."""
     cols = [
-        valid.column("timestamp").cast(pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC")),
-        valid.column("service"),
-        valid.column("endpoint"),
-        valid.column("status_code"),
-        valid.column("latency_ms"),
+        valid.column(name).cast(field.type) if name == "timestamp" else valid.column(name)
+        for name, field in zip(AGGREGATION_FIELDS, EVENT_ARROW_SCHEMA)
     ]
     yield from pa.Table.from_arrays(cols, schema=EVENT_ARROW_SCHEMA).to_batches(max_chunksize=_YIELD_ROWS)

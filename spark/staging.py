@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import os
 import re
 import time
@@ -35,26 +36,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from observability.bronze import BRONZE_COLUMNS
+from observability.columns import arrow_schema
 from observability.dead_letter import MAX_PAYLOAD_CHARS
-from observability.schema import MAX_LINE_BYTES, Event, InvalidEvent, decode_line, validate_event, validate_line
+from observability.schema import (
+    EVENT_COLUMNS,
+    MAX_LINE_BYTES,
+    Event,
+    InvalidEvent,
+    decode_line,
+    validate_event,
+    validate_line,
+)
 from observability.transport.base import Record
 
-BRONZE_SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("timestamp", pa.timestamp("ms")),  # UTC wall time
-        ("service", pa.string()),
-        ("endpoint", pa.string()),
-        ("status_code", pa.int32()),
-        ("latency_ms", pa.float64()),
-        ("trace_id", pa.string()),
-        ("span_id", pa.string()),
-        ("parent_span_id", pa.string()),
-        ("error_message", pa.string()),
-        ("attributes", pa.string()),
-    ]
-)
-assert tuple(BRONZE_SCHEMA.names) == BRONZE_COLUMNS
+BRONZE_SCHEMA = arrow_schema(EVENT_COLUMNS)  # timestamp[ms], UTC wall time; attributes JSON text
 
 REJECT_SCHEMA = pa.schema(
     [
@@ -152,6 +147,17 @@ def _attributes_json(attributes: dict) -> str:
         return json.dumps(attributes, separators=(",", ":"))
 
 
+# An event's values in bronze column order (timestamp as epoch ms, attributes still a dict).
+_EVENT_ATTRS = operator.attrgetter(*("timestamp_ms" if f == "timestamp" else f for f in BRONZE_COLUMNS))
+_EVENT_ID, _ATTRIBUTES = BRONZE_COLUMNS.index("event_id"), BRONZE_COLUMNS.index("attributes")
+
+
+def _bronze_values(ev: Event) -> list:
+    row = list(_EVENT_ATTRS(ev))
+    row[_ATTRIBUTES] = None
+    return row
+
+
 class RangeParser:
     """Accumulates validated events column-wise (Arrow chunks) and rejects."""
 
@@ -174,18 +180,14 @@ class RangeParser:
             )
             return
         self._offsets.append(rec.offset)
+        row = _bronze_values(ev)
+        if obj.get("event_id") is None:
+            row[_EVENT_ID] = derived_event_id(self.topic, rec.partition, rec.offset)
+        if ev.attributes is not None:
+            row[_ATTRIBUTES] = _attributes_json(ev.attributes)
         c = self._cols
-        c[0].append(ev.event_id if obj.get("event_id") is not None else derived_event_id(self.topic, rec.partition, rec.offset))
-        c[1].append(ev.timestamp_ms)
-        c[2].append(ev.service)
-        c[3].append(ev.endpoint)
-        c[4].append(ev.status_code)
-        c[5].append(ev.latency_ms)
-        c[6].append(ev.trace_id)
-        c[7].append(ev.span_id)
-        c[8].append(ev.parent_span_id)
-        c[9].append(ev.error_message)
-        c[10].append(None if ev.attributes is None else _attributes_json(ev.attributes))
+        for col, value in zip(c, row):
+            col.append(value)
         if len(c[0]) >= _CHUNK:
             self._flush()
 

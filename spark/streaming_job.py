@@ -74,9 +74,6 @@ class StreamingJob:
             return native_kafka_events(self.spark, self.settings, self._source_options(topic))
         return self.spark.readStream.format(RAW_FORMAT).options(**self._source_options(topic)).load()
 
-    def start(self, available_now: bool) -> dict[str, object]:
-        return {"metrics": self.start_metrics(available_now), "dead_letters": self.start_dead_letters(available_now)}
-
     def _trigger(self, available_now: bool) -> dict:
         if available_now:
             return {"availableNow": True}
@@ -144,7 +141,7 @@ class StreamingJob:
         if written:
             fault_point("spark.after_commit")
         published = self._outbox.try_publish()  # at least once, stable ids; consumers keep the latest per key
-        self.store.heartbeat("spark", f"batch {batch_id}")
+        self.store.heartbeat(tables.SPARK_HEARTBEAT, f"batch {batch_id}")
         if written:
             for key, value in (("rows_in", out.rows_in), ("rows_rejected", out.rows_rejected), ("rows_late", out.rows_late)):
                 self.totals[key] += value
@@ -278,7 +275,7 @@ class StreamingJob:
             if not available_now and time.monotonic() - last_beat >= self.settings.trigger_seconds:
                 last_beat = time.monotonic()
                 try:
-                    self.store.heartbeat("spark", "running")
+                    self.store.heartbeat(tables.SPARK_HEARTBEAT, "running")
                 except Exception as exc:  # noqa: BLE001 - a busy store must not stop the job
                     log.warning("heartbeat failed", error=str(exc))
         if rc and available_now:

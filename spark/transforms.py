@@ -26,14 +26,6 @@ def is_client_error(status: Column) -> Column:
     return (status >= 400) & (status < 500)
 
 
-def window_start(ts: Column) -> Column:
-    return F.window(ts, WINDOW).start
-
-
-def window_end(ts: Column) -> Column:
-    return F.window(ts, WINDOW).end
-
-
 def with_service_level(events: DataFrame) -> DataFrame:
     """Each event twice: under its endpoint and under endpoint NULL (the service level).
 
