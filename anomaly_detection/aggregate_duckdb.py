@@ -12,10 +12,10 @@ from pathlib import Path
 
 from observability import tables
 from observability.columns import duckdb_json_columns, select
-from observability.schema import EVENT_COLUMNS
+from observability.schema import DEFAULT_KIND, ENTRY_SPAN_SQL, EVENT_COLUMNS
 from observability.store import Store
 
-_FIELDS = ("timestamp", "service", "status_code", "latency_ms", "trace_id", "span_id", "parent_span_id")
+_FIELDS = ("timestamp", "service", "status_code", "latency_ms", "trace_id", "span_id", "parent_span_id", "kind")
 
 
 def aggregate(store: Store, events_file: Path, watermark_delay_seconds: int = 60) -> int:
@@ -25,7 +25,8 @@ def aggregate(store: Store, events_file: Path, watermark_delay_seconds: int = 60
     def work(con) -> int:
         con.execute(
             f"""CREATE TEMP TABLE ev AS SELECT CAST(replace(replace(timestamp, 'T', ' '), 'Z', '') AS TIMESTAMP) AS ts,
-                service, status_code, latency_ms, trace_id, span_id, parent_span_id FROM {src}"""
+                service, status_code, latency_ms, trace_id, span_id, parent_span_id,
+                coalesce(kind, '{DEFAULT_KIND}') AS kind FROM {src}"""
         )
         con.execute("ALTER TABLE ev ADD COLUMN ws TIMESTAMP")
         con.execute("UPDATE ev SET ws = time_bucket(INTERVAL 1 minute, ts)")
@@ -36,7 +37,7 @@ def aggregate(store: Store, events_file: Path, watermark_delay_seconds: int = 60
                    count(*) FILTER (status_code >= 500) / count(*),
                    avg(latency_ms), quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.95),
                    quantile_cont(latency_ms, 0.99), max(latency_ms), now()::TIMESTAMP
-            FROM ev GROUP BY ws, service"""
+            FROM ev WHERE {ENTRY_SPAN_SQL} GROUP BY ws, service"""
         )
         con.execute(
             f"""INSERT OR REPLACE INTO {tables.TRACE_SAMPLES}

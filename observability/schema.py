@@ -20,6 +20,15 @@ from observability.columns import Column, names
 
 MAX_LINE_BYTES = 1024 * 1024
 MAX_FUTURE = timedelta(days=1)
+# OpenTelemetry span kinds. A span without one is a server span (what the
+# generator and older files mean: each event a request a service answered).
+SPAN_KINDS = ("server", "client", "internal", "producer", "consumer")
+DEFAULT_KIND = "server"
+# Entry spans are a service's requests: SERVER and CONSUMER spans, and root spans
+# of any kind. Request metrics count only these; CLIENT, INTERNAL and PRODUCER
+# child spans are work inside a request (kept in bronze and traces).
+ENTRY_KINDS = ("server", "consumer")
+ENTRY_SPAN_SQL = f"(kind IN ({', '.join(repr(k) for k in ENTRY_KINDS)}) OR parent_span_id IS NULL)"
 REQUIRED_FIELDS = ("timestamp", "service", "status_code", "latency_ms")
 # The one definition of an event's fields and types: the bronze Parquet layout,
 # the Spark source's schema and the DuckDB readers derive theirs from it
@@ -34,6 +43,7 @@ EVENT_COLUMNS = (
     Column("trace_id", "string"),
     Column("span_id", "string"),
     Column("parent_span_id", "string"),
+    Column("kind", "string", default=DEFAULT_KIND),  # OpenTelemetry span kind, lower case (SPAN_KINDS)
     Column("error_message", "string"),
     Column("attributes", "json"),
 )
@@ -64,6 +74,7 @@ class Event:
     parent_span_id: str | None
     error_message: str | None
     attributes: dict[str, Any] | None
+    kind: str = DEFAULT_KIND
 
     @property
     def timestamp(self) -> datetime:
@@ -81,6 +92,7 @@ class Event:
             "trace_id": self.trace_id,
             "span_id": self.span_id,
             "parent_span_id": self.parent_span_id,
+            "kind": self.kind,
             "error_message": self.error_message,
             "attributes": self.attributes,
         }
@@ -194,6 +206,14 @@ def validate_event(obj: Any, *, now_ms: int | None = None) -> Event:
     span_id = _optional_hex(obj, "span_id", _HEX16, 16)
     parent_span_id = _optional_hex(obj, "parent_span_id", _HEX16, 16)
 
+    kind = obj.get("kind")
+    if kind is None:
+        kind = DEFAULT_KIND
+    elif not isinstance(kind, str) or kind.lower() not in SPAN_KINDS:
+        raise InvalidEvent(f"kind: must be one of {', '.join(SPAN_KINDS)}, got {str(kind)[:40]!r}")
+    else:
+        kind = kind.lower()
+
     error_message = obj.get("error_message")
     if error_message is not None and not isinstance(error_message, str):
         raise InvalidEvent(f"error_message: must be a string or null, got {type(error_message).__name__}")
@@ -214,6 +234,7 @@ def validate_event(obj: Any, *, now_ms: int | None = None) -> Event:
         parent_span_id=parent_span_id,
         error_message=error_message,
         attributes=attributes,
+        kind=kind,
     )
 
 

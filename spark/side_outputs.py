@@ -75,21 +75,38 @@ def trace_sample_candidates(con: duckdb.DuckDBPyConnection) -> list[tuple]:
     ).fetchall()
 
 
+# A CLIENT span calling a database names it in these attributes (the stable
+# semantic conventions' name first, then the older one): the callee of its edge.
+DB_SYSTEM_ATTRIBUTES = ("db.system.name", "db.system")
+
+
 def dependency_edges(con: duckdb.DuckDBPyConnection) -> list[tuple]:
-    """Caller -> callee calls: a child span (parent_span_id = parent's span_id, same
-    trace) of another service; status >= 500 counts as an erroring call. The
-    edge's window is the child span's."""
+    """Caller -> callee calls, status >= 500 counting as an erroring call:
+
+    - a child span (parent_span_id = parent's span_id, same trace) of another
+      service; the edge's window is the child span's;
+    - a CLIENT span with a `db.system` attribute: a call from its service to
+      that database system (the callee is the attribute's value, e.g.
+      `postgresql`), in the client span's window.
+    """
+    db_system = "coalesce(" + ", ".join(f"json_extract_string(attributes, '$.\"{a}\"')" for a in DB_SYSTEM_ATTRIBUTES) + ")"
     return con.execute(
         f"""
         WITH parents AS (
             SELECT DISTINCT ON (trace_id, span_id) trace_id, span_id, service
             FROM ev WHERE trace_id IS NOT NULL AND span_id IS NOT NULL
+        ),
+        calls AS (
+            SELECT c.timestamp, p.service AS parent_service, c.service AS child_service, c.status_code
+            FROM ev c JOIN parents p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
+            UNION ALL
+            SELECT timestamp, service, {db_system}, status_code
+            FROM ev WHERE kind = 'client' AND attributes IS NOT NULL
         )
-        SELECT (epoch_ms(c.timestamp) // {WINDOW_MS}) * {WINDOW_MS} AS window_start_ms,
-               p.service AS parent_service, c.service AS child_service,
-               count(*) AS call_count, count(*) FILTER (WHERE c.status_code >= 500) AS error_count
-        FROM ev c JOIN parents p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
-        WHERE p.service <> c.service
+        SELECT (epoch_ms(timestamp) // {WINDOW_MS}) * {WINDOW_MS} AS window_start_ms, parent_service, child_service,
+               count(*) AS call_count, count(*) FILTER (WHERE status_code >= 500) AS error_count
+        FROM calls
+        WHERE child_service IS NOT NULL AND parent_service <> child_service
         GROUP BY ALL ORDER BY ALL
         """
     ).fetchall()
@@ -119,5 +136,6 @@ def compute(valid: pa.Table) -> dict[str, list]:
 
 
 def late_rows(window_counts: list, late_watermark_ms: int) -> int:
-    """Rows whose window ended at or before the watermark: Spark's aggregation drops exactly those."""
+    """Rows whose window ended at or before the watermark: too late to refine a window
+    (Spark's aggregation drops the entry spans among them; the others it never counts)."""
     return sum(int(n) for w, n in window_counts if int(w) + WINDOW_MS <= late_watermark_ms)

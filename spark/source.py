@@ -32,8 +32,9 @@ from observability.schema import EVENT_COLUMNS
 RAW_FORMAT = "obs_raw_events"
 DEAD_LETTER_FORMAT = "obs_dead_letters"
 
-# What Spark's window aggregation needs; the full rows go to bronze.
-AGGREGATION_FIELDS = ("timestamp", "service", "endpoint", "status_code", "latency_ms")
+# What Spark's window aggregation needs (kind and parent_span_id pick the entry
+# spans, `spark.transforms.entry_spans`); the full rows go to bronze.
+AGGREGATION_FIELDS = ("timestamp", "service", "endpoint", "status_code", "latency_ms", "kind", "parent_span_id")
 _AGGREGATION_COLUMNS = select(EVENT_COLUMNS, AGGREGATION_FIELDS)
 EVENT_SCHEMA = spark_ddl(_AGGREGATION_COLUMNS)
 EVENT_ARROW_SCHEMA = arrow_schema(_AGGREGATION_COLUMNS, timestamp=pa.timestamp("us", tz="UTC"))

@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from observability.schema import format_timestamp
+from observability.schema import DEFAULT_KIND, ENTRY_SPAN_SQL, format_timestamp
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ("gateway", "checkout", "payments", "search", "inventory")
@@ -106,8 +106,13 @@ def events_frame(events: list[dict]) -> pd.DataFrame:
 
 
 def expected_metrics(events: list[dict], by_endpoint: bool = False) -> pd.DataFrame:
-    """The in-process baseline: a plain DuckDB GROUP BY over the same events."""
-    df = events_frame(events)[["timestamp", "service", "endpoint", "status_code", "latency_ms"]]
+    """The in-process baseline: a plain DuckDB GROUP BY over the same events' entry spans."""
+    df = events_frame(events)
+    for col in ("kind", "parent_span_id"):
+        if col not in df:
+            df[col] = None
+    df["kind"] = df["kind"].fillna(DEFAULT_KIND)
+    df = df[["timestamp", "service", "endpoint", "status_code", "latency_ms", "kind", "parent_span_id"]]
     keys = "window_start, service" + (", endpoint" if by_endpoint else "")
     con = duckdb.connect()
     con.register("ev", df)
@@ -121,7 +126,7 @@ def expected_metrics(events: list[dict], by_endpoint: bool = False) -> pd.DataFr
                avg(latency_ms) AS avg_latency_ms, max(latency_ms) AS max_latency_ms,
                quantile_cont(latency_ms, 0.5) AS p50, quantile_cont(latency_ms, 0.95) AS p95,
                quantile_cont(latency_ms, 0.99) AS p99
-        FROM ev GROUP BY ALL ORDER BY {keys}
+        FROM ev WHERE {ENTRY_SPAN_SQL} GROUP BY ALL ORDER BY {keys}
         """
     ).df()
 

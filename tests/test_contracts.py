@@ -87,3 +87,26 @@ def test_health_and_the_narrator_agree_on_what_awaits_a_summary(store):
         [incident, now, json.dumps(facts)],
     )
     assert pending_incidents(store) == [] and health.narration_backlog(store) == (0, None)
+
+
+def test_bronze_files_written_before_kind_read_as_server_spans(tmp_path):
+    """Partitions staged before the `kind` column existed stay readable beside new ones."""
+    from datetime import datetime
+
+    import pandas as pd
+
+    from observability import bronze
+
+    t = datetime(2024, 5, 1, 12, 0)
+    old = pd.DataFrame([{"event_id": "a1", "timestamp": t, "service": "api", "endpoint": "/x", "status_code": 200,
+                         "latency_ms": 1.0, "trace_id": None, "span_id": None, "parent_span_id": None,
+                         "error_message": None, "attributes": None}])
+    part = tmp_path / "date=2024-05-01" / "hour=12"
+    part.mkdir(parents=True)
+    old.to_parquet(part / "part-old.parquet", index=False)
+    window = (t - timedelta(minutes=1), t + timedelta(minutes=1))
+    got = bronze.read_events(tmp_path, *window)
+    assert list(got.columns) == list(EVENT_FIELDS) and got.kind.tolist() == ["server"]
+    bronze.write_events(tmp_path, old.assign(event_id="b2", kind="client"))
+    got = bronze.read_events(tmp_path, *window)
+    assert dict(zip(got.event_id, got.kind)) == {"a1": "server", "b2": "client"}

@@ -60,3 +60,15 @@ def test_boundaries_are_accepted():
 def test_ids_are_normalised_to_lower_case_hex():
     ev = validate_event(good_event(1, trace_id="AB" * 16, span_id="CD" * 8), now_ms=NOW_MS)
     assert ev.trace_id == "ab" * 16 and ev.span_id == "cd" * 8
+
+
+def test_span_kind_is_optional_defaults_to_server_and_is_checked():
+    base = {"timestamp": "2024-05-01T10:00:00Z", "service": "checkout", "status_code": 200, "latency_ms": 1}
+    assert validate_event(base, now_ms=NOW_MS).kind == "server"  # generator lines and older files
+    for kind in ("server", "client", "internal", "producer", "consumer"):
+        assert validate_event({**base, "kind": kind}, now_ms=NOW_MS).kind == kind
+    ev = validate_event({**base, "kind": "CONSUMER"}, now_ms=NOW_MS)
+    assert ev.kind == "consumer" and json.loads(ev.to_json())["kind"] == "consumer"
+    for bad in ("unspecified", "", 2, ["server"]):
+        with pytest.raises(InvalidEvent, match="^kind: must be one of server, client"):
+            validate_event({**base, "kind": bad}, now_ms=NOW_MS)

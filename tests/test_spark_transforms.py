@@ -15,7 +15,7 @@ import pytest
 from observability.schema import validate_line
 from spark import side_outputs
 from spark.checkpoint import batch_watermark_ms, query_id
-from spark.source import plan_end
+from spark.source import AGGREGATION_FIELDS, EVENT_SCHEMA, plan_end
 from spark.staging import BRONZE_SCHEMA, RangeParser, validate_fast
 from tests.spark_fixtures import INVALID_LINES, events_frame, expected_metrics, make_events, rank_error
 
@@ -35,8 +35,11 @@ def spark_session(tmp_path_factory):
 
 
 def _events_df(spark, rows):
-    pdf = pd.DataFrame(rows, columns=["timestamp", "service", "endpoint", "status_code", "latency_ms"])
-    return spark.createDataFrame(pdf, "timestamp TIMESTAMP, service STRING, endpoint STRING, status_code INT, latency_ms DOUBLE")
+    """Rows of (timestamp, service, endpoint, status, latency[, kind, parent_span_id]); server roots by default."""
+    rows = [tuple(r) + (None,) * (7 - len(r)) for r in rows]
+    pdf = pd.DataFrame(rows, columns=list(AGGREGATION_FIELDS))
+    pdf["kind"] = pdf["kind"].fillna("server")
+    return spark.createDataFrame(pdf, EVENT_SCHEMA)
 
 
 def test_window_metrics_counts_errors_and_levels(spark_session):
@@ -78,8 +81,8 @@ def test_window_metrics_match_duckdb_and_percentiles_within_error(spark_session)
     from spark.transforms import PERCENTILE_ACCURACY, window_metrics
 
     events = make_events(6000, int(T0.timestamp() * 1000), 180_000, seed=3)
-    df = events_frame(events)[["timestamp", "service", "endpoint", "status_code", "latency_ms"]]
-    got = window_metrics(spark_session.createDataFrame(df)).toPandas()
+    df = events_frame(events).assign(kind="server")[list(AGGREGATION_FIELDS)]
+    got = window_metrics(spark_session.createDataFrame(df, EVENT_SCHEMA)).toPandas()
     for by_endpoint in (False, True):
         exp = expected_metrics(events, by_endpoint=by_endpoint)
         sub = got[got.endpoint.notna()] if by_endpoint else got[got.endpoint.isna()]
@@ -96,6 +99,61 @@ def test_window_metrics_match_duckdb_and_percentiles_within_error(spark_session)
         lat = df[(df.service == row.service) & (df.timestamp >= row.window_start) & (df.timestamp < row.window_end)].latency_ms
         for q, col in ((0.5, "p50_latency_ms"), (0.95, "p95_latency_ms"), (0.99, "p99_latency_ms")):
             assert rank_error(lat, row[col], q) <= 1.0 / PERCENTILE_ACCURACY + 1.0 / len(lat)
+
+
+def test_request_metrics_count_entry_spans_only(spark_session):
+    """SERVER and CONSUMER spans and roots of any kind are requests; CLIENT, INTERNAL and
+    PRODUCER child spans are not (they stay in bronze and traces)."""
+    from spark.transforms import window_metrics
+
+    s = timedelta(seconds=1)
+    p = "0123456789abcdef"
+    rows = [
+        (T0, "api", "/a", 200, 100.0, "server", None),  # root server span
+        (T0 + s, "api", "GET", 500, 90.0, "client", p),  # its outgoing call: not a request
+        (T0 + s, "api", "render", 200, 5.0, "internal", p),  # work inside it: not a request
+        (T0 + s, "api", "publish", 503, 2.0, "producer", p),  # a message it sent: not a request
+        (T0 + 2 * s, "worker", "orders", 500, 40.0, "consumer", p),  # a consumed message: a request
+        (T0 + 3 * s, "worker", "/b", 200, 20.0, "server", p),  # a server span with a parent: a request
+        (T0 + 4 * s, "cron", "nightly", 200, 7.0, "internal", None),  # a root of any kind: a request
+        (T0 + 5 * s, "cron", "GET", 200, 3.0, "client", None),  # a root client span: a request
+    ]
+    out = window_metrics(_events_df(spark_session, rows)).toPandas()
+    svc = out[out.endpoint.isna()].set_index("service")
+    assert svc.request_count.to_dict() == {"api": 1, "worker": 2, "cron": 2}
+    assert svc.error_count.to_dict() == {"api": 0, "worker": 1, "cron": 0}
+    assert svc.loc["api", "max_latency_ms"] == 100.0 and svc.loc["api", "avg_latency_ms"] == 100.0
+    endpoints = out[out.endpoint.notna()]
+    assert sorted(zip(endpoints.service, endpoints.endpoint)) == [
+        ("api", "/a"), ("cron", "GET"), ("cron", "nightly"), ("worker", "/b"), ("worker", "orders")]
+
+
+def test_dependency_edges_from_database_client_spans():
+    """A CLIENT span with db.system is a call to that database; other client spans
+    (no db.system) and non-client spans with db.system make no such edge."""
+    def with_attrs(event, kind, attrs):
+        return {**event, "kind": kind, "attributes": attrs}
+
+    events = [
+        _span(_tid(1), _sid(1), None, "orders", 200, 50.0),
+        with_attrs(_span(_tid(1), _sid(2), _sid(1), "orders", 200, 9.0), "client", {"db.system": "postgresql"}),
+        with_attrs(_span(_tid(1), _sid(3), _sid(1), "orders", 500, 9.0), "CLIENT", {"db.system": "postgresql"}),
+        with_attrs(_span(_tid(1), _sid(4), _sid(1), "orders", 200, 1.0), "client",
+                   {"db.system.name": "redis", "db.system": "redis"}),
+        with_attrs(_span(_tid(1), _sid(5), _sid(1), "orders", 200, 1.0), "client", {"http.request.method": "GET"}),
+        with_attrs(_span(_tid(1), _sid(6), _sid(1), "orders", 200, 1.0), "internal", {"db.system": "sqlite"}),
+        # the http client span's callee (another service) makes the usual parent/child edge
+        _span(_tid(1), _sid(7), _sid(5), "stock", 200, 1.0),
+        with_attrs(_span(_tid(2), _sid(8), None, "stock", 200, 3.0, second=61), "client", {"db.system": "postgresql"}),
+    ]
+    edges = side_outputs.compute(_valid_table(events))["edges"]
+    w0, w1 = int(T0.timestamp() * 1000), int(T0.timestamp() * 1000) + 60_000
+    assert sorted(map(tuple, edges)) == sorted([
+        (w0, "orders", "postgresql", 2, 1),
+        (w0, "orders", "redis", 1, 0),
+        (w0, "orders", "stock", 1, 0),
+        (w1, "stock", "postgresql", 1, 0),
+    ])
 
 
 def _valid_table(events: list[dict]) -> pa.Table:
