@@ -176,6 +176,8 @@ RETENTION_RULES: dict[str, str] = {
         f"SELECT arg_max(id, created_at) FROM {tables.INCIDENT_SUMMARIES} GROUP BY incident_id))"
     ),
     tables.DEAD_LETTER: "received_at < ?",
+    tables.LOGS: "timestamp < ?",
+    tables.OTEL_METRICS: "timestamp < ?",
     # keep the newest progress row: it is the pipeline's last sign of life
     tables.STREAM_PROGRESS: f"processed_at < ? AND batch_id < (SELECT max(batch_id) FROM {tables.STREAM_PROGRESS})",
     tables.HEALTH_CHECKS: "checked_at < ?",

@@ -18,31 +18,36 @@ import json
 import math
 from typing import Any
 
+from observability.columns import Column, names
 from observability.schema import InvalidEvent, decode_line, format_timestamp, parse_timestamp
 
-LOG_FIELDS = (
-    "timestamp",
-    "service",
-    "severity_text",
-    "severity_number",
-    "body",
-    "trace_id",
-    "span_id",
-    "attributes",
+# The one definition of each record's fields and types (`observability.columns`):
+# the DuckDB tables, the Spark job's stream schema and its Arrow batches follow it.
+LOG_COLUMNS = (
+    Column("timestamp", "timestamp"),
+    Column("service", "string"),
+    Column("severity_text", "string"),
+    Column("severity_number", "int"),
+    Column("body", "string"),
+    Column("trace_id", "string"),
+    Column("span_id", "string"),
+    Column("attributes", "json"),
 )
-METRIC_FIELDS = (
-    "timestamp",
-    "service",
-    "name",
-    "kind",
-    "unit",
-    "value",
-    "count",
-    "sum",
-    "bucket_bounds",
-    "bucket_counts",
-    "attributes",
+METRIC_COLUMNS = (
+    Column("timestamp", "timestamp"),
+    Column("service", "string"),
+    Column("name", "string"),
+    Column("kind", "string"),
+    Column("unit", "string"),
+    Column("value", "double"),
+    Column("count", "bigint"),
+    Column("sum", "double"),
+    Column("bucket_bounds", "double[]"),
+    Column("bucket_counts", "bigint[]"),
+    Column("attributes", "json"),
 )
+LOG_FIELDS = names(LOG_COLUMNS)
+METRIC_FIELDS = names(METRIC_COLUMNS)
 # OTLP metric data kinds the platform stores (exponential histograms and summaries
 # are rejected with a reason until a consumer needs them).
 METRIC_KINDS = ("gauge", "sum", "histogram")

@@ -27,6 +27,8 @@ HEARTBEATS = "heartbeats"  # writer: each long-running service, its own row
 HEALTH_CHECKS = "health_checks"  # writer: dags (monitoring_dag)
 DATA_QUALITY_RESULTS = "data_quality_results"  # writer: dags (data_quality_dag)
 MODEL_REGISTRY = "model_registry"  # writer: anomaly_detection training (retraining_dag)
+LOGS = "logs"  # writer: spark (the logs topic; OTLP log records, observability.records)
+OTEL_METRICS = "otel_metrics"  # writer: spark (the metrics topic; one row per OTLP data point)
 SCHEMA_VERSION = "schema_version"  # writer: store.migrate
 OUTBOX = "outbox"  # writer: each stage that publishes after a commit, its own topics' rows (observability.outbox)
 
@@ -216,6 +218,35 @@ CREATE TABLE IF NOT EXISTS {OUTBOX} (
 """,
     ),
     (
+        4,
+        "OTLP logs and metric points (columns: observability.records LOG_COLUMNS, METRIC_COLUMNS)",
+        f"""
+CREATE TABLE IF NOT EXISTS {LOGS} (
+    timestamp TIMESTAMP NOT NULL,
+    service VARCHAR NOT NULL,
+    severity_text VARCHAR,
+    severity_number INTEGER,          -- OTLP SeverityNumber 0-24 (17-24 = ERROR and FATAL)
+    body VARCHAR,
+    trace_id VARCHAR,
+    span_id VARCHAR,
+    attributes JSON
+);
+CREATE TABLE IF NOT EXISTS {OTEL_METRICS} (
+    timestamp TIMESTAMP NOT NULL,
+    service VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,            -- gauge | sum | histogram
+    unit VARCHAR,
+    value DOUBLE,                     -- gauge and sum points
+    count BIGINT,                     -- histogram points
+    sum DOUBLE,
+    bucket_bounds DOUBLE[],
+    bucket_counts BIGINT[],
+    attributes JSON
+);
+""",
+    ),
+    (
         6,
         "incidents.root_cause_candidates (ranked root-cause services with their evidence); anomalies.incident_id",
         f"""
@@ -252,4 +283,6 @@ ALL_TABLES = (
     DATA_QUALITY_RESULTS,
     MODEL_REGISTRY,
     OUTBOX,
+    LOGS,
+    OTEL_METRICS,
 )

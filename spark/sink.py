@@ -2,8 +2,9 @@
 
 Everything a micro-batch produces (window rows, trace samples, dependency
 edges, dead letters, its stream_progress row, and the aggregated-metrics
-records it will publish, staged in the outbox) is written in ONE DuckDB
-transaction together with a `sink_commits(sink, batch_id)` row. A replayed
+records it will publish, staged in the outbox; or a logs / metrics batch's
+records and dead letters) is written in ONE DuckDB transaction together with a
+`sink_commits(sink, batch_id)` row. A replayed
 batch (Spark re-runs the last uncommitted batch after a crash) finds its
 commit row and writes nothing, and a crash before the commit leaves nothing
 behind, so no count is ever doubled or lost. Window rows are upserted on
@@ -106,6 +107,24 @@ class DuckDBSink:
 
         return self.store.write(work)
 
+    def write_records(self, batch_id: int, table: str, records, dead_letters) -> bool:
+        """A logs or metrics micro-batch (Arrow tables): its records, dead letters and
+        commit row in one transaction; False when it had already been committed."""
+
+        def work(con) -> bool:
+            if not self._claim(con, batch_id):
+                return False
+            if records.num_rows:
+                con.register("_records", records)
+                cols = ", ".join(records.column_names)
+                con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _records")
+                con.unregister("_records")
+            if dead_letters.num_rows:
+                _insert_dead_letters(con, dead_letters)
+            return True
+
+        return self.store.write(work)
+
     def _insert_samples(self, con, samples: pd.DataFrame) -> None:
         """Keep each reason's cap per (window, service) across batches (best sort key first); a trace once."""
         if samples is None or samples.empty:
@@ -162,10 +181,12 @@ def _add_dependencies(con, deps: pd.DataFrame) -> None:
     con.unregister("_deps")
 
 
-def _insert_dead_letters(con, rows: pd.DataFrame) -> None:
-    if rows is None or rows.empty:
+def _insert_dead_letters(con, rows) -> None:
+    """Dead-letter rows (received_at_ms, source, reason, payload): a pandas frame or an Arrow table."""
+    if rows is None or (rows.num_rows == 0 if hasattr(rows, "num_rows") else rows.empty):
         return
-    con.register("_dead", rows[["received_at_ms", "source", "reason", "payload"]])
+    cols = ["received_at_ms", "source", "reason", "payload"]
+    con.register("_dead", rows.select(cols) if hasattr(rows, "num_rows") else rows[cols])
     con.execute(
         f"""INSERT INTO {tables.DEAD_LETTER} (received_at, source, reason, payload)
             SELECT epoch_ms(received_at_ms::BIGINT), source, reason, payload FROM _dead"""

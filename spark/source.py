@@ -13,6 +13,8 @@ Two formats:
   events' aggregation columns to Spark as Arrow record batches.
 - `obs_dead_letters`: the dead-letter topic (`observability.dead_letter`
   records published by producers) as dead_letter rows.
+- `obs_logs`, `obs_otel_metrics`: the logs and metrics topics, each record
+  validated once (`spark.otlp_records`) into a valid row or a reject.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from observability.schema import EVENT_COLUMNS
 
 RAW_FORMAT = "obs_raw_events"
 DEAD_LETTER_FORMAT = "obs_dead_letters"
+RECORD_FORMATS = {"logs": "obs_logs", "otel_metrics": "obs_otel_metrics"}  # spark.otlp_records.STREAMS
 
 # What Spark's window aggregation needs (kind and parent_span_id pick the entry
 # spans, `spark.transforms.entry_spans`); the full rows go to bronze.
@@ -187,6 +190,23 @@ class DeadLetterStreamReader(_TopicStreamReader):
             reader.close()
 
 
+class RecordsStreamReader(_TopicStreamReader):
+    """A logs or metrics topic: one Arrow table per range (valid rows and rejects)."""
+
+    stream_name = ""
+
+    def read(self, partition: RangePartition) -> Iterator[pa.RecordBatch]:
+        from spark.otlp_records import STREAMS, parse_range
+
+        reader = open_reader(self.options)
+        try:
+            records = reader.read(self.topic, partition.partition, partition.start, partition.end)
+            table = parse_range(STREAMS[self.stream_name], self.topic, records)
+        finally:
+            reader.close()
+        yield from table.to_batches(max_chunksize=_YIELD_ROWS)
+
+
 def dead_letter_row(rec, parse) -> tuple:
     """One dead-letter topic record -> (received_at_ms, source, reason, payload).
 
@@ -233,9 +253,48 @@ class DeadLetterDataSource(DataSource):
         return DeadLetterStreamReader(self.options)
 
 
+class _RecordsDataSource(DataSource):
+    """A logs or metrics topic (options as DeadLetterDataSource); subclasses name the stream."""
+
+    stream_name = ""
+    reader_class: type[RecordsStreamReader] = RecordsStreamReader
+
+    @classmethod
+    def name(cls) -> str:
+        return RECORD_FORMATS[cls.stream_name]
+
+    def schema(self) -> str:
+        from spark.otlp_records import STREAMS
+
+        return STREAMS[self.stream_name].spark_schema()
+
+    def streamReader(self, schema) -> DataSourceStreamReader:
+        return self.reader_class(self.options)
+
+
+class LogsStreamReader(RecordsStreamReader):
+    stream_name = "logs"
+
+
+class OtelMetricsStreamReader(RecordsStreamReader):
+    stream_name = "otel_metrics"
+
+
+class LogsDataSource(_RecordsDataSource):
+    stream_name = "logs"
+    reader_class = LogsStreamReader
+
+
+class OtelMetricsDataSource(_RecordsDataSource):
+    stream_name = "otel_metrics"
+    reader_class = OtelMetricsStreamReader
+
+
 def register(spark) -> None:
     spark.dataSource.register(RawEventsDataSource)
     spark.dataSource.register(DeadLetterDataSource)
+    spark.dataSource.register(LogsDataSource)
+    spark.dataSource.register(OtelMetricsDataSource)
 
 
 def native_kafka_events(spark, settings, options: dict):

@@ -11,6 +11,9 @@ Two Structured Streaming queries in one Spark application:
   after the commit the outbox publisher sends those records (and any an
   earlier, killed run left unsent) and marks them sent.
 - `dead_letters`: the dead-letter topic (producers' rejects) -> dead_letter.
+- `logs`, `otel_metrics`: the OTLP logs and metrics topics -> validated once
+  (`observability.records`) -> the `logs` / `otel_metrics` tables, their
+  rejects -> dead_letter, with the batch's commit row in the same transaction.
 
 Continuous mode triggers every TRIGGER_SECONDS and restarts a failed query
 with backoff; `--available-now` processes everything available, writes it
@@ -52,7 +55,9 @@ class StreamingJob:
         self.sample_caps = SAMPLE_CAPS
         self._outbox = OutboxPublisher(store, [settings.kafka_aggregated_topic], self._connect)
         self._sinks: dict[str, object] = {}
-        self.totals = {"batches": 0, "rows_in": 0, "rows_rejected": 0, "rows_late": 0, "dead_letters_ingested": 0}
+        self.record_topics = {"logs": settings.kafka_logs_topic, "otel_metrics": settings.kafka_metrics_topic}
+        self.totals = {"batches": 0, "rows_in": 0, "rows_rejected": 0, "rows_late": 0, "dead_letters_ingested": 0,
+                       "logs": 0, "otel_metrics": 0, "records_rejected": 0}
         self._progress_bar = None
 
     # -- streams ----------------------------------------------------------------
@@ -104,6 +109,21 @@ class StreamingJob:
             stream.writeStream.queryName("dead_letters")
             .foreachBatch(self.dead_letter_batch)
             .option("checkpointLocation", str(self.dead_letter_checkpoint))
+            .trigger(**self._trigger(available_now))
+            .start()
+        )
+
+    def start_records(self, stream_name: str, available_now: bool):
+        """The logs or otel_metrics query: a record topic -> its table (stateless)."""
+        from spark.source import RECORD_FORMATS
+
+        stream = self.spark.readStream.format(RECORD_FORMATS[stream_name]).options(
+            **self._source_options(self.record_topics[stream_name])
+        ).load()
+        return (
+            stream.writeStream.queryName(stream_name)
+            .foreachBatch(lambda df, batch_id: self.records_batch(stream_name, df, batch_id))
+            .option("checkpointLocation", str(self.settings.checkpoint_dir / stream_name))
             .trigger(**self._trigger(available_now))
             .start()
         )
@@ -210,6 +230,23 @@ class StreamingJob:
             self.totals["dead_letters_ingested"] += len(rows)
         log.info("dead-letter batch", batch_id=batch_id, rows=len(rows), written=written)
 
+    def records_batch(self, stream_name: str, df, batch_id: int) -> None:
+        """foreachBatch of a logs or otel_metrics query (runs in the driver)."""
+        from spark.otlp_records import STREAMS, split
+
+        stream = STREAMS[stream_name]
+        sink = self._sink(stream_name, self.settings.checkpoint_dir / stream_name)
+        if sink.is_committed(batch_id):
+            log.info("batch already committed, replay is a no-op", query=stream_name, batch_id=batch_id)
+            return
+        records, dead = split(df.toArrow(), stream)
+        written = sink.write_records(batch_id, stream.table, records, dead)
+        if written:
+            self.totals[stream_name] += records.num_rows
+            self.totals["records_rejected"] += dead.num_rows
+        log.info("batch committed" if written else "batch already committed", query=stream_name,
+                 batch_id=batch_id, rows=records.num_rows, rejected=dead.num_rows)
+
     def close(self) -> None:
         self._outbox.try_publish()  # a last attempt; what stays unsent goes first on the next run
         try:
@@ -244,6 +281,8 @@ class StreamingJob:
             self._progress_bar = tqdm(total=self.backlog(), unit="ev", unit_scale=True, desc="spark")
         self._outbox.try_publish()  # what a killed run committed but did not get sent
         starters = {"metrics": self.start_metrics, "dead_letters": self.start_dead_letters}
+        for stream_name in self.record_topics:
+            starters[stream_name] = lambda available_now, name=stream_name: self.start_records(name, available_now)
         queries = {name: start(available_now) for name, start in starters.items()}
         failures = {name: 0 for name in queries}
         rc = 0
@@ -365,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     t = job.totals
     print(
         f"spark: {t['rows_in']} events in {t['batches']} batches, {t['rows_rejected']} rejected, "
-        f"{t['rows_late']} late, {t['dead_letters_ingested']} dead letters ingested, {seconds:.1f}s",
+        f"{t['rows_late']} late, {t['dead_letters_ingested']} dead letters ingested, {t['logs']} logs, "
+        f"{t['otel_metrics']} metric points, {t['records_rejected']} logs/metrics rejected, {seconds:.1f}s",
         flush=True,
     )
     return rc

@@ -110,6 +110,10 @@ def seed_around_cutoff(settings, store, cutoff: datetime) -> None:
         store.execute(f"INSERT INTO {tables.SERVICE_DEPENDENCIES} VALUES (?, 'checkout', 'payments', 3, 0)", [t])
         store.execute(f"INSERT INTO {tables.DEAD_LETTER} VALUES (?, 'test', 'bad', ?)", [t, label])
         store.execute(f"INSERT INTO {tables.HEALTH_CHECKS} VALUES (?, 'spark', 'healthy', ?, NULL)", [t, label])
+        store.execute(f"INSERT INTO {tables.LOGS} (timestamp, service, severity_text, body) VALUES (?, 'checkout', 'ERROR', ?)",
+                      [t, label])
+        store.execute(f"INSERT INTO {tables.OTEL_METRICS} (timestamp, service, name, kind, value) "
+                      "VALUES (?, 'checkout', ?, 'gauge', 1.0)", [t, label])
         store.execute(f"INSERT INTO {tables.DATA_QUALITY_RESULTS} VALUES (?, 'x', 'pass', 0, ?)", [t, label])
         store.execute(f"INSERT INTO {tables.ANOMALIES} (id, service, window_start, window_end, detected_at, anomaly_type, "
                       "severity, score) VALUES (?, 'checkout', ?, ?, ?, 'error_surge', 'high', 0.9)",
@@ -134,7 +138,7 @@ def seed_around_cutoff(settings, store, cutoff: datetime) -> None:
 def surviving_labels(store) -> dict[str, set]:
     q = {
         tables.TRACE_SAMPLES: "trace_id", tables.DEAD_LETTER: "payload", tables.HEALTH_CHECKS: "detail",
-        tables.DATA_QUALITY_RESULTS: "detail", tables.ANOMALIES: "id", tables.INCIDENTS: "id",
+        tables.DATA_QUALITY_RESULTS: "detail", tables.LOGS: "body", tables.OTEL_METRICS: "name", tables.ANOMALIES: "id", tables.INCIDENTS: "id",
         tables.INCIDENT_SUMMARIES: "id", tables.STREAM_PROGRESS: "batch_id",
         tables.SERVICE_METRICS: "window_start", tables.ENDPOINT_METRICS: "window_start",
         tables.SERVICE_DEPENDENCIES: "window_start",
@@ -151,7 +155,7 @@ def test_retention_deletes_exactly_what_expired(settings, store):
     assert left[tables.SERVICE_METRICS] == {new_minute} and left[tables.ENDPOINT_METRICS] == {new_minute}
     assert left[tables.SERVICE_DEPENDENCIES] == {CUTOFF + JUST}
     assert left[tables.TRACE_SAMPLES] == {"trace-new"}
-    for t in (tables.DEAD_LETTER, tables.HEALTH_CHECKS, tables.DATA_QUALITY_RESULTS):
+    for t in (tables.DEAD_LETTER, tables.HEALTH_CHECKS, tables.DATA_QUALITY_RESULTS, tables.LOGS, tables.OTEL_METRICS):
         assert left[t] == {"new"}, t
     assert left[tables.ANOMALIES] == {"anomaly-new"}
     assert left[tables.INCIDENTS] == {"incident-new"}
