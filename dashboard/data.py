@@ -82,6 +82,11 @@ def _trace_samples(db: str, services: tuple[str, ...], start, end) -> pd.DataFra
     return queries.trace_samples(_store(db), list(services), start, end)
 
 
+@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def _incident_error_logs(db: str, services: tuple[str, ...], start, end, trace_ids: tuple[str, ...]) -> pd.DataFrame:
+    return queries.incident_error_logs(_store(db), list(services), start, end, list(trace_ids))
+
+
 @st.cache_data(ttl=60, show_spinner=False)
 def _trace_spans(bronze_dir: str, trace_id: str, around, slack_seconds: float) -> pd.DataFrame:
     return queries.trace_spans(Path(bronze_dir), trace_id, around, timedelta(seconds=slack_seconds))
@@ -135,6 +140,11 @@ def incident_anomalies(service: str, started_at, ended_at) -> pd.DataFrame:
 
 def trace_samples(services: list[str], start, end) -> pd.DataFrame:
     return _safe("trace samples", _trace_samples, _db(), tuple(sorted(set(services))), start, end)
+
+
+def incident_error_logs(services: list[str], start, end, trace_ids: list[str]) -> pd.DataFrame:
+    return _safe("error logs", _incident_error_logs, _db(), tuple(sorted(set(services))), start, end,
+                 tuple(sorted(set(trace_ids))))
 
 
 def trace_spans(trace_id: str, around, slack: timedelta) -> pd.DataFrame:

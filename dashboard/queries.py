@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from observability import bronze, tables
+from observability import bronze, error_logs, tables
 from observability.store import Store
 
 from dashboard.ranges import TimeRange
@@ -181,6 +181,13 @@ def trace_samples(src: Source, services: list[str], start: datetime, end: dateti
         LIMIT 200
     """
     return _df(src, sql, [services, start, end])
+
+
+def incident_error_logs(
+    src: Source, services: list[str], start: datetime, end: datetime, trace_ids: list[str]
+) -> pd.DataFrame:
+    """Error logs of an incident's services in its span, and of its sample traces (newest first)."""
+    return error_logs.incident_error_logs(src, services, start, end, trace_ids)
 
 
 def trace_spans(bronze_dir: Path, trace_id: str, around: datetime, slack: timedelta) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from observability import bronze, tables
+from observability import bronze, error_logs, tables
 from observability.logs import get_logger
 from observability.store import Store, utcnow
 
@@ -211,6 +211,11 @@ def build_facts(store: Store, incident_id: str, bronze_dir) -> Facts:
     except Exception as exc:  # a bronze read must never stop narration
         log.warning("bronze error messages unavailable", incident_id=incident_id, error=str(exc))
         errors = []
+    try:
+        log_lines = store.read(lambda con: error_logs.top_error_lines(con, service, started, end + timedelta(minutes=1)))
+    except Exception as exc:  # nor must a logs read
+        log.warning("error logs unavailable", incident_id=incident_id, error=str(exc))
+        log_lines = []
     minutes = max(1, round((end - started).total_seconds() / 60))
     related = [s for s in related if s and s != service]
     lines = {
@@ -226,6 +231,8 @@ def build_facts(store: Store, incident_id: str, bronze_dir) -> Facts:
         "p99_latency": _before_during(before, during, "p99", fmt_ms),
         "request_rate": _before_during(before, during, "rate", fmt_rate),
         "top_errors": "; ".join(f'"{msg}" ({n} times)' for msg, n in errors) or "none recorded",
+        # the service's most frequent error log lines (OTLP logs), when it sends any
+        **({"error_logs": "; ".join(f'"{line}" ({n} times)' for line, n in log_lines)} if log_lines else {}),
         "affected_endpoints": "; ".join(endpoints) or "no data",
         "sample_trace_ids": ", ".join(traces) or "none",
         "root_cause_service": root or service,

@@ -35,6 +35,7 @@ class SeededDashboard:
     trace_id: str
     trace_ids: list[str]
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    error_logs: dict[str, str] = field(default_factory=dict)  # body -> why the open incident shows it
 
 
 def _summary_row(incident_id: str, service: str, summary: str, generated_by: str, facts: dict, model: str | None) -> dict:
@@ -108,6 +109,7 @@ def seed_dashboard(store: Store, bronze_dir) -> SeededDashboard:
         ),
     )
     bronze.write_events(bronze_dir, _trace_spans(trace_ids[0], open_started + timedelta(seconds=30)))
+    error_logs = _seed_logs(store, open_started, trace_ids[0])
 
     store.insert_df(
         tables.HEALTH_CHECKS,
@@ -152,5 +154,28 @@ def seed_dashboard(store: Store, bronze_dir) -> SeededDashboard:
     store.heartbeat("detector", "scored 6 services")
     return SeededDashboard(
         now=now, open_incident=open_id, resolved_incident=resolved_id, trace_id=trace_ids[0],
-        trace_ids=trace_ids, dead_letter_reasons=reasons,
+        trace_ids=trace_ids, dead_letter_reasons=reasons, error_logs=error_logs,
     )
+
+
+def _seed_logs(store: Store, incident_start: datetime, trace_id: str) -> dict[str, str]:
+    """OTLP log rows around the open payments incident; returns the ones its page shows."""
+    t = incident_start + timedelta(minutes=2)
+    rows = [
+        # (service, severity_text, severity_number, body, trace_id, shown as)
+        ("payments", "ERROR", 17, "card authorisation failed: upstream timeout", None, "service"),
+        ("database", "FATAL", 21, "too many connections", None, "service"),  # the root cause
+        ("payments", "error", 0, "retry budget exhausted", None, "service"),  # text only, no number
+        ("inventory", "ERROR", 17, "reservation aborted by caller", trace_id, "trace"),  # a sample trace
+        ("payments", "INFO", 9, "charge accepted", None, None),  # not an error
+        ("inventory", "ERROR", 17, "stock cache miss storm", None, None),  # another service, no sample trace
+    ]
+    frame = pd.DataFrame(
+        [dict(timestamp=t + timedelta(seconds=i), service=svc, severity_text=text, severity_number=num, body=body,
+              trace_id=tid, span_id=None, attributes=None) for i, (svc, text, num, body, tid, _) in enumerate(rows)]
+        # an error of the incident's service an hour before it: outside its span
+        + [dict(timestamp=incident_start - timedelta(hours=1), service="payments", severity_text="ERROR",
+                severity_number=17, body="an old failure", trace_id=None, span_id=None, attributes=None)]
+    )
+    store.insert_df(tables.LOGS, frame)
+    return {body: shown for _, _, _, body, _, shown in rows if shown}

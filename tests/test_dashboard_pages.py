@@ -161,6 +161,20 @@ def test_incident_with_template_summary_facts_scores_and_waterfall(seeded):
     assert values(waterfall["x"]) == pytest.approx([420.0, 8.0, 380.0, 350.0])
 
 
+def test_incident_error_logs_by_service_window_and_sample_trace(seeded):
+    at = open_page("incidents")
+    assert at.selectbox(key="incident_id").value == seeded.open_incident
+    logs = next(d.value for d in at.dataframe if "body" in d.value.columns)
+    assert dict(zip(logs["body"], logs["matched"])) == seeded.error_logs
+    assert list(logs["timestamp"]) == sorted(logs["timestamp"], reverse=True)  # newest first
+    trace_rows = logs[logs["matched"] == "trace"]
+    assert list(trace_rows["trace_id"]) == [seeded.trace_id] and list(trace_rows["service"]) == ["inventory"]
+    # the resolved search incident has none: an empty state
+    at.selectbox(key="incident_id").set_value(seeded.resolved_incident).run()
+    assert not at.exception
+    assert any("No error logs" in i.value for i in at.info)
+
+
 def test_incident_llm_summary_has_no_template_marker(seeded):
     at = open_page("incidents")
     at.selectbox(key="incident_id").set_value(seeded.resolved_incident).run()

@@ -1,5 +1,6 @@
 """Incidents: each one with its summary, facts, detector scores, baseline against
-observed, related services, root cause, and a waterfall of a sample trace."""
+observed, related services, root cause, a waterfall of a sample trace, and its
+error logs (OTLP logs of its services and sample traces)."""
 
 from __future__ import annotations
 
@@ -81,17 +82,26 @@ def render_scores(anomalies: pd.DataFrame) -> None:
             )
 
 
+def incident_services(inc) -> list[str]:
+    """The incident's service, its related services and its likely root cause."""
+    services = {inc.service, *as_list(inc.related_services)}
+    if isinstance(inc.root_cause_service, str):
+        services.add(inc.root_cause_service)
+    return sorted(services)
+
+
+def incident_end(inc, now):
+    return inc.ended_at if inc.ended_at is not None and not pd.isna(inc.ended_at) else now
+
+
 def sample_traces(inc, anomalies: pd.DataFrame, now) -> pd.DataFrame:
     """Trace ids to drill into: the anomalies' samples first, then trace_samples rows."""
     rows = []
     for a in anomalies.itertuples(index=False):
         for trace_id in as_list(a.sample_trace_ids):
             rows.append({"trace_id": trace_id, "service": a.service, "window_start": a.window_start, "reason": "anomaly sample"})
-    services = {inc.service, *as_list(inc.related_services)}
-    if isinstance(inc.root_cause_service, str):
-        services.add(inc.root_cause_service)
-    end = inc.ended_at if inc.ended_at is not None and not pd.isna(inc.ended_at) else now
-    samples = data.trace_samples(sorted(services), pd.Timestamp(inc.started_at) - timedelta(minutes=1), end)
+    samples = data.trace_samples(incident_services(inc), pd.Timestamp(inc.started_at) - timedelta(minutes=1),
+                                 incident_end(inc, now))
     if not samples.empty:
         rows += samples[["trace_id", "service", "window_start", "reason"]].to_dict("records")
     if not rows:
@@ -99,8 +109,7 @@ def sample_traces(inc, anomalies: pd.DataFrame, now) -> pd.DataFrame:
     return pd.DataFrame(rows).drop_duplicates("trace_id", keep="first").reset_index(drop=True)
 
 
-def render_traces(inc, anomalies: pd.DataFrame, now) -> None:
-    traces = sample_traces(inc, anomalies, now)
+def render_traces(inc, traces: pd.DataFrame) -> None:
     if traces.empty:
         ui.empty_state("No sample traces recorded for this incident.")
         return
@@ -125,6 +134,28 @@ def render_traces(inc, anomalies: pd.DataFrame, now) -> None:
     )
 
 
+def render_error_logs(inc, traces: pd.DataFrame, now) -> None:
+    """Error logs of the incident's services in its span (a minute either side), and of its sample traces."""
+    start = pd.Timestamp(inc.started_at).to_pydatetime() - timedelta(minutes=1)
+    end = pd.Timestamp(incident_end(inc, now)).to_pydatetime() + timedelta(minutes=1)
+    logs = data.incident_error_logs(incident_services(inc), start, end, traces["trace_id"].tolist())
+    if logs.empty:
+        ui.empty_state("No error logs for this incident's services or sample traces "
+                       "(services send logs through the OTLP receiver).")
+        return
+    st.caption(f"{len(logs)} error log records, newest first; `trace` rows belong to a sample trace.")
+    st.dataframe(
+        logs[["timestamp", "service", "severity_text", "body", "trace_id", "span_id", "matched"]],
+        hide_index=True,
+        column_config={
+            "timestamp": st.column_config.DatetimeColumn("time (UTC)", format="YYYY-MM-DD HH:mm:ss.SSS"),
+            "severity_text": "severity",
+            "matched": "shown for",
+        },
+        key="table_error_logs",
+    )
+
+
 def render_incident(inc, now) -> None:
     st.subheader(_label(inc))
     left, right = st.columns([2, 1])
@@ -146,8 +177,11 @@ def render_incident(inc, now) -> None:
     anomalies = data.incident_anomalies(inc.service, inc.started_at, inc.ended_at if not pd.isna(inc.ended_at) else None)
     st.markdown("#### Detectors")
     render_scores(anomalies)
+    traces = sample_traces(inc, anomalies, now)
     st.markdown("#### Sample traces")
-    render_traces(inc, anomalies, now)
+    render_traces(inc, traces)
+    st.markdown("#### Error logs")
+    render_error_logs(inc, traces, now)
 
 
 @st.fragment(run_every=ui.refresh_seconds())
