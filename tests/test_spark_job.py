@@ -138,6 +138,8 @@ def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, t
     watermark = progress.watermark.max()
     assert watermark is not pd.NaT and watermark < progress.max_event_time.max()
     assert store.fetch_one("SELECT count(*) FROM heartbeats WHERE component = 'spark'")[0] == 1
+    # no log or metric records: their queries never started (nor their source processes)
+    assert not (settings.checkpoint_dir / "logs").exists() and not (settings.checkpoint_dir / "otel_metrics").exists()
     t_base = datetime.fromtimestamp(base / 1000, tz=timezone.utc).replace(tzinfo=None)
     bronze = read_events(settings.bronze_dir, t_base - timedelta(hours=1), t_base + timedelta(hours=2))
     assert len(bronze) == len(events) and set(bronze.event_id) == {e["event_id"] for e in events}

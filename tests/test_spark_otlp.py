@@ -167,3 +167,49 @@ def test_logs_and_metrics_land_exactly_once_with_their_dead_letters(data_dir, se
     run_job(env, "--available-now")
     assert sorted(_stored(store, "logs", LOG_FIELDS), key=str) == sorted(again, key=str)
     assert len(_stored(store, "otel_metrics", METRIC_FIELDS)) == len(metrics)
+
+
+@pytest.mark.e2e
+def test_continuous_job_starts_the_logs_query_when_logs_first_arrive(data_dir, settings, store):
+    """Without records the logs and metrics queries do not run (each would keep a Python source
+    process); the first log record starts the logs query, and its rows arrive."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.spark_fixtures import ROOT
+
+    env = job_env(data_dir, TRIGGER_SECONDS=1)
+    proc = subprocess.Popen([sys.executable, "-m", "spark.streaming_job"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        def poll(predicate, what: str, timeout: float = 180):
+            deadline = time.monotonic() + timeout
+            while not predicate():
+                assert proc.poll() is None, proc.communicate()[0][-4000:]
+                assert time.monotonic() < deadline, f"timed out waiting for {what}"
+                time.sleep(0.5)
+
+        def heartbeat_seen() -> bool:
+            try:
+                return store.fetch_one("SELECT count(*) FROM heartbeats WHERE component = 'spark'")[0] > 0
+            except Exception:  # noqa: BLE001 - not migrated yet
+                return False
+
+        poll(heartbeat_seen, "the job's heartbeat")
+        time.sleep(2)  # two more trigger periods with empty record topics: the queries stay unstarted
+        assert not (settings.checkpoint_dir / "logs").exists() and not (settings.checkpoint_dir / "otel_metrics").exists()
+        logs = _logs(int(time.time() * 1000) - 60_000, 6)
+        _publish(settings, settings.kafka_logs_topic, logs)
+        poll(lambda: store.fetch_one("SELECT count(*) FROM logs")[0] == len(logs), "the log rows")
+        assert not (settings.checkpoint_dir / "otel_metrics").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)  # the driver only: it stops its queries and the JVM itself
+        try:
+            out = proc.communicate(timeout=90)[0]
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out = proc.communicate()[0]
+    assert proc.returncode == 0, out[-4000:]
+    assert set(_stored(store, "logs", LOG_FIELDS)) == _expected(logs, validate_log_record, LOG_FIELDS)
