@@ -102,6 +102,8 @@ def _count(obj: dict, field: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidEvent(f"{field}: must be a non-negative integer")
+    if value >= 2**63:  # stored as BIGINT
+        raise InvalidEvent(f"{field}: must be below 2^63")
     return value
 
 

@@ -252,6 +252,8 @@ def decode_line(raw: bytes | str) -> Any:
         return json.loads(text, parse_constant=_nan_marker)
     except json.JSONDecodeError as exc:
         raise InvalidEvent(f"json: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:  # a few KB of brackets: a reject, not a crash of whoever parses it
+        raise InvalidEvent("json: nested too deeply") from None
 
 
 class _NonFinite(float):

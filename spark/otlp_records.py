@@ -123,10 +123,11 @@ def parse_range(stream: RecordStream, topic: str, records: Iterable[Record]) -> 
         now_ms = rec.timestamp_ms if rec.timestamp_ms and rec.timestamp_ms > 0 else wall_ms
         try:
             row = _storable(judge(stream, rec.value, now_ms))
-        except InvalidEvent as exc:
+        except Exception as exc:  # noqa: BLE001 - one poison record must not fail the range (and loop)
+            reason = str(exc) if isinstance(exc, InvalidEvent) else f"record: {type(exc).__name__}: {exc}"[:500]
             for name in fields:
                 cols[name].append(None)
-            for name, value in zip(rejects, (now_ms, f"spark:{topic}:{rec.partition}:{rec.offset}", str(exc),
+            for name, value in zip(rejects, (now_ms, f"spark:{topic}:{rec.partition}:{rec.offset}", reason,
                                              _payload_text(rec.value))):
                 cols[name].append(value)
             continue

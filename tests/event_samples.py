@@ -70,4 +70,5 @@ BAD_LINES: list[tuple[str, bytes, str]] = [
     ("event_id not hex", _with(event_id="event-1"), "event_id"),
     ("endpoint not a string", _with(endpoint=["GET", "/"]), "endpoint"),
     ("error_message not a string", _with(error_message=500), "error_message"),
+    ("nested too deeply", _with(attributes={"a": "PLACEHOLDER"}).replace(b'"PLACEHOLDER"', b"[" * 3000 + b"]" * 3000), "json"),
 ]

@@ -39,6 +39,8 @@ INVALID_LINES = [
     (b'{"timestamp": "2024-01-01T00:00:00Z", "service": "x", "status_code": 200, "latency_ms": -3}', "latency_ms"),
     (b'["an", "array"]', "event"),
     (b"\xff\xfe bad utf-8", "line"),
+    (b'{"timestamp": "2024-01-01T00:00:00Z", "service": "x", "status_code": 200, "latency_ms": 1, "attributes": '
+     + b"[" * 3000 + b"]" * 3000 + b"}", "json"),  # nested deeper than the json module's recursion limit
 ]
 
 

@@ -59,6 +59,10 @@ BAD_METRICS = [
     (b'{"timestamp": "2026-01-01T00:00:00Z", "name": "x", "kind": "gauge", "value": NaN}', "value"),
     (b'{"timestamp": "2026-01-01T00:00:00Z", "name": "h", "kind": "histogram", "count": 3, "sum": 1,'
      b' "bucket_bounds": [1.0], "bucket_counts": [1, 1]}', "bucket_counts"),
+    (b'{"timestamp": "2026-01-01T00:00:00Z", "name": "h", "kind": "histogram", "count": 18446744073709551615,'
+     b' "sum": 1}', "count"),  # an OTLP fixed64 beyond BIGINT
+    (b'{"timestamp": "2026-01-01T00:00:00Z", "name": "g", "kind": "gauge", "value": 1, "attributes": {"a": '
+     + b"[" * 3000 + b"]" * 3000 + b"}}", "json"),  # nested deeper than the json module's recursion limit
 ]
 
 
