@@ -118,7 +118,9 @@ def seed_around_cutoff(settings, store, cutoff: datetime) -> None:
         store.execute(f"INSERT INTO {tables.ANOMALIES} (id, service, window_start, window_end, detected_at, anomaly_type, "
                       "severity, score) VALUES (?, 'checkout', ?, ?, ?, 'error_surge', 'high', 0.9)",
                       [f"anomaly-{label}", t, t + JUST, t])
-        store.execute(f"INSERT INTO {tables.INCIDENTS} VALUES (?, 'checkout', ?, ?, 'resolved', 'high', 'checkout', [], ?)",
+        store.execute(f"INSERT INTO {tables.INCIDENTS} (id, service, started_at, ended_at, status, peak_severity, "
+                      "root_cause_service, related_services, updated_at) "
+                      "VALUES (?, 'checkout', ?, ?, 'resolved', 'high', 'checkout', [], ?)",
                       [f"incident-{label}", t - JUST, t, t])
         store.execute(f"INSERT INTO {tables.INCIDENT_SUMMARIES} (id, incident_id, service, created_at, summary, generated_by, facts) "
                       "VALUES (?, ?, 'checkout', ?, 's', 'template', '{}')", [f"summary-{label}", f"incident-{label}", t])
@@ -176,7 +178,9 @@ def test_retention_deletes_exactly_what_expired(settings, store):
 def test_retention_keeps_the_newest_progress_row_and_latest_summary_of_kept_incident(settings, store):
     old = CUTOFF - timedelta(days=2)
     store.executemany(f"INSERT INTO {tables.STREAM_PROGRESS} VALUES (?, ?, 10, 0, 0, NULL, NULL)", [[1, old], [2, old]])
-    store.execute(f"INSERT INTO {tables.INCIDENTS} VALUES ('i', 'checkout', ?, NULL, 'open', 'high', 'checkout', [], ?)",
+    store.execute(f"INSERT INTO {tables.INCIDENTS} (id, service, started_at, ended_at, status, peak_severity, "
+                  "root_cause_service, related_services, updated_at) "
+                  "VALUES ('i', 'checkout', ?, NULL, 'open', 'high', 'checkout', [], ?)",
                   [old, CUTOFF + JUST])
     store.execute(f"INSERT INTO {tables.INCIDENT_SUMMARIES} (id, incident_id, service, created_at, summary, generated_by, facts) "
                   "VALUES ('only', 'i', 'checkout', ?, 's', 'template', '{}')", [old])
