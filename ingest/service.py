@@ -18,12 +18,12 @@ from ingest.grpc_server import create_server
 from ingest.http_server import create_app
 from ingest.publish import Publisher
 from ingest.workers import Mapper
+from observability import tables
 from observability.logs import configure_logging, get_logger
 from observability.settings import Settings, get_settings
 
 log = get_logger("ingest")
 
-HEARTBEAT_COMPONENT = "ingest"
 HEARTBEAT_INTERVAL_S = 15.0
 
 
@@ -59,7 +59,7 @@ class Heartbeat:
             log.warning("schema migration failed", error=str(exc)[:300])
         while True:
             try:
-                self.store.heartbeat(HEARTBEAT_COMPONENT, self.detail())
+                self.store.heartbeat(tables.INGEST_HEARTBEAT, self.detail())
             except Exception as exc:
                 log.warning("heartbeat failed", error=str(exc)[:300])
             if self._stop.wait(self.interval_s):
