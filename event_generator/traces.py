@@ -11,27 +11,12 @@ from __future__ import annotations
 
 import math
 import random
-import time
 
 from event_generator import topology
 from event_generator.scenarios import NO_EFFECT, LabelTracker, ScenarioSchedule
+from observability.schema import TimestampFormatter
 
 _MU = {(s, name): math.log(ep.self_ms) for s, eps in topology.ENDPOINTS.items() for name, ep in eps.items()}
-
-
-class TimestampFormatter:
-    """Epoch ms -> ISO 8601 UTC with milliseconds; caches the per-second prefix."""
-
-    def __init__(self) -> None:
-        self._sec = -1
-        self._prefix = ""
-
-    def __call__(self, ms: int) -> str:
-        sec, milli = divmod(ms, 1000)
-        if sec != self._sec:
-            self._sec = sec
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self._prefix}.{milli:03d}Z"
 
 
 class TraceBuilder:

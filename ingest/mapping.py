@@ -26,7 +26,7 @@ import orjson
 from ingest.otlp_json import to_dict
 from observability.dead_letter import make_dead_letter
 from observability.records import UNKNOWN_SERVICE, record_to_json, validate_log_record, validate_metric_point
-from observability.schema import MAX_FUTURE, MAX_LINE_BYTES, InvalidEvent
+from observability.schema import MAX_FUTURE, MAX_LINE_BYTES, InvalidEvent, TimestampFormatter
 
 SOURCE_TRACES, SOURCE_LOGS, SOURCE_METRICS = "otlp:traces", "otlp:logs", "otlp:metrics"
 # OTLP SpanKind -> the event's `kind`; UNSPECIFIED is read as INTERNAL, as the spec allows.
@@ -118,23 +118,6 @@ def service_of(resource_attrs: dict[str, Any]) -> str:
     if isinstance(name, str) and name.strip():
         return name.strip()
     return UNKNOWN_SERVICE
-
-
-class TimestampFormatter:
-    """Epoch ms -> ISO 8601 UTC with milliseconds (the schema's wire form); caches the second."""
-
-    __slots__ = ("_sec", "_prefix")
-
-    def __init__(self) -> None:
-        self._sec = -1
-        self._prefix = ""
-
-    def __call__(self, ms: int) -> str:
-        sec, milli = divmod(ms, 1000)
-        if sec != self._sec:
-            self._sec = sec
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self._prefix}.{milli:03d}Z"
 
 
 def _check_ids(trace_id: bytes, span_id: bytes, parent: bytes) -> None:

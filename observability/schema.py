@@ -12,6 +12,7 @@ import json
 import math
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -104,6 +105,25 @@ class Event:
 def format_timestamp(ms: int) -> str:
     dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+class TimestampFormatter:
+    """`format_timestamp` for a stream of timestamps in time order (the generator, the OTLP
+    receiver): the per-second prefix is computed once per second, the hot path only formats
+    the milliseconds."""
+
+    __slots__ = ("_sec", "_prefix")
+
+    def __init__(self) -> None:
+        self._sec = -1
+        self._prefix = ""
+
+    def __call__(self, ms: int) -> str:
+        sec, milli = divmod(ms, 1000)
+        if sec != self._sec:
+            self._sec = sec
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self._prefix}.{milli:03d}Z"
 
 
 def new_event_id() -> str:
