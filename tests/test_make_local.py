@@ -24,6 +24,7 @@ from observability.store import Store, utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+FAULT_INCIDENT = "root_cause_service = 'payments' OR list_contains(related_services, 'payments')"
 
 
 def _port_free(port: int) -> bool:
@@ -96,8 +97,9 @@ def test_make_local_runs_the_platform_end_to_end(tmp_path):
         queries = {
             "metrics": "SELECT count(*) FROM service_metrics",
             "anomaly": "SELECT count(*) FROM anomalies WHERE service = 'payments'",
-            "incident": "SELECT count(*) FROM incidents WHERE service = 'payments'",
-            "summary": "SELECT count(*) FROM incident_summaries WHERE service = 'payments'",
+            # one correlated incident, shown at the entry service users see (checkout), rooted in payments
+            "incident": f"SELECT count(*) FROM incidents WHERE {FAULT_INCIDENT}",
+            "summary": f"SELECT count(*) FROM incident_summaries s JOIN incidents i ON s.incident_id = i.id WHERE {FAULT_INCIDENT}",
         }
         while time.monotonic() - t0 < 180 and len(seen) < len(queries):
             for name, sql in queries.items():
