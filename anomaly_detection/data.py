@@ -93,6 +93,20 @@ def incident_spans(store: Store) -> pd.DataFrame:
     )
 
 
+def windows_per_service(store: Store) -> float:
+    """service_metrics windows per service (0 when there are none): how much history there is to train on."""
+    n, services = store.fetch_one(f"SELECT count(*), count(DISTINCT service) FROM {tables.SERVICE_METRICS}")
+    return n / services if services else 0.0
+
+
+def anomaly_kinds(store: Store, start: datetime, end: datetime) -> pd.DataFrame:
+    """(service, window_start, anomaly_type) of the stored anomalies with start <= window_start <= end."""
+    return store.fetch_df(
+        f"SELECT service, window_start, anomaly_type FROM {tables.ANOMALIES} WHERE window_start >= ? AND window_start <= ?",
+        [start, end],
+    )
+
+
 def scenario_labels(store: Store) -> pd.DataFrame:
     return store.fetch_df(f"SELECT * FROM {tables.SCENARIO_LABELS}")
 
@@ -125,6 +139,6 @@ def mask_spans(df: pd.DataFrame, spans: pd.DataFrame, pad_minutes: int = 0) -> p
     ws = pd.to_datetime(df["window_start"])
     for service, g in spans.groupby("service"):
         rows = df["service"] == service
-        for s, e in zip(pd.to_datetime(g["started_at"]), pd.to_datetime(g["ended_at"])):
+        for s, e in zip(pd.to_datetime(g["started_at"]), pd.to_datetime(g["ended_at"]), strict=True):
             inside |= rows & (ws >= s - pad) & (ws <= e + pad)
     return inside

@@ -1,4 +1,4 @@
-"""One detection cycle, and the loop around it.
+"""One detection cycle: what it scores, and what it writes in one transaction.
 
 A cycle scores every final window (window_end <= the stream's watermark) not yet
 scored, in time chunks; for each chunk it writes the anomalies, the incidents it
@@ -13,24 +13,20 @@ with the anomaly id as the message key and the record's `id`.
 from __future__ import annotations
 
 import json
-import signal
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import duckdb
-import numpy as np
 import pandas as pd
 
+from anomaly_detection import correlation, data, incidents, persistence, registry, retraining, root_cause, silence
+from anomaly_detection.detectors import MODEL_KINDS, RobustStatsDetector, RulesDetector
+from anomaly_detection.ensemble import Ensemble
 from observability import outbox, tables
 from observability.faults import fault_point
 from observability.logs import get_logger
-from observability.store import Store, StoreBusy, utcnow
-
-from anomaly_detection import correlation, data, incidents, registry, retraining, root_cause, silence
-from anomaly_detection.detectors import MODEL_KINDS, RobustStatsDetector, RulesDetector
-from anomaly_detection.ensemble import Ensemble
+from observability.store import Store, utcnow
 
 log = get_logger(__name__)
 _NS = uuid.UUID("0c7d3f7e-33c5-4d7b-8f0a-6d1bb2f6b1a4")
@@ -90,8 +86,7 @@ class DetectionService:
         missing = [k for k in MODEL_KINDS if registry.promoted_version(self.store, k) is None]
         if not missing:
             return
-        row = self.store.fetch_one(f"SELECT count(*), count(DISTINCT service) FROM {tables.SERVICE_METRICS}")
-        if not row or not row[1] or row[0] / row[1] < MIN_BOOTSTRAP_WINDOWS:
+        if data.windows_per_service(self.store) < MIN_BOOTSTRAP_WINDOWS:
             return
         for kind in missing:
             version = retraining.train_candidate(kind, self.settings, self.store)
@@ -165,25 +160,16 @@ class DetectionService:
         changed = self._incidents(scored, anomalies, now, through)
         messages = [(r["id"], r["id"], anomaly_message(r)) for r in anomalies.to_dict("records")] if self.publish else []
 
-        def write(con: duckdb.DuckDBPyConnection) -> None:
-            if len(anomalies):
-                con.register("_anom", anomalies)
-                cols = ", ".join(anomalies.columns)
-                con.execute(f"INSERT OR REPLACE INTO {tables.ANOMALIES} ({cols}) SELECT {cols} FROM _anom")
-                con.unregister("_anom")
-                outbox.stage(con, self.settings.kafka_anomalies_topic, messages, now)
-            if changed:
-                inc = pd.DataFrame([i.row() for i in changed])
-                con.register("_inc", inc)
-                cols = ", ".join(inc.columns)
-                con.execute(f"INSERT OR REPLACE INTO {tables.INCIDENTS} ({cols}) SELECT {cols} FROM _inc")
-                con.unregister("_inc")
-            con.register("_prog", progress)
-            con.execute(
-                f"INSERT OR REPLACE INTO {tables.DETECTOR_PROGRESS} (service, last_window_start, updated_at) "
-                "SELECT service, last_window_start, updated_at FROM _prog"
+        def write(con: duckdb.DuckDBPyConnection) -> None:  # one transaction: see the module docstring
+            persistence.write_cycle(
+                con,
+                anomalies=anomalies,
+                messages=messages,
+                topic=self.settings.kafka_anomalies_topic,
+                changed=changed,
+                progress=progress,
+                now=now,
             )
-            con.unregister("_prog")
 
         self.store.write(write)
         if len(anomalies):
@@ -191,10 +177,7 @@ class DetectionService:
         return len(anomalies), len(changed)
 
     def _anomaly_rows(self, hits: pd.DataFrame, now: datetime) -> pd.DataFrame:
-        cols = [
-            "id", "service", "window_start", "window_end", "detected_at", "anomaly_type", "severity", "score",
-            "detectors", "baseline", "observed", "sample_trace_ids",
-        ]
+        cols = persistence.ANOMALY_COLUMNS
         if hits.empty:
             return pd.DataFrame(columns=cols)
         samples = data.trace_samples(self.store, hits["window_start"].min(), hits["window_start"].max())
@@ -222,21 +205,9 @@ class DetectionService:
     def _incidents(self, scored: pd.DataFrame, new_anomalies: pd.DataFrame, now: datetime, through: datetime) -> list[incidents.Incident]:
         """Advance the incidents over the scored windows (correlated through the call graph), rank
         their root causes, and set `incident_id` on the new anomaly rows (in place)."""
-        stored = self.store.fetch_df(f"SELECT * FROM {tables.INCIDENTS} WHERE status = 'open'")
         open_by_service: dict[str, incidents.Incident] = {}
         before: dict[str, incidents.Incident] = {}
-        for r in stored.itertuples(index=False):
-            last = self.store.fetch_one(
-                f"""SELECT max(window_end) FROM {tables.ANOMALIES}
-                    WHERE incident_id = ? OR (incident_id IS NULL AND service = ? AND window_start >= ?)""",
-                [r.id, r.service, r.started_at],
-            )[0]
-            inc = incidents.Incident(
-                r.id, r.service, pd.Timestamp(r.started_at).to_pydatetime(), None, r.status, r.peak_severity,
-                r.root_cause_service, list(r.related_services if r.related_services is not None else []),
-                pd.Timestamp(r.updated_at).to_pydatetime(), pd.Timestamp(last or r.started_at).to_pydatetime(),
-                root_cause.parse(getattr(r, "root_cause_candidates", None)),
-            )
+        for inc in persistence.open_incidents(self.store):
             for svc in incidents.members(inc):
                 open_by_service.setdefault(svc, inc)
             before[inc.id] = incidents.Incident(**{**inc.__dict__, "related_services": list(inc.related_services)})
@@ -254,18 +225,31 @@ class DetectionService:
         touched += [i for i in {id(v): v for v in open_by_service.values()}.values() if i.id not in ids]
         if not touched:
             return []
+        self._rank(touched, new_anomalies, graph, through)
+        changed = []
+        for inc in touched:
+            old = before.get(inc.id)
+            if old is None or not inc.same_as(old):
+                inc.updated_at = now
+                changed.append(inc)
+        return changed
+
+    def _rank(
+        self, touched: list[incidents.Incident], new_anomalies: pd.DataFrame, graph: correlation.CallGraph, through: datetime
+    ) -> None:
+        """Place each incident at its most upstream service and rank its root causes (from the spans,
+        else its traffic origin), over the stored and the new anomalies around it."""
         lo = min(i.started_at for i in touched) - timedelta(minutes=10)
         hi = max(pd.Timestamp(through).to_pydatetime(), max(i.last_anomaly_end for i in touched)) + timedelta(minutes=10)
-        known = self.store.fetch_df(
-            f"SELECT service, window_start, anomaly_type FROM {tables.ANOMALIES} WHERE window_start >= ? AND window_start <= ?", [lo, hi]
-        )
+        known = data.anomaly_kinds(self.store, lo, hi)
         frames = [f for f in (known, new_anomalies[["service", "window_start", "anomaly_type"]]) if len(f)]
         anomalies = pd.concat(frames, ignore_index=True) if frames else known
         anomalies["window_start"] = pd.to_datetime(anomalies["window_start"])
         deps = data.dependencies(self.store, lo, hi)
         ranker = root_cause.RootCauseRanker()
-        span_visits = root_cause.visits(root_cause.read_spans(self.settings.bronze_dir, lo - ranker.onset_slack - ranker.lookback, hi + ranker.min_span))
-        changed = []
+        span_visits = root_cause.visits(
+            root_cause.read_spans(self.settings.bronze_dir, lo - ranker.onset_slack - ranker.lookback, hi + ranker.min_span)
+        )
         for inc in touched:
             self._place(inc, anomalies, graph)
             _, inc.root_cause_service = incidents.relate(inc, anomalies, deps)
@@ -275,11 +259,6 @@ class DetectionService:
                 inc.root_cause_candidates = _traffic_origin(inc, anomalies)
             if inc.root_cause_candidates:
                 inc.root_cause_service = inc.root_cause_candidates[0]["service"]
-            old = before.get(inc.id)
-            if old is None or not inc.same_as(old):
-                inc.updated_at = now
-                changed.append(inc)
-        return changed
 
     @staticmethod
     def _place(inc: incidents.Incident, anomalies: pd.DataFrame, graph: correlation.CallGraph) -> None:
@@ -358,34 +337,3 @@ def _progress_marks(windows: pd.DataFrame, marks: dict[str, datetime], through: 
         for svc in sorted(set(last) | set(marks))
     ]
     return pd.DataFrame(rows, columns=["service", "last_window_start"])
-
-
-def run_forever(service: DetectionService, interval: float, max_backoff: float = 60.0) -> None:
-    """Cycle every `interval` seconds; survive a locked or missing DB and a stopped stream."""
-    stop = {"flag": False}
-
-    def _stop(*_):
-        stop["flag"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    failures = 0
-    while not stop["flag"]:
-        started = time.monotonic()
-        try:
-            service.run_once()
-            failures = 0
-            wait = interval
-        except (StoreBusy, duckdb.Error, OSError) as exc:
-            failures += 1
-            wait = min(max_backoff, interval * 2 ** min(failures, 6))
-            log.warning("cycle failed, backing off", error=str(exc)[:300], failures=failures, wait_seconds=wait)
-        except Exception as exc:  # never die on one bad cycle
-            failures += 1
-            wait = min(max_backoff, interval * 2 ** min(failures, 6))
-            log.exception("cycle crashed, backing off", error=str(exc)[:300], failures=failures, wait_seconds=wait)
-        deadline = started + wait
-        while not stop["flag"] and time.monotonic() < deadline:
-            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-    service.close()
-    log.info("detector stopped")
