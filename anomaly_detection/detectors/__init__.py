@@ -21,10 +21,6 @@ _LAZY = {"TransformerDetector": "anomaly_detection.detectors.transformer", "reso
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
-    if name == "DETECTORS":
-        from anomaly_detection.detectors.transformer import TransformerDetector
-
-        return {c.name: c for c in (RulesDetector, RobustStatsDetector, IsolationForestDetector, TransformerDetector)}
     raise AttributeError(name)
 
 
@@ -34,7 +30,6 @@ __all__ = [
     "RobustStatsDetector",
     "IsolationForestDetector",
     "TransformerDetector",
-    "DETECTORS",
     "MODEL_KINDS",
     "resolve_device",
 ]
