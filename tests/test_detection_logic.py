@@ -10,7 +10,7 @@ import pandas as pd
 from anomaly_detection import incidents, thresholds
 from anomaly_detection.detectors.base import BaseDetector
 from anomaly_detection.ensemble import Ensemble
-from anomaly_detection.scenario_eval import compute_metrics
+from anomaly_detection.evaluation.scenarios import compute_metrics
 
 T0 = datetime(2025, 5, 5, 12, 0)
 

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly_detection import nab_eval, nab_scoring as ns
+from anomaly_detection.evaluation import nab as nab_eval
+from anomaly_detection.evaluation import nab_scoring as ns
 from anomaly_detection.univariate import UnivariateStreamingDetector
 
 STANDARD = {"tpWeight": 1.0, "fpWeight": 0.11, "fnWeight": 1.0, "tnWeight": 1.0}

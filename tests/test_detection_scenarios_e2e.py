@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from anomaly_detection import scenario_eval
+from anomaly_detection.evaluation import scenarios as scenario_eval
 from observability import tables
 from observability.settings import Settings
 from observability.store import Store

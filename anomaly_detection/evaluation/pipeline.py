@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomaly_detection import root_cause, scenario_eval
-from anomaly_detection.evaluation import nezha, rca
+from anomaly_detection import root_cause
+from anomaly_detection.evaluation import nezha, rca, scenarios
 from anomaly_detection.root_cause import RootCauseRanker
 from observability import tables
 from observability.logs import get_logger
@@ -43,16 +43,16 @@ def find_day(data: Path, day: str | None = None) -> tuple[Path, Path]:
 
 def ingest(events_file: Path, data_dir: Path, run_end) -> dict:
     """Replay the events file into the local log, then the Spark job over all of it."""
-    env = scenario_eval._env(data_dir)
+    env = scenarios._env(data_dir)
     py = sys.executable
     t0 = time.monotonic()
-    out = scenario_eval._run([py, "-m", "event_generator", "--replay", str(events_file)], env, "replay")
+    out = scenarios._run([py, "-m", "event_generator", "--replay", str(events_file)], env, "replay")
     t1 = time.monotonic()
-    spark = scenario_eval._run([py, "-m", "spark.streaming_job", "--available-now"], env, "spark job")
+    spark = scenarios._run([py, "-m", "spark.streaming_job", "--available-now"], env, "spark job")
     t2 = time.monotonic()
     store = Store.from_settings(Settings(DATA_DIR=data_dir))
     # A bounded input has ended: every window up to the last recorded minute is final.
-    scenario_eval._final_watermark(store, run_end)
+    scenarios._final_watermark(store, run_end)
     return {"replay": out.strip().splitlines()[-1:], "spark": spark.strip().splitlines()[-1:],
             "replay_s": round(t1 - t0, 1), "spark_s": round(t2 - t1, 1)}
 
@@ -87,7 +87,7 @@ def run(data: Path, workdir: Path, *, faults_subset: int | None = None, day: str
     run_end = pd.Timestamp(nezha.last_trace_start(events_file)).floor("min").to_pydatetime() + timedelta(minutes=1)
     info.update(ingest(events_file, data_dir, run_end))
     t0 = time.monotonic()
-    info["detector"] = scenario_eval.detect(data_dir, bootstrap=False).splitlines()[-1:]
+    info["detector"] = scenarios.detect(data_dir, bootstrap=False).splitlines()[-1:]
     info["detector_s"] = round(time.monotonic() - t0, 1)
     store = Store.from_settings(Settings(DATA_DIR=data_dir))
     result = rca.evaluate(faults, incidents_frame(store))

@@ -10,7 +10,7 @@ import pandas as pd
 
 from observability.logs import get_logger
 
-from anomaly_detection import nab_scoring
+from anomaly_detection.evaluation import nab_scoring
 from anomaly_detection.univariate import UnivariateStreamingDetector
 
 log = get_logger(__name__)

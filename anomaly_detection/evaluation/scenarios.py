@@ -114,7 +114,7 @@ def produce(data_dir: Path, *, seed: int, start: datetime, duration_s: int, spec
         _run([py, "-m", "spark.streaming_job", "--available-now"], env, "spark job")
         _final_watermark(store, start + timedelta(seconds=duration_s))
     else:
-        from anomaly_detection.aggregate_duckdb import aggregate
+        from anomaly_detection.evaluation.aggregate_duckdb import aggregate
 
         events = data_dir / "events.jsonl"
         _run(gen + ["--to-file", str(events)], env, "generator")
