@@ -50,7 +50,15 @@ def anomaly_id(service: str, window_start) -> str:
 
 
 class DetectionService:
-    def __init__(self, settings, store: Store | None = None, *, producer=None, bootstrap_models: bool = True, publish: bool = True) -> None:
+    def __init__(
+        self,
+        settings,
+        store: Store | None = None,
+        *,
+        producer=None,
+        bootstrap_models: bool = True,
+        publish: bool = True,
+    ) -> None:
         self.settings = settings
         self.store = store or Store.from_settings(settings, max_wait_seconds=settings.detect_lock_wait_seconds)
         self.bootstrap_models = bootstrap_models
@@ -123,7 +131,9 @@ class DetectionService:
         recent = data.services_since(self.store, wm - timedelta(hours=HISTORY_HOURS))
         while True:
             marks = data.progress_marks(self.store)
-            start = _next_start(data.first_unscored_start(self.store, wm), {s: m for s, m in marks.items() if s in recent}, wm)
+            start = _next_start(
+                data.first_unscored_start(self.store, wm), {s: m for s, m in marks.items() if s in recent}, wm
+            )
             if start is None:
                 break
             chunk_end = start + timedelta(minutes=CHUNK_MINUTES)
@@ -134,8 +144,16 @@ class DetectionService:
             result.incidents_changed += n_inc
             if n_anom:
                 self._send_outbox()
-        self.store.heartbeat(tables.DETECTOR_HEARTBEAT, f"watermark={wm} windows={result.windows} anomalies={result.anomalies}")
-        log.info("cycle done", windows=result.windows, anomalies=result.anomalies, incidents_changed=result.incidents_changed, watermark=str(wm))
+        self.store.heartbeat(
+            tables.DETECTOR_HEARTBEAT, f"watermark={wm} windows={result.windows} anomalies={result.anomalies}"
+        )
+        log.info(
+            "cycle done",
+            windows=result.windows,
+            anomalies=result.anomalies,
+            incidents_changed=result.incidents_changed,
+            watermark=str(wm),
+        )
         return result
 
     def _score_chunk(
@@ -149,7 +167,9 @@ class DetectionService:
             if kind in ensemble.detectors:
                 ensemble.detectors[kind].set_context(history)
         verdicts = ensemble.evaluate(windows)
-        scored = pd.concat([windows[["service", "window_start", "window_end"]].reset_index(drop=True), verdicts], axis=1)
+        scored = pd.concat(
+            [windows[["service", "window_start", "window_end"]].reset_index(drop=True), verdicts], axis=1
+        )
         silent = silence.silent_windows(history, windows, marks, through)
         if len(silent):
             scored = pd.concat([scored, silent[scored.columns]], ignore_index=True)
@@ -158,7 +178,9 @@ class DetectionService:
         progress = _progress_marks(windows, marks, through)
         progress["updated_at"] = now
         changed = self._incidents(scored, anomalies, now, through)
-        messages = [(r["id"], r["id"], anomaly_message(r)) for r in anomalies.to_dict("records")] if self.publish else []
+        messages = (
+            [(r["id"], r["id"], anomaly_message(r)) for r in anomalies.to_dict("records")] if self.publish else []
+        )
 
         def write(con: duckdb.DuckDBPyConnection) -> None:  # one transaction: see the module docstring
             persistence.write_cycle(
@@ -202,7 +224,9 @@ class DetectionService:
             )
         return pd.DataFrame(rows, columns=cols)
 
-    def _incidents(self, scored: pd.DataFrame, new_anomalies: pd.DataFrame, now: datetime, through: datetime) -> list[incidents.Incident]:
+    def _incidents(
+        self, scored: pd.DataFrame, new_anomalies: pd.DataFrame, now: datetime, through: datetime
+    ) -> list[incidents.Incident]:
         """Advance the incidents over the scored windows (correlated through the call graph), rank
         their root causes, and set `incident_id` on the new anomaly rows (in place)."""
         open_by_service: dict[str, incidents.Incident] = {}
@@ -213,12 +237,17 @@ class DetectionService:
             before[inc.id] = incidents.Incident(**{**inc.__dict__, "related_services": list(inc.related_services)})
         pending = {s: v for s, v in data.pending_low(self.store).items() if s not in open_by_service}
         first = pd.Timestamp(scored["window_start"].min()).to_pydatetime() if len(scored) else now
-        graph = correlation.CallGraph(data.dependencies(self.store, first - timedelta(hours=1), pd.Timestamp(through).to_pydatetime()))
+        graph = correlation.CallGraph(
+            data.dependencies(self.store, first - timedelta(hours=1), pd.Timestamp(through).to_pydatetime())
+        )
         assigned: dict = {}
-        touched = incidents.advance(open_by_service, scored, now, pending_low=pending, through=through, graph=graph, assigned=assigned)
+        touched = incidents.advance(
+            open_by_service, scored, now, pending_low=pending, through=through, graph=graph, assigned=assigned
+        )
         if len(new_anomalies):
             new_anomalies["incident_id"] = [
-                assigned.get((svc, pd.Timestamp(ws))) for svc, ws in zip(new_anomalies["service"], new_anomalies["window_start"], strict=False)
+                assigned.get((svc, pd.Timestamp(ws)))
+                for svc, ws in zip(new_anomalies["service"], new_anomalies["window_start"], strict=False)
             ]
         # Open incidents of services not in this chunk may relate to new anomalies too.
         ids = {i.id for i in touched}
@@ -235,12 +264,18 @@ class DetectionService:
         return changed
 
     def _rank(
-        self, touched: list[incidents.Incident], new_anomalies: pd.DataFrame, graph: correlation.CallGraph, through: datetime
+        self,
+        touched: list[incidents.Incident],
+        new_anomalies: pd.DataFrame,
+        graph: correlation.CallGraph,
+        through: datetime,
     ) -> None:
         """Place each incident at its most upstream service and rank its root causes (from the spans,
         else its traffic origin), over the stored and the new anomalies around it."""
         lo = min(i.started_at for i in touched) - timedelta(minutes=10)
-        hi = max(pd.Timestamp(through).to_pydatetime(), max(i.last_anomaly_end for i in touched)) + timedelta(minutes=10)
+        hi = max(pd.Timestamp(through).to_pydatetime(), max(i.last_anomaly_end for i in touched)) + timedelta(
+            minutes=10
+        )
         known = data.anomaly_kinds(self.store, lo, hi)
         frames = [f for f in (known, new_anomalies[["service", "window_start", "anomaly_type"]]) if len(f)]
         anomalies = pd.concat(frames, ignore_index=True) if frames else known
@@ -248,7 +283,9 @@ class DetectionService:
         deps = data.dependencies(self.store, lo, hi)
         ranker = root_cause.RootCauseRanker()
         span_visits = root_cause.visits(
-            root_cause.read_spans(self.settings.bronze_dir, lo - ranker.onset_slack - ranker.lookback, hi + ranker.min_span)
+            root_cause.read_spans(
+                self.settings.bronze_dir, lo - ranker.onset_slack - ranker.lookback, hi + ranker.min_span
+            )
         )
         for inc in touched:
             self._place(inc, anomalies, graph)
@@ -298,14 +335,22 @@ def _traffic_origin(inc: incidents.Incident, anomalies: pd.DataFrame) -> list[di
     its origin is its most upstream service: arriving traffic travels down to the callees, while
     latency and errors travel up to the callers."""
     end = inc.ended_at or inc.last_anomaly_end or inc.started_at
-    mine = anomalies[anomalies["service"].isin(incidents.members(inc))
-                     & (anomalies["window_start"] >= inc.started_at) & (anomalies["window_start"] < end)]
+    mine = anomalies[
+        anomalies["service"].isin(incidents.members(inc))
+        & (anomalies["window_start"] >= inc.started_at)
+        & (anomalies["window_start"] < end)
+    ]
     kinds = set(mine["anomaly_type"].dropna())
     if not kinds or not kinds <= TRAFFIC_TYPES:
         return []
-    return [{"service": inc.service, "score": 1.0,
-             "evidence": f"{'/'.join(sorted(kinds))} seen here first, upstream of {len(inc.related_services)} affected services; "
-                         "the spans show no added self time and no errors"}]
+    return [
+        {
+            "service": inc.service,
+            "score": 1.0,
+            "evidence": f"{'/'.join(sorted(kinds))} seen here first, upstream of {len(inc.related_services)} affected services; "
+            "the spans show no added self time and no errors",
+        }
+    ]
 
 
 def anomaly_message(row: dict) -> dict:
@@ -333,7 +378,10 @@ def _progress_marks(windows: pd.DataFrame, marks: dict[str, datetime], through: 
     last = windows.groupby("service")["window_start"].max().to_dict() if len(windows) else {}
     judged = pd.Timestamp(through) - silence.WINDOW
     rows = [
-        {"service": svc, "last_window_start": max(pd.Timestamp(t) for t in (last.get(svc), marks.get(svc), judged) if t is not None)}
+        {
+            "service": svc,
+            "last_window_start": max(pd.Timestamp(t) for t in (last.get(svc), marks.get(svc), judged) if t is not None),
+        }
         for svc in sorted(set(last) | set(marks))
     ]
     return pd.DataFrame(rows, columns=["service", "last_window_start"])

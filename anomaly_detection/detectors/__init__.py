@@ -15,7 +15,10 @@ from anomaly_detection.detectors.rules import RulesDetector
 
 #: The learned kinds, versioned by the registry.
 MODEL_KINDS = ("isolation_forest", "transformer")
-_LAZY = {"TransformerDetector": "anomaly_detection.detectors.transformer", "resolve_device": "anomaly_detection.detectors.transformer"}
+_LAZY = {
+    "TransformerDetector": "anomaly_detection.detectors.transformer",
+    "resolve_device": "anomaly_detection.detectors.transformer",
+}
 
 
 def __getattr__(name: str):
