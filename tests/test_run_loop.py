@@ -1,13 +1,12 @@
 """observability.run_loop: the shared loop of the detector (and, once wired, the narrator and the Spark job).
 
-Real threads, real signals, the real structured logger (read back through caplog).
+Real threads and real signals. What the loop logs is read from a recording logger handed in
+(`logger=`): the process-wide structlog setup differs once an Airflow test has configured it.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 import signal
 import threading
 import time
@@ -21,12 +20,20 @@ class Busy(Exception):
     """An expected, transient failure (a locked store)."""
 
 
-def fields(caplog, event: str, name: str) -> list[float]:
-    return [
-        float(re.search(rf"\b{name}=([0-9.]+)", r.getMessage()).group(1))
-        for r in caplog.records
-        if event in r.getMessage()
-    ]
+class RecordingLogger:
+    """Records (level, event, fields) of each call, as the loop calls structlog's bound logger."""
+
+    def __init__(self):
+        self.records: list[tuple[str, str, dict]] = []
+
+    def __getattr__(self, level):
+        return lambda event, **kw: self.records.append((level, event, kw))
+
+    def fields(self, event: str, name: str) -> list:
+        return [kw[name] for _, e, kw in self.records if e == event]
+
+    def levels(self, event: str) -> list[str]:
+        return [level for level, e, _ in self.records if e == event]
 
 
 def test_backoff_doubles_per_failure_is_capped_and_resets_after_a_success():
@@ -38,9 +45,9 @@ def test_backoff_doubles_per_failure_is_capped_and_resets_after_a_success():
     assert [slow.failure() for _ in range(5)] == [2.0, 4.0, 8.0, 8.0, 8.0], "the exponent stops at max_doublings"
 
 
-def test_failures_back_off_exponentially_and_a_success_starts_over(caplog):
+def test_failures_back_off_exponentially_and_a_success_starts_over():
     """Outcomes: busy, busy, crash, ok, busy, then stop. The waits between cycle starts follow."""
-    caplog.set_level(logging.INFO)
+    log = RecordingLogger()
     stop = threading.Event()
     outcomes = ["busy", "busy", "crash", "ok", "busy"]
     starts: list[float] = []
@@ -57,22 +64,21 @@ def test_failures_back_off_exponentially_and_a_success_starts_over(caplog):
             raise ValueError("a bad row")
         return outcome
 
-    assert run_loop(cycle, interval, stop=stop, expected=(Busy,)) == 5
+    assert run_loop(cycle, interval, stop=stop, expected=(Busy,), logger=log) == 5
     waits = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     expected = [interval * 2, interval * 4, interval * 8, interval]
     assert all(w >= e * 0.95 for w, e in zip(waits, expected, strict=True)), (waits, expected)
-    assert fields(caplog, "cycle failed, backing off", "failures") == [1, 2, 1]
-    assert fields(caplog, "cycle failed, backing off", "wait_seconds") == [interval * 2, interval * 4, interval * 2]
-    crashed = [r for r in caplog.records if "cycle crashed, backing off" in r.getMessage()]
-    assert len(crashed) == 1 and "failures=3" in crashed[0].getMessage()
-    assert "Traceback" in crashed[0].getMessage() and "ValueError" in crashed[0].getMessage(), (
-        "an unexpected error keeps its traceback"
-    )
+    assert log.fields("cycle failed, backing off", "failures") == [1, 2, 1]
+    assert log.fields("cycle failed, backing off", "wait_seconds") == [interval * 2, interval * 4, interval * 2]
+    assert log.levels("cycle failed, backing off") == ["warning"] * 3, "an expected failure is a warning"
+    assert log.fields("cycle crashed, backing off", "failures") == [3]
+    assert log.levels("cycle crashed, backing off") == ["exception"], "an unexpected error keeps its traceback"
+    assert log.fields("cycle crashed, backing off", "error") == ["a bad row"]
 
 
-def test_a_result_that_reports_failure_backs_off_like_an_exception(caplog):
+def test_a_result_that_reports_failure_backs_off_like_an_exception():
     """The narrator's case: the model server is down, the cycle returns normally but must back off."""
-    caplog.set_level(logging.INFO)
+    log = RecordingLogger()
     stop = threading.Event()
     results = [True, True, False]  # True = the model server was down
 
@@ -82,12 +88,12 @@ def test_a_result_that_reports_failure_backs_off_like_an_exception(caplog):
             stop.set()
         return down
 
-    assert run_loop(cycle, 0.01, stop=stop, failed=bool, max_backoff=0.03) == 3
-    assert fields(caplog, "cycle reported a failure, backing off", "wait_seconds") == [0.02, 0.03]
+    assert run_loop(cycle, 0.01, stop=stop, failed=bool, max_backoff=0.03, logger=log) == 3
+    assert log.fields("cycle reported a failure, backing off", "wait_seconds") == [0.02, 0.03]
 
 
-def test_heartbeat_after_successes_only_throttled_and_never_fatal(caplog):
-    caplog.set_level(logging.INFO)
+def test_heartbeat_after_successes_only_throttled_and_never_fatal():
+    log = RecordingLogger()
     now = [0.0]
     stop = threading.Event()
     outcomes = ["ok", "ok", "busy", "ok", "ok", "ok"]
@@ -107,12 +113,19 @@ def test_heartbeat_after_successes_only_throttled_and_never_fatal(caplog):
             raise Busy("the heartbeat's own write was locked out")
 
     cycles = run_loop(
-        cycle, 1.0, stop=stop, expected=(Busy,), heartbeat=heartbeat, heartbeat_every=25.0, clock=lambda: now[0]
+        cycle,
+        1.0,
+        stop=stop,
+        expected=(Busy,),
+        heartbeat=heartbeat,
+        heartbeat_every=25.0,
+        clock=lambda: now[0],
+        logger=log,
     )
     assert cycles == 6
     # successes at t=10, 20, 40, 50, 60: beats at 10, then >= 25 s later: 40 (fails, logged), then 60 is only 20 s after.
     assert beats == [10.0, 40.0]
-    assert any("heartbeat failed" in r.getMessage() for r in caplog.records)
+    assert log.fields("heartbeat failed", "error") == ["the heartbeat's own write was locked out"]
 
 
 class RecordedStop(threading.Event):
