@@ -21,7 +21,9 @@ def watermark(store: Store) -> datetime | None:
     return row[0] if row and row[0] is not None else None
 
 
-def metrics(store: Store, start: datetime | None = None, end: datetime | None = None, *, final_before: datetime | None = None) -> pd.DataFrame:
+def metrics(
+    store: Store, start: datetime | None = None, end: datetime | None = None, *, final_before: datetime | None = None
+) -> pd.DataFrame:
     """service_metrics rows with start <= window_start < end (and window_end <= final_before)."""
     where, params = ["1=1"], []
     if start is not None:
@@ -34,14 +36,15 @@ def metrics(store: Store, start: datetime | None = None, end: datetime | None = 
         where.append("window_end <= ?")
         params.append(final_before)
     return store.fetch_df(
-        f"SELECT {METRIC_COLS} FROM {tables.SERVICE_METRICS} WHERE {' AND '.join(where)} ORDER BY service, window_start", params
+        f"SELECT {METRIC_COLS} FROM {tables.SERVICE_METRICS} WHERE {' AND '.join(where)} ORDER BY service, window_start",
+        params,
     )
 
 
 def unscored(store: Store, final_before: datetime, limit_end: datetime | None = None) -> pd.DataFrame:
     """Final windows after each service's detector_progress mark (all of a new service's)."""
     sql = f"""
-        SELECT {', '.join('m.' + c.strip() for c in METRIC_COLS.split(','))}
+        SELECT {", ".join("m." + c.strip() for c in METRIC_COLS.split(","))}
         FROM {tables.SERVICE_METRICS} m
         LEFT JOIN {tables.DETECTOR_PROGRESS} p ON p.service = m.service
         WHERE m.window_end <= ? AND (p.last_window_start IS NULL OR m.window_start > p.last_window_start)
@@ -64,12 +67,20 @@ def first_unscored_start(store: Store, final_before: datetime) -> datetime | Non
 
 def progress_marks(store: Store) -> dict[str, datetime]:
     """service -> the start of the last minute the detector has judged for it."""
-    return {s: pd.Timestamp(t).to_pydatetime() for s, t in store.fetch_all(f"SELECT service, last_window_start FROM {tables.DETECTOR_PROGRESS}")}
+    return {
+        s: pd.Timestamp(t).to_pydatetime()
+        for s, t in store.fetch_all(f"SELECT service, last_window_start FROM {tables.DETECTOR_PROGRESS}")
+    }
 
 
 def services_since(store: Store, since: datetime) -> set[str]:
     """Services with a window starting at or after `since`."""
-    return {r[0] for r in store.fetch_all(f"SELECT DISTINCT service FROM {tables.SERVICE_METRICS} WHERE window_start >= ?", [since])}
+    return {
+        r[0]
+        for r in store.fetch_all(
+            f"SELECT DISTINCT service FROM {tables.SERVICE_METRICS} WHERE window_start >= ?", [since]
+        )
+    }
 
 
 def pending_low(store: Store) -> dict[str, tuple[datetime, datetime]]:
@@ -90,6 +101,20 @@ def incident_spans(store: Store) -> pd.DataFrame:
             UNION ALL
             SELECT unnest(related_services) AS service, started_at, coalesce(ended_at, TIMESTAMP '9999-01-01') AS ended_at
             FROM {tables.INCIDENTS} WHERE len(related_services) > 0"""
+    )
+
+
+def windows_per_service(store: Store) -> float:
+    """service_metrics windows per service (0 when there are none): how much history there is to train on."""
+    n, services = store.fetch_one(f"SELECT count(*), count(DISTINCT service) FROM {tables.SERVICE_METRICS}")
+    return n / services if services else 0.0
+
+
+def anomaly_kinds(store: Store, start: datetime, end: datetime) -> pd.DataFrame:
+    """(service, window_start, anomaly_type) of the stored anomalies with start <= window_start <= end."""
+    return store.fetch_df(
+        f"SELECT service, window_start, anomaly_type FROM {tables.ANOMALIES} WHERE window_start >= ? AND window_start <= ?",
+        [start, end],
     )
 
 
@@ -125,6 +150,6 @@ def mask_spans(df: pd.DataFrame, spans: pd.DataFrame, pad_minutes: int = 0) -> p
     ws = pd.to_datetime(df["window_start"])
     for service, g in spans.groupby("service"):
         rows = df["service"] == service
-        for s, e in zip(pd.to_datetime(g["started_at"]), pd.to_datetime(g["ended_at"])):
+        for s, e in zip(pd.to_datetime(g["started_at"]), pd.to_datetime(g["ended_at"]), strict=True):
             inside |= rows & (ws >= s - pad) & (ws <= e + pad)
     return inside

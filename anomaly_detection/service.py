@@ -1,4 +1,4 @@
-"""One detection cycle, and the loop around it.
+"""One detection cycle: what it scores, and what it writes in one transaction.
 
 A cycle scores every final window (window_end <= the stream's watermark) not yet
 scored, in time chunks; for each chunk it writes the anomalies, the incidents it
@@ -13,24 +13,20 @@ with the anomaly id as the message key and the record's `id`.
 from __future__ import annotations
 
 import json
-import signal
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import duckdb
-import numpy as np
 import pandas as pd
 
+from anomaly_detection import correlation, data, incidents, persistence, registry, retraining, root_cause, silence
+from anomaly_detection.detectors import MODEL_KINDS, RobustStatsDetector, RulesDetector
+from anomaly_detection.ensemble import Ensemble
 from observability import outbox, tables
 from observability.faults import fault_point
 from observability.logs import get_logger
-from observability.store import Store, StoreBusy, utcnow
-
-from anomaly_detection import correlation, data, incidents, registry, retraining, root_cause, silence
-from anomaly_detection.detectors import MODEL_KINDS, RobustStatsDetector, RulesDetector
-from anomaly_detection.ensemble import Ensemble
+from observability.store import Store, utcnow
 
 log = get_logger(__name__)
 _NS = uuid.UUID("0c7d3f7e-33c5-4d7b-8f0a-6d1bb2f6b1a4")
@@ -54,7 +50,15 @@ def anomaly_id(service: str, window_start) -> str:
 
 
 class DetectionService:
-    def __init__(self, settings, store: Store | None = None, *, producer=None, bootstrap_models: bool = True, publish: bool = True) -> None:
+    def __init__(
+        self,
+        settings,
+        store: Store | None = None,
+        *,
+        producer=None,
+        bootstrap_models: bool = True,
+        publish: bool = True,
+    ) -> None:
         self.settings = settings
         self.store = store or Store.from_settings(settings, max_wait_seconds=settings.detect_lock_wait_seconds)
         self.bootstrap_models = bootstrap_models
@@ -90,8 +94,7 @@ class DetectionService:
         missing = [k for k in MODEL_KINDS if registry.promoted_version(self.store, k) is None]
         if not missing:
             return
-        row = self.store.fetch_one(f"SELECT count(*), count(DISTINCT service) FROM {tables.SERVICE_METRICS}")
-        if not row or not row[1] or row[0] / row[1] < MIN_BOOTSTRAP_WINDOWS:
+        if data.windows_per_service(self.store) < MIN_BOOTSTRAP_WINDOWS:
             return
         for kind in missing:
             version = retraining.train_candidate(kind, self.settings, self.store)
@@ -128,7 +131,9 @@ class DetectionService:
         recent = data.services_since(self.store, wm - timedelta(hours=HISTORY_HOURS))
         while True:
             marks = data.progress_marks(self.store)
-            start = _next_start(data.first_unscored_start(self.store, wm), {s: m for s, m in marks.items() if s in recent}, wm)
+            start = _next_start(
+                data.first_unscored_start(self.store, wm), {s: m for s, m in marks.items() if s in recent}, wm
+            )
             if start is None:
                 break
             chunk_end = start + timedelta(minutes=CHUNK_MINUTES)
@@ -139,8 +144,16 @@ class DetectionService:
             result.incidents_changed += n_inc
             if n_anom:
                 self._send_outbox()
-        self.store.heartbeat(tables.DETECTOR_HEARTBEAT, f"watermark={wm} windows={result.windows} anomalies={result.anomalies}")
-        log.info("cycle done", windows=result.windows, anomalies=result.anomalies, incidents_changed=result.incidents_changed, watermark=str(wm))
+        self.store.heartbeat(
+            tables.DETECTOR_HEARTBEAT, f"watermark={wm} windows={result.windows} anomalies={result.anomalies}"
+        )
+        log.info(
+            "cycle done",
+            windows=result.windows,
+            anomalies=result.anomalies,
+            incidents_changed=result.incidents_changed,
+            watermark=str(wm),
+        )
         return result
 
     def _score_chunk(
@@ -154,7 +167,9 @@ class DetectionService:
             if kind in ensemble.detectors:
                 ensemble.detectors[kind].set_context(history)
         verdicts = ensemble.evaluate(windows)
-        scored = pd.concat([windows[["service", "window_start", "window_end"]].reset_index(drop=True), verdicts], axis=1)
+        scored = pd.concat(
+            [windows[["service", "window_start", "window_end"]].reset_index(drop=True), verdicts], axis=1
+        )
         silent = silence.silent_windows(history, windows, marks, through)
         if len(silent):
             scored = pd.concat([scored, silent[scored.columns]], ignore_index=True)
@@ -163,27 +178,20 @@ class DetectionService:
         progress = _progress_marks(windows, marks, through)
         progress["updated_at"] = now
         changed = self._incidents(scored, anomalies, now, through)
-        messages = [(r["id"], r["id"], anomaly_message(r)) for r in anomalies.to_dict("records")] if self.publish else []
+        messages = (
+            [(r["id"], r["id"], anomaly_message(r)) for r in anomalies.to_dict("records")] if self.publish else []
+        )
 
-        def write(con: duckdb.DuckDBPyConnection) -> None:
-            if len(anomalies):
-                con.register("_anom", anomalies)
-                cols = ", ".join(anomalies.columns)
-                con.execute(f"INSERT OR REPLACE INTO {tables.ANOMALIES} ({cols}) SELECT {cols} FROM _anom")
-                con.unregister("_anom")
-                outbox.stage(con, self.settings.kafka_anomalies_topic, messages, now)
-            if changed:
-                inc = pd.DataFrame([i.row() for i in changed])
-                con.register("_inc", inc)
-                cols = ", ".join(inc.columns)
-                con.execute(f"INSERT OR REPLACE INTO {tables.INCIDENTS} ({cols}) SELECT {cols} FROM _inc")
-                con.unregister("_inc")
-            con.register("_prog", progress)
-            con.execute(
-                f"INSERT OR REPLACE INTO {tables.DETECTOR_PROGRESS} (service, last_window_start, updated_at) "
-                "SELECT service, last_window_start, updated_at FROM _prog"
+        def write(con: duckdb.DuckDBPyConnection) -> None:  # one transaction: see the module docstring
+            persistence.write_cycle(
+                con,
+                anomalies=anomalies,
+                messages=messages,
+                topic=self.settings.kafka_anomalies_topic,
+                changed=changed,
+                progress=progress,
+                now=now,
             )
-            con.unregister("_prog")
 
         self.store.write(write)
         if len(anomalies):
@@ -191,10 +199,7 @@ class DetectionService:
         return len(anomalies), len(changed)
 
     def _anomaly_rows(self, hits: pd.DataFrame, now: datetime) -> pd.DataFrame:
-        cols = [
-            "id", "service", "window_start", "window_end", "detected_at", "anomaly_type", "severity", "score",
-            "detectors", "baseline", "observed", "sample_trace_ids",
-        ]
+        cols = persistence.ANOMALY_COLUMNS
         if hits.empty:
             return pd.DataFrame(columns=cols)
         samples = data.trace_samples(self.store, hits["window_start"].min(), hits["window_start"].max())
@@ -219,53 +224,69 @@ class DetectionService:
             )
         return pd.DataFrame(rows, columns=cols)
 
-    def _incidents(self, scored: pd.DataFrame, new_anomalies: pd.DataFrame, now: datetime, through: datetime) -> list[incidents.Incident]:
+    def _incidents(
+        self, scored: pd.DataFrame, new_anomalies: pd.DataFrame, now: datetime, through: datetime
+    ) -> list[incidents.Incident]:
         """Advance the incidents over the scored windows (correlated through the call graph), rank
         their root causes, and set `incident_id` on the new anomaly rows (in place)."""
-        stored = self.store.fetch_df(f"SELECT * FROM {tables.INCIDENTS} WHERE status = 'open'")
         open_by_service: dict[str, incidents.Incident] = {}
         before: dict[str, incidents.Incident] = {}
-        for r in stored.itertuples(index=False):
-            last = self.store.fetch_one(
-                f"""SELECT max(window_end) FROM {tables.ANOMALIES}
-                    WHERE incident_id = ? OR (incident_id IS NULL AND service = ? AND window_start >= ?)""",
-                [r.id, r.service, r.started_at],
-            )[0]
-            inc = incidents.Incident(
-                r.id, r.service, pd.Timestamp(r.started_at).to_pydatetime(), None, r.status, r.peak_severity,
-                r.root_cause_service, list(r.related_services if r.related_services is not None else []),
-                pd.Timestamp(r.updated_at).to_pydatetime(), pd.Timestamp(last or r.started_at).to_pydatetime(),
-                root_cause.parse(getattr(r, "root_cause_candidates", None)),
-            )
+        for inc in persistence.open_incidents(self.store):
             for svc in incidents.members(inc):
                 open_by_service.setdefault(svc, inc)
             before[inc.id] = incidents.Incident(**{**inc.__dict__, "related_services": list(inc.related_services)})
         pending = {s: v for s, v in data.pending_low(self.store).items() if s not in open_by_service}
         first = pd.Timestamp(scored["window_start"].min()).to_pydatetime() if len(scored) else now
-        graph = correlation.CallGraph(data.dependencies(self.store, first - timedelta(hours=1), pd.Timestamp(through).to_pydatetime()))
+        graph = correlation.CallGraph(
+            data.dependencies(self.store, first - timedelta(hours=1), pd.Timestamp(through).to_pydatetime())
+        )
         assigned: dict = {}
-        touched = incidents.advance(open_by_service, scored, now, pending_low=pending, through=through, graph=graph, assigned=assigned)
+        touched = incidents.advance(
+            open_by_service, scored, now, pending_low=pending, through=through, graph=graph, assigned=assigned
+        )
         if len(new_anomalies):
             new_anomalies["incident_id"] = [
-                assigned.get((svc, pd.Timestamp(ws))) for svc, ws in zip(new_anomalies["service"], new_anomalies["window_start"], strict=False)
+                assigned.get((svc, pd.Timestamp(ws)))
+                for svc, ws in zip(new_anomalies["service"], new_anomalies["window_start"], strict=False)
             ]
         # Open incidents of services not in this chunk may relate to new anomalies too.
         ids = {i.id for i in touched}
         touched += [i for i in {id(v): v for v in open_by_service.values()}.values() if i.id not in ids]
         if not touched:
             return []
+        self._rank(touched, new_anomalies, graph, through)
+        changed = []
+        for inc in touched:
+            old = before.get(inc.id)
+            if old is None or not inc.same_as(old):
+                inc.updated_at = now
+                changed.append(inc)
+        return changed
+
+    def _rank(
+        self,
+        touched: list[incidents.Incident],
+        new_anomalies: pd.DataFrame,
+        graph: correlation.CallGraph,
+        through: datetime,
+    ) -> None:
+        """Place each incident at its most upstream service and rank its root causes (from the spans,
+        else its traffic origin), over the stored and the new anomalies around it."""
         lo = min(i.started_at for i in touched) - timedelta(minutes=10)
-        hi = max(pd.Timestamp(through).to_pydatetime(), max(i.last_anomaly_end for i in touched)) + timedelta(minutes=10)
-        known = self.store.fetch_df(
-            f"SELECT service, window_start, anomaly_type FROM {tables.ANOMALIES} WHERE window_start >= ? AND window_start <= ?", [lo, hi]
+        hi = max(pd.Timestamp(through).to_pydatetime(), max(i.last_anomaly_end for i in touched)) + timedelta(
+            minutes=10
         )
+        known = data.anomaly_kinds(self.store, lo, hi)
         frames = [f for f in (known, new_anomalies[["service", "window_start", "anomaly_type"]]) if len(f)]
         anomalies = pd.concat(frames, ignore_index=True) if frames else known
         anomalies["window_start"] = pd.to_datetime(anomalies["window_start"])
         deps = data.dependencies(self.store, lo, hi)
         ranker = root_cause.RootCauseRanker()
-        span_visits = root_cause.visits(root_cause.read_spans(self.settings.bronze_dir, lo - ranker.onset_slack - ranker.lookback, hi + ranker.min_span))
-        changed = []
+        span_visits = root_cause.visits(
+            root_cause.read_spans(
+                self.settings.bronze_dir, lo - ranker.onset_slack - ranker.lookback, hi + ranker.min_span
+            )
+        )
         for inc in touched:
             self._place(inc, anomalies, graph)
             _, inc.root_cause_service = incidents.relate(inc, anomalies, deps)
@@ -275,11 +296,6 @@ class DetectionService:
                 inc.root_cause_candidates = _traffic_origin(inc, anomalies)
             if inc.root_cause_candidates:
                 inc.root_cause_service = inc.root_cause_candidates[0]["service"]
-            old = before.get(inc.id)
-            if old is None or not inc.same_as(old):
-                inc.updated_at = now
-                changed.append(inc)
-        return changed
 
     @staticmethod
     def _place(inc: incidents.Incident, anomalies: pd.DataFrame, graph: correlation.CallGraph) -> None:
@@ -319,14 +335,22 @@ def _traffic_origin(inc: incidents.Incident, anomalies: pd.DataFrame) -> list[di
     its origin is its most upstream service: arriving traffic travels down to the callees, while
     latency and errors travel up to the callers."""
     end = inc.ended_at or inc.last_anomaly_end or inc.started_at
-    mine = anomalies[anomalies["service"].isin(incidents.members(inc))
-                     & (anomalies["window_start"] >= inc.started_at) & (anomalies["window_start"] < end)]
+    mine = anomalies[
+        anomalies["service"].isin(incidents.members(inc))
+        & (anomalies["window_start"] >= inc.started_at)
+        & (anomalies["window_start"] < end)
+    ]
     kinds = set(mine["anomaly_type"].dropna())
     if not kinds or not kinds <= TRAFFIC_TYPES:
         return []
-    return [{"service": inc.service, "score": 1.0,
-             "evidence": f"{'/'.join(sorted(kinds))} seen here first, upstream of {len(inc.related_services)} affected services; "
-                         "the spans show no added self time and no errors"}]
+    return [
+        {
+            "service": inc.service,
+            "score": 1.0,
+            "evidence": f"{'/'.join(sorted(kinds))} seen here first, upstream of {len(inc.related_services)} affected services; "
+            "the spans show no added self time and no errors",
+        }
+    ]
 
 
 def anomaly_message(row: dict) -> dict:
@@ -354,38 +378,10 @@ def _progress_marks(windows: pd.DataFrame, marks: dict[str, datetime], through: 
     last = windows.groupby("service")["window_start"].max().to_dict() if len(windows) else {}
     judged = pd.Timestamp(through) - silence.WINDOW
     rows = [
-        {"service": svc, "last_window_start": max(pd.Timestamp(t) for t in (last.get(svc), marks.get(svc), judged) if t is not None)}
+        {
+            "service": svc,
+            "last_window_start": max(pd.Timestamp(t) for t in (last.get(svc), marks.get(svc), judged) if t is not None),
+        }
         for svc in sorted(set(last) | set(marks))
     ]
     return pd.DataFrame(rows, columns=["service", "last_window_start"])
-
-
-def run_forever(service: DetectionService, interval: float, max_backoff: float = 60.0) -> None:
-    """Cycle every `interval` seconds; survive a locked or missing DB and a stopped stream."""
-    stop = {"flag": False}
-
-    def _stop(*_):
-        stop["flag"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    failures = 0
-    while not stop["flag"]:
-        started = time.monotonic()
-        try:
-            service.run_once()
-            failures = 0
-            wait = interval
-        except (StoreBusy, duckdb.Error, OSError) as exc:
-            failures += 1
-            wait = min(max_backoff, interval * 2 ** min(failures, 6))
-            log.warning("cycle failed, backing off", error=str(exc)[:300], failures=failures, wait_seconds=wait)
-        except Exception as exc:  # never die on one bad cycle
-            failures += 1
-            wait = min(max_backoff, interval * 2 ** min(failures, 6))
-            log.exception("cycle crashed, backing off", error=str(exc)[:300], failures=failures, wait_seconds=wait)
-        deadline = started + wait
-        while not stop["flag"] and time.monotonic() < deadline:
-            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-    service.close()
-    log.info("detector stopped")

@@ -14,7 +14,7 @@ from observability.store import utcnow
 
 
 def test_every_event_form_is_derived_from_the_one_definition(tmp_path):
-    from anomaly_detection import aggregate_duckdb
+    from anomaly_detection.evaluation import aggregate_duckdb
     from spark.source import AGGREGATION_FIELDS, EVENT_ARROW_SCHEMA, EVENT_SCHEMA
     from spark.staging import BRONZE_SCHEMA
 

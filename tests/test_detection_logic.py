@@ -10,7 +10,7 @@ import pandas as pd
 from anomaly_detection import incidents, thresholds
 from anomaly_detection.detectors.base import BaseDetector
 from anomaly_detection.ensemble import Ensemble
-from anomaly_detection.scenario_eval import compute_metrics
+from anomaly_detection.evaluation.scenarios import compute_metrics
 
 T0 = datetime(2025, 5, 5, 12, 0)
 
@@ -23,11 +23,19 @@ class Fixed(BaseDetector):
 
     def _evaluate(self, frame):
         n = len(frame)
-        return pd.DataFrame({"score": self.scores[:n], "anomaly_type": [self.kind] * n, "baseline": [{}] * n, "observed": [{}] * n})
+        return pd.DataFrame(
+            {"score": self.scores[:n], "anomaly_type": [self.kind] * n, "baseline": [{}] * n, "observed": [{}] * n}
+        )
 
 
 def windows(n):
-    return pd.DataFrame({"service": ["svc"] * n, "window_start": [T0 + timedelta(minutes=i) for i in range(n)], "request_count": [100] * n})
+    return pd.DataFrame(
+        {
+            "service": ["svc"] * n,
+            "window_start": [T0 + timedelta(minutes=i) for i in range(n)],
+            "request_count": [100] * n,
+        }
+    )
 
 
 def test_severity_cuts_and_threshold():
@@ -81,7 +89,8 @@ def test_two_low_windows_open_an_incident_when_scored_one_call_at_a_time():
     """The live detector scores about one window per service per cycle: the pending low must carry over."""
     open_, pending = {}, {}
     one = lambda minute: scored([1], severity="low").assign(  # noqa: E731
-        window_start=T0 + timedelta(minutes=minute), window_end=T0 + timedelta(minutes=minute + 1))
+        window_start=T0 + timedelta(minutes=minute), window_end=T0 + timedelta(minutes=minute + 1)
+    )
     calls = [incidents.advance(open_, one(m), T0, pending_low=pending) for m in (0, 1, 2)]
     assert calls[0] == [] and len(calls[1]) == 1 and len(calls[2]) == 1
     assert calls[1][0].started_at == T0 and calls[2][0].id == calls[1][0].id and "svc" in open_
@@ -98,7 +107,9 @@ def test_a_low_window_then_a_gap_then_a_low_window_opens_nothing():
 def test_a_pending_low_window_is_the_start_of_the_incident_a_stronger_one_opens():
     pending = {}
     incidents.advance({}, scored([1], severity="low"), T0, pending_low=pending)
-    nxt = scored([1], severity="high").assign(window_start=T0 + timedelta(minutes=1), window_end=T0 + timedelta(minutes=2))
+    nxt = scored([1], severity="high").assign(
+        window_start=T0 + timedelta(minutes=1), window_end=T0 + timedelta(minutes=2)
+    )
     (inc,) = incidents.advance({}, nxt, T0, pending_low=pending)
     assert inc.started_at == T0 and inc.peak_severity == "high"
 
@@ -106,21 +117,29 @@ def test_a_pending_low_window_is_the_start_of_the_incident_a_stronger_one_opens(
 def test_an_open_incident_resolves_on_time_without_windows_of_its_service():
     open_ = {}
     (inc,) = incidents.advance(open_, scored([1]), T0)
-    assert incidents.advance(open_, scored([])[:0], T0, through=T0 + timedelta(minutes=5)) == [] and open_, "4 quiet minutes"
+    assert incidents.advance(open_, scored([])[:0], T0, through=T0 + timedelta(minutes=5)) == [] and open_, (
+        "4 quiet minutes"
+    )
     (done,) = incidents.advance(open_, scored([])[:0], T0, through=T0 + timedelta(minutes=6))
     assert done.status == "resolved" and done.ended_at == T0 + timedelta(minutes=1) and not open_
-    other = scored([0], service="other").assign(window_start=T0 + timedelta(minutes=9), window_end=T0 + timedelta(minutes=10))
+    other = scored([0], service="other").assign(
+        window_start=T0 + timedelta(minutes=9), window_end=T0 + timedelta(minutes=10)
+    )
     open_ = {}
     incidents.advance(open_, scored([1]), T0)
     (done,) = incidents.advance(open_, other, T0)
-    assert done.service == "svc" and done.status == "resolved", "another service's later window proves the quiet minutes final"
+    assert done.service == "svc" and done.status == "resolved", (
+        "another service's later window proves the quiet minutes final"
+    )
 
 
 def test_silence_of_a_steady_service_is_flagged_and_of_a_sparse_one_is_not():
     from anomaly_detection import silence
 
     def frame(service, minutes, count):
-        return pd.DataFrame({"service": service, "window_start": [T0 + timedelta(minutes=m) for m in minutes], "request_count": count})
+        return pd.DataFrame(
+            {"service": service, "window_start": [T0 + timedelta(minutes=m) for m in minutes], "request_count": count}
+        )
 
     steady, sparse = frame("steady", range(0, 120), 300), frame("sparse", range(0, 120, 10), 500)
     history = pd.concat([steady, sparse], ignore_index=True)
@@ -129,12 +148,21 @@ def test_silence_of_a_steady_service_is_flagged_and_of_a_sparse_one_is_not():
     out = silence.silent_windows(history, empty, marks, through=T0 + timedelta(minutes=180))
     assert set(out.service) == {"steady"}, "a service silent 9 of every 10 minutes may stay silent an hour"
     starts = list(out.window_start)
-    assert starts[0] <= T0 + timedelta(minutes=122) and starts == [starts[0] + timedelta(minutes=i) for i in range(len(starts))]
+    assert starts[0] <= T0 + timedelta(minutes=122) and starts == [
+        starts[0] + timedelta(minutes=i) for i in range(len(starts))
+    ]
     assert starts[-1] == T0 + timedelta(minutes=179)
-    assert list(out.score) == sorted(out.score) and out.score.iloc[-1] == 1.0 and (out.anomaly_type == "traffic_drop").all()
-    assert silence.silent_windows(history, empty, {s: T0 + timedelta(minutes=179) for s in marks}, T0 + timedelta(minutes=180)).empty, \
-        "minutes already judged are not judged again"
-    assert silence.silence_probability(rate=10.0, empty_share=0.5, k=3) == 0.125, "bursty: the empty-minute share, not Poisson"
+    assert (
+        list(out.score) == sorted(out.score)
+        and out.score.iloc[-1] == 1.0
+        and (out.anomaly_type == "traffic_drop").all()
+    )
+    assert silence.silent_windows(
+        history, empty, {s: T0 + timedelta(minutes=179) for s in marks}, T0 + timedelta(minutes=180)
+    ).empty, "minutes already judged are not judged again"
+    assert silence.silence_probability(rate=10.0, empty_share=0.5, k=3) == 0.125, (
+        "bursty: the empty-minute share, not Poisson"
+    )
     assert silence.silence_score(1e-5) == 0.5 and silence.silence_score(1e-8) == 0.8
 
 
@@ -143,7 +171,9 @@ def test_root_cause_is_the_deepest_callee_that_went_wrong_first():
     anomalies = pd.DataFrame(
         {"service": ["a", "b", "d", "c"], "window_start": [T0 + timedelta(minutes=m) for m in (1, 0, 0, 30)]}
     )
-    inc = incidents.Incident("i", "a", T0 + timedelta(minutes=1), None, "open", "high", "a", [], T0, T0 + timedelta(minutes=3))
+    inc = incidents.Incident(
+        "i", "a", T0 + timedelta(minutes=1), None, "open", "high", "a", [], T0, T0 + timedelta(minutes=3)
+    )
     related, root = incidents.relate(inc, anomalies, deps)
     assert related == ["b", "d"] and root == "d", "c went wrong much later; x never did"
     assert incidents.call_depths(deps) == {"x": 0, "a": 1, "b": 2, "c": 2, "d": 3}
@@ -159,12 +189,26 @@ def test_scenario_metrics_follow_the_documented_definitions():
             "end_time": [T0 + timedelta(minutes=10)] * 2 + [T0 + timedelta(hours=1, minutes=10)],
         }
     )
-    anom = pd.DataFrame({"service": ["p", "s"], "window_start": [T0 + timedelta(minutes=1), T0 + timedelta(hours=1)],
-                         "window_end": [T0 + timedelta(minutes=2), T0 + timedelta(hours=1, minutes=1)]})
-    inc = pd.DataFrame({"id": ["1", "2", "3"], "service": ["p", "s", "z"],
-                        "started_at": [T0 + timedelta(minutes=1), T0 + timedelta(hours=1), T0 + timedelta(hours=3)],
-                        "ended_at": [T0 + timedelta(minutes=9), T0 + timedelta(hours=1, minutes=5), T0 + timedelta(hours=3, minutes=2)],
-                        "root_cause_service": ["p", "s", "z"]})
+    anom = pd.DataFrame(
+        {
+            "service": ["p", "s"],
+            "window_start": [T0 + timedelta(minutes=1), T0 + timedelta(hours=1)],
+            "window_end": [T0 + timedelta(minutes=2), T0 + timedelta(hours=1, minutes=1)],
+        }
+    )
+    inc = pd.DataFrame(
+        {
+            "id": ["1", "2", "3"],
+            "service": ["p", "s", "z"],
+            "started_at": [T0 + timedelta(minutes=1), T0 + timedelta(hours=1), T0 + timedelta(hours=3)],
+            "ended_at": [
+                T0 + timedelta(minutes=9),
+                T0 + timedelta(hours=1, minutes=5),
+                T0 + timedelta(hours=3, minutes=2),
+            ],
+            "root_cause_service": ["p", "s", "z"],
+        }
+    )
     m = compute_metrics(lab, anom, inc)
     assert m.loc["error_surge", "recall"] == 0.5 and m.loc["error_surge", "median_delay_s"] == 120
     assert m.loc["traffic_drop", "recall"] == 1.0 and m.loc["traffic_drop", "median_delay_s"] == 60

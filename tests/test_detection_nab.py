@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly_detection import nab_eval, nab_scoring as ns
+from anomaly_detection.evaluation import nab as nab_eval
+from anomaly_detection.evaluation import nab_scoring as ns
 from anomaly_detection.univariate import UnivariateStreamingDetector
 
 STANDARD = {"tpWeight": 1.0, "fpWeight": 0.11, "fnWeight": 1.0, "tnWeight": 1.0}
@@ -25,11 +26,19 @@ NAB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "nab"
 @pytest.fixture(scope="module")
 def nab_root() -> Path:
     """The NAB corpus with NAB's published result files; missing data fails, never skips."""
-    needed = ["labels/combined_windows.json", "scoring_profiles.json", "config/thresholds.json",
-              "results/final_results.json", "results/numenta", "results/knncad"]
+    needed = [
+        "labels/combined_windows.json",
+        "scoring_profiles.json",
+        "config/thresholds.json",
+        "results/final_results.json",
+        "results/numenta",
+        "results/knncad",
+    ]
     missing = [n for n in needed if not (NAB / n).exists()]
     if missing:
-        pytest.fail(f"NAB data missing under {NAB} ({', '.join(missing)}): clone the repository beside shared/ (see ../shared/datasets/README.md)")
+        pytest.fail(
+            f"NAB data missing under {NAB} ({', '.join(missing)}): clone the repository beside shared/ (see ../shared/datasets/README.md)"
+        )
     return NAB
 
 
@@ -48,10 +57,12 @@ def with_scores(files, fn):
 
 def hit(offset):
     """A detector firing once, `offset` rows into each window."""
+
     def fn(n, w, ts):
         s = np.zeros(n)
         s[list(ts).index(w[0][0]) + offset] = 1.0
         return s
+
     return fn
 
 
@@ -101,7 +112,11 @@ def test_numpy_path_matches_the_literal_port_of_nab():
     for k in range(5):
         n = 400 + 50 * k
         ts = pd.date_range("2021-01-01", periods=n, freq="1h")
-        files[f"f{k}"] = (ts, np.round(rng.random(n) ** 3, 2), [(ts[150], ts[180]), (ts[300], ts[320])] if k % 2 else [])
+        files[f"f{k}"] = (
+            ts,
+            np.round(rng.random(n) ** 3, 2),
+            [(ts[150], ts[180]), (ts[300], ts[320])] if k % 2 else [],
+        )
     for profile in PROFILES.values():
         a, b = ns.corpus_score(files, profile["CostMatrix"]), ns.corpus_score_fast(files, profile["CostMatrix"])
         assert a["threshold"] == b["threshold"]
@@ -128,7 +143,13 @@ def test_result_files_follow_nab_layout(tmp_path, nab_root):
     rel = "realKnownCause/machine_temperature_system_failure.csv"
     df = frames[rel]
     path = nab_eval.write_result(tmp_path, rel, df, UnivariateStreamingDetector().score_series(df.value), windows[rel])
-    assert path == tmp_path / nab_eval.DETECTOR_NAME / "realKnownCause" / f"{nab_eval.DETECTOR_NAME}_machine_temperature_system_failure.csv"
+    assert (
+        path
+        == tmp_path
+        / nab_eval.DETECTOR_NAME
+        / "realKnownCause"
+        / f"{nab_eval.DETECTOR_NAME}_machine_temperature_system_failure.csv"
+    )
     out = pd.read_csv(path)
     assert list(out.columns) == ["timestamp", "value", "anomaly_score", "label"]
     assert len(out) == len(df) and out.label.sum() > 0 and out.anomaly_score.between(0, 1).all()

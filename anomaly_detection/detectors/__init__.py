@@ -15,16 +15,15 @@ from anomaly_detection.detectors.rules import RulesDetector
 
 #: The learned kinds, versioned by the registry.
 MODEL_KINDS = ("isolation_forest", "transformer")
-_LAZY = {"TransformerDetector": "anomaly_detection.detectors.transformer", "resolve_device": "anomaly_detection.detectors.transformer"}
+_LAZY = {
+    "TransformerDetector": "anomaly_detection.detectors.transformer",
+    "resolve_device": "anomaly_detection.detectors.transformer",
+}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
-    if name == "DETECTORS":
-        from anomaly_detection.detectors.transformer import TransformerDetector
-
-        return {c.name: c for c in (RulesDetector, RobustStatsDetector, IsolationForestDetector, TransformerDetector)}
     raise AttributeError(name)
 
 
@@ -34,7 +33,6 @@ __all__ = [
     "RobustStatsDetector",
     "IsolationForestDetector",
     "TransformerDetector",
-    "DETECTORS",
     "MODEL_KINDS",
     "resolve_device",
 ]

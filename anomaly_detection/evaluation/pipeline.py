@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from anomaly_detection import root_cause, scenario_eval
-from anomaly_detection.evaluation import nezha, rca
+from anomaly_detection import root_cause
+from anomaly_detection.evaluation import nezha, rca, scenarios
 from anomaly_detection.root_cause import RootCauseRanker
 from observability import tables
 from observability.logs import get_logger
@@ -43,18 +43,22 @@ def find_day(data: Path, day: str | None = None) -> tuple[Path, Path]:
 
 def ingest(events_file: Path, data_dir: Path, run_end) -> dict:
     """Replay the events file into the local log, then the Spark job over all of it."""
-    env = scenario_eval._env(data_dir)
+    env = scenarios._env(data_dir)
     py = sys.executable
     t0 = time.monotonic()
-    out = scenario_eval._run([py, "-m", "event_generator", "--replay", str(events_file)], env, "replay")
+    out = scenarios._run([py, "-m", "event_generator", "--replay", str(events_file)], env, "replay")
     t1 = time.monotonic()
-    spark = scenario_eval._run([py, "-m", "spark.streaming_job", "--available-now"], env, "spark job")
+    spark = scenarios._run([py, "-m", "spark.streaming_job", "--available-now"], env, "spark job")
     t2 = time.monotonic()
     store = Store.from_settings(Settings(DATA_DIR=data_dir))
     # A bounded input has ended: every window up to the last recorded minute is final.
-    scenario_eval._final_watermark(store, run_end)
-    return {"replay": out.strip().splitlines()[-1:], "spark": spark.strip().splitlines()[-1:],
-            "replay_s": round(t1 - t0, 1), "spark_s": round(t2 - t1, 1)}
+    scenarios._final_watermark(store, run_end)
+    return {
+        "replay": out.strip().splitlines()[-1:],
+        "spark": spark.strip().splitlines()[-1:],
+        "replay_s": round(t1 - t0, 1),
+        "spark_s": round(t2 - t1, 1),
+    }
 
 
 def incidents_frame(store: Store) -> pd.DataFrame:
@@ -69,7 +73,9 @@ def incidents_frame(store: Store) -> pd.DataFrame:
     )
 
 
-def run(data: Path, workdir: Path, *, faults_subset: int | None = None, day: str | None = None) -> tuple[rca.RcaResult, dict]:
+def run(
+    data: Path, workdir: Path, *, faults_subset: int | None = None, day: str | None = None
+) -> tuple[rca.RcaResult, dict]:
     """Load the day (or its first `faults_subset` fault blocks), run the pipeline, score it."""
     day_dir, construct_dir = find_day(data, day)
     workdir = Path(workdir)
@@ -87,7 +93,7 @@ def run(data: Path, workdir: Path, *, faults_subset: int | None = None, day: str
     run_end = pd.Timestamp(nezha.last_trace_start(events_file)).floor("min").to_pydatetime() + timedelta(minutes=1)
     info.update(ingest(events_file, data_dir, run_end))
     t0 = time.monotonic()
-    info["detector"] = scenario_eval.detect(data_dir, bootstrap=False).splitlines()[-1:]
+    info["detector"] = scenarios.detect(data_dir, bootstrap=False).splitlines()[-1:]
     info["detector_s"] = round(time.monotonic() - t0, 1)
     store = Store.from_settings(Settings(DATA_DIR=data_dir))
     result = rca.evaluate(faults, incidents_frame(store))
@@ -107,11 +113,15 @@ SENSITIVITY = {
 }
 
 
-def rerank(incidents: pd.DataFrame, bronze_dir: Path, ranker: RootCauseRanker, span_visits: pd.DataFrame | None = None) -> pd.DataFrame:
+def rerank(
+    incidents: pd.DataFrame, bronze_dir: Path, ranker: RootCauseRanker, span_visits: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The incidents with root_cause_candidates recomputed by `ranker` (nothing is written)."""
     if span_visits is None:
         lo, hi = incidents["started_at"].min(), incidents["ended_at"].max()
-        span_visits = root_cause.visits(root_cause.read_spans(bronze_dir, lo - timedelta(hours=3), hi + timedelta(minutes=10)))
+        span_visits = root_cause.visits(
+            root_cause.read_spans(bronze_dir, lo - timedelta(hours=3), hi + timedelta(minutes=10))
+        )
     out = incidents.copy()
     out["root_cause_candidates"] = [
         json.dumps([c.as_dict() for c in ranker.rank_visits(span_visits, r.started_at, r.ended_at)])
@@ -128,7 +138,9 @@ def sensitivity(workdir: Path, faults) -> list[tuple[str, str, float, float]]:
         return []
     bronze_dir = Settings(DATA_DIR=Path(workdir) / "data").bronze_dir
     lo, hi = incidents["started_at"].min(), incidents["ended_at"].max()
-    span_visits = root_cause.visits(root_cause.read_spans(bronze_dir, lo - timedelta(hours=3), hi + timedelta(minutes=10)))
+    span_visits = root_cause.visits(
+        root_cause.read_spans(bronze_dir, lo - timedelta(hours=3), hi + timedelta(minutes=10))
+    )
     rows = []
     for name, values in SENSITIVITY.items():
         for value in values:

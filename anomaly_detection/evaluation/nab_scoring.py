@@ -83,7 +83,7 @@ def sweep_rows(timestamps, scores, windows, name: str, cost: dict, probation: fl
     out: list[Row] = []
     cur = cur_name = None
     cur_width = cur_right = prev_width = prev_right = None
-    for i, (t, s) in enumerate(zip(ts, scores)):
+    for i, (t, s) in enumerate(zip(ts, scores, strict=False)):
         if limits and t == limits[0][0]:
             cur = limits.pop(0)
             cur_name = f"{name}|{cur[0]}"
@@ -225,7 +225,9 @@ def sweep_file(timestamps, scores, windows, cost: dict, probation: float = PROBA
     idx = np.arange(n)
     max_tp = scaled_sigmoid(-1.0)
     sig = np.vectorize(scaled_sigmoid, otypes=[float])
-    bounds = [(first_index[np.datetime64(pd.Timestamp(a))], first_index[np.datetime64(pd.Timestamp(b))]) for a, b in windows]
+    bounds = [
+        (first_index[np.datetime64(pd.Timestamp(a))], first_index[np.datetime64(pd.Timestamp(b))]) for a, b in windows
+    ]
     # Outside windows: distance past the preceding window's right edge.
     prev_right = np.full(n, -1)
     prev_width = np.ones(n)
@@ -253,7 +255,7 @@ def threshold_curve(files: list[SweptFile], cost: dict) -> tuple[np.ndarray, np.
     offsets = np.cumsum([0] + [f.n_windows for f in files])
     scores = np.concatenate([f.scores for f in files])
     sweep = np.concatenate([f.sweep for f in files])
-    win = np.concatenate([np.where(f.window >= 0, f.window + o, -1) for f, o in zip(files, offsets)])
+    win = np.concatenate([np.where(f.window >= 0, f.window + o, -1) for f, o in zip(files, offsets, strict=False)])
     n_win = int(offsets[-1])
     order = np.argsort(-scores, kind="stable")
     s_sorted, sw, wn = scores[order], sweep[order], win[order]
@@ -286,7 +288,9 @@ def file_score_at(f: SweptFile, threshold: float, cost: dict) -> tuple[float, in
     return float(score), int((det & (f.window >= 0)).sum()), int((det & (f.window < 0)).sum())
 
 
-def corpus_score_fast(files: dict[str, tuple], cost: dict, probation: float = PROBATION_PERCENT, threshold: float | None = None) -> dict:
+def corpus_score_fast(
+    files: dict[str, tuple], cost: dict, probation: float = PROBATION_PERCENT, threshold: float | None = None
+) -> dict:
     """Raw corpus score at `threshold`, or at the optimised threshold when None."""
     swept = {n: sweep_file(t, s, w, cost, probation) for n, (t, s, w) in files.items()}
     if threshold is None:

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from observability.logs import get_logger
-
-from anomaly_detection import nab_scoring
+from anomaly_detection.evaluation import nab_scoring
 from anomaly_detection.univariate import UnivariateStreamingDetector
+from observability.logs import get_logger
 
 log = get_logger(__name__)
 DETECTOR_NAME = "obsplatform"
@@ -73,7 +72,9 @@ def label_column(ts: pd.Series, windows: list) -> np.ndarray:
     return lab
 
 
-def run(data_root: Path, out: Path | None, detector: UnivariateStreamingDetector | None = None, progress: bool = False) -> dict:
+def run(
+    data_root: Path, out: Path | None, detector: UnivariateStreamingDetector | None = None, progress: bool = False
+) -> dict:
     detector = detector or UnivariateStreamingDetector()
     frames, windows, n_windows = load_corpus(data_root)
     files = {}
@@ -90,7 +91,9 @@ def run(data_root: Path, out: Path | None, detector: UnivariateStreamingDetector
     profiles = nab_scoring.load_profiles(Path(data_root) / "scoring_profiles.json")
     results = nab_scoring.score_profiles(files, n_windows, profiles)
     if out is not None:
-        (Path(out) / DETECTOR_NAME / "final_results.json").write_text(json.dumps({DETECTOR_NAME: results}, indent=2, default=float))
+        (Path(out) / DETECTOR_NAME / "final_results.json").write_text(
+            json.dumps({DETECTOR_NAME: results}, indent=2, default=float)
+        )
     return results
 
 

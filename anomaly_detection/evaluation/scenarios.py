@@ -98,13 +98,26 @@ def _run(cmd: list[str], env: dict, what: str) -> str:
     return proc.stdout
 
 
-def produce(data_dir: Path, *, seed: int, start: datetime, duration_s: int, specs: list[str], aggregator: str, clean: bool) -> None:
+def produce(
+    data_dir: Path, *, seed: int, start: datetime, duration_s: int, specs: list[str], aggregator: str, clean: bool
+) -> None:
     """Generate events and roll them into the window tables with the chosen aggregator."""
     data_dir.mkdir(parents=True, exist_ok=True)
     env = _env(data_dir, ANOMALY_PROBABILITY=0)
     py = sys.executable
-    gen = [py, "-m", "event_generator", "--seed", str(seed), "--start", start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-           "--duration", str(duration_s), "--speed", "max"]
+    gen = [
+        py,
+        "-m",
+        "event_generator",
+        "--seed",
+        str(seed),
+        "--start",
+        start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "--duration",
+        str(duration_s),
+        "--speed",
+        "max",
+    ]
     for s in specs:
         gen += ["--scenario", s]
     store = Store.from_settings(Settings(DATA_DIR=data_dir))
@@ -114,7 +127,7 @@ def produce(data_dir: Path, *, seed: int, start: datetime, duration_s: int, spec
         _run([py, "-m", "spark.streaming_job", "--available-now"], env, "spark job")
         _final_watermark(store, start + timedelta(seconds=duration_s))
     else:
-        from anomaly_detection.aggregate_duckdb import aggregate
+        from anomaly_detection.evaluation.aggregate_duckdb import aggregate
 
         events = data_dir / "events.jsonl"
         _run(gen + ["--to-file", str(events)], env, "generator")
@@ -123,7 +136,9 @@ def produce(data_dir: Path, *, seed: int, start: datetime, duration_s: int, spec
         if labels_file.exists() and store.fetch_one(f"SELECT count(*) FROM {tables.SCENARIO_LABELS}")[0] == 0:
             rows = [json.loads(line) for line in labels_file.read_text().splitlines() if line.strip()]
             if rows:
-                df = pd.DataFrame(rows)[["id", "scenario_type", "service", "root_service", "start_time", "end_time", "created_at"]]
+                df = pd.DataFrame(rows)[
+                    ["id", "scenario_type", "service", "root_service", "start_time", "end_time", "created_at"]
+                ]
                 for c in ("start_time", "end_time", "created_at"):
                     df[c] = pd.to_datetime(df[c], utc=True).dt.tz_localize(None)
                 store.insert_df(tables.SCENARIO_LABELS, df, upsert=True)
@@ -147,7 +162,9 @@ def _final_watermark(store: Store, run_end: datetime) -> None:
 
 
 def detect(data_dir: Path, bootstrap: bool) -> str:
-    cmd = [sys.executable, "-m", "anomaly_detection.detector", "--once", "--no-publish"] + ([] if bootstrap else ["--no-bootstrap"])
+    cmd = [sys.executable, "-m", "anomaly_detection.detector", "--once", "--no-publish"] + (
+        [] if bootstrap else ["--no-bootstrap"]
+    )
     return _run(cmd, _env(data_dir), "detector --once").strip()
 
 
@@ -168,16 +185,24 @@ def carry_models(src: Path, dst: Path) -> int:
 def score_run(store: Store) -> pd.DataFrame:
     labels = store.fetch_df(f"SELECT * FROM {tables.SCENARIO_LABELS}")
     anomalies = store.fetch_df(f"SELECT service, window_start, window_end FROM {tables.ANOMALIES}")
-    incidents = store.fetch_df(f"SELECT id, service, started_at, coalesce(ended_at, started_at + INTERVAL 1 hour) AS ended_at, root_cause_service FROM {tables.INCIDENTS}")
+    incidents = store.fetch_df(
+        f"SELECT id, service, started_at, coalesce(ended_at, started_at + INTERVAL 1 hour) AS ended_at, root_cause_service FROM {tables.INCIDENTS}"
+    )
     return compute_metrics(labels, anomalies, incidents)
 
 
-def compute_metrics(labels: pd.DataFrame, anomalies: pd.DataFrame, incidents: pd.DataFrame, tol: timedelta = TOLERANCE) -> pd.DataFrame:
+def compute_metrics(
+    labels: pd.DataFrame, anomalies: pd.DataFrame, incidents: pd.DataFrame, tol: timedelta = TOLERANCE
+) -> pd.DataFrame:
     """Per scenario type: labels, detected, recall, incidents, true/false, precision, F1, median delay."""
     rows = {}
     per_label = []
     for lab in labels.itertuples(index=False):
-        a = anomalies[(anomalies["service"] == lab.service) & (anomalies["window_end"] > lab.start_time) & (anomalies["window_start"] <= lab.end_time + tol)]
+        a = anomalies[
+            (anomalies["service"] == lab.service)
+            & (anomalies["window_end"] > lab.start_time)
+            & (anomalies["window_start"] <= lab.end_time + tol)
+        ]
         delay = (a["window_end"].min() - lab.start_time).total_seconds() if len(a) else None
         per_label.append((lab.scenario_type, delay))
     inc_type = []
@@ -204,8 +229,13 @@ def compute_metrics(labels: pd.DataFrame, anomalies: pd.DataFrame, incidents: pd
         precision = tp / (tp + fp) if tp + fp else float("nan")
         f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
         rows[t] = {
-            "labels": len(delays), "detected": len(found), "recall": recall,
-            "incidents": tp + fp, "false_alerts": fp, "precision": precision, "f1": f1,
+            "labels": len(delays),
+            "detected": len(found),
+            "recall": recall,
+            "incidents": tp + fp,
+            "false_alerts": fp,
+            "precision": precision,
+            "f1": f1,
             "median_delay_s": float(np.median([max(0.0, d) for d in found])) if found else float("nan"),
         }
     out = pd.DataFrame.from_dict(rows, orient="index")
@@ -216,8 +246,14 @@ def compute_metrics(labels: pd.DataFrame, anomalies: pd.DataFrame, incidents: pd
         p = (inc_n - fp_n) / inc_n if inc_n else float("nan")
         all_found = [max(0.0, d) for _, d in per_label if d is not None]
         out.loc["all"] = {
-            "labels": lab_n, "detected": det_n, "recall": r, "incidents": inc_n, "false_alerts": fp_n, "precision": p,
-            "f1": 2 * p * r / (p + r) if p + r > 0 else 0.0, "median_delay_s": float(np.median(all_found)) if all_found else float("nan"),
+            "labels": lab_n,
+            "detected": det_n,
+            "recall": r,
+            "incidents": inc_n,
+            "false_alerts": fp_n,
+            "precision": p,
+            "f1": 2 * p * r / (p + r) if p + r > 0 else 0.0,
+            "median_delay_s": float(np.median(all_found)) if all_found else float("nan"),
         }
     return out
 
@@ -228,33 +264,72 @@ def clean_false_alerts(store: Store) -> dict:
     anomalies = store.fetch_one(f"SELECT count(*) FROM {tables.ANOMALIES}")[0]
     service_days = (windows or 0) / 1440.0
     return {
-        "services": services, "windows": windows, "incidents": incidents, "anomalies": anomalies,
+        "services": services,
+        "windows": windows,
+        "incidents": incidents,
+        "anomalies": anomalies,
         "service_days": round(service_days, 2),
         "false_alerts_per_service_day": round(incidents / service_days, 3) if service_days else float("nan"),
     }
 
 
-def run(workdir: Path, *, seed: int, aggregator: str, clean_hours: float, warmup_min: int, spacing_min: int, scenarios: tuple[str, ...]) -> dict:
+def run(
+    workdir: Path,
+    *,
+    seed: int,
+    aggregator: str,
+    clean_hours: float,
+    warmup_min: int,
+    spacing_min: int,
+    scenarios: tuple[str, ...],
+) -> dict:
     workdir = Path(workdir)
     if workdir.exists():
         shutil.rmtree(workdir)
     start = datetime(2025, 1, 6, 0, 0)
     clean_dir, scen_dir = workdir / "clean", workdir / "scenarios"
-    produce(clean_dir, seed=seed, start=start, duration_s=int(clean_hours * 3600), specs=[], aggregator=aggregator, clean=True)
+    produce(
+        clean_dir,
+        seed=seed,
+        start=start,
+        duration_s=int(clean_hours * 3600),
+        specs=[],
+        aggregator=aggregator,
+        clean=True,
+    )
     clean_summary = detect(clean_dir, bootstrap=True)
     clean = clean_false_alerts(Store.from_settings(Settings(DATA_DIR=clean_dir)))
     plan = Plan(start + timedelta(days=2), warmup_min, spacing_min, scenarios)
-    produce(scen_dir, seed=seed + 1, start=plan.start, duration_s=plan.duration_s, specs=plan.specs(), aggregator=aggregator, clean=False)
+    produce(
+        scen_dir,
+        seed=seed + 1,
+        start=plan.start,
+        duration_s=plan.duration_s,
+        specs=plan.specs(),
+        aggregator=aggregator,
+        clean=False,
+    )
     carried = carry_models(clean_dir, scen_dir)
     scen_summary = detect(scen_dir, bootstrap=False)
     metrics = score_run(Store.from_settings(Settings(DATA_DIR=scen_dir)))
-    return {"clean": clean, "metrics": metrics, "models_carried": carried, "detector": [clean_summary, scen_summary], "specs": plan.specs()}
+    return {
+        "clean": clean,
+        "metrics": metrics,
+        "models_carried": carried,
+        "detector": [clean_summary, scen_summary],
+        "specs": plan.specs(),
+    }
 
 
 def report(result: dict) -> str:
     m = result["metrics"]
-    lines = [f"scenarios: {' '.join(result['specs'])}", f"models carried from the clean run: {result['models_carried']}"]
-    lines.append(f"{'type':<15}{'labels':>7}{'found':>6}{'recall':>8}{'incid.':>7}{'false':>6}{'precision':>10}{'f1':>6}{'median_delay_s':>15}")
+    lines = [
+        f"scenarios: {' '.join(result['specs'])}",
+        f"models carried from the clean run: {result['models_carried']}",
+    ]
+    lines.append(
+        f"{'type':<15}{'labels':>7}{'found':>6}{'recall':>8}{'incid.':>7}{'false':>6}{'precision':>10}{'f1':>6}{'median_delay_s':>15}"
+    )
     for t, r in m.iterrows():
         lines.append(
             f"{t:<15}{int(r.labels):>7}{int(r.detected):>6}{r.recall:>8.2f}{int(r.incidents):>7}{int(r.false_alerts):>6}"

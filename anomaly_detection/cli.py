@@ -1,0 +1,67 @@
+"""The detector's command line: one pass (`--once`) or the continuous loop.
+
+`python -m anomaly_detection.detector` is the command (its module only calls
+`main` here), so the name `detector` is left to what users type and the
+`detectors/` package keeps the detectors themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+
+import duckdb
+
+from anomaly_detection.service import DetectionService
+from observability.logs import get_logger
+from observability.run_loop import run_loop, stop_on_signals
+from observability.settings import get_settings
+from observability.store import StoreBusy
+
+log = get_logger(__name__)
+DESCRIPTION = "`python -m anomaly_detection.detector [--once]`: score final windows, group incidents."
+MAX_BACKOFF_SECONDS = 60.0
+#: What a cycle may meet while the platform runs (a locked or missing DB): logged without a traceback.
+TRANSIENT_ERRORS = (StoreBusy, duckdb.Error, OSError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m anomaly_detection.detector", description=DESCRIPTION)
+    p.add_argument("--once", action="store_true", help="score every final window not yet scored, then exit")
+    p.add_argument(
+        "--no-bootstrap",
+        action="store_true",
+        help="never train a first model (rules and statistics only until one is promoted)",
+    )
+    p.add_argument("--no-publish", action="store_true", help="do not publish anomalies to the anomalies topic")
+    args = p.parse_args(argv)
+    settings = get_settings()
+    service = DetectionService(settings, bootstrap_models=not args.no_bootstrap, publish=not args.no_publish)
+    if args.once:
+        r = service.run_once()
+        service.close()
+        print(
+            f"detector summary: windows={r.windows} anomalies={r.anomalies} "
+            f"incidents_changed={r.incidents_changed} watermark={r.watermark}"
+        )
+        return 0
+    run_forever(service, settings.detect_interval_seconds)
+    return 0
+
+
+def run_forever(service: DetectionService, interval: float, stop: threading.Event | None = None) -> None:
+    """Cycle every `interval` seconds until SIGTERM/SIGINT (or `stop`); survive a locked or missing DB
+    and a stopped stream, backing off exponentially up to a minute."""
+    stop = stop if stop is not None else stop_on_signals()
+    try:
+        run_loop(
+            service.run_once,
+            interval,
+            stop=stop,
+            max_backoff=MAX_BACKOFF_SECONDS,
+            expected=TRANSIENT_ERRORS,
+            logger=log,
+        )
+    finally:
+        service.close()
+    log.info("detector stopped")
