@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ from observability import tables
 from observability.faults import fault_point
 from observability.logs import get_logger
 from observability.outbox import OutboxPublisher
+from observability.run_loop import Backoff, stop_on_signals
 from observability.settings import Settings, get_settings
 from observability.store import Store
 
@@ -317,7 +317,7 @@ class StreamingJob:
             starters[stream_name] = lambda available_now, name=stream_name: self.start_records(name, available_now)
         queries = {name: starters[name](available_now) for name in ("metrics", "dead_letters")}
         waiting = self._start_arrived(list(self.record_topics), queries, starters, available_now)
-        failures = {name: 0 for name in starters}
+        backoffs = {name: Backoff(interval=1.0, max_wait=60.0) for name in starters}
         rc = 0
         last_beat = 0.0
         while queries:
@@ -328,6 +328,8 @@ class StreamingJob:
             for name, q in list(queries.items()):
                 q.awaitTermination(0.5)
                 if q.isActive:
+                    if backoffs[name].failures and q.lastProgress is not None:
+                        backoffs[name].success()  # the restarted query completed a batch
                     continue
                 exc = q.exception()
                 if exc is None:
@@ -338,8 +340,7 @@ class StreamingJob:
                     queries.pop(name)
                     rc = 1
                     continue
-                failures[name] += 1
-                delay = min(60.0, 2.0 ** failures[name])
+                delay = backoffs[name].failure()
                 log.info("restarting query", query=name, after_seconds=delay)
                 if stop.wait(delay):
                     break
@@ -415,14 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     from spark.session import build_session
 
     create_topics(settings)
-    stop = threading.Event()
-
-    def on_signal(signum, _frame):
-        log.info("stopping", signal=signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     mode = "available-now" if args.available_now else f"continuous (trigger {settings.trigger_seconds:g}s)"
     log.info("starting", mode=mode, transport=settings.transport, master=settings.spark_master,
              watermark_seconds=settings.watermark_seconds, source=settings.spark_source)
