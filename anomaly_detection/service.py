@@ -64,7 +64,7 @@ class DetectionService:
         self.bootstrap_models = bootstrap_models
         self.publish = publish
         self._producer = producer
-        self._outbox = outbox.OutboxPublisher(self.store, [settings.kafka_anomalies_topic], self._connect)
+        self._outbox = outbox.OutboxPublisher(self.store, [settings.anomalies_topic], self._connect)
         self._models: dict[str, tuple[str, object]] = {}
         self._migrated = False
 
@@ -187,7 +187,7 @@ class DetectionService:
                 con,
                 anomalies=anomalies,
                 messages=messages,
-                topic=self.settings.kafka_anomalies_topic,
+                topic=self.settings.anomalies_topic,
                 changed=changed,
                 progress=progress,
                 now=now,

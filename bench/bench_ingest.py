@@ -170,7 +170,7 @@ def count_events(data_dir: Path) -> int:
     get_settings.cache_clear()
     s = get_settings()
     with create_reader(s) as r:
-        return sum(r.end_offsets(s.kafka_raw_events_topic).values())
+        return sum(r.end_offsets(s.raw_events_topic).values())
 
 
 def run_client(script: str, args: list[str], bodies: list[bytes]) -> tuple[int, float, int]:

@@ -143,7 +143,7 @@ def publish_backlog(settings, events: list[dict]) -> float:
     t0 = time.perf_counter()
     with create_producer(settings) as producer:
         for e in events:
-            producer.send(settings.kafka_raw_events_topic, json.dumps(e, separators=(",", ":")).encode(),
+            producer.send(settings.raw_events_topic, json.dumps(e, separators=(",", ":")).encode(),
                           key=e["trace_id"].encode())
     return time.perf_counter() - t0
 
@@ -224,7 +224,7 @@ def run_latency(data_dir: Path, rate: int, seconds: float, warmup: float) -> dic
                 for k in range(rate // 10):
                     e = dict(template[(i + k) % len(template)])
                     e["timestamp"] = format_timestamp(now_ms)
-                    producer.send(settings.kafka_raw_events_topic, json.dumps(e, separators=(",", ":")).encode(),
+                    producer.send(settings.raw_events_topic, json.dumps(e, separators=(",", ":")).encode(),
                                   key=e["trace_id"].encode())
                 i += rate // 10
                 sent += rate // 10
@@ -241,7 +241,7 @@ def run_latency(data_dir: Path, rate: int, seconds: float, warmup: float) -> dic
                     name = f"probe-{len(probes):04d}"
                     probe = {"timestamp": format_timestamp(now_ms), "service": name, "status_code": 200,
                              "latency_ms": 1.0}
-                    producer.send(settings.kafka_raw_events_topic, json.dumps(probe).encode(), key=name.encode())
+                    producer.send(settings.raw_events_topic, json.dumps(probe).encode(), key=name.encode())
                     producer.flush()
                     probes[name] = time.time()
                 producer.flush()

@@ -90,7 +90,7 @@ def bench_json_dumps(items) -> float:
 
 def bench_publish(settings: Settings, items, **kwargs) -> tuple[float, float]:
     """(events per wall second, events per CPU second of this process: all its threads)."""
-    topic = settings.kafka_raw_events_topic
+    topic = settings.raw_events_topic
     producer = create_producer(settings, **kwargs)
     t0, c0 = time.perf_counter(), time.process_time()
     send = producer.send

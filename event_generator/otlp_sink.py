@@ -37,8 +37,8 @@ class OtlpSink:
         base = url.rstrip("/")
         endpoint = base if base.endswith("/v1/traces") else base + "/v1/traces"
         self.exporter = OTLPSpanExporter(endpoint=endpoint)
-        self.events_topic = settings.kafka_raw_events_topic
-        self.dead_letter_topic = settings.kafka_dead_letter_topic
+        self.events_topic = settings.raw_events_topic
+        self.dead_letter_topic = settings.dead_letter_topic
         self.target = f"otlp:{endpoint}"
         self.batch = batch
         self.dead_letters_dropped = 0

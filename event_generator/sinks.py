@@ -41,8 +41,8 @@ class TransportSink:
         self.failed = False
         extra = {"max_request_size": KAFKA_MAX_REQUEST_BYTES} if settings.transport == "kafka" else {}
         self.producer = _retry(lambda: create_producer(settings, **extra), "connect", give_up_after_s)
-        self.events_topic = settings.kafka_raw_events_topic
-        self.dead_letter_topic = settings.kafka_dead_letter_topic
+        self.events_topic = settings.raw_events_topic
+        self.dead_letter_topic = settings.dead_letter_topic
         self.target = f"{settings.transport}:{self.events_topic}"
 
     def send(self, topic: str, value: bytes, key: bytes | None, timestamp_ms: int | None) -> None:
@@ -74,8 +74,8 @@ class FileSink:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "wb")
-        self.events_topic = settings.kafka_raw_events_topic
-        self.dead_letter_topic = settings.kafka_dead_letter_topic
+        self.events_topic = settings.raw_events_topic
+        self.dead_letter_topic = settings.dead_letter_topic
         self.target = str(self.path)
 
     def send(self, topic: str, value: bytes, key: bytes | None, timestamp_ms: int | None) -> None:

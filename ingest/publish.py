@@ -103,7 +103,7 @@ class Publisher:
         # on a side thread, and requests meanwhile get 503 at once instead of waiting.
         return cls(
             producer_factory(settings),
-            settings.kafka_dead_letter_topic,
+            settings.dead_letter_topic,
             discard_on_failure=settings.transport == "local",
             connect_in_background=settings.transport == "kafka",
         )

@@ -42,7 +42,7 @@ TRACES = Signal(
     trace_pb.ExportTraceServiceRequest,
     trace_pb.ExportTraceServiceResponse,
     mapping.map_traces,
-    lambda s: s.kafka_raw_events_topic,
+    lambda s: s.raw_events_topic,
     "rejected_spans",
     "spans",
 )
@@ -53,7 +53,7 @@ LOGS = Signal(
     logs_pb.ExportLogsServiceRequest,
     logs_pb.ExportLogsServiceResponse,
     mapping.map_logs,
-    lambda s: s.kafka_logs_topic,
+    lambda s: s.logs_topic,
     "rejected_log_records",
     "log records",
 )
@@ -64,7 +64,7 @@ METRICS = Signal(
     metrics_pb.ExportMetricsServiceRequest,
     metrics_pb.ExportMetricsServiceResponse,
     mapping.map_metrics,
-    lambda s: s.kafka_metrics_topic,
+    lambda s: s.metrics_topic,
     "rejected_data_points",
     "data points",
 )

@@ -23,15 +23,16 @@ class Settings(BaseSettings):
     duckdb_path: Path | None = Field(None, alias="DUCKDB_PATH")
 
     # --- transport ---------------------------------------------------------
+    # Topic names serve both transports (the local log too); the variables keep their KAFKA_ names.
     transport: Literal["local", "kafka"] = Field("local", alias="TRANSPORT")
     kafka_broker: str = Field("localhost:9092", alias="KAFKA_BROKER")
-    kafka_raw_events_topic: str = Field("raw_events", alias="KAFKA_RAW_EVENTS_TOPIC")
-    kafka_aggregated_topic: str = Field("aggregated_metrics", alias="KAFKA_AGGREGATED_TOPIC")
-    kafka_anomalies_topic: str = Field("anomalies", alias="KAFKA_ANOMALIES_TOPIC")
-    kafka_dead_letter_topic: str = Field("dead_letter", alias="KAFKA_DEAD_LETTER_TOPIC")
+    raw_events_topic: str = Field("raw_events", alias="KAFKA_RAW_EVENTS_TOPIC")
+    aggregated_topic: str = Field("aggregated_metrics", alias="KAFKA_AGGREGATED_TOPIC")
+    anomalies_topic: str = Field("anomalies", alias="KAFKA_ANOMALIES_TOPIC")
+    dead_letter_topic: str = Field("dead_letter", alias="KAFKA_DEAD_LETTER_TOPIC")
     # OTLP logs and metrics (observability.records); spans go to the raw-events topic
-    kafka_logs_topic: str = Field("raw_logs", alias="KAFKA_LOGS_TOPIC")
-    kafka_metrics_topic: str = Field("raw_metrics", alias="KAFKA_METRICS_TOPIC")
+    logs_topic: str = Field("raw_logs", alias="KAFKA_LOGS_TOPIC")
+    metrics_topic: str = Field("raw_metrics", alias="KAFKA_METRICS_TOPIC")
     topic_partitions: int = Field(4, ge=1, alias="TOPIC_PARTITIONS")
     kafka_replication_factor: int = Field(1, ge=1, alias="KAFKA_REPLICATION_FACTOR")
     log_fsync: Literal["always", "batch", "never"] = Field("batch", alias="LOG_FSYNC")
@@ -143,12 +144,12 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> list[str]:
         return [
-            self.kafka_raw_events_topic,
-            self.kafka_aggregated_topic,
-            self.kafka_anomalies_topic,
-            self.kafka_dead_letter_topic,
-            self.kafka_logs_topic,
-            self.kafka_metrics_topic,
+            self.raw_events_topic,
+            self.aggregated_topic,
+            self.anomalies_topic,
+            self.dead_letter_topic,
+            self.logs_topic,
+            self.metrics_topic,
         ]
 
 

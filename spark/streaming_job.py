@@ -51,12 +51,12 @@ class StreamingJob:
         self.store = store
         self.metrics_checkpoint = settings.checkpoint_dir / "metrics"
         self.dead_letter_checkpoint = settings.checkpoint_dir / "dead_letters"
-        self.staging_dir = settings.checkpoint_dir / "staging" / settings.kafka_raw_events_topic
+        self.staging_dir = settings.checkpoint_dir / "staging" / settings.raw_events_topic
         self.sample_caps = SAMPLE_CAPS
-        self._outbox = OutboxPublisher(store, [settings.kafka_aggregated_topic], self._connect)
+        self._outbox = OutboxPublisher(store, [settings.aggregated_topic], self._connect)
         self._probe = None  # a transport reader asking whether record topics have data
         self._sinks: dict[str, object] = {}
-        self.record_topics = {"logs": settings.kafka_logs_topic, "otel_metrics": settings.kafka_metrics_topic}
+        self.record_topics = {"logs": settings.logs_topic, "otel_metrics": settings.metrics_topic}
         self.totals = {"batches": 0, "rows_in": 0, "rows_rejected": 0, "rows_late": 0, "dead_letters_ingested": 0,
                        "logs": 0, "otel_metrics": 0, "records_rejected": 0}
         self._progress_bar = None
@@ -73,7 +73,7 @@ class StreamingJob:
         """Validated events (aggregation columns) from the raw-events topic."""
         from spark.source import RAW_FORMAT
 
-        topic = self.settings.kafka_raw_events_topic
+        topic = self.settings.raw_events_topic
         if self.settings.spark_source == "native":
             from spark.source import native_kafka_events
 
@@ -104,7 +104,7 @@ class StreamingJob:
         from spark.source import DEAD_LETTER_FORMAT
 
         stream = self.spark.readStream.format(DEAD_LETTER_FORMAT).options(
-            **self._source_options(self.settings.kafka_dead_letter_topic)
+            **self._source_options(self.settings.dead_letter_topic)
         ).load()
         return (
             stream.writeStream.queryName("dead_letters")
@@ -154,7 +154,7 @@ class StreamingJob:
             return
         t1 = time.monotonic()
         out = self.batch_output(batch_id, metrics, staged)
-        out.outbox_topic = self.settings.kafka_aggregated_topic
+        out.outbox_topic = self.settings.aggregated_topic
         out.outbox = aggregate_records(metrics, batch_id, sink.sink)
         t_side = time.monotonic() - t1
         written = sink.write_batch(out)
@@ -293,7 +293,7 @@ class StreamingJob:
         """Raw events not yet committed by the metrics query (for the progress bar)."""
         from observability.transport import create_reader
 
-        topic = self.settings.kafka_raw_events_topic
+        topic = self.settings.raw_events_topic
         with create_reader(self.settings) as reader:
             end = sum(reader.end_offsets(topic).values())
         done = 0

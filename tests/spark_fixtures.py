@@ -91,7 +91,7 @@ def make_events(n: int, start_ms: int, span_ms: int = 300_000, seed: int = 0, er
 def publish(settings, events: list[dict], extra_lines: list[bytes] = (), topic: str | None = None) -> None:
     from observability.transport import create_producer
 
-    topic = topic or settings.kafka_raw_events_topic
+    topic = topic or settings.raw_events_topic
     with create_producer(settings) as producer:
         for e in events:
             key = e["trace_id"].encode() if e.get("trace_id") else None

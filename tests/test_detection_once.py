@@ -34,7 +34,7 @@ def run_once(data_dir: Path) -> str:
 
 def topic_count(settings) -> int:
     with create_reader(settings) as r:
-        return sum(r.end_offsets(settings.kafka_anomalies_topic).values())
+        return sum(r.end_offsets(settings.anomalies_topic).values())
 
 
 def test_once_scores_final_windows_groups_incidents_and_is_idempotent(store, settings, data_dir):
@@ -185,7 +185,7 @@ def test_continuous_mode_backs_off_while_the_database_stays_locked_then_recovers
 def published_anomaly_ids(settings) -> list[str]:
     """The stable id of every record on the anomalies topic (duplicates kept)."""
     with create_reader(settings) as r:
-        topic = settings.kafka_anomalies_topic
+        topic = settings.anomalies_topic
         return [json.loads(rec.value)["id"] for p, end in r.end_offsets(topic).items() for rec in r.read(topic, p, 0, end)]
 
 

@@ -213,7 +213,7 @@ def test_cli_duration_60_publishes_to_the_transport(backend_settings):
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = summary_counts(proc.stdout, "generator summary")
     assert counts["published"] > 1000 and counts["scenarios"] >= 1
-    records = read_topic(settings, settings.kafka_raw_events_topic, counts["published"])
+    records = read_topic(settings, settings.raw_events_topic, counts["published"])
     assert len(records) == counts["published"]
     partition_of_trace = {}
     now_ms = int(time.time() * 1000)
@@ -234,6 +234,6 @@ def test_realtime_speed_paces_event_time_by_the_wall_clock(data_dir, settings):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert time.monotonic() - started >= 2.5
     counts = summary_counts(proc.stdout, "generator summary")
-    records = read_topic(settings, settings.kafka_raw_events_topic, counts["published"])
+    records = read_topic(settings, settings.raw_events_topic, counts["published"])
     assert len(records) == counts["published"] > 0
     assert abs(min(record_ts(r) for r in records) / 1000 - time.time()) < 60

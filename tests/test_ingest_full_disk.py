@@ -58,7 +58,7 @@ def test_full_disk_is_503_then_recovers_with_nothing_acknowledged_lost(small_dis
     finally:
         stop_receiver(rec)
     settings = Settings(DATA_DIR=str(data))
-    got = [json.loads(v)["span_id"] for v in read_values(settings, settings.kafka_raw_events_topic)]
+    got = [json.loads(v)["span_id"] for v in read_values(settings, settings.raw_events_topic)]
     assert acked <= set(got)  # every acknowledged span is in the log
     sent = acked  # nothing else was ever posted
     assert set(got) <= sent

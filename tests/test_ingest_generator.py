@@ -44,7 +44,7 @@ def test_generator_traffic_through_the_receiver_matches_the_file_run(receiver, s
     assert summary_counts(otlp_run.stdout, "generator summary")["published"] == len(truth)
     got = [
         validate_line(v).to_dict() | {"kind": json.loads(v)["kind"]}
-        for v in read_values(settings, settings.kafka_raw_events_topic)
+        for v in read_values(settings, settings.raw_events_topic)
     ]
     assert len(got) == len(truth) > 100
     assert any(ev["status_code"] >= 500 and ev["error_message"] for ev in truth)  # the surge made errors

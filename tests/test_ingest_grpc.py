@@ -34,10 +34,10 @@ def test_export_is_ok_with_an_empty_response_for_every_signal(channel, settings)
         S.traces(S.span("GET /grpc", http__route="/grpc", http__method="GET")), timeout=10
     )
     assert not resp.HasField("partial_success")
-    (ev,) = [json.loads(v) for v in read_values(settings, settings.kafka_raw_events_topic)]
+    (ev,) = [json.loads(v) for v in read_values(settings, settings.raw_events_topic)]
     assert ev["endpoint"] == "GET /grpc" and ev["kind"] == "server"
     assert not LogsServiceStub(channel).Export(S.logs({"body": "hi"}), timeout=10).HasField("partial_success")
-    assert [json.loads(v)["body"] for v in read_values(settings, settings.kafka_logs_topic)] == ["hi"]
+    assert [json.loads(v)["body"] for v in read_values(settings, settings.logs_topic)] == ["hi"]
     ps = MetricsServiceStub(channel).Export(S.metrics(), timeout=10).partial_success
     assert ps.rejected_data_points == 2 and "2 of 5 data points rejected" in ps.error_message
 
@@ -46,9 +46,9 @@ def test_partial_success_rejects_bad_spans_one_by_one(channel, settings):
     req = S.traces(S.span("ok"), S.span("no span id", span_id=b""), service=None)
     ps = TraceServiceStub(channel).Export(req, timeout=10).partial_success
     assert ps.rejected_spans == 1 and "span_id: must be 8 bytes, got 0" in ps.error_message
-    (ev,) = [json.loads(v) for v in read_values(settings, settings.kafka_raw_events_topic)]
+    (ev,) = [json.loads(v) for v in read_values(settings, settings.raw_events_topic)]
     assert ev["service"] == "unknown_service"  # no service.name, as the SDKs report it
-    (dl,) = [json.loads(v) for v in read_values(settings, settings.kafka_dead_letter_topic)]
+    (dl,) = [json.loads(v) for v in read_values(settings, settings.dead_letter_topic)]
     assert dl["source"] == "otlp:traces" and dl["reason"] == "span_id: must be 8 bytes, got 0"
 
 
@@ -72,13 +72,13 @@ def test_requests_over_the_limit_are_resource_exhausted_also_when_compressed(dat
                     TraceServiceStub(ch).Export(big, timeout=10, compression=compression)
                 assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, compression
             TraceServiceStub(ch).Export(S.traces(S.span("small")), timeout=10, compression=grpc.Compression.Gzip)
-        assert [json.loads(v)["endpoint"] for v in read_values(settings, settings.kafka_raw_events_topic)] == ["small"]
+        assert [json.loads(v)["endpoint"] for v in read_values(settings, settings.raw_events_topic)] == ["small"]
     finally:
         stop_receiver(rec)
 
 
 def test_unwritable_transport_is_unavailable_with_retry_info(channel, receiver, settings):  # noqa: F811
-    topic_dir = settings.log_dir / settings.kafka_raw_events_topic
+    topic_dir = settings.log_dir / settings.raw_events_topic
     aside = topic_dir.with_name(topic_dir.name + ".aside")
     topic_dir.rename(aside)
     topic_dir.write_text("not a directory")
@@ -93,4 +93,4 @@ def test_unwritable_transport_is_unavailable_with_retry_info(channel, receiver, 
     topic_dir.unlink()
     aside.rename(topic_dir)
     TraceServiceStub(channel).Export(S.traces(S.span("GET /later")), timeout=10)
-    assert [json.loads(v)["endpoint"] for v in read_values(settings, settings.kafka_raw_events_topic)] == ["GET /later"]
+    assert [json.loads(v)["endpoint"] for v in read_values(settings, settings.raw_events_topic)] == ["GET /later"]

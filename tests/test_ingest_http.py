@@ -45,12 +45,12 @@ def status_of(resp: httpx.Response) -> status_pb2.Status:
 def events(settings) -> list[dict]:
     return [
         validate_line(v).to_dict() | {"kind": json.loads(v).get("kind")}
-        for v in read_values(settings, settings.kafka_raw_events_topic)
+        for v in read_values(settings, settings.raw_events_topic)
     ]
 
 
 def dead_letters(settings) -> list[dict]:
-    return [parse_dead_letter(v) for v in read_values(settings, settings.kafka_dead_letter_topic)]
+    return [parse_dead_letter(v) for v in read_values(settings, settings.dead_letter_topic)]
 
 
 @pytest.fixture
@@ -149,7 +149,7 @@ def test_partial_success_for_logs_and_metrics_in_json(receiver, settings):  # no
     resp = post(receiver, "/v1/logs", to_json(logs), JS)
     assert resp.status_code == 200
     assert resp.json()["partialSuccess"]["rejectedLogRecords"] == "2"
-    bodies = [json.loads(v)["body"] for v in read_values(settings, settings.kafka_logs_topic)]
+    bodies = [json.loads(v)["body"] for v in read_values(settings, settings.logs_topic)]
     assert bodies == ["fine"]
 
     resp = post(receiver, "/v1/metrics", S.metrics().SerializeToString(), PB)
@@ -157,7 +157,7 @@ def test_partial_success_for_logs_and_metrics_in_json(receiver, settings):  # no
     ps = ExportMetricsServiceResponse.FromString(resp.content).partial_success
     assert ps.rejected_data_points == 2
     assert "value: must be finite" in ps.error_message and "summary points are not stored" in ps.error_message
-    rows = [json.loads(v) for v in read_values(settings, settings.kafka_metrics_topic)]
+    rows = [json.loads(v) for v in read_values(settings, settings.metrics_topic)]
     assert sorted((r["name"], r["kind"]) for r in rows) == [
         ("latency", "histogram"),
         ("queue.depth", "gauge"),
@@ -184,7 +184,7 @@ def test_undecodable_bodies_are_400_with_a_status(receiver, settings, path, body
     assert resp.headers["content-type"] == headers["Content-Type"]
     st = status_of(resp)
     assert st.code == 3 and needle in st.message, st.message
-    assert read_values(settings, settings.kafka_raw_events_topic) == []
+    assert read_values(settings, settings.raw_events_topic) == []
     assert receiver.health().status_code == 200
 
 
@@ -228,12 +228,12 @@ def test_bodies_over_the_limit_are_413_also_after_decompression(small_receiver, 
         assert resp.status_code == 413 and f"after {enc} decompression" in status_of(resp).message
     rss_after = psutil.Process(small_receiver.proc.pid).memory_info().rss
     assert rss_after - rss_before < 32 << 20
-    assert read_values(settings, settings.kafka_raw_events_topic) == []
+    assert read_values(settings, settings.raw_events_topic) == []
     assert small_receiver.health().status_code == 200
 
 
 def test_unwritable_transport_is_503_with_retry_after_then_recovers(receiver, settings):  # noqa: F811
-    topic_dir = settings.log_dir / settings.kafka_raw_events_topic
+    topic_dir = settings.log_dir / settings.raw_events_topic
     aside = topic_dir.with_name(topic_dir.name + ".aside")
     topic_dir.rename(aside)
     topic_dir.write_text("not a directory")  # the real producer now fails with an OSError

@@ -31,7 +31,7 @@ def _endpoint(rec, protocol: str) -> str:
 
 
 def _events(settings) -> list[dict]:
-    return [json.loads(v) for v in read_values(settings, settings.kafka_raw_events_topic)]
+    return [json.loads(v) for v in read_values(settings, settings.raw_events_topic)]
 
 
 @pytest.mark.parametrize("protocol,workers", [("http", 0), ("grpc", 0), ("http", 2), ("grpc", 2)])
@@ -93,7 +93,7 @@ def _check_shop(settings, truth) -> None:
         assert 0 <= ev["latency_ms"] < 10_000
 
     # logs: one per order, from the backend, inside its server span
-    logs = [validate_log_line(v) for v in read_values(settings, settings.kafka_logs_topic)]
+    logs = [validate_log_line(v) for v in read_values(settings, settings.logs_topic)]
     assert len(logs) == ORDERS
     by_body = {row["body"]: row for row in logs}
     for o in range(ORDERS):
@@ -106,7 +106,7 @@ def _check_shop(settings, truth) -> None:
         assert row["attributes"]["order.id"] == o
 
     # metrics: the counters and the histogram, exactly
-    points = [validate_metric_line(v) for v in read_values(settings, settings.kafka_metrics_topic)]
+    points = [validate_metric_line(v) for v in read_values(settings, settings.metrics_topic)]
     counters = {(p["service"], p["attributes"]["outcome"]): p for p in points if p["name"] == "shop.orders"}
     n_err = len(errors)
     assert {k: p["value"] for k, p in counters.items()} == {
@@ -131,12 +131,12 @@ def _check_shop(settings, truth) -> None:
         expected[next((i for i, b in enumerate(bounds) if a <= b), len(bounds))] += 1
     assert hist["bucket_counts"] == expected
     assert len(points) == 5
-    assert read_values(settings, settings.kafka_dead_letter_topic) == []
+    assert read_values(settings, settings.dead_letter_topic) == []
 
 
 def _break_log(settings):
     """Make the raw-events topic unwritable for real: its directory becomes a plain file."""
-    topic_dir = settings.log_dir / settings.kafka_raw_events_topic
+    topic_dir = settings.log_dir / settings.raw_events_topic
     aside = topic_dir.with_name(topic_dir.name + ".aside")
     topic_dir.rename(aside)
     topic_dir.write_text("not a directory")
@@ -196,7 +196,7 @@ def test_sdk_gzip_compression(protocol, receiver, settings, monkeypatch):  # noq
     try:
         events = _events(settings)
         assert len(events) == 12 and {e["status_code"] for e in events} >= {200, 500}
-        assert len(read_values(settings, settings.kafka_logs_topic)) == 3
+        assert len(read_values(settings, settings.logs_topic)) == 3
     finally:
         for svc in services:
             svc.shutdown()

@@ -49,7 +49,7 @@ def test_heartbeat_health_checks_and_a_clean_stop(data_dir, settings, monkeypatc
         assert "receiver stopped" in rec.output() and "Traceback" not in rec.output()
     finally:
         stop_receiver(rec)
-    assert len(read_values(s, s.kafka_raw_events_topic)) == 1
+    assert len(read_values(s, s.raw_events_topic)) == 1
     down = health.check_ingest(s, store, utcnow())
     assert down.status == "unhealthy" and "unreachable" in down.detail
 
@@ -102,4 +102,4 @@ def test_a_dead_mapping_worker_costs_at_most_one_request(data_dir, settings):
         assert rec.proc.poll() is None and rec.health().status_code == 200
     finally:
         stop_receiver(rec)
-    assert len(read_values(settings, settings.kafka_raw_events_topic)) == 1
+    assert len(read_values(settings, settings.raw_events_topic)) == 1

@@ -39,7 +39,7 @@ def test_admin_step_creates_the_four_topics_with_their_partitions(kafka_settings
 
 
 def test_keyed_records_round_trip_in_kafka_partition_order(kafka_settings):
-    topic = kafka_settings.kafka_raw_events_topic
+    topic = kafka_settings.raw_events_topic
     n = 3000
     with create_producer(kafka_settings) as producer:
         for i in range(n):
@@ -72,9 +72,9 @@ def test_a_maximum_size_valid_event_gets_through(kafka_settings):
     assert len(raw) <= MAX_LINE_BYTES
     validate_line(raw)
     sink = TransportSink(kafka_settings)
-    sink.send(kafka_settings.kafka_raw_events_topic, raw, ev["trace_id"].encode(), ev["timestamp"])
+    sink.send(kafka_settings.raw_events_topic, raw, ev["trace_id"].encode(), ev["timestamp"])
     sink.close()
-    records = consume(kafka_settings.kafka_broker, kafka_settings.kafka_raw_events_topic, 1)
+    records = consume(kafka_settings.kafka_broker, kafka_settings.raw_events_topic, 1)
     assert [r.value for r in records] == [raw]
 
 

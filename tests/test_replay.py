@@ -38,7 +38,7 @@ def test_bad_lines_rejected_with_reason_good_lines_around_them_published(backend
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert summary_counts(proc.stdout, "replay summary") == {"published": len(good), "rejected": len(BAD_LINES)}
 
-    records = read_topic(settings, settings.kafka_raw_events_topic, len(good))
+    records = read_topic(settings, settings.raw_events_topic, len(good))
     assert len(records) == len(good)
     published = [validate_line(r.value) for r in records]
     assert all(len(e.event_id) == 32 for e in published)
@@ -52,7 +52,7 @@ def test_bad_lines_rejected_with_reason_good_lines_around_them_published(backend
         if "event_id" in ev:
             assert got.event_id == ev["event_id"]
 
-    dead = [parse_dead_letter(r.value) for r in read_topic(settings, settings.kafka_dead_letter_topic, len(BAD_LINES))]
+    dead = [parse_dead_letter(r.value) for r in read_topic(settings, settings.dead_letter_topic, len(BAD_LINES))]
     assert len(dead) == len(BAD_LINES)
     seen = {}
     for d in dead:
@@ -80,7 +80,7 @@ def test_replay_of_200k_events_publishes_them_all(backend_settings, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert summary_counts(proc.stdout, "replay summary") == {"published": count, "rejected": 0}
 
-    records = read_topic(settings, settings.kafka_raw_events_topic, count, timeout_s=120)
+    records = read_topic(settings, settings.raw_events_topic, count, timeout_s=120)
     assert len(records) == count
     ids = {int(json.loads(r.value)["event_id"], 16) for r in records}
     assert ids == set(range(count))
@@ -97,7 +97,7 @@ def test_realtime_replay_keeps_the_original_gaps(data_dir, settings, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert summary_counts(proc.stdout, "replay summary") == {"published": 4, "rejected": 0}
     assert elapsed >= 2.0  # 3 gaps of 0.7 s
-    recs = sorted(read_topic(settings, settings.kafka_raw_events_topic, 4), key=record_ts)
+    recs = sorted(read_topic(settings, settings.raw_events_topic, 4), key=record_ts)
     assert [record_ts(r) for r in recs] == [base + 700 * i for i in range(4)]
 
 

@@ -101,7 +101,7 @@ def test_a_lost_acknowledgement_over_kafka_is_counted_once(kafka_broker, data_di
     now_ms = _minute(int(time.time() * 1000))
     events = make_events(4000, now_ms - 10 * 60_000, 3 * 60_000, seed=43)
     events.sort(key=lambda e: e["timestamp"])
-    topic = settings.kafka_raw_events_topic
+    topic = settings.raw_events_topic
 
     def send(producer, evs):
         for e in evs:

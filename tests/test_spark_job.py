@@ -97,9 +97,9 @@ def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, t
     events = make_events(15_000, base, 5 * 60_000, seed=5)
     publish(settings, events, [line for line, _ in INVALID_LINES])
     with create_producer(settings) as producer:  # producers' own rejects (e.g. replay)
-        producer.send(settings.kafka_dead_letter_topic,
+        producer.send(settings.dead_letter_topic,
                       make_dead_letter("replay:events.jsonl:3", "status_code: 700 outside 100-599", b'{"status_code":700}'))
-        producer.send(settings.kafka_dead_letter_topic, b"not a dead-letter record")
+        producer.send(settings.dead_letter_topic, b"not a dead-letter record")
     env = job_env(data_dir)
 
     # a reader process queries the shared store the whole time the job writes
@@ -152,12 +152,12 @@ def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, t
     assert {("gateway", "checkout"), ("checkout", "payments"), ("search", "inventory")} <= set(
         zip(edges.parent_service, edges.child_service))
     with create_reader(settings) as r:
-        ends = r.end_offsets(settings.kafka_aggregated_topic)
+        ends = r.end_offsets(settings.aggregated_topic)
         published = [json.loads(rec.value) for p, end in ends.items()
-                     for rec in r.read(settings.kafka_aggregated_topic, p, 0, end)]
+                     for rec in r.read(settings.aggregated_topic, p, 0, end)]
     assert len(published) >= len(store.fetch_df("SELECT 1 FROM service_metrics"))
     assert {"id", "window_start", "service", "endpoint", "request_count", "p95_latency_ms"} <= set(published[0])
-    assert sorted(p["id"] for p in published) == _outbox_ids(store, settings.kafka_aggregated_topic), \
+    assert sorted(p["id"] for p in published) == _outbox_ids(store, settings.aggregated_topic), \
         "every staged aggregate published once, under its stable id"
 
     # 4. late data: rows of a still-open window refine it; rows of a closed window are counted late
@@ -208,7 +208,7 @@ def test_kill_after_commit_then_restart_publishes_every_aggregate_once(data_dir,
     events.sort(key=lambda e: e["timestamp"])
     publish(settings, events)
     env = job_env(data_dir, MAX_EVENTS_PER_BATCH=1000)
-    topic = settings.kafka_aggregated_topic
+    topic = settings.aggregated_topic
     killed = subprocess.run([sys.executable, "-m", "spark.streaming_job", "--available-now"], cwd=ROOT,
                             env=dict(env, FAULT_POINT="spark.after_commit"), capture_output=True, text=True,
                             timeout=300, start_new_session=True)
@@ -333,7 +333,7 @@ def test_job_over_kafka_transport(kafka_broker, data_dir, store):
         for key in pad_keys.values():
             pad = {"timestamp": format_timestamp(now_ms - 10 * 60_000), "service": "zz-padding", "status_code": 200,
                    "latency_ms": 1.0}
-            producer.send(settings.kafka_raw_events_topic, json.dumps(pad).encode(), key=key)
+            producer.send(settings.raw_events_topic, json.dumps(pad).encode(), key=key)
     run_job(env, "--available-now", timeout=400)
     _assert_metrics_match(store, events, by_endpoint=False, exclude_service="zz-padding")
     assert store.fetch_one("SELECT count(*) FROM dead_letter WHERE source LIKE 'spark:raw_events_%'")[0] == 3

@@ -118,10 +118,10 @@ def test_logs_and_metrics_land_exactly_once_with_their_dead_letters(data_dir, se
     logs, metrics = _logs(base, 40), _metrics(base)
     surrogate = {"timestamp": format_timestamp(base), "service": "checkout", "severity_text": "WARN",
                  "body": "bad \udc00 byte", "attributes": {"k\ud800": "v"}}
-    _publish(settings, settings.kafka_logs_topic, [*logs, *(raw for raw, _ in BAD_LOGS)])
+    _publish(settings, settings.logs_topic, [*logs, *(raw for raw, _ in BAD_LOGS)])
     with create_producer(settings) as producer:  # a lone surrogate is valid JSON: stored with U+FFFD
-        producer.send(settings.kafka_logs_topic, json.dumps(surrogate).encode(), key=None)
-    _publish(settings, settings.kafka_metrics_topic, [*metrics, *(raw for raw, _ in BAD_METRICS)])
+        producer.send(settings.logs_topic, json.dumps(surrogate).encode(), key=None)
+    _publish(settings, settings.metrics_topic, [*metrics, *(raw for raw, _ in BAD_METRICS)])
     env = job_env(data_dir, MAX_EVENTS_PER_BATCH=15)  # several micro-batches per query
     proc = run_job(env, "--available-now")
     assert f"{len(logs) + 1} logs, {len(metrics)} metric points, {len(BAD_LOGS) + len(BAD_METRICS)} logs/metrics rejected" \
@@ -141,8 +141,8 @@ def test_logs_and_metrics_land_exactly_once_with_their_dead_letters(data_dir, se
 
     # 2. every bad record is a dead letter with the validator's reason, naming its field, and its payload
     dead = store.fetch_df("SELECT source, reason, payload FROM dead_letter ORDER BY source")
-    for topic, bad, validate in ((settings.kafka_logs_topic, BAD_LOGS, validate_log_record),
-                                 (settings.kafka_metrics_topic, BAD_METRICS, validate_metric_point)):
+    for topic, bad, validate in ((settings.logs_topic, BAD_LOGS, validate_log_record),
+                                 (settings.metrics_topic, BAD_METRICS, validate_metric_point)):
         mine = dead[dead.source.str.startswith(f"spark:{topic}:")]
         assert sorted(mine.reason) == sorted(_reason(validate, raw) for raw, _ in bad)
         for raw, field in bad:
@@ -158,7 +158,7 @@ def test_logs_and_metrics_land_exactly_once_with_their_dead_letters(data_dir, se
     for name in (str(last), f".{last}.crc"):  # the commit file and its checksum: as if never written
         (logs_commits / name).unlink(missing_ok=True)
     more = _logs(base, 5, offset=100)
-    _publish(settings, settings.kafka_logs_topic, more)
+    _publish(settings, settings.logs_topic, more)
     proc = run_job(env, "--available-now")
     assert f"{len(more)} logs, 0 metric points, 0 logs/metrics rejected" in proc.stdout, proc.stdout
     assert "batch already committed" in proc.stderr + proc.stdout
@@ -205,7 +205,7 @@ def test_continuous_job_starts_the_logs_query_when_logs_first_arrive(data_dir, s
         time.sleep(2)  # two more trigger periods with empty record topics: the queries stay unstarted
         assert not (settings.checkpoint_dir / "logs").exists() and not (settings.checkpoint_dir / "otel_metrics").exists()
         logs = _logs(int(time.time() * 1000) - 60_000, 6)
-        _publish(settings, settings.kafka_logs_topic, logs)
+        _publish(settings, settings.logs_topic, logs)
         poll(lambda: store.fetch_one("SELECT count(*) FROM logs")[0] == len(logs), "the log rows")
         assert not (settings.checkpoint_dir / "otel_metrics").exists()
     finally:
