@@ -4,6 +4,15 @@ Every figure is rendered here, once, already rounded, as `key: value` lines:
 the prompt shows exactly these lines, the grounding check accepts only the
 numbers in them, the template is built from them, and the JSON stored beside a
 summary is this mapping. Nothing downstream computes a new figure.
+
+Each line is labelled by the role it plays (`affected_service`,
+`root_cause_service`, `related_services`, `callers`, `callees`, one line per
+metric) and the lines are ordered by importance: what happened, then its
+defining symptom (`symptom`: traffic for a traffic drop or surge, errors for an
+error surge, latency for a latency spike or drift), then when, then cause, then
+the other metrics. Similar past incidents are other incidents: they are kept
+apart (`similar_past_incidents`, a list shown as its own labelled block) and
+the grounding check never lets them lend a word to this incident.
 """
 
 from __future__ import annotations
@@ -11,24 +20,41 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from observability import bronze, error_logs, tables
+from observability import bronze, error_logs, similar as similar_incidents, tables
 from observability.logs import get_logger
 from observability.store import Store, utcnow
 
 log = get_logger(__name__)
 
 BEFORE = timedelta(minutes=30)  # the baseline window just before an incident
-SIMILAR_LOOKBACK = timedelta(days=7)
+SIMILAR_SHOWN = 2  # similar past incidents offered to the model (each costs ~25 prompt tokens)
 MAX_TRACE_IDS = 1  # the summary cites one; each 32-hex id costs ~20 generated tokens
 TEMPLATE_REASON = "template_reason"  # why a template was stored instead of the model's text
-META_KEYS = ("incident_id", "incident_updated_at", TEMPLATE_REASON)  # stored with the facts, not shown to the model
+CLAIM_FAILURES = "claim_failures"  # the refused texts' failing claims: [{attempt, kind, claim, reason}]
+REJECTED_SUMMARIES = "rejected_summaries"  # the refused texts themselves, by attempt
+CALLERS, CALLEES = "callers", "callees"  # services calling the affected one, services it calls
+SIMILAR = "similar_past_incidents"  # other incidents: a separate block, never facts of this one
+# stored with the facts, not shown to the model as facts of this incident
+META_KEYS = ("incident_id", "incident_updated_at", TEMPLATE_REASON, CLAIM_FAILURES, REJECTED_SUMMARIES, SIMILAR)
+SIMILAR_HEADER = "SIMILAR PAST INCIDENTS (other, earlier incidents; not facts of this one):"
+
+# the metric that defines each anomaly type (its symptom), and how a summary words it
+SYMPTOM_METRIC = {
+    "traffic_drop": "request_rate",
+    "traffic_surge": "request_rate",
+    "error_surge": "error_rate",
+    "latency_spike": "p95_latency",
+    "latency_drift": "p95_latency",
+}
+METRIC_WORDS = {"request_rate": "traffic", "error_rate": "error rate", "p95_latency": "p95 latency", "p99_latency": "p99 latency"}
+METRIC_KEYS = ("error_rate", "p95_latency", "p99_latency", "request_rate")
 
 
 @dataclass
 class Facts:
     """Rendered facts (ordered) plus what the narrator needs around them."""
 
-    lines: dict[str, str]
+    lines: dict  # role -> rendered value; SIMILAR holds a list of lines about other incidents
     incident_id: str
     service: str
     incident_updated_at: datetime
@@ -41,8 +67,29 @@ class Facts:
         return facts_block(self.lines)
 
 
-def facts_block(lines: dict[str, str]) -> str:
-    return "\n".join(f"{k}: {v}" for k, v in lines.items() if k not in META_KEYS)
+def facts_block(lines: dict) -> str:
+    """The FACTS lines, then the similar past incidents as their own labelled block."""
+    text = "\n".join(f"{k}: {v}" for k, v in lines.items() if k not in META_KEYS)
+    return f"{text}\n\n{similar_block(lines.get(SIMILAR))}"
+
+
+def similar_block(similar) -> str:
+    items = similar if isinstance(similar, list) else [similar] if similar else []
+    return SIMILAR_HEADER + "".join(f"\n- {line}" for line in items) if items else f"{SIMILAR_HEADER} none"
+
+
+def symptom_line(types: list[str], metrics: dict[str, str]) -> str:
+    """The defining symptom(s) of the incident's anomaly types, worded from the metric lines."""
+    keys = list(dict.fromkeys(SYMPTOM_METRIC[t] for t in types if t in SYMPTOM_METRIC))
+    if not keys:  # multivariate or unknown: every metric that moved
+        keys = [k for k in METRIC_KEYS if not metrics[k].startswith(("about the same", "unknown"))]
+    return "; ".join(f"{METRIC_WORDS[k]} {metrics[k]}" for k in keys) or "no clear change in error rate, latency or traffic"
+
+
+def ordered_metrics(types: list[str], metrics: dict[str, str]) -> dict[str, str]:
+    """The metric lines, the defining symptom's first."""
+    first = [SYMPTOM_METRIC[t] for t in types if t in SYMPTOM_METRIC]
+    return {k: metrics[k] for k in dict.fromkeys([*first, *METRIC_KEYS])}
 
 
 # -- formatting: the one place figures are rounded ------------------------------------
@@ -142,26 +189,18 @@ def _top_endpoints(con, service: str, start: datetime, end: datetime, limit: int
     return [f"{ep} ({fmt_pct(err)} errors, p95 {fmt_ms(p95)})" for ep, err, p95 in rows]
 
 
-def _similar(con, incident_id: str, service: str, started_at: datetime, types: list[str]) -> str:
+def _dependencies(con, service: str, start: datetime, end: datetime) -> tuple[list[str], list[str]]:
+    """Who called the service during the incident (callers) and whom it called (callees)."""
     rows = con.execute(
-        f"""SELECT i.id, i.service, i.started_at,
-                   (SELECT string_agg(DISTINCT a.anomaly_type, ', ') FROM {tables.ANOMALIES} a
-                     WHERE a.service = i.service AND a.window_start >= i.started_at
-                       AND a.window_start < coalesce(i.ended_at, i.updated_at) + INTERVAL 1 MINUTE) AS types
-            FROM {tables.INCIDENTS} i
-            WHERE i.id <> ? AND i.started_at < ? AND i.started_at >= ?
-            ORDER BY i.started_at DESC""",
-        [incident_id, started_at, started_at - SIMILAR_LOOKBACK],
+        f"""SELECT parent_service, child_service, sum(call_count) AS calls FROM {tables.SERVICE_DEPENDENCIES}
+            WHERE (parent_service = ? OR child_service = ?) AND parent_service <> child_service
+              AND window_start >= ? AND window_start < ?
+            GROUP BY ALL ORDER BY calls DESC""",
+        [service, service, start - timedelta(minutes=1), end],
     ).fetchall()
-    similar = [
-        (sid, svc, st, t or "")
-        for sid, svc, st, t in rows
-        if svc == service or any(x in (t or "").split(", ") for x in types)
-    ]
-    if not similar:
-        return "none in the last 7 days"
-    _, svc, st, t = similar[0]
-    return f"{len(similar)} in the last 7 days (latest: {svc}, {t or 'unknown type'}, started {fmt_time(st)})"
+    callers = [p for p, c, _ in rows if c == service]
+    callees = [c for p, c, _ in rows if p == service]
+    return callers[:3], callees[:3]
 
 
 def known_services(store: Store) -> set[str]:
@@ -201,10 +240,10 @@ def build_facts(store: Store, incident_id: str, bronze_dir) -> Facts:
         during = _window_metrics(con, service, started, max(end, started + timedelta(minutes=1)))
         types, traces = _anomaly_types_and_traces(con, service, started, max(end, started + timedelta(minutes=1)))
         endpoints = _top_endpoints(con, service, started, max(end, started + timedelta(minutes=1)))
-        similar = _similar(con, incident_id, service, started, types)
-        return service, started, ended, status, severity, root, list(related or []), updated, before, during, types, traces, endpoints, similar
+        callers, callees = _dependencies(con, service, started, max(end, started + timedelta(minutes=1)))
+        return service, started, ended, status, severity, root, list(related or []), updated, before, during, types, traces, endpoints, callers, callees
 
-    (service, started, ended, status, severity, root, related, updated, before, during, types, traces, endpoints, similar) = store.read(work)
+    (service, started, ended, status, severity, root, related, updated, before, during, types, traces, endpoints, callers, callees) = store.read(work)
     end = ended or utcnow()
     try:
         errors = bronze.top_error_messages(bronze_dir, service, started, end + timedelta(minutes=1), limit=2)
@@ -216,28 +255,35 @@ def build_facts(store: Store, incident_id: str, bronze_dir) -> Facts:
     except Exception as exc:  # nor must a logs read
         log.warning("error logs unavailable", incident_id=incident_id, error=str(exc))
         log_lines = []
+    similar = store.read(
+        lambda con: similar_incidents.similar_incidents(con, incident_id, limit=SIMILAR_SHOWN, types=types, errors={m for m, _ in errors})
+    )
     minutes = max(1, round((end - started).total_seconds() / 60))
     related = [s for s in related if s and s != service]
-    lines = {
-        "service": service,
-        "status": status,
-        "severity": severity,
-        "anomaly_types": ", ".join(types) or "unknown",
-        "time_range": fmt_range(started, ended, minutes),
-        # error rate and p95 first: the order the example summary mentions them (a
-        # small model otherwise copies the first metric line into the error-rate sentence)
+    metrics = {
         "error_rate": _before_during(before, during, "error_rate", fmt_pct),
         "p95_latency": _before_during(before, during, "p95", fmt_ms, peak=during.get("p95_peak")),
         "p99_latency": _before_during(before, during, "p99", fmt_ms),
         "request_rate": _before_during(before, during, "rate", fmt_rate),
+    }
+    lines = {
+        "affected_service": service,
+        "anomaly_types": ", ".join(types) or "unknown",
+        "symptom": symptom_line(types, metrics),
+        "time_range": fmt_range(started, ended, minutes),
+        "severity": severity,
+        "status": status,
+        "root_cause_service": root or service,
+        "related_services": ", ".join(related) or "none",
+        **ordered_metrics(types, metrics),
         "top_errors": "; ".join(f'"{msg}" ({n} times)' for msg, n in errors) or "none recorded",
         # the service's most frequent error log lines (OTLP logs), when it sends any
         **({"error_logs": "; ".join(f'"{line}" ({n} times)' for line, n in log_lines)} if log_lines else {}),
         "affected_endpoints": "; ".join(endpoints) or "no data",
+        **({CALLERS: ", ".join(callers)} if callers else {}),
+        **({CALLEES: ", ".join(callees)} if callees else {}),
         "sample_trace_ids": ", ".join(traces) or "none",
-        "root_cause_service": root or service,
-        "related_services": ", ".join(related) or "none",
-        "similar_past_incidents": similar,
+        SIMILAR: [s.line() for s in similar],
     }
-    services = [service, *([root] if root and root != service else []), *[s for s in related if s != root]]
+    services = list(dict.fromkeys([service, *([root] if root else []), *related, *callers, *callees]))
     return Facts(lines=lines, incident_id=incident_id, service=service, incident_updated_at=updated, services=services)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from llm import grounding, prompt
 from llm.client import LLMRefused, LLMUnavailable, NarratorLLM
-from llm.facts import TEMPLATE_REASON, Facts, build_facts, known_services
+from llm.facts import CLAIM_FAILURES, REJECTED_SUMMARIES, TEMPLATE_REASON, Facts, build_facts, known_services
 from llm.template import template_summary
 from observability import summaries, tables
 from observability.logs import get_logger
@@ -46,7 +46,23 @@ class Summary:
     prompt_tokens: int | None
     completion_tokens: int | None
     facts: dict
-    attempts: list[dict] = field(default_factory=list)  # each LLM try: text and violations (logs, bench)
+    attempts: list[dict] = field(default_factory=list)  # each LLM try: text, violations, failures (logs, bench)
+
+    @property
+    def claim_failures(self) -> list[dict]:
+        return [dict(f, attempt=n) for n, a in enumerate(self.attempts, 1) for f in a["failures"]]
+
+
+def _reviewed(facts: dict, attempts: list[dict]) -> dict:
+    """The facts JSON plus the refused texts and their failing claims (when any were refused)."""
+    refused = [(n, a) for n, a in enumerate(attempts, 1) if a["failures"]]
+    if not refused:
+        return facts
+    return {
+        **facts,
+        REJECTED_SUMMARIES: [{"attempt": n, "text": a["text"]} for n, a in refused],
+        CLAIM_FAILURES: [dict(f, attempt=n) for n, a in refused for f in a["failures"]],
+    }
 
 
 def summarise(facts: Facts, llm: NarratorLLM, services: set[str]) -> Summary:
@@ -57,7 +73,7 @@ def summarise(facts: Facts, llm: NarratorLLM, services: set[str]) -> Summary:
     latency = 0.0
     prompt_tokens = completion_tokens = 0
     messages = prompt.build_messages(block)
-    reason = "failed the grounding check twice"
+    reason = "failed the grounding check twice"  # the kinds are appended below
     for attempt in (1, 2):
         try:
             reply = llm.chat(messages)
@@ -69,18 +85,24 @@ def summarise(facts: Facts, llm: NarratorLLM, services: set[str]) -> Summary:
         prompt_tokens += reply.prompt_tokens or 0
         completion_tokens += reply.completion_tokens or 0
         result = grounding.check(reply.text, facts.lines, services)
-        attempts.append({"text": reply.text, "violations": result.violations, "latency_ms": reply.latency_ms})
+        attempts.append({
+            "text": reply.text, "violations": result.violations, "latency_ms": reply.latency_ms,
+            "failures": [f.as_dict() for f in result.failures],
+        })
         if result.ok:
             return Summary(
                 facts.incident_id, facts.service, reply.text, "llm", reply.model, latency,
-                prompt_tokens, completion_tokens, facts.as_json(), attempts,
+                prompt_tokens, completion_tokens, _reviewed(facts.as_json(), attempts), attempts,
             )
         log.info("summary failed grounding", incident_id=facts.incident_id, attempt=attempt, violations=result.feedback())
         messages = prompt.retry_messages(block, reply.text, result.feedback())
+    if attempts and reason.startswith("failed"):
+        kinds = sorted({f["kind"] for a in attempts for f in a["failures"]})
+        reason = f"{reason} ({', '.join(kinds)})"
     text = template_summary(facts.lines)
     return Summary(
         facts.incident_id, facts.service, text, "template", llm.model, latency,
-        prompt_tokens, completion_tokens, {**facts.as_json(), TEMPLATE_REASON: reason}, attempts,
+        prompt_tokens, completion_tokens, {**_reviewed(facts.as_json(), attempts), TEMPLATE_REASON: reason}, attempts,
     )
 
 

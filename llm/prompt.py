@@ -10,31 +10,36 @@ from __future__ import annotations
 
 SYSTEM = """You write short incident summaries for on-call engineers.
 Rules:
-1. Use only the FACTS. Add no cause, advice, service or number that is not in the FACTS.
-2. Copy every number exactly as written in the FACTS, with its unit. Never calculate, never use ratios like "4x", never round.
-3. Name only services that appear in the FACTS. Say a metric was up, down or about the same only as the FACTS say.
-4. Write 3 or 4 plain sentences in one paragraph: what happened and when; how error rate and p95 latency changed; the top error and the most affected endpoint; the likely root cause and one sample trace id.
-5. No headings, no lists, no markdown."""
+1. Use only the FACTS of this incident. Add no cause, advice, service or number that is not in the FACTS.
+2. SIMILAR PAST INCIDENTS are other incidents: never use their services, anomaly types or numbers for this incident.
+3. Copy every number exactly as written in the FACTS, with its unit. Never calculate, never use ratios like "4x", never round.
+4. Name each service only in the role the FACTS give it (affected_service, root_cause_service, related_services). Say a metric was up, down or about the same only as the FACTS say.
+5. Write 3 or 4 plain sentences in one paragraph: the affected_service, its anomaly_types and the time_range; the symptom line; the top error and the most affected endpoint; the root_cause_service and one sample trace id.
+6. No headings, no lists, no markdown."""
 
-EXAMPLE_FACTS = """service: checkout
-status: resolved
-severity: high
+EXAMPLE_FACTS = """affected_service: checkout
 anomaly_types: error_surge
+symptom: error rate up, 0.8% before and 19.6% during
 time_range: from 14:05 to 14:17 UTC on 2024-03-02 (12 minutes)
+severity: high
+status: resolved
+root_cause_service: inventory
+related_services: inventory
 error_rate: up, 0.8% before and 19.6% during
 p95_latency: about the same, 120 ms before and 131 ms during (peak 152 ms)
 p99_latency: about the same, 210 ms before and 236 ms during
 request_rate: about the same, 512 requests/min before and 498 requests/min during
 top_errors: "upstream timeout calling inventory" (311 times); "connection reset by peer" (42 times)
 affected_endpoints: /api/checkout (21.0% errors, p95 133 ms)
+callees: inventory, payments
 sample_trace_ids: 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b
-root_cause_service: inventory
-related_services: inventory
-similar_past_incidents: 1 in the last 7 days (latest: checkout, error_surge, started 2024-03-01 09:40 UTC)"""
+
+SIMILAR PAST INCIDENTS (other, earlier incidents; not facts of this one):
+- on 2024-02-27 search had latency_spike, lasted 6 minutes, root cause catalog"""
 
 EXAMPLE_SUMMARY = (
     "checkout had a high-severity error_surge from 14:05 to 14:17 UTC on 2024-03-02 (12 minutes). "
-    "The error rate was up, 0.8% before and 19.6% during; p95 latency was about the same, 120 ms before and 131 ms during. "
+    "The error rate was up, 0.8% before and 19.6% during. "
     'The top error was "upstream timeout calling inventory" (311 times), on /api/checkout. '
     "The likely root cause is inventory; see trace 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b."
 )
@@ -59,6 +64,7 @@ def retry_messages(facts_block: str, rejected: str, problems: str) -> list[dict]
     messages[-1] = {
         "role": "user",
         "content": f"FACTS:\n{facts_block}\n\nA previous summary of these FACTS was rejected: {problems}. "
-        "Copy numbers, services, trace ids and the words up, down or about the same exactly from these FACTS.",
+        "Copy the anomaly_types, the symptom line, numbers, services in their roles, trace ids and the words "
+        "up, down or about the same exactly from these FACTS.",
     }
     return messages

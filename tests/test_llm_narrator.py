@@ -97,7 +97,7 @@ def test_facts_sheet_reads_metrics_bronze_endpoints_traces_and_history(store, se
     spike = seed_scenario(store, settings.bronze_dir, "search", minutes_ago=60, length=4, kind="latency_spike", metrics=False)
     again = seed_scenario(store, settings.bronze_dir, "payments", minutes_ago=8, length=3, metrics=False)
     facts = build_facts(store, first, settings.bronze_dir).lines
-    assert facts["service"] == "payments" and facts["root_cause_service"] == "database"
+    assert facts["affected_service"] == "payments" and facts["root_cause_service"] == "database"
     assert facts["related_services"] == "checkout" and facts["anomaly_types"] == "error_surge"
     assert "connection pool exhausted" in facts["top_errors"]  # from the bronze Parquet
     before, during = re.match(r"up, ([\d.]+)% before and ([\d.]+)% during$", facts["error_rate"]).groups()
@@ -108,13 +108,22 @@ def test_facts_sheet_reads_metrics_bronze_endpoints_traces_and_history(store, se
     assert re.fullmatch(r"from (\d\d:\d\d to \d\d:\d\d UTC on \d{4}-\d\d-\d\d"
                         r"|\d{4}-\d\d-\d\d \d\d:\d\d UTC to \d{4}-\d\d-\d\d \d\d:\d\d UTC) \(\d+ minutes\)",
                         facts["time_range"]), facts["time_range"]
-    assert facts["similar_past_incidents"] == "none in the last 7 days"  # the spike is older but unlike it
+    assert facts["similar_past_incidents"] == []  # the spike is older but unlike it
+    # ordered by importance, the defining symptom first, labelled by role
+    assert list(facts)[:4] == ["affected_service", "anomaly_types", "symptom", "time_range"]
+    assert facts["symptom"] == "error rate " + facts["error_rate"]
+    assert list(facts).index("error_rate") < list(facts).index("p95_latency")
     latency = build_facts(store, spike, settings.bronze_dir).lines
     before, during = re.match(r"up, (\d+) ms before and (\d+) ms during \(peak \d+ ms\)$", latency["p95_latency"]).groups()
     assert int(during) > 3 * int(before)
     assert latency["top_errors"] == "none recorded"
-    later = build_facts(store, again, settings.bronze_dir).lines
-    assert later["similar_past_incidents"].startswith("1 in the last 7 days (latest: payments, error_surge")
+    assert latency["symptom"] == "p95 latency " + latency["p95_latency"]
+    assert list(latency).index("p95_latency") < list(latency).index("error_rate")
+    later = build_facts(store, again, settings.bronze_dir)
+    (similar,) = later.lines["similar_past_incidents"]  # the earlier payments error surge, not the spike
+    day = re.search(r"\d{4}-\d\d-\d\d", facts["time_range"]).group(0)
+    assert similar.startswith(f"on {day} payments had error_surge, lasted 6 minutes, root cause database")
+    assert "SIMILAR PAST INCIDENTS (other, earlier incidents; not facts of this one):\n- on " in later.block()
     assert set(pending_incidents(store)) == {first, spike, again}
 
 
@@ -244,7 +253,7 @@ def test_ungrounded_text_is_retried_once_then_the_template_is_stored(store, sett
     result = summarise(facts, llm, services)
     assert result.generated_by == "template" and len(llm.calls) == 2
     # the retry told the model what was wrong
-    assert "number 7.5 is not in the facts" in llm.calls[1][-1]["content"]
+    assert "number 7.5 is not in the FACTS" in llm.calls[1][-1]["content"]
     assert llm.calls[1][:3] == prompt.build_messages(facts.block())[:3]  # same rules and example
     assert facts.block() in llm.calls[1][-1]["content"]
     assert grounding.check(result.summary, result.facts, services).ok
@@ -272,4 +281,7 @@ def test_a_retry_the_server_refuses_stores_the_template_with_the_reason(store, s
     assert result.generated_by == "template" and len(llm.calls) == 2 and len(result.attempts) == 1
     assert result.facts[TEMPLATE_REASON] == "the model server refused the request: refused the request (413): prompt too long"
     grounded = summarise(facts, ScriptedLLM(["Errors rose 7.5x.", "Still 7.5x."]), known_services(store))
-    assert grounded.facts[TEMPLATE_REASON] == "failed the grounding check twice"
+    assert grounded.facts[TEMPLATE_REASON] == "failed the grounding check twice (figure, missing_symptom)"
+    # a reviewer reads which claims failed, in which attempt, and the refused texts
+    assert grounded.facts["rejected_summaries"] == [{"attempt": 1, "text": "Errors rose 7.5x."}, {"attempt": 2, "text": "Still 7.5x."}]
+    assert {"attempt": 1, "kind": "figure", "claim": "7.5", "reason": "number 7.5 is not in the FACTS"} in grounded.facts["claim_failures"]
