@@ -78,6 +78,11 @@ def _incident_anomalies(db: str, service: str, started_at, ended_at) -> pd.DataF
 
 
 @st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def _similar_incidents(db: str, incident_id: str) -> pd.DataFrame:
+    return queries.similar_incidents(_store(db), incident_id)
+
+
+@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
 def _trace_samples(db: str, services: tuple[str, ...], start, end) -> pd.DataFrame:
     return queries.trace_samples(_store(db), list(services), start, end)
 
@@ -136,6 +141,10 @@ def anomalies(range_key: str) -> pd.DataFrame:
 
 def incident_anomalies(service: str, started_at, ended_at) -> pd.DataFrame:
     return _safe("the incident's anomalies", _incident_anomalies, _db(), service, started_at, ended_at)
+
+
+def similar_incidents(incident_id: str) -> pd.DataFrame:
+    return _safe("similar past incidents", _similar_incidents, _db(), incident_id)
 
 
 def trace_samples(services: list[str], start, end) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from observability import bronze, error_logs, tables
+from observability import bronze, error_logs, similar, tables
 from observability.store import Store
 
 from dashboard.ranges import TimeRange
@@ -141,6 +141,25 @@ def incidents(src: Source, tr: TimeRange, now: datetime) -> pd.DataFrame:
         ORDER BY i.started_at DESC
     """
     return _df(src, sql, [now, tr.start(now)])
+
+
+SIMILAR_COLUMNS = ["id", "started_at", "service", "anomaly_types", "minutes", "root_cause_service", "shared", "summary"]
+
+
+def similar_incidents(src: Source, incident_id: str, limit: int = 5) -> pd.DataFrame:
+    """The nearest earlier incidents (observability.similar): what they shared, how long they
+    lasted (minutes; NULL while open) and their latest summary."""
+
+    def work(con) -> list:
+        return similar.similar_incidents(con, incident_id, limit=limit)
+
+    found = src.read(work) if isinstance(src, Store) else work(src)
+    rows = [
+        {"id": s.id, "started_at": s.started_at, "service": s.service, "anomaly_types": ", ".join(s.anomaly_types),
+         "minutes": s.minutes, "root_cause_service": s.root_cause_service, "shared": ", ".join(s.shared), "summary": s.summary}
+        for s in found
+    ]
+    return pd.DataFrame(rows, columns=SIMILAR_COLUMNS)
 
 
 def anomalies(src: Source, tr: TimeRange, now: datetime) -> pd.DataFrame:

@@ -17,6 +17,8 @@ kind, the words of the claim and a reason a reviewer can read:
   not hold it ("error rate ... 1234 requests/min");
 - `direction`: a metric said to go up, down or stay the same against the
   direction word its facts line gives;
+- `status`: it says the incident is ongoing when the FACTS say resolved, or over
+  when they say open;
 - `missing_symptom`: the defining symptom of an anomaly type is never stated
   (traffic for traffic_drop/traffic_surge, errors for error_surge, latency for
   latency_spike/latency_drift);
@@ -40,7 +42,7 @@ from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
 from llm.facts import CALLEES, CALLERS, META_KEYS, SIMILAR, SYMPTOM_METRIC
 
 KINDS = (
-    "anomaly_type", "service", "service_role", "similar_incident", "figure", "direction",
+    "anomaly_type", "service", "service_role", "similar_incident", "figure", "direction", "status",
     "missing_symptom", "quote", "identifier", "empty",
 )
 
@@ -104,6 +106,10 @@ _ROOT_AFTER = re.compile(r"^\W*(?:service\s+)?(?:(?:is|was|as|being|seems|appear
 _RELATED_BEFORE = re.compile(r"(?:related(?: services?)?|also affected|also impacted|along with|together with|as well as)(?:\s+(?:is|are|was|were|include|included|:))?\W*(?:(?:\w+\W+){0,3}?)$", re.I)
 _AFFECTED_AFTER = re.compile(r"^\W*(?:service\s+)?(?:(?:was|were|is|are)\s+)?(?:also\s+)?(?:affected|impacted)\b", re.I)
 _CALLEE_BEFORE = re.compile(r"(?:calling|calls? to|calls|called|callees?|depends on|requests to|timeouts? (?:to|from|calling))\W*(?:the\s+)?$", re.I)
+_STATUS = {  # what a text says about the incident's state, and the status that allows it
+    "open": re.compile(r"\b(ongoing|so far|still (?:open|ongoing|active|running)|is open|remains open|has been open)\b", re.I),
+    "resolved": re.compile(r"\b(resolved|ended|recovered|is over|was over|has ended|closed)\b", re.I),
+}
 _LIST_JOIN = re.compile(r"\W*(?:and|or)?\W*", re.I)
 _CALLER_BEFORE = re.compile(r"(?:called by|calls? from|callers?|requests from)\W*(?:the\s+)?$", re.I)
 
@@ -447,6 +453,13 @@ def _check_directions(sentence: str, facts: dict, result: GroundingResult) -> No
                     result.add("direction", clause, f"it says {name} {said} but the FACTS say {expected}")
 
 
+def _check_status(sentence: str, facts: dict, result: GroundingResult) -> None:
+    status = str(facts.get("status") or "").strip()
+    for said, rx in _STATUS.items():
+        if status in _STATUS and said != status and (m := rx.search(sentence)):
+            result.add("status", m.group(0), f"it says the incident is {'ongoing' if said == 'open' else 'over'} ({m.group(0)}); the FACTS say {status}")
+
+
 def _check_symptoms(sentences: list[str], roles: _Roles, result: GroundingResult) -> None:
     clauses = [c for s in sentences for _, c in _clauses(_blank_types(s))]
     for anomaly_type in roles.types:
@@ -509,5 +522,6 @@ def check(text: str, facts: dict, known_services: set[str] | frozenset[str] = fr
         _check_services(sentence, roles, names, similar, fact_words, result)
         _check_figures(sentence, facts, fact_numbers, similar_numbers, result)
         _check_directions(sentence, facts, result)
+        _check_status(sentence, facts, result)
     _check_symptoms(own, roles, result)
     return result

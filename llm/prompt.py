@@ -1,9 +1,12 @@
-"""The narrator's prompt: fixed rules, one worked example, then the FACTS block.
+"""The narrator's prompt: fixed rules, two worked examples, then the FACTS block.
 
-Kept short because the default model is small (0.5B) and prompt evaluation
-dominates on a 2-core CPU; the rules and the example come first and never
-change, so llama.cpp reuses their cached prefix between incidents and only the
-new FACTS block is evaluated.
+The default model is small (0.5B): it copies the shape of its examples, so the
+two examples differ where incidents differ (an error surge with top errors and
+callees; a traffic drop with none, whose symptom is traffic, not errors) and
+both ignore their similar past incidents. The rules and the examples come
+first and never change, so llama.cpp reuses their cached prefix between
+incidents and only the new FACTS block is evaluated: the second example costs
+prompt time once per model server, not per summary.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ Rules:
 2. SIMILAR PAST INCIDENTS are other incidents: never use their services, anomaly types or numbers for this incident.
 3. Copy every number exactly as written in the FACTS, with its unit. Never calculate, never use ratios like "4x", never round.
 4. Name each service only in the role the FACTS give it (affected_service, root_cause_service, related_services). Say a metric was up, down or about the same only as the FACTS say.
-5. Write 3 or 4 plain sentences in one paragraph: the affected_service, its anomaly_types and the time_range; the symptom line; the top error and the most affected endpoint; the root_cause_service and one sample trace id.
+5. Write 3 or 4 plain sentences in one paragraph: the affected_service, its anomaly_types and the time_range copied exactly; the symptom with its figures; the top error and the most affected endpoint, only if top_errors are recorded; the root_cause_service and one sample trace id.
 6. No headings, no lists, no markdown."""
 
 EXAMPLE_FACTS = """affected_service: checkout
@@ -44,6 +47,32 @@ EXAMPLE_SUMMARY = (
     "The likely root cause is inventory; see trace 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b."
 )
 
+EXAMPLE2_FACTS = """affected_service: search
+anomaly_types: traffic_drop
+symptom: traffic down, 640 requests/min before and 96 requests/min during
+time_range: from 08:40 to 08:49 UTC on 2024-03-05 (9 minutes)
+severity: critical
+status: resolved
+root_cause_service: search
+related_services: none
+request_rate: down, 640 requests/min before and 96 requests/min during
+error_rate: about the same, 0.4% before and 0.5% during
+p95_latency: about the same, 88 ms before and 90 ms during (peak 97 ms)
+p99_latency: about the same, 140 ms before and 151 ms during
+top_errors: none recorded
+affected_endpoints: /api/search (0.5% errors, p95 90 ms)
+callers: web
+sample_trace_ids: 0c4e8d2a7f1b4c3d9e6f5a4b3c2d1e0f
+
+SIMILAR PAST INCIDENTS (other, earlier incidents; not facts of this one):
+- on 2024-03-01 checkout had error_surge, lasted 11 minutes, root cause payments"""
+
+EXAMPLE2_SUMMARY = (
+    "search had a critical-severity traffic_drop from 08:40 to 08:49 UTC on 2024-03-05 (9 minutes). "
+    "Traffic was down, 640 requests/min before and 96 requests/min during. "
+    "The likely root cause is search; see trace 0c4e8d2a7f1b4c3d9e6f5a4b3c2d1e0f."
+)
+
 # Generation settings: greedy, short, one paragraph.
 OPTIONS = {"temperature": 0, "seed": 0, "num_predict": 200, "stop": ["\n\n", "FACTS:", "<|im_end|>", "<|endoftext|>"]}
 
@@ -53,6 +82,8 @@ def build_messages(facts_block: str) -> list[dict]:
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": f"FACTS:\n{EXAMPLE_FACTS}"},
         {"role": "assistant", "content": EXAMPLE_SUMMARY},
+        {"role": "user", "content": f"FACTS:\n{EXAMPLE2_FACTS}"},
+        {"role": "assistant", "content": EXAMPLE2_SUMMARY},
         {"role": "user", "content": f"FACTS:\n{facts_block}"},
     ]
 

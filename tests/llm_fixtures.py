@@ -133,10 +133,10 @@ def default_llm_server(tmp_path_factory):
         yield url
 
 
-def error_events(service: str, start, minutes: int, per_minute: int = 20) -> pd.DataFrame:
-    """Bronze rows with error messages for `service`, one batch per minute."""
+def error_events(service: str, start, minutes: int, per_minute: int = 20, messages: list[str] | None = None) -> pd.DataFrame:
+    """Bronze rows with error messages for `service`, one batch per minute (two messages)."""
     rows = []
-    messages = ["connection pool exhausted", "upstream timeout calling database"]
+    messages = messages or ["connection pool exhausted", "upstream timeout calling database"]
     for m in range(minutes):
         for i in range(per_minute):
             rows.append(
@@ -164,6 +164,8 @@ def apply_scenario(store: Store, service: str, start, minutes: int, kind: str = 
         "error_surge": "error_count = CAST(round(request_count * 0.28) AS BIGINT), error_rate = round(request_count * 0.28) / request_count",
         "latency_spike": "avg_latency_ms = avg_latency_ms * 5, p50_latency_ms = p50_latency_ms * 5, p95_latency_ms = p95_latency_ms * 5, p99_latency_ms = p99_latency_ms * 5",
         "traffic_drop": "request_count = greatest(1, request_count // 5), error_count = error_count // 5",
+        "traffic_surge": "request_count = request_count * 4, error_count = error_count * 4",
+        "multivariate": "error_count = CAST(round(request_count * 0.06) AS BIGINT), error_rate = round(request_count * 0.06) / request_count, p95_latency_ms = p95_latency_ms * 2, p99_latency_ms = p99_latency_ms * 2",
         "latency_drift": "p95_latency_ms = p95_latency_ms * (1 + epoch(window_start - ?::TIMESTAMP) / 120), p99_latency_ms = p99_latency_ms * (1 + epoch(window_start - ?::TIMESTAMP) / 120)",
     }[kind]
     params = [start, start] if kind == "latency_drift" else []

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -184,6 +185,41 @@ def test_incident_llm_summary_has_no_template_marker(seeded):
     assert any("qwen2.5-coder:0.5b" in c.value for c in at.caption)
     # its sample traces have no bronze events: an empty state, not an error
     assert any("No spans of trace" in i.value for i in at.info)
+
+
+def test_incident_page_shows_refused_claims_and_similar_past_incidents(seeded, store):
+    from datetime import timedelta
+
+    from observability.store import utcnow
+    from tests.dashboard_fixtures import _summary_row
+    from tests.seeding import seed_incident
+
+    # an earlier payments error surge rooted in database, and an unrelated search incident
+    (started,) = store.fetch_one("SELECT started_at FROM incidents WHERE id = ?", [seeded.open_incident])
+    earlier = seed_incident(store, "payments", started - timedelta(minutes=50), minutes=6, anomaly_type="error_surge",
+                            root_cause="database", related=["checkout"])
+    facts = {
+        "affected_service": "payments", "root_cause_service": "database",
+        "template_reason": "failed the grounding check twice (similar_incident)",
+        "rejected_summaries": [{"attempt": 1, "text": "payments had a traffic_drop; related services: search."}],
+        "claim_failures": [
+            {"attempt": 1, "kind": "similar_incident", "claim": "traffic_drop", "reason": "it names traffic_drop, the type of a similar past incident"},
+            {"attempt": 1, "kind": "missing_symptom", "claim": "error_surge", "reason": "it never states the error rate"},
+        ],
+    }
+    row = _summary_row(seeded.open_incident, "payments", "Template again.", "template", facts, None)
+    row["created_at"] = utcnow()
+    store.insert_df("incident_summaries", pd.DataFrame([row, _summary_row(earlier, "payments", "The earlier one.", "llm", {}, "m")]))
+
+    at = open_page("incidents")
+    assert any("failed the grounding check twice (similar_incident)" in w.value for w in at.warning)
+    claims = at.dataframe(key="table_claims_1").value
+    assert list(claims["kind"]) == ["similar_incident", "missing_symptom"]
+    assert "payments had a traffic_drop; related services: search." in markdown_text(at)
+    similar = at.dataframe(key="table_similar").value
+    assert list(similar["summary"]) == ["The earlier one."]  # not the search incident: it shares nothing
+    assert similar.iloc[0]["minutes"] == 6 and similar.iloc[0]["anomaly_types"] == "error_surge"
+    assert "service payments" in similar.iloc[0]["shared"] and "root cause database" in similar.iloc[0]["shared"]
 
 
 def test_health_page(seeded):

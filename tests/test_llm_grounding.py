@@ -135,6 +135,11 @@ def test_faithful_summaries_pass(text):
          "it says request rate went down but the FACTS say about the same"),
         ("The error rate rose, while p95 latency stayed at 320 ms.", FACTS, "direction", "it says p95 latency stayed about the same"),
         ("checkout had a traffic_drop with traffic up to 17 requests/min.", DROP, "direction", "it says request rate went up but the FACTS say down"),
+        # the incident's state: a resolved one called ongoing, an open one called over
+        ("payments had an error_surge (ongoing, 6 minutes so far), the error rate up to 28.4%.", FACTS, "status",
+         "it says the incident is ongoing (ongoing); the FACTS say resolved"),
+        ("checkout had a traffic_drop that has ended; traffic was down to 17 requests/min.", dict(DROP, status="open"), "status",
+         "it says the incident is over (has ended); the FACTS say open"),
         # the defining symptom missing
         ("payments had an error_surge from 18:32 to 18:38 UTC; p95 latency was up to 320 ms.", FACTS, "missing_symptom",
          "it never states the error rate, the defining symptom of error_surge"),
@@ -179,3 +184,25 @@ def test_template_summary_is_grounded_by_construction(facts):
     text = template_summary(facts)
     assert check(text, facts, KNOWN).ok, check(text, facts, KNOWN).violations
     assert facts["symptom"] in text and facts["root_cause_service"] in text
+
+
+def parse_block(block):
+    """A prompt FACTS block back into a facts mapping (the similar incidents as a list)."""
+    own, _, similar = block.partition("\n\nSIMILAR PAST INCIDENTS")
+    facts = dict(line.split(": ", 1) for line in own.splitlines())
+    facts["similar_past_incidents"] = [line[2:] for line in similar.splitlines() if line.startswith("- ")]
+    return facts
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_the_prompts_worked_examples_pass_their_own_check(n):
+    # the model copies its examples: one that failed the check would teach false claims
+    from llm import prompt
+
+    facts_block = prompt.EXAMPLE_FACTS if n == 1 else prompt.EXAMPLE2_FACTS
+    summary = prompt.EXAMPLE_SUMMARY if n == 1 else prompt.EXAMPLE2_SUMMARY
+    facts = parse_block(facts_block)
+    assert facts["similar_past_incidents"]  # each example ignores a similar incident it was offered
+    known = KNOWN | {"web"}
+    assert check(summary, facts, known).violations == []
+    assert check(template_summary(facts), facts, known).ok

@@ -54,6 +54,32 @@ def test_chat_reports_text_tokens_and_durations(client):
     assert r.total_duration >= r.eval_duration > 0 and r.prompt_eval_duration > 0
 
 
+SCHEMA = {
+    "type": "object",
+    "properties": {"severity": {"type": "string", "enum": ["low", "critical"]}, "minutes": {"type": "integer"}},
+    "required": ["severity", "minutes"],
+}
+
+
+def test_a_json_schema_format_constrains_generation(client):
+    # Ollama's `format` reaches llama.cpp's grammar sampler: the 135M model, which answers this
+    # prompt in prose, must produce an object of exactly this schema (an enum value it never
+    # saw, an integer); "json" alone gives some JSON object
+    messages = [{"role": "user", "content": "Tell me about the weather."}]
+    free = client.chat(model=TEST_MODEL, messages=messages, options={"temperature": 0, "num_predict": 40})
+    with pytest.raises(ValueError):
+        json.loads(free.message.content)
+    constrained = client.chat(model=TEST_MODEL, messages=messages, format=SCHEMA, options={"temperature": 0, "num_predict": 40})
+    answer = json.loads(constrained.message.content)
+    assert set(answer) == {"severity", "minutes"}
+    assert answer["severity"] in ("low", "critical") and isinstance(answer["minutes"], int)
+    streamed = "".join(c.message.content for c in client.chat(
+        model=TEST_MODEL, messages=messages, format=SCHEMA, options={"temperature": 0, "num_predict": 40}, stream=True))
+    assert json.loads(streamed) == answer
+    anything = client.chat(model=TEST_MODEL, messages=messages, format="json", options={"temperature": 0, "num_predict": 40})
+    assert anything.message.content.lstrip().startswith("{")
+
+
 def test_num_predict_caps_the_answer(client):
     r = client.chat(model=TEST_MODEL, messages=[{"role": "user", "content": "Write a long story."}], options={"num_predict": 3})
     assert r.eval_count == 3 and r.done_reason == "length"

@@ -1,6 +1,7 @@
-"""Incidents: each one with its summary, facts, detector scores, baseline against
-observed, related services, root cause, a waterfall of a sample trace, and its
-error logs (OTLP logs of its services and sample traces)."""
+"""Incidents: each one with its summary (and, when the model's text was refused, the
+claims that failed the check), facts, similar past incidents, detector scores,
+baseline against observed, related services, root cause, a waterfall of a sample
+trace, and its error logs (OTLP logs of its services and sample traces)."""
 
 from __future__ import annotations
 
@@ -33,10 +34,12 @@ def render_summary(inc) -> None:
     if inc.summary is None or pd.isna(inc.summary):
         ui.empty_state("No summary yet: the narrator writes one shortly after an incident opens or changes.")
         return
+    facts = as_dict(inc.facts)
     if inc.generated_by == "template":
+        reason = facts.get("template_reason")
         st.warning(
             "**Template summary**: written from the facts by the fallback template, not by the LLM "
-            "(the model was unavailable or its answer was rejected).",
+            f"({ui.md_escape(reason) if reason else 'the model was unavailable or its answer was rejected'}).",
             icon=":material/description:",
         )
     with st.container(border=True):
@@ -44,6 +47,43 @@ def render_summary(inc) -> None:
     who = "the fallback template" if inc.generated_by == "template" else f"the LLM ({inc.model or 'unknown model'})"
     took = "" if inc.summary_latency_ms is None or pd.isna(inc.summary_latency_ms) else f" in {inc.summary_latency_ms / 1000:.1f} s"
     st.caption(f"Written by {who}{took} at {pd.Timestamp(inc.summary_created_at):%Y-%m-%d %H:%M:%S} UTC")
+    render_refused(facts)
+
+
+def render_refused(facts: dict) -> None:
+    """The model's refused texts and the claims that failed the check, by kind (a reviewer's view)."""
+    failures = facts.get("claim_failures") or []
+    if not failures:
+        return
+    texts = {r.get("attempt"): r.get("text", "") for r in facts.get("rejected_summaries") or []}
+    with st.expander(f"Refused model text: {len(failures)} failing claim(s)", icon=":material/rule:"):
+        for attempt in sorted({f.get("attempt") for f in failures}, key=str):
+            st.markdown(f"**Attempt {attempt}:** {_prose(texts.get(attempt, ''))}")
+            st.dataframe(
+                pd.DataFrame([f for f in failures if f.get("attempt") == attempt], columns=["kind", "claim", "reason"]),
+                hide_index=True,
+                key=f"table_claims_{attempt}",
+            )
+
+
+def render_similar(inc) -> None:
+    similar = data.similar_incidents(inc.id)
+    if similar.empty:
+        ui.empty_state("No similar earlier incident (same service, anomaly type, root cause or error message).")
+        return
+    st.dataframe(
+        similar.drop(columns=["id"]),
+        hide_index=True,
+        column_config={
+            "started_at": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm"),
+            "anomaly_types": "anomaly types",
+            "minutes": st.column_config.NumberColumn("lasted (min)", format="%d"),
+            "root_cause_service": "root cause",
+            "shared": "similar by",
+            "summary": st.column_config.TextColumn("summary", width="large"),
+        },
+        key="table_similar",
+    )
 
 
 def render_facts(inc) -> None:
@@ -174,6 +214,8 @@ def render_incident(inc, now) -> None:
             f"**Related services:** {ui.md_escape(related)}"
         )
     render_facts(inc)
+    st.markdown("#### Similar past incidents")
+    render_similar(inc)
     anomalies = data.incident_anomalies(inc.service, inc.started_at, inc.ended_at if not pd.isna(inc.ended_at) else None)
     st.markdown("#### Detectors")
     render_scores(anomalies)
