@@ -80,11 +80,13 @@ class Scenario:
                 *(c for c, callees in CALLS.items() if self.service in callees)}
 
 
-def scenarios(per_type: int) -> list[Scenario]:
+def scenarios(per_type: int, types: tuple[str, ...] = TYPES) -> list[Scenario]:
     """`per_type` incidents of each type; every other error surge and latency spike a cascade."""
     out, slots = [], Counter()
     for i in range(per_type):
         for t, kind in enumerate(TYPES):
+            if kind not in types:
+                continue
             service = SERVICES[(i + t) % len(SERVICES)]
             root, related = service, []
             if kind in ("error_surge", "latency_spike") and i % 2 and CALLS.get(service):
@@ -165,6 +167,7 @@ class Row:
     failures: Counter = field(default_factory=Counter)  # claim failures by kind, all attempts
     truth: list[str] = field(default_factory=list)
     text: str = ""
+    tokens: tuple[int, int] = (0, 0)  # prompt, completion (all attempts)
 
 
 def narrate_all(llm, store: Store, settings: Settings, plan: list[Scenario], verbose: bool) -> list[Row]:
@@ -176,7 +179,8 @@ def narrate_all(llm, store: Store, settings: Settings, plan: list[Scenario], ver
         summary = summarise(facts, llm, services)
         store_summary(store, summary)
         row = Row(s, time.perf_counter() - t0, summary.generated_by, bool(summary.attempts) and not summary.attempts[0]["failures"],
-                  Counter(f["kind"] for a in summary.attempts for f in a["failures"]), text=summary.summary)
+                  Counter(f["kind"] for a in summary.attempts for f in a["failures"]), text=summary.summary,
+                  tokens=(summary.prompt_tokens or 0, summary.completion_tokens or 0))
         if summary.generated_by == "llm":
             row.truth = truth_failures(summary.summary, s, services)
             recheck = grounding.check(summary.summary, summary.facts, services)
@@ -213,10 +217,10 @@ def report(rows: list[Row], baseline: list[float], model: str) -> bool:
         llm_rows = [r for r in rs if r.generated_by == "llm"]
         failures = sum((r.failures for r in rs), Counter())
         kinds = ",".join(f"{k}:{n}" for k, n in sorted(failures.items())) or "none"
-        faithful = sum(not r.truth for r in llm_rows) / len(llm_rows) if llm_rows else 0.0
+        faithful = f"{sum(not r.truth for r in llm_rows) / len(llm_rows):.2f}" if llm_rows else "n/a"
         return (f"{label:<14} incidents={len(rs)} llm={len(llm_rows)} template={len(rs) - len(llm_rows)} "
                 f"first_try={sum(r.first_try for r in rs)} claim_failures={kinds} "
-                f"median_s={statistics.median(r.seconds for r in rs):.1f} faithful={faithful:.2f}")
+                f"median_s={statistics.median(r.seconds for r in rs):.1f} faithful={faithful}")
 
     print(f"\nmodel {model}")
     for kind in TYPES:
@@ -229,6 +233,10 @@ def report(rows: list[Row], baseline: list[float], model: str) -> bool:
     secs = [r.seconds for r in rows]
     print(f"llm_share={llm_share:.2f} (target >= 0.80)  median_s={statistics.median(secs):.1f} (target <= 10)  "
           f"mean_s={statistics.mean(secs):.1f} max_s={max(secs):.1f}")
+    first = [r.tokens for r in rows if r.first_try]
+    if first:
+        print(f"tokens per first-try summary: prompt {statistics.median(t[0] for t in first):.0f}, "
+              f"generated {statistics.median(t[1] for t in first):.0f} (medians)")
     print(f"template baseline (same run): median {statistics.median(baseline) * 1000:.0f} ms per summary")
     load = os.getloadavg()
     print(f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs")
@@ -242,6 +250,7 @@ def main(argv=None) -> int:
     parser.add_argument("--per-type", type=int, default=5, help="incidents per anomaly type (6 types)")
     parser.add_argument("--port", type=int, default=11509, help="port for the model server this run starts")
     parser.add_argument("--url", help="use this running model server instead of starting one")
+    parser.add_argument("--types", default=",".join(TYPES), help="comma-separated anomaly types to seed (default: all)")
     parser.add_argument("--verbose", action="store_true", help="print every attempt's text and failing claims")
     args = parser.parse_args(argv)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per model call otherwise
@@ -257,7 +266,10 @@ def main(argv=None) -> int:
                             OLLAMA_MODEL=args.model, LLM_TIMEOUT_SECONDS=300)
         store = Store.from_settings(settings)
         store.migrate()
-        plan = scenarios(args.per_type)
+        types = tuple(t for t in args.types.split(",") if t)
+        if unknown := set(types) - set(TYPES):
+            parser.error(f"unknown anomaly types: {', '.join(sorted(unknown))} (known: {', '.join(TYPES)})")
+        plan = scenarios(args.per_type, types)
         seed(store, settings.bronze_dir, plan)
         baseline = template_baseline(store, settings, plan)
         print(f"{len(plan)} incidents ({args.per_type} per type, {sum(s.cascade for s in plan)} cascades), model {args.model}", flush=True)

@@ -38,7 +38,7 @@ callees: inventory, payments
 sample_trace_ids: 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b
 
 SIMILAR PAST INCIDENTS (other, earlier incidents; not facts of this one):
-- on 2024-02-27 search had latency_spike, lasted 6 minutes, root cause catalog"""
+- on 2024-02-27, lasted 6 minutes, same root cause"""
 
 EXAMPLE_SUMMARY = (
     "checkout had a high-severity error_surge from 14:05 to 14:17 UTC on 2024-03-02 (12 minutes). "
@@ -65,7 +65,7 @@ callers: web
 sample_trace_ids: 0c4e8d2a7f1b4c3d9e6f5a4b3c2d1e0f
 
 SIMILAR PAST INCIDENTS (other, earlier incidents; not facts of this one):
-- on 2024-03-01 checkout had error_surge, lasted 11 minutes, root cause payments"""
+- on 2024-03-01, lasted 11 minutes, same service"""
 
 EXAMPLE2_SUMMARY = (
     "search had a critical-severity traffic_drop from 08:40 to 08:49 UTC on 2024-03-05 (9 minutes). "
@@ -77,14 +77,32 @@ EXAMPLE2_SUMMARY = (
 OPTIONS = {"temperature": 0, "seed": 0, "num_predict": 200, "stop": ["\n\n", "FACTS:", "<|im_end|>", "<|endoftext|>"]}
 
 
+def focus(facts_block: str) -> str:
+    """The incident's key roles restated right before the model writes: a small model copies
+    the nearest example's sentences (a traffic drop's symptom into an error surge, the affected
+    service as root cause), and what it read last weighs most."""
+    lines = dict(line.split(": ", 1) for line in facts_block.split("\n\n")[0].splitlines() if ": " in line)
+    errors = "none recorded" if lines.get("top_errors", "none recorded") == "none recorded" else "recorded"
+    symptom = lines.get("symptom", "")
+    metric = symptom.split(" up,")[0].split(" down,")[0].split(" about the same,")[0] if symptom else "unknown"
+    return (
+        f"Summarise this incident: affected_service {lines.get('affected_service')}, anomaly_types {lines.get('anomaly_types')}, "
+        f"symptom {metric}, root_cause_service {lines.get('root_cause_service')}, top_errors {errors}."
+    )
+
+
+def _user(facts_block: str) -> dict:
+    return {"role": "user", "content": f"FACTS:\n{facts_block}\n\n{focus(facts_block)}"}
+
+
 def build_messages(facts_block: str) -> list[dict]:
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": f"FACTS:\n{EXAMPLE_FACTS}"},
-        {"role": "assistant", "content": EXAMPLE_SUMMARY},
-        {"role": "user", "content": f"FACTS:\n{EXAMPLE2_FACTS}"},
+        _user(EXAMPLE2_FACTS),
         {"role": "assistant", "content": EXAMPLE2_SUMMARY},
-        {"role": "user", "content": f"FACTS:\n{facts_block}"},
+        _user(EXAMPLE_FACTS),
+        {"role": "assistant", "content": EXAMPLE_SUMMARY},
+        _user(facts_block),
     ]
 
 
@@ -94,7 +112,7 @@ def retry_messages(facts_block: str, rejected: str, problems: str) -> list[dict]
     messages = build_messages(facts_block)
     messages[-1] = {
         "role": "user",
-        "content": f"FACTS:\n{facts_block}\n\nA previous summary of these FACTS was rejected: {problems}. "
+        "content": f"FACTS:\n{facts_block}\n\n{focus(facts_block)} A previous summary of these FACTS was rejected: {problems}. "
         "Copy the anomaly_types, the symptom line, numbers, services in their roles, trace ids and the words "
         "up, down or about the same exactly from these FACTS.",
     }

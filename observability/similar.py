@@ -40,11 +40,15 @@ class SimilarIncident:
         return max(1, round((self.ended_at - self.started_at).total_seconds() / 60))
 
     def line(self) -> str:
-        """One line, worded as a summary may quote it."""
+        """One line for the narrator: when, how long, and which traits it shares, by name only.
+
+        Not the other incident's service, types or root cause themselves: the 0.5B model copied
+        "root cause payments" from a similar incident into a cascade rooted in database, its type
+        into this one's headline, and its start time as this one's (measured with llm.evaluate)."""
         lasted = f"lasted {self.minutes} minutes" if self.minutes is not None else "still open"
-        types = ", ".join(self.anomaly_types) or "unknown type"
-        root = self.root_cause_service or self.service
-        return f"on {self.started_at:%Y-%m-%d} {self.service} had {types}, {lasted}, root cause {root}"
+        traits = list(dict.fromkeys(t.split(" ")[0] if t.startswith("service") else " ".join(t.split(" ")[:2]) for t in self.shared))
+        same = traits[0] if len(traits) == 1 else f"{', '.join(traits[:-1])} and {traits[-1]}"
+        return f"on {self.started_at:%Y-%m-%d}, {lasted}, same {same}"  # no time of day: it was copied as this one's start
 
 
 _SQL = f"""

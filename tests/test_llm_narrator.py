@@ -122,7 +122,8 @@ def test_facts_sheet_reads_metrics_bronze_endpoints_traces_and_history(store, se
     later = build_facts(store, again, settings.bronze_dir)
     (similar,) = later.lines["similar_past_incidents"]  # the earlier payments error surge, not the spike
     day = re.search(r"\d{4}-\d\d-\d\d", facts["time_range"]).group(0)
-    assert similar.startswith(f"on {day} payments had error_surge, lasted 6 minutes, root cause database")
+    # when, how long and what it shares: not the other incident's services or root cause
+    assert re.fullmatch(rf"on {day}, lasted 6 minutes, same service and anomaly type", similar), similar
     assert "SIMILAR PAST INCIDENTS (other, earlier incidents; not facts of this one):\n- on " in later.block()
     assert set(pending_incidents(store)) == {first, spike, again}
 
