@@ -186,12 +186,16 @@ def narrate_all(llm, store: Store, settings: Settings, plan: list[Scenario], ver
             recheck = grounding.check(summary.summary, summary.facts, services)
             row.truth += [f"claim check: {v}" for v in recheck.violations]
         rows.append(row)
-        tag = "llm" if row.first_try else "llm (retry)" if row.generated_by == "llm" else "template"
+        repaired = any("dropped_sentence" in a for a in summary.attempts)
+        tag = ("llm" if row.first_try else "llm (sentence dropped)" if repaired and row.generated_by == "llm"
+               else "llm (retry)" if row.generated_by == "llm" else "template")
         print(f"  {s.kind:<14} {s.service:<10} {'cascade ' if s.cascade else ''}{row.seconds:5.1f} s  {tag}"
               f"{'  UNFAITHFUL: ' + '; '.join(row.truth) if row.truth else ''}", flush=True)
         if verbose:
             for a in summary.attempts:
                 print(f"      {'refused' if a['failures'] else 'kept'}: {a['text']!r}", flush=True)
+                if "dropped_sentence" in a:
+                    print(f"      kept without: {a['dropped_sentence']!r}", flush=True)
                 for f in a["failures"]:
                     print(f"        {f['kind']}: {f['reason']}", flush=True)
     return rows

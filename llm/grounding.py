@@ -491,6 +491,26 @@ def _check_past_sentence(sentence: str, similar: str, facts_all: str, names: set
             result.add("service", name, f"service {name} is not in the similar past incidents")
 
 
+def sentences_of(text: str) -> list[str]:
+    return [x.strip() for x in _SENTENCE_SPLIT.split(text.strip()) if x.strip()]
+
+
+def without_failing_sentence(text: str, facts: dict, known_services=frozenset()) -> tuple[str, str] | None:
+    """(kept text, dropped sentence) when the claims that failed all sit in one sentence after the
+    first and the rest of the text passes every claim (the defining symptom included); else None.
+
+    The model's own words, less the sentence it got wrong (typically a top error copied from the
+    worked example into an incident that has none): cheaper than a retry, never less faithful."""
+    parts = sentences_of(text)
+    if len(parts) < 3:
+        return None
+    for i in range(1, len(parts)):
+        kept = " ".join(p for j, p in enumerate(parts) if j != i)
+        if check(kept, facts, known_services).ok:
+            return kept, parts[i]
+    return None
+
+
 def check(text: str, facts: dict, known_services: set[str] | frozenset[str] = frozenset()) -> GroundingResult:
     """Check every claim of `text` against the facts mapping; `known_services` are all services
     the platform knows (so a real but uninvolved service is caught too)."""

@@ -60,7 +60,10 @@ def _reviewed(facts: dict, attempts: list[dict]) -> dict:
         return facts
     return {
         **facts,
-        REJECTED_SUMMARIES: [{"attempt": n, "text": a["text"]} for n, a in refused],
+        REJECTED_SUMMARIES: [
+            {"attempt": n, "text": a["text"], **({"dropped_sentence": a["dropped_sentence"]} if "dropped_sentence" in a else {})}
+            for n, a in refused
+        ],
         CLAIM_FAILURES: [dict(f, attempt=n) for n, a in refused for f in a["failures"]],
     }
 
@@ -89,9 +92,14 @@ def summarise(facts: Facts, llm: NarratorLLM, services: set[str]) -> Summary:
             "text": reply.text, "violations": result.violations, "latency_ms": reply.latency_ms,
             "failures": [f.as_dict() for f in result.failures],
         })
-        if result.ok:
+        text = reply.text if result.ok else None
+        if not result.ok and (repaired := grounding.without_failing_sentence(reply.text, facts.lines, services)):
+            text, dropped = repaired
+            attempts[-1]["dropped_sentence"] = dropped
+            log.info("summary kept without its failing sentence", incident_id=facts.incident_id, attempt=attempt, dropped=dropped)
+        if text is not None:
             return Summary(
-                facts.incident_id, facts.service, reply.text, "llm", reply.model, latency,
+                facts.incident_id, facts.service, text, "llm", reply.model, latency,
                 prompt_tokens, completion_tokens, _reviewed(facts.as_json(), attempts), attempts,
             )
         log.info("summary failed grounding", incident_id=facts.incident_id, attempt=attempt, violations=result.feedback())

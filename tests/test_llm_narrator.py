@@ -274,6 +274,30 @@ def test_a_grounded_retry_is_stored_as_llm(store, settings):
     assert result.generated_by == "llm" and result.summary == good
 
 
+def test_a_text_wrong_in_one_sentence_is_kept_without_it(store, settings):
+    incident = seed_scenario(store, settings.bronze_dir, "payments", root_cause="database")
+    facts = build_facts(store, incident, settings.bronze_dir)
+    headline = f"payments had a high-severity error_surge {facts.lines['time_range']}."
+    symptom = f"The error rate was {facts.lines['error_rate']}."
+    invented = 'The top error was "disk full" (311 times).'  # copied from nowhere: a quote and a figure
+    cause = "The likely root cause is database."
+    llm = ScriptedLLM([" ".join([headline, symptom, invented, cause])])
+    result = summarise(facts, llm, known_services(store))
+    assert result.generated_by == "llm" and len(llm.calls) == 1  # no retry needed
+    assert result.summary == " ".join([headline, symptom, cause])
+    assert grounding.check(result.summary, result.facts, known_services(store)).ok
+    (rejected,) = result.facts["rejected_summaries"]
+    assert rejected["dropped_sentence"] == invented
+    assert {f["kind"] for f in result.facts["claim_failures"]} == {"quote", "figure"}
+
+    # the headline is never dropped, nor a sentence the symptom depends on: those are retried
+    wrong_headline = f"payments had a latency_spike {facts.lines['time_range']}."
+    llm = ScriptedLLM([" ".join([wrong_headline, symptom, cause]), " ".join([headline, symptom, cause])])
+    assert summarise(facts, llm, known_services(store)).summary == " ".join([headline, symptom, cause]) and len(llm.calls) == 2
+    llm = ScriptedLLM([" ".join([headline, "The error rate was down.", cause])] * 2)
+    assert summarise(facts, llm, known_services(store)).generated_by == "template"
+
+
 def test_a_retry_the_server_refuses_stores_the_template_with_the_reason(store, settings):
     incident = seed_scenario(store, settings.bronze_dir, "payments", root_cause="database")
     facts = build_facts(store, incident, settings.bronze_dir)

@@ -55,10 +55,13 @@ def render_refused(facts: dict) -> None:
     failures = facts.get("claim_failures") or []
     if not failures:
         return
-    texts = {r.get("attempt"): r.get("text", "") for r in facts.get("rejected_summaries") or []}
+    rejected = {r.get("attempt"): r for r in facts.get("rejected_summaries") or []}
     with st.expander(f"Refused model text: {len(failures)} failing claim(s)", icon=":material/rule:"):
         for attempt in sorted({f.get("attempt") for f in failures}, key=str):
-            st.markdown(f"**Attempt {attempt}:** {_prose(texts.get(attempt, ''))}")
+            r = rejected.get(attempt, {})
+            st.markdown(f"**Attempt {attempt}:** {_prose(r.get('text', ''))}")
+            if r.get("dropped_sentence"):
+                st.caption(f"Kept without this sentence, whose claims failed: {r['dropped_sentence']}")
             st.dataframe(
                 pd.DataFrame([f for f in failures if f.get("attempt") == attempt], columns=["kind", "claim", "reason"]),
                 hide_index=True,
