@@ -110,6 +110,10 @@ _STATUS = {  # what a text says about the incident's state, and the status that 
     "open": re.compile(r"\b(ongoing|so far|still (?:open|ongoing|active|running)|is open|remains open|has been open)\b", re.I),
     "resolved": re.compile(r"\b(resolved|ended|recovered|is over|was over|has ended|closed)\b", re.I),
 }
+# "the root cause is X": X must be the root cause, also when X is no service the check knows
+_ROOT_NAMED = re.compile(
+    r"\broot[ -]?cause (?:is|was|appears to be|seems to be|lies in|:)\s*(?:likely\s+|probably\s+)?(?:the\s+|in\s+)?([A-Za-z][\w-]*)", re.I)
+_NOT_A_NAME = {"unknown", "not", "unclear", "a", "an", "its", "their", "this", "that", "likely", "still", "being", "under", "none"}
 _LIST_JOIN = re.compile(r"\W*(?:and|or)?\W*", re.I)
 _CALLER_BEFORE = re.compile(r"(?:called by|calls? from|callers?|requests from)\W*(?:the\s+)?$", re.I)
 
@@ -414,6 +418,14 @@ def _check_services(sentence: str, roles: _Roles, names: set[str], similar: str,
                     result.add("service_role", clause, f"it says {name} had the anomaly; the FACTS' affected service is {roles.affected}")
 
 
+def _check_named_root(sentence: str, roles: _Roles, names: set[str], result: GroundingResult) -> None:
+    for m in _ROOT_NAMED.finditer(sentence):
+        word = m.group(1)
+        if word.lower() in _NOT_A_NAME or word.lower() in {n.lower() for n in names | {roles.root}}:
+            continue  # known services are checked with their role in _check_services
+        result.add("service_role", m.group(0), f"it names {word} as the root cause; the FACTS say the root cause is {roles.root}")
+
+
 def _check_figures(sentence: str, facts: dict, fact_numbers: list[Number], similar_numbers: list[Number], result: GroundingResult) -> None:
     line_numbers = {k: numbers_in(str(v)) for k, v in facts.items() if k not in META_KEYS}
     for _, clause in _clauses(sentence):
@@ -540,6 +552,7 @@ def check(text: str, facts: dict, known_services: set[str] | frozenset[str] = fr
         own.append(sentence)
         _check_types(sentence, roles, similar, result)
         _check_services(sentence, roles, names, similar, fact_words, result)
+        _check_named_root(sentence, roles, names, result)
         _check_figures(sentence, facts, fact_numbers, similar_numbers, result)
         _check_directions(sentence, facts, result)
         _check_status(sentence, facts, result)

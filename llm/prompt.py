@@ -1,6 +1,10 @@
 """The narrator's prompt: fixed rules, two worked examples, then the FACTS block.
 
-The default model is small (0.5B): it copies the shape of its examples, so the
+The examples' services (cart, stock, billing, feed, web) are not the platform's: a
+service copied from an example is then caught by the check as not in the facts,
+instead of passing as a real service (incidents on search named the first
+example's root cause when it was a platform service). The default model is
+small (0.5B): it copies the shape of its examples, so the
 two examples differ where incidents differ (an error surge with top errors and
 callees; a traffic drop with none, whose symptom is traffic, not errors) and
 both ignore their similar past incidents. The rules and the examples come
@@ -20,47 +24,47 @@ Rules:
 5. Write 3 or 4 plain sentences in one paragraph: the affected_service, its anomaly_types and the time_range copied exactly; the symptom with its figures; the top error and the most affected endpoint, only if top_errors are recorded; the root_cause_service and one sample trace id.
 6. No headings, no lists, no markdown."""
 
-EXAMPLE_FACTS = """affected_service: checkout
+EXAMPLE_FACTS = """affected_service: cart
 anomaly_types: error_surge
 symptom: error rate up, 0.8% before and 19.6% during
 time_range: from 14:05 to 14:17 UTC on 2024-03-02 (12 minutes)
 severity: high
 status: resolved
-root_cause_service: inventory
-related_services: inventory
+root_cause_service: stock
+related_services: stock
 error_rate: up, 0.8% before and 19.6% during
 p95_latency: about the same, 120 ms before and 131 ms during (peak 152 ms)
 p99_latency: about the same, 210 ms before and 236 ms during
 request_rate: about the same, 512 requests/min before and 498 requests/min during
-top_errors: "upstream timeout calling inventory" (311 times); "connection reset by peer" (42 times)
-affected_endpoints: /api/checkout (21.0% errors, p95 133 ms)
-callees: inventory, payments
+top_errors: "upstream timeout calling stock" (311 times); "connection reset by peer" (42 times)
+affected_endpoints: /api/cart (21.0% errors, p95 133 ms)
+callees: stock, billing
 sample_trace_ids: 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b
 
 SIMILAR PAST INCIDENTS (other, earlier incidents; not facts of this one):
 - on 2024-02-27, lasted 6 minutes, same root cause"""
 
 EXAMPLE_SUMMARY = (
-    "checkout had a high-severity error_surge from 14:05 to 14:17 UTC on 2024-03-02 (12 minutes). "
+    "cart had a high-severity error_surge from 14:05 to 14:17 UTC on 2024-03-02 (12 minutes). "
     "The error rate was up, 0.8% before and 19.6% during. "
-    'The top error was "upstream timeout calling inventory" (311 times), on /api/checkout. '
-    "The likely root cause is inventory; see trace 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b."
+    'The top error was "upstream timeout calling stock" (311 times), on /api/cart. '
+    "The likely root cause is stock; see trace 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b."
 )
 
-EXAMPLE2_FACTS = """affected_service: search
+EXAMPLE2_FACTS = """affected_service: feed
 anomaly_types: traffic_drop
 symptom: traffic down, 640 requests/min before and 96 requests/min during
 time_range: from 08:40 to 08:49 UTC on 2024-03-05 (9 minutes)
 severity: critical
 status: resolved
-root_cause_service: search
+root_cause_service: feed
 related_services: none
 request_rate: down, 640 requests/min before and 96 requests/min during
 error_rate: about the same, 0.4% before and 0.5% during
 p95_latency: about the same, 88 ms before and 90 ms during (peak 97 ms)
 p99_latency: about the same, 140 ms before and 151 ms during
 top_errors: none recorded
-affected_endpoints: /api/search (0.5% errors, p95 90 ms)
+affected_endpoints: /api/feed (0.5% errors, p95 90 ms)
 callers: web
 sample_trace_ids: 0c4e8d2a7f1b4c3d9e6f5a4b3c2d1e0f
 
@@ -68,9 +72,9 @@ SIMILAR PAST INCIDENTS (other, earlier incidents; not facts of this one):
 - on 2024-03-01, lasted 11 minutes, same service"""
 
 EXAMPLE2_SUMMARY = (
-    "search had a critical-severity traffic_drop from 08:40 to 08:49 UTC on 2024-03-05 (9 minutes). "
+    "feed had a critical-severity traffic_drop from 08:40 to 08:49 UTC on 2024-03-05 (9 minutes). "
     "Traffic was down, 640 requests/min before and 96 requests/min during. "
-    "The likely root cause is search; see trace 0c4e8d2a7f1b4c3d9e6f5a4b3c2d1e0f."
+    "The likely root cause is feed; see trace 0c4e8d2a7f1b4c3d9e6f5a4b3c2d1e0f."
 )
 
 # Generation settings: greedy, short, one paragraph.
