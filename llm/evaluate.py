@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -48,13 +47,27 @@ from observability.settings import Settings
 from observability.store import Store, utcnow
 
 TYPES = ("error_surge", "latency_spike", "latency_drift", "traffic_drop", "traffic_surge", "multivariate")
-DIRECTION = {"error_surge": "up", "latency_spike": "up", "latency_drift": "up", "traffic_drop": "down", "traffic_surge": "up"}
+DIRECTION = {
+    "error_surge": "up",
+    "latency_spike": "up",
+    "latency_drift": "up",
+    "traffic_drop": "down",
+    "traffic_surge": "up",
+}
 SERVICES = ("checkout", "payments", "search", "inventory", "database")
-CALLS = {"checkout": ("inventory", "payments"), "inventory": ("database",), "payments": ("database",), "search": ("database",)}
+CALLS = {
+    "checkout": ("inventory", "payments"),
+    "inventory": ("database",),
+    "payments": ("database",),
+    "search": ("database",),
+}
 SLOT_MINUTES = 45  # one incident per service per slot, so each has a clean 30-minute baseline
 MESSAGES = {  # what each service logs when it fails (the generator's wording)
-    "checkout": "checkout overloaded, shedding load", "payments": "payment processor unavailable",
-    "inventory": "inventory cache unavailable", "search": "search index shard failure", "database": "statement timeout",
+    "checkout": "checkout overloaded, shedding load",
+    "payments": "payment processor unavailable",
+    "inventory": "inventory cache unavailable",
+    "search": "search index shard failure",
+    "database": "statement timeout",
 }
 
 
@@ -76,8 +89,13 @@ class Scenario:
 
     @property
     def services(self) -> set[str]:
-        return {self.service, self.root, *self.related, *CALLS.get(self.service, ()),
-                *(c for c, callees in CALLS.items() if self.service in callees)}
+        return {
+            self.service,
+            self.root,
+            *self.related,
+            *CALLS.get(self.service, ()),
+            *(c for c, callees in CALLS.items() if self.service in callees),
+        }
 
 
 def scenarios(per_type: int, types: tuple[str, ...] = TYPES) -> list[Scenario]:
@@ -96,8 +114,18 @@ def scenarios(per_type: int, types: tuple[str, ...] = TYPES) -> list[Scenario]:
             # the latest incident of some services is still open (ongoing up to now)
             status = "open" if slots[service] == 0 and t % 2 else "resolved"
             slots[service] += 1
-            out.append(Scenario(kind, service, root, related, minutes_ago, 4 + (i + t) % 5,
-                                ("medium", "high", "critical")[(i + t) % 3], status))
+            out.append(
+                Scenario(
+                    kind,
+                    service,
+                    root,
+                    related,
+                    minutes_ago,
+                    4 + (i + t) % 5,
+                    ("medium", "high", "critical")[(i + t) % 3],
+                    status,
+                )
+            )
     return out
 
 
@@ -113,7 +141,11 @@ def seed(store: Store, bronze_dir: Path, plan: list[Scenario]) -> None:
         started = now - timedelta(minutes=s.minutes_ago)
         apply_scenario(store, s.service, started, s.length, s.kind)
         if s.kind == "error_surge":
-            messages = [f"upstream timeout calling {s.root}", MESSAGES[s.root]] if s.cascade else [MESSAGES[s.service], "connection reset by peer"]
+            messages = (
+                [f"upstream timeout calling {s.root}", MESSAGES[s.root]]
+                if s.cascade
+                else [MESSAGES[s.service], "connection reset by peer"]
+            )
             bronze.write_events(bronze_dir, error_events(s.service, started, s.length, messages=messages))
         for m in range(-1, s.length):  # the call graph Spark would record around the incident
             for caller, callees in CALLS.items():
@@ -121,8 +153,17 @@ def seed(store: Store, bronze_dir: Path, plan: list[Scenario]) -> None:
                     deps += [[started + timedelta(minutes=m), caller, c, 100, 0] for c in callees]
         if s.status == "open":
             s.length = s.minutes_ago  # ongoing: anomalies up to now
-        s.incident_id = seed_incident(store, s.service, started, minutes=s.length, severity=s.severity, anomaly_type=s.kind,
-                                      related=s.related, root_cause=s.root, status=s.status)
+        s.incident_id = seed_incident(
+            store,
+            s.service,
+            started,
+            minutes=s.length,
+            severity=s.severity,
+            anomaly_type=s.kind,
+            related=s.related,
+            root_cause=s.root,
+            status=s.status,
+        )
     store.executemany(
         f"INSERT OR REPLACE INTO {tables.SERVICE_DEPENDENCIES} (window_start, parent_service, child_service, call_count, error_count) VALUES (?, ?, ?, ?, ?)",
         deps,
@@ -152,9 +193,13 @@ def truth_failures(text: str, s: Scenario, known: set[str]) -> list[str]:
         for c in said:
             for direction, rx in grounding._DIRECTIONS.items():
                 for m in rx.finditer(c):
-                    attached = grounding._attached_metric(m.start(), [x for x in grounding._metric_mentions(c) if x[1] != "affected_endpoints"])
+                    attached = grounding._attached_metric(
+                        m.start(), [x for x in grounding._metric_mentions(c) if x[1] != "affected_endpoints"]
+                    )
                     if attached in metrics and direction != DIRECTION[s.kind]:
-                        out.append(f"direction: says the {key.replace('_', ' ')} went {direction}, the scenario made it go {DIRECTION[s.kind]}")
+                        out.append(
+                            f"direction: says the {key.replace('_', ' ')} went {direction}, the scenario made it go {DIRECTION[s.kind]}"
+                        )
     return sorted(set(out))
 
 
@@ -178,19 +223,35 @@ def narrate_all(llm, store: Store, settings: Settings, plan: list[Scenario], ver
         facts = build_facts(store, s.incident_id, settings.bronze_dir)
         summary = summarise(facts, llm, services)
         store_summary(store, summary)
-        row = Row(s, time.perf_counter() - t0, summary.generated_by, bool(summary.attempts) and not summary.attempts[0]["failures"],
-                  Counter(f["kind"] for a in summary.attempts for f in a["failures"]), text=summary.summary,
-                  tokens=(summary.prompt_tokens or 0, summary.completion_tokens or 0))
+        row = Row(
+            s,
+            time.perf_counter() - t0,
+            summary.generated_by,
+            bool(summary.attempts) and not summary.attempts[0]["failures"],
+            Counter(f["kind"] for a in summary.attempts for f in a["failures"]),
+            text=summary.summary,
+            tokens=(summary.prompt_tokens or 0, summary.completion_tokens or 0),
+        )
         if summary.generated_by == "llm":
             row.truth = truth_failures(summary.summary, s, services)
             recheck = grounding.check(summary.summary, summary.facts, services)
             row.truth += [f"claim check: {v}" for v in recheck.violations]
         rows.append(row)
         repaired = any("dropped_sentence" in a for a in summary.attempts)
-        tag = ("llm" if row.first_try else "llm (sentence dropped)" if repaired and row.generated_by == "llm"
-               else "llm (retry)" if row.generated_by == "llm" else "template")
-        print(f"  {s.kind:<14} {s.service:<10} {'cascade ' if s.cascade else ''}{row.seconds:5.1f} s  {tag}"
-              f"{'  UNFAITHFUL: ' + '; '.join(row.truth) if row.truth else ''}", flush=True)
+        tag = (
+            "llm"
+            if row.first_try
+            else "llm (sentence dropped)"
+            if repaired and row.generated_by == "llm"
+            else "llm (retry)"
+            if row.generated_by == "llm"
+            else "template"
+        )
+        print(
+            f"  {s.kind:<14} {s.service:<10} {'cascade ' if s.cascade else ''}{row.seconds:5.1f} s  {tag}"
+            f"{'  UNFAITHFUL: ' + '; '.join(row.truth) if row.truth else ''}",
+            flush=True,
+        )
         if verbose:
             for a in summary.attempts:
                 print(f"      {'refused' if a['failures'] else 'kept'}: {a['text']!r}", flush=True)
@@ -222,9 +283,11 @@ def report(rows: list[Row], baseline: list[float], model: str) -> bool:
         failures = sum((r.failures for r in rs), Counter())
         kinds = ",".join(f"{k}:{n}" for k, n in sorted(failures.items())) or "none"
         faithful = f"{sum(not r.truth for r in llm_rows) / len(llm_rows):.2f}" if llm_rows else "n/a"
-        return (f"{label:<14} incidents={len(rs)} llm={len(llm_rows)} template={len(rs) - len(llm_rows)} "
-                f"first_try={sum(r.first_try for r in rs)} claim_failures={kinds} "
-                f"median_s={statistics.median(r.seconds for r in rs):.1f} faithful={faithful}")
+        return (
+            f"{label:<14} incidents={len(rs)} llm={len(llm_rows)} template={len(rs) - len(llm_rows)} "
+            f"first_try={sum(r.first_try for r in rs)} claim_failures={kinds} "
+            f"median_s={statistics.median(r.seconds for r in rs):.1f} faithful={faithful}"
+        )
 
     print(f"\nmodel {model}")
     for kind in TYPES:
@@ -235,12 +298,16 @@ def report(rows: list[Row], baseline: list[float], model: str) -> bool:
     print(line("all", rows))
     llm_share = sum(r.generated_by == "llm" for r in rows) / len(rows)
     secs = [r.seconds for r in rows]
-    print(f"llm_share={llm_share:.2f} (target >= 0.80)  median_s={statistics.median(secs):.1f} (target <= 10)  "
-          f"mean_s={statistics.mean(secs):.1f} max_s={max(secs):.1f}")
+    print(
+        f"llm_share={llm_share:.2f} (target >= 0.80)  median_s={statistics.median(secs):.1f} (target <= 10)  "
+        f"mean_s={statistics.mean(secs):.1f} max_s={max(secs):.1f}"
+    )
     first = [r.tokens for r in rows if r.first_try]
     if first:
-        print(f"tokens per first-try summary: prompt {statistics.median(t[0] for t in first):.0f}, "
-              f"generated {statistics.median(t[1] for t in first):.0f} (medians)")
+        print(
+            f"tokens per first-try summary: prompt {statistics.median(t[0] for t in first):.0f}, "
+            f"generated {statistics.median(t[1] for t in first):.0f} (medians)"
+        )
     print(f"template baseline (same run): median {statistics.median(baseline) * 1000:.0f} ms per summary")
     load = os.getloadavg()
     print(f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs")
@@ -261,13 +328,20 @@ def main(argv=None) -> int:
     try:
         from tests.llm_fixtures import model_server
     except ImportError:
-        print("python -m llm.evaluate seeds through tests/ fixtures: run it from a checkout of the repository", file=sys.stderr)
+        print(
+            "python -m llm.evaluate seeds through tests/ fixtures: run it from a checkout of the repository",
+            file=sys.stderr,
+        )
         return 2
 
     tmp = Path(tempfile.mkdtemp(prefix="llm_evaluate_"))
     try:
-        settings = Settings(DATA_DIR=str(tmp / "data"), OLLAMA_URL=args.url or f"http://127.0.0.1:{args.port}",
-                            OLLAMA_MODEL=args.model, LLM_TIMEOUT_SECONDS=300)
+        settings = Settings(
+            DATA_DIR=str(tmp / "data"),
+            OLLAMA_URL=args.url or f"http://127.0.0.1:{args.port}",
+            OLLAMA_MODEL=args.model,
+            LLM_TIMEOUT_SECONDS=300,
+        )
         store = Store.from_settings(settings)
         store.migrate()
         types = tuple(t for t in args.types.split(",") if t)
@@ -276,7 +350,10 @@ def main(argv=None) -> int:
         plan = scenarios(args.per_type, types)
         seed(store, settings.bronze_dir, plan)
         baseline = template_baseline(store, settings, plan)
-        print(f"{len(plan)} incidents ({args.per_type} per type, {sum(s.cascade for s in plan)} cascades), model {args.model}", flush=True)
+        print(
+            f"{len(plan)} incidents ({args.per_type} per type, {sum(s.cascade for s in plan)} cascades), model {args.model}",
+            flush=True,
+        )
         llm = NarratorLLM.from_settings(settings, attempts=2)
         if args.url:
             rows = narrate_all(llm, store, settings, plan, args.verbose)

@@ -20,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from observability import bronze, error_logs, similar as similar_incidents, tables
+from observability import bronze, error_logs, tables
+from observability import similar as similar_incidents
 from observability.logs import get_logger
 from observability.store import Store, utcnow
 

@@ -42,8 +42,17 @@ from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
 from llm.facts import CALLEES, CALLERS, META_KEYS, SIMILAR, SYMPTOM_METRIC
 
 KINDS = (
-    "anomaly_type", "service", "service_role", "similar_incident", "figure", "direction", "status",
-    "missing_symptom", "quote", "identifier", "empty",
+    "anomaly_type",
+    "service",
+    "service_role",
+    "similar_incident",
+    "figure",
+    "direction",
+    "status",
+    "missing_symptom",
+    "quote",
+    "identifier",
+    "empty",
 )
 
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
@@ -54,20 +63,99 @@ _NUMBER = re.compile(
     r"(?<![A-Za-z0-9_.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\d])(\s*(?:%|percent\b|per\s+cent\b))?(xx\b)?",
     re.I,
 )
-_UNIT_AFTER = re.compile(r"\s*(%|percent\b|per\s+cent\b|ms\b|milliseconds?\b|req(?:uests?)?\s*(?:/|per\s+)\s*min(?:ute)?\b|rpm\b)", re.I)
+_UNIT_AFTER = re.compile(
+    r"\s*(%|percent\b|per\s+cent\b|ms\b|milliseconds?\b|req(?:uests?)?\s*(?:/|per\s+)\s*min(?:ute)?\b|rpm\b)", re.I
+)
 _QUOTE = re.compile(r"\"([^\"]+)\"|“([^”]+)”")
 _SERVICE_SHAPED = re.compile(r"\b([a-z][a-z0-9]*(?:[-_][a-z0-9]+)*[-_](?:service|svc|api|server|db))\b", re.I)
 _NAMED_SERVICE = re.compile(r"\b([A-Za-z][A-Za-z0-9_-]*)\s+(?:micro)?services?\b", re.I)
 # words that may precede "service" without naming one
 _SERVICE_WORDS = {
-    "a", "an", "the", "this", "that", "these", "those", "each", "every", "one", "any", "other", "another",
-    "same", "its", "their", "which", "whose", "single", "whole", "entire", "affected", "impacted", "failing",
-    "degraded", "slow", "faulty", "problematic", "underlying", "upstream", "downstream", "dependent",
-    "dependency", "related", "root", "cause", "primary", "main", "calling", "caller", "called", "backend",
-    "frontend", "critical", "healthy", "unhealthy", "of", "to", "for", "and", "or", "in", "on", "by", "from",
-    "with", "at", "as", "is", "was", "web", "remote", "internal", "external", "multiple", "several", "two",
-    "three", "both", "all", "no", "customer", "user", "neighbouring", "neighboring", "origin",
-    "responsible", "likely", "suspected", "probable", "named", "own", "following", "above", "involved",
+    "a",
+    "an",
+    "the",
+    "this",
+    "that",
+    "these",
+    "those",
+    "each",
+    "every",
+    "one",
+    "any",
+    "other",
+    "another",
+    "same",
+    "its",
+    "their",
+    "which",
+    "whose",
+    "single",
+    "whole",
+    "entire",
+    "affected",
+    "impacted",
+    "failing",
+    "degraded",
+    "slow",
+    "faulty",
+    "problematic",
+    "underlying",
+    "upstream",
+    "downstream",
+    "dependent",
+    "dependency",
+    "related",
+    "root",
+    "cause",
+    "primary",
+    "main",
+    "calling",
+    "caller",
+    "called",
+    "backend",
+    "frontend",
+    "critical",
+    "healthy",
+    "unhealthy",
+    "of",
+    "to",
+    "for",
+    "and",
+    "or",
+    "in",
+    "on",
+    "by",
+    "from",
+    "with",
+    "at",
+    "as",
+    "is",
+    "was",
+    "web",
+    "remote",
+    "internal",
+    "external",
+    "multiple",
+    "several",
+    "two",
+    "three",
+    "both",
+    "all",
+    "no",
+    "customer",
+    "user",
+    "neighbouring",
+    "neighboring",
+    "origin",
+    "responsible",
+    "likely",
+    "suspected",
+    "probable",
+    "named",
+    "own",
+    "following",
+    "above",
+    "involved",
 }
 
 # how a text names each anomaly type (nouns only: "traffic dropped" is a direction, not a type)
@@ -83,13 +171,24 @@ _METRICS = {  # facts key -> how a text refers to it
     "error_rate": re.compile(r"\berror[ _-]?rates?\b|\berrors\b", re.I),
     "p99_latency": re.compile(r"\bp99(?:[ _-]latency)?\b", re.I),
     "p95_latency": re.compile(r"\bp95(?:[ _-]latency)?\b|(?<!p99 )\blatency\b", re.I),
-    "request_rate": re.compile(r"\btraffic\b|\brequest[ _-]?rates?\b|\brequests\b(?!\s*(?:/|per\s+)\s*min)|\bthroughput\b", re.I),
+    "request_rate": re.compile(
+        r"\btraffic\b|\brequest[ _-]?rates?\b|\brequests\b(?!\s*(?:/|per\s+)\s*min)|\bthroughput\b", re.I
+    ),
 }
-_SYMPTOM_METRICS = {"request_rate": ("request_rate",), "error_rate": ("error_rate",), "p95_latency": ("p95_latency", "p99_latency")}
+_SYMPTOM_METRICS = {
+    "request_rate": ("request_rate",),
+    "error_rate": ("error_rate",),
+    "p95_latency": ("p95_latency", "p99_latency"),
+}
 _UNIT_METRIC = {"%": ("error_rate",), "ms": ("p95_latency", "p99_latency"), "rpm": ("request_rate",)}
 _DIRECTIONS = {
-    "up": re.compile(r"\b(up|went up|go(?:es)? up|rose|risen|rising|increased?|increasing|spiked?|jumped|climbed|surged|grew|higher)\b", re.I),
-    "down": re.compile(r"\b(down|went down|go(?:es)? down|fell|fallen|dropped|decreased?|declined?|lower|shrank)\b", re.I),
+    "up": re.compile(
+        r"\b(up|went up|go(?:es)? up|rose|risen|rising|increased?|increasing|spiked?|jumped|climbed|surged|grew|higher)\b",
+        re.I,
+    ),
+    "down": re.compile(
+        r"\b(down|went down|go(?:es)? down|fell|fallen|dropped|decreased?|declined?|lower|shrank)\b", re.I
+    ),
     "about the same": re.compile(r"\b(stayed|remained|about the same|unchanged|flat|stable|steady|similar)\b", re.I),
 }
 _CLAUSE_SPLIT = re.compile(r"(?<!\d)[.;](?!\d)|,\s*(?:while|but|and|whereas)\b|\bwhile\b|\bwhereas\b|\bbut\b")
@@ -100,20 +199,49 @@ _ENDPOINT = re.compile(r"(?<![\w/])/[A-Za-z0-9_./{}:-]+")
 # role cues: words just before a service name (or just after it) saying what role it has
 _ROOT_BEFORE = re.compile(
     r"(?:root[ -]?causes?|rooted in|caused by|originat\w* (?:in|from|at)|because of|due to|stems? from|traced (?:back )?to|culprit)"
-    r"(?:\W+\w+){0,4}?\W*$", re.I,
+    r"(?:\W+\w+){0,4}?\W*$",
+    re.I,
 )
-_ROOT_AFTER = re.compile(r"^\W*(?:service\s+)?(?:(?:is|was|as|being|seems|appears)\s+(?:to be\s+)?)?(?:the\s+)?(?:likely|probable|suspected|most likely)?\s*(?:root[ -]?cause|culprit|origin)\b", re.I)
-_RELATED_BEFORE = re.compile(r"(?:related(?: services?)?|also affected|also impacted|along with|together with|as well as)(?:\s+(?:is|are|was|were|include|included|:))?\W*(?:(?:\w+\W+){0,3}?)$", re.I)
+_ROOT_AFTER = re.compile(
+    r"^\W*(?:service\s+)?(?:(?:is|was|as|being|seems|appears)\s+(?:to be\s+)?)?(?:the\s+)?(?:likely|probable|suspected|most likely)?\s*(?:root[ -]?cause|culprit|origin)\b",
+    re.I,
+)
+_RELATED_BEFORE = re.compile(
+    r"(?:related(?: services?)?|also affected|also impacted|along with|together with|as well as)(?:\s+(?:is|are|was|were|include|included|:))?\W*(?:(?:\w+\W+){0,3}?)$",
+    re.I,
+)
 _AFFECTED_AFTER = re.compile(r"^\W*(?:service\s+)?(?:(?:was|were|is|are)\s+)?(?:also\s+)?(?:affected|impacted)\b", re.I)
-_CALLEE_BEFORE = re.compile(r"(?:calling|calls? to|calls|called|callees?|depends on|requests to|timeouts? (?:to|from|calling))\W*(?:the\s+)?$", re.I)
+_CALLEE_BEFORE = re.compile(
+    r"(?:calling|calls? to|calls|called|callees?|depends on|requests to|timeouts? (?:to|from|calling))\W*(?:the\s+)?$",
+    re.I,
+)
 _STATUS = {  # what a text says about the incident's state, and the status that allows it
-    "open": re.compile(r"\b(ongoing|so far|still (?:open|ongoing|active|running)|is open|remains open|has been open)\b", re.I),
+    "open": re.compile(
+        r"\b(ongoing|so far|still (?:open|ongoing|active|running)|is open|remains open|has been open)\b", re.I
+    ),
     "resolved": re.compile(r"\b(resolved|ended|recovered|is over|was over|has ended|closed)\b", re.I),
 }
 # "the root cause is X": X must be the root cause, also when X is no service the check knows
 _ROOT_NAMED = re.compile(
-    r"\broot[ -]?cause (?:is|was|appears to be|seems to be|lies in|:)\s*(?:likely\s+|probably\s+)?(?:the\s+|in\s+)?([A-Za-z][\w-]*)", re.I)
-_NOT_A_NAME = {"unknown", "not", "unclear", "a", "an", "its", "their", "this", "that", "likely", "still", "being", "under", "none"}
+    r"\broot[ -]?cause (?:is|was|appears to be|seems to be|lies in|:)\s*(?:likely\s+|probably\s+)?(?:the\s+|in\s+)?([A-Za-z][\w-]*)",
+    re.I,
+)
+_NOT_A_NAME = {
+    "unknown",
+    "not",
+    "unclear",
+    "a",
+    "an",
+    "its",
+    "their",
+    "this",
+    "that",
+    "likely",
+    "still",
+    "being",
+    "under",
+    "none",
+}
 _LIST_JOIN = re.compile(r"\W*(?:and|or)?\W*", re.I)
 _CALLER_BEFORE = re.compile(r"(?:called by|calls? from|callers?|requests from)\W*(?:the\s+)?$", re.I)
 
@@ -237,7 +365,9 @@ def numbers_in(text: str) -> list[Number]:
         unit = "%" if m.group(3) else None
         if unit is None and (u := _UNIT_AFTER.match(text, m.end())):
             word = u.group(1).lower()
-            unit = "%" if word.startswith("%") or "cent" in word else "ms" if word.startswith(("ms", "milli")) else "rpm"
+            unit = (
+                "%" if word.startswith("%") or "cent" in word else "ms" if word.startswith(("ms", "milli")) else "rpm"
+            )
         out.append(Number(value, decimals, bool(m.group(3)), m.group(0).strip(), m.start(), unit))
     return out
 
@@ -281,7 +411,11 @@ def _unquote(text: str, facts_all: str, similar: str, result: GroundingResult) -
         quoted = (m.group(1) or m.group(2) or "").strip()
         if quoted and quoted.lower() not in facts_all.lower():
             if similar and quoted.lower() in similar.lower():
-                result.add("similar_incident", m.group(0), f'the quoted "{quoted}" is from a similar past incident, not this one')
+                result.add(
+                    "similar_incident",
+                    m.group(0),
+                    f'the quoted "{quoted}" is from a similar past incident, not this one',
+                )
             else:
                 result.add("quote", m.group(0), f'the quoted "{quoted}" is not in the FACTS')
         return " " * len(m.group(0))
@@ -299,7 +433,7 @@ def _clauses(sentence: str) -> list[tuple[int, str]]:
     """(offset, clause) pieces of a sentence, so positions stay comparable."""
     out, pos = [], 0
     for m in _CLAUSE_SPLIT.finditer(sentence):
-        out.append((pos, sentence[pos:m.start()]))
+        out.append((pos, sentence[pos : m.start()]))
         pos = m.end()
     out.append((pos, sentence[pos:]))
     return out
@@ -337,7 +471,11 @@ def _service_mentions(text: str, names: set[str], fact_words: set[str]) -> list[
         word = m.group(1).lower()
         if m.start(1) in found or word in _SERVICE_WORDS or any(s <= m.start(1) < e for s, e, _ in found.values()):
             continue
-        near = [n for n in names if len(n) >= 4 and len(word) >= 4 and (n.lower().startswith(word) or word.startswith(n.lower()))]
+        near = [
+            n
+            for n in names
+            if len(n) >= 4 and len(word) >= 4 and (n.lower().startswith(word) or word.startswith(n.lower()))
+        ]
         if near:  # "payment service" for payments
             found[m.start(1)] = (m.start(1), m.end(1), near[0])
         elif word not in fact_words:
@@ -361,9 +499,17 @@ def _check_types(sentence: str, roles: _Roles, similar: str, result: GroundingRe
             if anomaly_type in roles.types:
                 continue
             if rx.search(similar) or anomaly_type in similar:
-                result.add("similar_incident", m.group(0), f"it names {anomaly_type}, the type of a similar past incident; this incident is {', '.join(roles.types)}")
+                result.add(
+                    "similar_incident",
+                    m.group(0),
+                    f"it names {anomaly_type}, the type of a similar past incident; this incident is {', '.join(roles.types)}",
+                )
             else:
-                result.add("anomaly_type", m.group(0), f"it names {anomaly_type}, but this incident's anomaly types are {', '.join(roles.types)}")
+                result.add(
+                    "anomaly_type",
+                    m.group(0),
+                    f"it names {anomaly_type}, but this incident's anomaly types are {', '.join(roles.types)}",
+                )
 
 
 def _role_of(head: str, tail: str) -> str | None:
@@ -382,7 +528,9 @@ def _role_of(head: str, tail: str) -> str | None:
     return None
 
 
-def _check_services(sentence: str, roles: _Roles, names: set[str], similar: str, fact_words: set[str], result: GroundingResult) -> None:
+def _check_services(
+    sentence: str, roles: _Roles, names: set[str], similar: str, fact_words: set[str], result: GroundingResult
+) -> None:
     incident = {s.lower() for s in roles.all}
     for _, clause in _clauses(sentence):
         mentions = _service_mentions(clause, names, fact_words)
@@ -397,25 +545,55 @@ def _check_services(sentence: str, roles: _Roles, names: set[str], similar: str,
             prev_end, prev_role = end, role
             if name.lower() not in incident:
                 if _word_in(name, similar):
-                    result.add("similar_incident", words, f"{name} is a service of a similar past incident, not of this one")
+                    result.add(
+                        "similar_incident", words, f"{name} is a service of a similar past incident, not of this one"
+                    )
                 else:
-                    result.add("service", words, f"service {name} is not among this incident's services ({', '.join(sorted(roles.all))})")
+                    result.add(
+                        "service",
+                        words,
+                        f"service {name} is not among this incident's services ({', '.join(sorted(roles.all))})",
+                    )
                 continue
             if role == "root cause" and name.lower() != roles.root.lower():
-                result.add("service_role", clause, f"it names {name} as the root cause; the FACTS say the root cause is {roles.root}")
+                result.add(
+                    "service_role",
+                    clause,
+                    f"it names {name} as the root cause; the FACTS say the root cause is {roles.root}",
+                )
             elif role == "caller" and name not in roles.callers:
-                result.add("service_role", clause, f"it names {name} as a caller of {roles.affected}; the FACTS' callers are {', '.join(sorted(roles.callers)) or 'none'}")
+                result.add(
+                    "service_role",
+                    clause,
+                    f"it names {name} as a caller of {roles.affected}; the FACTS' callers are {', '.join(sorted(roles.callers)) or 'none'}",
+                )
             elif role == "callee" and name not in roles.callees | roles.error_services | {roles.affected}:
-                result.add("service_role", clause, f"it names {name} as a service {roles.affected} calls; the FACTS' callees are {', '.join(sorted(roles.callees)) or 'none'}")
+                result.add(
+                    "service_role",
+                    clause,
+                    f"it names {name} as a service {roles.affected} calls; the FACTS' callees are {', '.join(sorted(roles.callees)) or 'none'}",
+                )
             elif role == "related" and name not in roles.related | {roles.root, roles.affected}:
-                result.add("service_role", clause, f"it names {name} as a related service; the FACTS' related services are {', '.join(sorted(roles.related)) or 'none'}")
+                result.add(
+                    "service_role",
+                    clause,
+                    f"it names {name} as a related service; the FACTS' related services are {', '.join(sorted(roles.related)) or 'none'}",
+                )
             elif role == "affected" and name not in roles.related | {roles.affected, roles.root}:
-                result.add("service_role", clause, f"it names {name} as affected; the FACTS say {roles.affected} (related: {', '.join(sorted(roles.related)) or 'none'})")
+                result.add(
+                    "service_role",
+                    clause,
+                    f"it names {name} as affected; the FACTS say {roles.affected} (related: {', '.join(sorted(roles.related)) or 'none'})",
+                )
             elif role is None and type_at and name.lower() != roles.affected.lower():
                 # the service nearest an anomaly type is the one said to have it
                 nearest = min(mentions, key=lambda m: min(abs(m[0] - t) for t in type_at))
                 if nearest[0] == start:
-                    result.add("service_role", clause, f"it says {name} had the anomaly; the FACTS' affected service is {roles.affected}")
+                    result.add(
+                        "service_role",
+                        clause,
+                        f"it says {name} had the anomaly; the FACTS' affected service is {roles.affected}",
+                    )
 
 
 def _check_named_root(sentence: str, roles: _Roles, names: set[str], result: GroundingResult) -> None:
@@ -423,10 +601,16 @@ def _check_named_root(sentence: str, roles: _Roles, names: set[str], result: Gro
         word = m.group(1)
         if word.lower() in _NOT_A_NAME or word.lower() in {n.lower() for n in names | {roles.root}}:
             continue  # known services are checked with their role in _check_services
-        result.add("service_role", m.group(0), f"it names {word} as the root cause; the FACTS say the root cause is {roles.root}")
+        result.add(
+            "service_role",
+            m.group(0),
+            f"it names {word} as the root cause; the FACTS say the root cause is {roles.root}",
+        )
 
 
-def _check_figures(sentence: str, facts: dict, fact_numbers: list[Number], similar_numbers: list[Number], result: GroundingResult) -> None:
+def _check_figures(
+    sentence: str, facts: dict, fact_numbers: list[Number], similar_numbers: list[Number], result: GroundingResult
+) -> None:
     line_numbers = {k: numbers_in(str(v)) for k, v in facts.items() if k not in META_KEYS}
     for _, clause in _clauses(sentence):
         mentions = _metric_mentions(clause)
@@ -434,7 +618,9 @@ def _check_figures(sentence: str, facts: dict, fact_numbers: list[Number], simil
         for n in numbers_in(clause):
             if not number_is_grounded(n, fact_numbers):
                 if similar_numbers and number_is_grounded(n, similar_numbers):
-                    result.add("similar_incident", n.text, f"{n.text} is a figure of a similar past incident, not of this one")
+                    result.add(
+                        "similar_incident", n.text, f"{n.text} is a figure of a similar past incident, not of this one"
+                    )
                 else:
                     result.add("figure", n.text, f"number {n.text} is not in the FACTS")
                 continue
@@ -443,12 +629,18 @@ def _check_figures(sentence: str, facts: dict, fact_numbers: list[Number], simil
             metric = _attached_metric(n.start, [m for m in mentions if m[1] != "affected_endpoints"])
             if metric is None:
                 continue
-            allowed = line_numbers.get(metric, []) + (line_numbers.get("affected_endpoints", []) if any(p < n.start for p in endpoint_named) else [])
+            allowed = line_numbers.get(metric, []) + (
+                line_numbers.get("affected_endpoints", []) if any(p < n.start for p in endpoint_named) else []
+            )
             if metric == "p95_latency" and "p95" not in clause.lower():
                 allowed += line_numbers.get("p99_latency", [])  # plain "latency": p95 or p99
             if not number_is_grounded(n, allowed):
                 name = metric.replace("_", " ")
-                result.add("figure", clause, f"it gives {n.text} for {name}, but the FACTS' {name} is: {facts.get(metric, 'not given')}")
+                result.add(
+                    "figure",
+                    clause,
+                    f"it gives {n.text} for {name}, but the FACTS' {name} is: {facts.get(metric, 'not given')}",
+                )
 
 
 def _check_directions(sentence: str, facts: dict, result: GroundingResult) -> None:
@@ -469,7 +661,11 @@ def _check_status(sentence: str, facts: dict, result: GroundingResult) -> None:
     status = str(facts.get("status") or "").strip()
     for said, rx in _STATUS.items():
         if status in _STATUS and said != status and (m := rx.search(sentence)):
-            result.add("status", m.group(0), f"it says the incident is {'ongoing' if said == 'open' else 'over'} ({m.group(0)}); the FACTS say {status}")
+            result.add(
+                "status",
+                m.group(0),
+                f"it says the incident is {'ongoing' if said == 'open' else 'over'} ({m.group(0)}); the FACTS say {status}",
+            )
 
 
 def _check_symptoms(sentences: list[str], roles: _Roles, result: GroundingResult) -> None:
@@ -480,12 +676,19 @@ def _check_symptoms(sentences: list[str], roles: _Roles, result: GroundingResult
             continue
         keys = _SYMPTOM_METRICS[key]
         stated = any(
-            any(m[1] in keys for m in _metric_mentions(c)) and (numbers_in(c) or any(rx.search(c) for rx in _DIRECTIONS.values()))
+            any(m[1] in keys for m in _metric_mentions(c))
+            and (numbers_in(c) or any(rx.search(c) for rx in _DIRECTIONS.values()))
             for c in clauses
         )
         if not stated:
-            word = {"request_rate": "traffic (request rate)", "error_rate": "the error rate", "p95_latency": "the latency"}[key]
-            result.add("missing_symptom", anomaly_type, f"it never states {word}, the defining symptom of {anomaly_type}")
+            word = {
+                "request_rate": "traffic (request rate)",
+                "error_rate": "the error rate",
+                "p95_latency": "the latency",
+            }[key]
+            result.add(
+                "missing_symptom", anomaly_type, f"it never states {word}, the defining symptom of {anomaly_type}"
+            )
 
 
 def _check_past_sentence(sentence: str, similar: str, facts_all: str, names: set[str], result: GroundingResult) -> None:

@@ -46,9 +46,15 @@ class SimilarIncident:
         "root cause payments" from a similar incident into a cascade rooted in database, its type
         into this one's headline, and its start time as this one's (measured with llm.evaluate)."""
         lasted = f"lasted {self.minutes} minutes" if self.minutes is not None else "still open"
-        traits = list(dict.fromkeys(t.split(" ")[0] if t.startswith("service") else " ".join(t.split(" ")[:2]) for t in self.shared))
+        traits = list(
+            dict.fromkeys(
+                t.split(" ")[0] if t.startswith("service") else " ".join(t.split(" ")[:2]) for t in self.shared
+            )
+        )
         same = traits[0] if len(traits) == 1 else f"{', '.join(traits[:-1])} and {traits[-1]}"
-        return f"on {self.started_at:%Y-%m-%d}, {lasted}, same {same}"  # no time of day: it was copied as this one's start
+        return (
+            f"on {self.started_at:%Y-%m-%d}, {lasted}, same {same}"  # no time of day: it was copied as this one's start
+        )
 
 
 _SQL = f"""
@@ -91,8 +97,13 @@ def _shared(target: dict, other: dict) -> list[tuple[str, str]]:
 
 
 def similar_incidents(
-    con, incident_id: str, *, limit: int = 3, lookback: timedelta = LOOKBACK,
-    types: list[str] | None = None, errors: set[str] | None = None,
+    con,
+    incident_id: str,
+    *,
+    limit: int = 3,
+    lookback: timedelta = LOOKBACK,
+    types: list[str] | None = None,
+    errors: set[str] | None = None,
 ) -> list[SimilarIncident]:
     """The nearest earlier incidents (most shared traits first, then the most recent).
 
@@ -107,9 +118,15 @@ def similar_incidents(
     parsed = {}
     for rid, svc, st, en, root, related, rtypes, summary, facts in rows:
         parsed[rid] = {
-            "id": rid, "service": svc, "started": st, "ended": en, "root": root or svc,
-            "related": [s for s in (related or []) if s], "types": list(rtypes or []),
-            "summary": summary, "errors": error_messages(facts),
+            "id": rid,
+            "service": svc,
+            "started": st,
+            "ended": en,
+            "root": root or svc,
+            "related": [s for s in (related or []) if s],
+            "types": list(rtypes or []),
+            "summary": summary,
+            "errors": error_messages(facts),
         }
     target = parsed.pop(incident_id)
     if types is not None:
@@ -123,8 +140,15 @@ def similar_incidents(
             continue
         found.append(
             SimilarIncident(
-                other["id"], other["service"], other["started"], other["ended"], other["types"], other["root"],
-                other["related"], other["summary"], sum(WEIGHTS[t] for t, _ in shared),
+                other["id"],
+                other["service"],
+                other["started"],
+                other["ended"],
+                other["types"],
+                other["root"],
+                other["related"],
+                other["summary"],
+                sum(WEIGHTS[t] for t, _ in shared),
                 [f"{t.replace('_', ' ')} {v}" for t, v in shared],
             )
         )

@@ -212,11 +212,12 @@ def test_incident_page_shows_refused_claims_and_similar_past_incidents(seeded, s
     store.insert_df("incident_summaries", pd.DataFrame([row, _summary_row(earlier, "payments", "The earlier one.", "llm", {}, "m")]))
 
     at = open_page("incidents")
-    assert any("failed the grounding check twice (similar_incident)" in w.value for w in at.warning)
-    claims = at.dataframe(key="table_claims_1").value
+    warning = next(w.value for w in at.warning if "Template summary" in w.value)
+    assert "failed the grounding check twice \\(similar\\_incident\\)" in warning  # the reason, escaped for markdown
+    claims = next(d.value for d in at.dataframe if list(d.value.columns) == ["kind", "claim", "reason"])
     assert list(claims["kind"]) == ["similar_incident", "missing_symptom"]
     assert "payments had a traffic_drop; related services: search." in markdown_text(at)
-    similar = at.dataframe(key="table_similar").value
+    similar = next(d.value for d in at.dataframe if "shared" in d.value.columns)
     assert list(similar["summary"]) == ["The earlier one."]  # not the search incident: it shares nothing
     assert similar.iloc[0]["minutes"] == 6 and similar.iloc[0]["anomaly_types"] == "error_surge"
     assert "service payments" in similar.iloc[0]["shared"] and "root cause database" in similar.iloc[0]["shared"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from llm import evaluate
-from llm.facts import build_facts, known_services
+from llm.facts import build_facts
 from tests.llm_fixtures import TEST_MODEL, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,12 +44,24 @@ DROP = evaluate.Scenario("traffic_drop", "checkout", "checkout", [], 15, 5, "hig
     "text, expected",
     [
         ("checkout had a traffic_drop. Traffic was down, 500 requests/min before and 90 during.", []),
-        ("checkout had an error_surge. Traffic was down.", ["anomaly_type: names error_surge, the scenario was traffic_drop"]),
-        ("checkout had a traffic_drop. Traffic went up.", ["direction: says the request rate went up, the scenario made it go down"]),
+        (
+            "checkout had an error_surge. Traffic was down.",
+            ["anomaly_type: names error_surge, the scenario was traffic_drop"],
+        ),
+        (
+            "checkout had a traffic_drop. Traffic went up.",
+            ["direction: says the request rate went up, the scenario made it go down"],
+        ),
         ("checkout had a traffic_drop. The error rate rose.", ["missing_symptom: never states the request rate"]),
-        ("checkout had a traffic_drop; traffic fell. search was related.", ["service: names search, which the scenario did not involve"]),
+        (
+            "checkout had a traffic_drop; traffic fell. search was related.",
+            ["service: names search, which the scenario did not involve"],
+        ),
         # its callees are involved; a quoted error message and a sentence about a past incident are not claims about it
-        ('checkout had a traffic_drop; traffic fell; it calls payments. Top error "database down". A similar past incident hit search.', []),
+        (
+            'checkout had a traffic_drop; traffic fell; it calls payments. Top error "database down". A similar past incident hit search.',
+            [],
+        ),
     ],
 )
 def test_the_ground_truth_judge(text, expected):
@@ -63,9 +75,24 @@ def test_a_run_prints_per_type_figures(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), DATA_DIR=str(tmp_path / "data"))
     env.pop("DUCKDB_PATH", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "llm.evaluate", "--model", TEST_MODEL, "--per-type", "1", "--types", "traffic_drop,error_surge",
-         "--port", str(free_port())],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "llm.evaluate",
+            "--model",
+            TEST_MODEL,
+            "--per-type",
+            "1",
+            "--types",
+            "traffic_drop,error_surge",
+            "--port",
+            str(free_port()),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     out = proc.stdout
     assert "2 incidents (1 per type" in out, proc.stderr[-3000:]
