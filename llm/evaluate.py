@@ -25,6 +25,7 @@ and the check could both get wrong. Baseline of the same run: the template path
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -164,6 +165,10 @@ def seed(store: Store, bronze_dir: Path, plan: list[Scenario]) -> None:
             root_cause=s.root,
             status=s.status,
         )
+        ranked = [{"service": s.root, "score": 0.82, "evidence": "errors seen here first"}]
+        if s.cascade:  # the ranker's runner-up: the service that showed it
+            ranked.append({"service": s.service, "score": 0.35, "evidence": "affected after the root"})
+        store.execute(f"UPDATE {tables.INCIDENTS} SET root_cause_candidates = ? WHERE id = ?", [json.dumps(ranked), s.incident_id])
     store.executemany(
         f"INSERT OR REPLACE INTO {tables.SERVICE_DEPENDENCIES} (window_start, parent_service, child_service, call_count, error_count) VALUES (?, ?, ?, ?, ?)",
         deps,

@@ -6,8 +6,8 @@ numbers in them, the template is built from them, and the JSON stored beside a
 summary is this mapping. Nothing downstream computes a new figure.
 
 Each line is labelled by the role it plays (`affected_service`,
-`root_cause_service`, `related_services`, `callers`, `callees`, one line per
-metric) and the lines are ordered by importance: what happened, then its
+`root_cause_service`, `related_services`, `root_cause_candidates`, `callers`,
+`callees`, one line per metric) and the lines are ordered by importance: what happened, then its
 defining symptom (`symptom`: traffic for a traffic drop or surge, errors for an
 error surge, latency for a latency spike or drift), then when, then cause, then
 the other metrics. Similar past incidents are other incidents: they are kept
@@ -17,6 +17,7 @@ the grounding check never lets them lend a word to this incident.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -33,6 +34,8 @@ MAX_TRACE_IDS = 1  # the summary cites one; each 32-hex id costs ~20 generated t
 TEMPLATE_REASON = "template_reason"  # why a template was stored instead of the model's text
 CLAIM_FAILURES = "claim_failures"  # the refused texts' failing claims: [{attempt, kind, claim, reason}]
 REJECTED_SUMMARIES = "rejected_summaries"  # the refused texts themselves, by attempt
+CANDIDATES = "root_cause_candidates"  # the detector's ranked root-cause services (incidents.root_cause_candidates)
+MAX_CANDIDATES = 3
 CALLERS, CALLEES = "callers", "callees"  # services calling the affected one, services it calls
 SIMILAR = "similar_past_incidents"  # other incidents: a separate block, never facts of this one
 # stored with the facts, not shown to the model as facts of this incident
@@ -190,6 +193,17 @@ def _top_endpoints(con, service: str, start: datetime, end: datetime, limit: int
     return [f"{ep} ({fmt_pct(err)} errors, p95 {fmt_ms(p95)})" for ep, err, p95 in rows]
 
 
+def _candidates(raw) -> list[tuple[str, float]]:
+    """The top ranked root-cause candidates (service, score), best first; [] when none or unreadable."""
+    try:
+        items = json.loads(raw) if isinstance(raw, str) else raw or []
+        out = [(str(c["service"]), float(c.get("score") or 0.0)) for c in items if c.get("service")]
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        log.warning("root_cause_candidates unreadable", error=str(exc))
+        return []
+    return out[:MAX_CANDIDATES]
+
+
 def _dependencies(con, service: str, start: datetime, end: datetime) -> tuple[list[str], list[str]]:
     """Who called the service during the incident (callers) and whom it called (callees)."""
     rows = con.execute(
@@ -230,21 +244,22 @@ def build_facts(store: Store, incident_id: str, bronze_dir) -> Facts:
     def work(con):
         row = con.execute(
             f"""SELECT service, started_at, ended_at, status, peak_severity, root_cause_service,
-                       related_services, updated_at FROM {tables.INCIDENTS} WHERE id = ?""",
+                       related_services, updated_at, root_cause_candidates FROM {tables.INCIDENTS} WHERE id = ?""",
             [incident_id],
         ).fetchone()
         if row is None:
             raise KeyError(f"incident {incident_id} not found")
-        service, started, ended, status, severity, root, related, updated = row
+        service, started, ended, status, severity, root, related, updated, candidates = row
         end = ended or max(updated, started + timedelta(minutes=1))
         before = _window_metrics(con, service, started - BEFORE, started)
         during = _window_metrics(con, service, started, max(end, started + timedelta(minutes=1)))
         types, traces = _anomaly_types_and_traces(con, service, started, max(end, started + timedelta(minutes=1)))
         endpoints = _top_endpoints(con, service, started, max(end, started + timedelta(minutes=1)))
         callers, callees = _dependencies(con, service, started, max(end, started + timedelta(minutes=1)))
-        return service, started, ended, status, severity, root, list(related or []), updated, before, during, types, traces, endpoints, callers, callees
+        return service, started, ended, status, severity, root, list(related or []), updated, before, during, types, traces, endpoints, callers, callees, candidates
 
-    (service, started, ended, status, severity, root, related, updated, before, during, types, traces, endpoints, callers, callees) = store.read(work)
+    (service, started, ended, status, severity, root, related, updated, before, during, types, traces, endpoints, callers, callees, candidates) = store.read(work)
+    candidates = _candidates(candidates)
     end = ended or utcnow()
     try:
         errors = bronze.top_error_messages(bronze_dir, service, started, end + timedelta(minutes=1), limit=2)
@@ -276,6 +291,7 @@ def build_facts(store: Store, incident_id: str, bronze_dir) -> Facts:
         "status": status,
         "root_cause_service": root or service,
         "related_services": ", ".join(related) or "none",
+        **({CANDIDATES: ", ".join(f"{c} (score {sc:.2f})" for c, sc in candidates)} if candidates else {}),
         **ordered_metrics(types, metrics),
         "top_errors": "; ".join(f'"{msg}" ({n} times)' for msg, n in errors) or "none recorded",
         # the service's most frequent error log lines (OTLP logs), when it sends any
@@ -286,5 +302,5 @@ def build_facts(store: Store, incident_id: str, bronze_dir) -> Facts:
         "sample_trace_ids": ", ".join(traces) or "none",
         SIMILAR: [s.line() for s in similar],
     }
-    services = list(dict.fromkeys([service, *([root] if root else []), *related, *callers, *callees]))
+    services = list(dict.fromkeys([service, *([root] if root else []), *related, *[c for c, _ in candidates], *callers, *callees]))
     return Facts(lines=lines, incident_id=incident_id, service=service, incident_updated_at=updated, services=services)

@@ -8,7 +8,8 @@ kind, the words of the claim and a reason a reviewer can read:
 - `anomaly_type`: a type the summary names is not one of this incident's;
 - `service`: a service the summary names is not among this incident's services;
 - `service_role`: a service is named in a role it does not hold (the root
-  cause, the service that had the anomaly, a caller or a callee);
+  cause, a root-cause candidate, the service that had the anomaly, a caller or
+  a callee);
 - `similar_incident`: a type, service, figure or id that only a similar past
   incident has, used about this one (facts of other incidents never lend words
   to this one; a sentence about a similar past incident is checked against the
@@ -39,7 +40,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
 
-from llm.facts import CALLEES, CALLERS, META_KEYS, SIMILAR, SYMPTOM_METRIC
+from llm.facts import CALLEES, CALLERS, CANDIDATES, META_KEYS, SIMILAR, SYMPTOM_METRIC
 
 KINDS = (
     "anomaly_type",
@@ -202,6 +203,7 @@ _ROOT_BEFORE = re.compile(
     r"(?:\W+\w+){0,4}?\W*$",
     re.I,
 )
+_CANDIDATE_BEFORE = re.compile(r"candidates?\b(?:\W+\w+){0,6}?\W*$", re.I)
 _ROOT_AFTER = re.compile(
     r"^\W*(?:service\s+)?(?:(?:is|was|as|being|seems|appears)\s+(?:to be\s+)?)?(?:the\s+)?(?:likely|probable|suspected|most likely)?\s*(?:root[ -]?cause|culprit|origin)\b",
     re.I,
@@ -316,12 +318,13 @@ class _Roles:
     related: set[str]
     callers: set[str]
     callees: set[str]
+    candidates: set[str]
     types: list[str]
     error_services: set[str]  # services the incident's own error messages name
 
     @property
     def all(self) -> set[str]:
-        return {self.affected, self.root, *self.related, *self.callers, *self.callees}
+        return {self.affected, self.root, *self.related, *self.callers, *self.callees, *self.candidates}
 
 
 def _roles(facts: dict, names: set[str]) -> _Roles:
@@ -333,6 +336,7 @@ def _roles(facts: dict, names: set[str]) -> _Roles:
         related=set(_split(facts.get("related_services"))),
         callers=set(_split(facts.get(CALLERS))),
         callees=set(_split(facts.get(CALLEES))),
+        candidates={c.split(" (")[0] for c in _split(facts.get(CANDIDATES))},
         types=_split(facts.get("anomaly_types")),
         error_services={n for n in names if _word_in(n, errors)},
     )
@@ -515,6 +519,8 @@ def _check_types(sentence: str, roles: _Roles, similar: str, result: GroundingRe
 def _role_of(head: str, tail: str) -> str | None:
     """The role cue bound to a service mention: in the words between the previous mention and
     this one (`head`), or right after it (`tail`)."""
+    if _CANDIDATE_BEFORE.search(head):
+        return "candidate"
     if _ROOT_BEFORE.search(head) or _ROOT_AFTER.match(tail):
         return "root cause"
     if _CALLER_BEFORE.search(head):
@@ -561,6 +567,8 @@ def _check_services(
                     clause,
                     f"it names {name} as the root cause; the FACTS say the root cause is {roles.root}",
                 )
+            elif role == "candidate" and name not in roles.candidates:
+                result.add("service_role", clause, f"it names {name} as a root-cause candidate; the FACTS' candidates are {', '.join(sorted(roles.candidates)) or 'none'}")
             elif role == "caller" and name not in roles.callers:
                 result.add(
                     "service_role",

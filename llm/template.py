@@ -8,7 +8,7 @@ model server refused the request.
 
 from __future__ import annotations
 
-from llm.facts import CALLEES, CALLERS, METRIC_KEYS, METRIC_WORDS, SIMILAR, SYMPTOM_METRIC
+from llm.facts import CALLEES, CALLERS, CANDIDATES, METRIC_KEYS, METRIC_WORDS, SIMILAR, SYMPTOM_METRIC
 
 
 def template_summary(facts: dict) -> str:
@@ -20,10 +20,13 @@ def template_summary(facts: dict) -> str:
         f"Symptom: {f['symptom']}.",
         f"Likely root cause: {f['root_cause_service']}; related services: {f['related_services']}.",
     ]
+    if f.get(CANDIDATES):
+        parts.append(f"Root-cause candidates: {f[CANDIDATES]}.")
     others = [k for k in METRIC_KEYS if k in f and k not in symptom_keys]
     parts += [f"{METRIC_WORDS[k][0].upper()}{METRIC_WORDS[k][1:]}: {f[k]}." for k in others]
     parts += [
         f"Top errors: {f['top_errors']}.",
+        *([f"Error logs: {f['error_logs']}."] if f.get("error_logs") else []),
         f"Most affected endpoints: {f['affected_endpoints']}.",
     ]
     if f.get(CALLERS):

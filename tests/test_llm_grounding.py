@@ -110,6 +110,8 @@ def test_faithful_summaries_pass(text):
          "it names checkout as the root cause"),
         ("payments had an error_surge, error rate up to 28.4%. The likely root cause is stock.", FACTS, "service_role",
          "it names stock as the root cause"),  # a name no one knows, copied from an example
+        ("payments had an error_surge, error rate up to 28.4%; the candidates were database and payments.", dict(FACTS, root_cause_candidates="database (score 0.81)"),
+         "service_role", "it names payments as a root-cause candidate; the FACTS' candidates are database"),
         ("checkout had an error_surge with the error rate up to 28.4%.", FACTS, "service_role",
          "it says checkout had the anomaly; the FACTS' affected service is payments"),
         ("payments had an error_surge, error rate up to 28.4%; it is called by database.", FACTS, "service_role",
@@ -181,7 +183,11 @@ def test_numbers_glued_after_letters_are_names_not_figures():
     assert found == [("320", "ms"), ("1,234.5", "rpm"), ("28%", "%")]
 
 
-@pytest.mark.parametrize("facts", [FACTS, DROP])
+WITH_LOGS = dict(FACTS, root_cause_candidates="database (score 0.81), checkout (score 0.30)",
+                 error_logs='"pool timeout after 30000 ms" (12 times)')
+
+
+@pytest.mark.parametrize("facts", [FACTS, DROP, WITH_LOGS])
 def test_template_summary_is_grounded_by_construction(facts):
     text = template_summary(facts)
     assert check(text, facts, KNOWN).ok, check(text, facts, KNOWN).violations

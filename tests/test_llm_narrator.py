@@ -126,6 +126,24 @@ def test_facts_sheet_reads_metrics_bronze_endpoints_traces_and_history(store, se
     assert re.fullmatch(rf"on {day}, lasted 6 minutes, same service and anomaly type", similar), similar
     assert "SIMILAR PAST INCIDENTS (other, earlier incidents; not facts of this one):\n- on " in later.block()
     assert set(pending_incidents(store)) == {first, spike, again}
+    assert "root_cause_candidates" not in facts  # none ranked: no line
+
+
+def test_root_cause_candidates_join_the_facts_under_their_own_label(store, settings):
+    incident = seed_scenario(store, settings.bronze_dir, "checkout", related=["payments"], root_cause="database")
+    ranked = [{"service": s, "score": sc, "evidence": "errors seen here first"} for s, sc in
+              [("database", 0.8123), ("payments", 0.4), ("checkout", 0.2), ("search", 0.1)]]
+    store.execute("UPDATE incidents SET root_cause_candidates = ? WHERE id = ?", [json.dumps(ranked), incident])
+    facts = build_facts(store, incident, settings.bronze_dir)
+    assert facts.lines["root_cause_candidates"] == "database (score 0.81), payments (score 0.40), checkout (score 0.20)"
+    assert "search" not in facts.services  # the fourth is not offered
+    symptom = f"The error rate was {facts.lines['error_rate']}."
+    text = f"checkout had an error_surge. {symptom} The root cause candidates were database and payments."
+    assert grounding.check(text, facts.lines, known_services(store)).ok
+    wrong = f"checkout had an error_surge. {symptom} The root cause candidates were database and inventory."
+    assert grounding.check(wrong, facts.lines, known_services(store)).by_kind() == {"service": 1}
+    store.execute("UPDATE incidents SET root_cause_candidates = '[1, 2]' WHERE id = ?", [incident])  # not the ranker's shape
+    assert "root_cause_candidates" not in build_facts(store, incident, settings.bronze_dir).lines
 
 
 @pytest.mark.e2e
