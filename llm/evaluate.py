@@ -168,7 +168,9 @@ def seed(store: Store, bronze_dir: Path, plan: list[Scenario]) -> None:
         ranked = [{"service": s.root, "score": 0.82, "evidence": "errors seen here first"}]
         if s.cascade:  # the ranker's runner-up: the service that showed it
             ranked.append({"service": s.service, "score": 0.35, "evidence": "affected after the root"})
-        store.execute(f"UPDATE {tables.INCIDENTS} SET root_cause_candidates = ? WHERE id = ?", [json.dumps(ranked), s.incident_id])
+        store.execute(
+            f"UPDATE {tables.INCIDENTS} SET root_cause_candidates = ? WHERE id = ?", [json.dumps(ranked), s.incident_id]
+        )
     store.executemany(
         f"INSERT OR REPLACE INTO {tables.SERVICE_DEPENDENCIES} (window_start, parent_service, child_service, call_count, error_count) VALUES (?, ?, ?, ?, ?)",
         deps,

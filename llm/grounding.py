@@ -568,7 +568,11 @@ def _check_services(
                     f"it names {name} as the root cause; the FACTS say the root cause is {roles.root}",
                 )
             elif role == "candidate" and name not in roles.candidates:
-                result.add("service_role", clause, f"it names {name} as a root-cause candidate; the FACTS' candidates are {', '.join(sorted(roles.candidates)) or 'none'}")
+                result.add(
+                    "service_role",
+                    clause,
+                    f"it names {name} as a root-cause candidate; the FACTS' candidates are {', '.join(sorted(roles.candidates)) or 'none'}",
+                )
             elif role == "caller" and name not in roles.callers:
                 result.add(
                     "service_role",
