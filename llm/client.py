@@ -79,7 +79,8 @@ class NarratorLLM:
     def from_settings(cls, settings, **kwargs) -> "NarratorLLM":
         return cls(settings.ollama_url, settings.ollama_model, settings.llm_timeout_seconds, **kwargs)
 
-    def chat(self, messages: list[dict]) -> LLMReply:
+    def chat(self, messages: list[dict], format: dict | str | None = None) -> LLMReply:  # noqa: A002 (Ollama's name)
+        """One reply; `format` ("json" or a JSON schema) constrains generation (Ollama's field)."""
         retrying = Retrying(
             stop=stop_after_attempt(self.attempts),
             wait=wait_exponential(multiplier=1, min=1, max=self.backoff_max),
@@ -94,7 +95,7 @@ class NarratorLLM:
         )
         started = time.monotonic()
         try:
-            response = retrying(self._call, messages)
+            response = retrying(self._call, messages, format)
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             raise LLMUnavailable(f"{self.url} did not answer after {self.attempts} attempts: {cause}") from cause
@@ -117,5 +118,5 @@ class NarratorLLM:
             completion_tokens=response.eval_count,
         )
 
-    def _call(self, messages: list[dict]):
-        return self.client.chat(model=self.model, messages=messages, options=OPTIONS, stream=False)
+    def _call(self, messages: list[dict], format=None):  # noqa: A002
+        return self.client.chat(model=self.model, messages=messages, options=OPTIONS, stream=False, format=format)

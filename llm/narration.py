@@ -79,11 +79,12 @@ def summarise(facts: Facts, llm: NarratorLLM, services: set[str]) -> Summary:
     reason = "failed the grounding check twice"  # the kinds are appended below
     for attempt in (1, 2):
         try:
-            reply = llm.chat(messages)
+            reply = llm.chat(messages, format=prompt.schema(block))
         except LLMRefused as exc:
             log.warning("model server refused the request; storing the template", incident_id=facts.incident_id, attempt=attempt, error=str(exc))
             reason = f"the model server refused the request: {exc}"
             break
+        reply.text = prompt.joined(reply.text)
         latency += reply.latency_ms
         prompt_tokens += reply.prompt_tokens or 0
         completion_tokens += reply.completion_tokens or 0

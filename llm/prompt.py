@@ -1,5 +1,13 @@
 """The narrator's prompt: fixed rules, two worked examples, then the FACTS block.
 
+The model answers in JSON constrained by a schema built for each incident
+(Ollama's `format`, llama.cpp's grammar): one string per part of the summary,
+in the facts' order (headline, symptom, top error, cause), and no top_error
+field when the incident has no errors recorded, so the model cannot copy an
+example's top error into it. The platform joins the fields into the summary;
+the model writes every word of them. Measured with llm.evaluate against the
+same prompt in prose (see the README).
+
 The examples' services (cart, stock, billing, feed, web) are not the platform's: a
 service copied from an example is then caught by the check as not in the facts,
 instead of passing as a real service (incidents on search named the first
@@ -14,6 +22,8 @@ prompt time once per model server, not per summary.
 """
 
 from __future__ import annotations
+
+import json
 
 SYSTEM = """You write short incident summaries for on-call engineers.
 Rules:
@@ -81,11 +91,49 @@ EXAMPLE2_SUMMARY = (
 OPTIONS = {"temperature": 0, "seed": 0, "num_predict": 200, "stop": ["\n\n", "FACTS:", "<|im_end|>", "<|endoftext|>"]}
 
 
+PARTS_WITH_ERRORS = ("headline", "symptom", "top_error", "cause")
+PARTS = ("headline", "symptom", "cause")
+
+
+def _facts_lines(facts_block: str) -> dict:
+    return dict(line.split(": ", 1) for line in facts_block.split("\n\n")[0].splitlines() if ": " in line)
+
+
+def parts_for(facts_block: str) -> tuple[str, ...]:
+    errors = _facts_lines(facts_block).get("top_errors", "none recorded") != "none recorded"
+    return PARTS_WITH_ERRORS if errors else PARTS
+
+
+def schema(facts_block: str) -> dict:
+    """The JSON schema the model's answer must match (sent as Ollama's `format`)."""
+    parts = parts_for(facts_block)
+    return {"type": "object", "properties": {p: {"type": "string"} for p in parts}, "required": list(parts)}
+
+
+def as_json_answer(summary: str, parts: tuple[str, ...]) -> str:
+    """A worked example's summary as the JSON answer the schema asks for (one sentence per part)."""
+    from llm.grounding import sentences_of
+
+    return json.dumps(dict(zip(parts, sentences_of(summary), strict=True)))
+
+
+def joined(reply: str) -> str:
+    """The summary from the model's JSON answer: its string fields joined in order. A reply that is
+    not a JSON object (a server that ignored `format`) is returned as it is, for the check to judge."""
+    try:
+        answer = json.loads(reply)
+    except ValueError:
+        return reply
+    if not isinstance(answer, dict):
+        return reply
+    return " ".join(str(v).strip() for v in answer.values() if isinstance(v, str) and v.strip())
+
+
 def focus(facts_block: str) -> str:
     """The incident's key roles restated right before the model writes: a small model copies
     the nearest example's sentences (a traffic drop's symptom into an error surge, the affected
     service as root cause), and what it read last weighs most."""
-    lines = dict(line.split(": ", 1) for line in facts_block.split("\n\n")[0].splitlines() if ": " in line)
+    lines = _facts_lines(facts_block)
     errors = "none recorded" if lines.get("top_errors", "none recorded") == "none recorded" else "recorded"
     symptom = lines.get("symptom", "")
     metric = symptom.split(" up,")[0].split(" down,")[0].split(" about the same,")[0] if symptom else "unknown"
@@ -103,9 +151,9 @@ def build_messages(facts_block: str) -> list[dict]:
     return [
         {"role": "system", "content": SYSTEM},
         _user(EXAMPLE2_FACTS),
-        {"role": "assistant", "content": EXAMPLE2_SUMMARY},
+        {"role": "assistant", "content": as_json_answer(EXAMPLE2_SUMMARY, PARTS)},
         _user(EXAMPLE_FACTS),
-        {"role": "assistant", "content": EXAMPLE_SUMMARY},
+        {"role": "assistant", "content": as_json_answer(EXAMPLE_SUMMARY, PARTS_WITH_ERRORS)},
         _user(facts_block),
     ]
 

@@ -253,11 +253,13 @@ class ScriptedLLM:
     def __init__(self, replies):
         self.replies = list(replies)
         self.calls = []
+        self.formats = []
 
-    def chat(self, messages):
+    def chat(self, messages, format=None):  # noqa: A002
         from llm.client import LLMReply
 
         self.calls.append(messages)
+        self.formats.append(format)
         reply = self.replies.pop(0)
         if isinstance(reply, Exception):
             raise reply
@@ -328,3 +330,26 @@ def test_a_retry_the_server_refuses_stores_the_template_with_the_reason(store, s
     # a reviewer reads which claims failed, in which attempt, and the refused texts
     assert grounded.facts["rejected_summaries"] == [{"attempt": 1, "text": "Errors rose 7.5x."}, {"attempt": 2, "text": "Still 7.5x."}]
     assert {"attempt": 1, "kind": "figure", "claim": "7.5", "reason": "number 7.5 is not in the FACTS"} in grounded.facts["claim_failures"]
+
+
+def test_the_model_answers_in_a_schema_of_the_facts_parts_and_the_platform_joins_them(store, settings):
+    with_errors = seed_scenario(store, settings.bronze_dir, "payments", root_cause="database")
+    without = seed_scenario(store, settings.bronze_dir, "search", minutes_ago=60, length=4, kind="latency_spike", metrics=False)
+    services = known_services(store)
+    facts = build_facts(store, with_errors, settings.bronze_dir)
+    headline = f"payments had a high-severity error_surge {facts.lines['time_range']}."
+    symptom = f"The error rate was {facts.lines['error_rate']}."
+    answer = json.dumps({"headline": headline, "symptom": symptom, "top_error": "", "cause": "The likely root cause is database."})
+    llm = ScriptedLLM([answer])
+    result = summarise(facts, llm, services)
+    assert result.generated_by == "llm" and result.summary == f"{headline} {symptom} The likely root cause is database."
+    assert llm.formats[0]["required"] == ["headline", "symptom", "top_error", "cause"]
+    # no errors recorded: no top_error field, so the model cannot copy the example's
+    llm = ScriptedLLM(["not json at all: 7.5x"] * 2)
+    summarise(build_facts(store, without, settings.bronze_dir), llm, services)
+    assert llm.formats[0]["required"] == ["headline", "symptom", "cause"]
+    assert prompt.joined("not json at all") == "not json at all" and prompt.joined("[1, 2]") == "[1, 2]"
+    # the worked examples, as the JSON answers the model sees, are the example summaries
+    messages = prompt.build_messages(facts.block())
+    assert prompt.joined(messages[2]["content"]) == prompt.EXAMPLE2_SUMMARY
+    assert prompt.joined(messages[4]["content"]) == prompt.EXAMPLE_SUMMARY
