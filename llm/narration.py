@@ -3,7 +3,8 @@
 An incident is pending when it has no summary, or when it changed after the
 facts its latest summary was built from (`incidents.updated_at` newer than the
 `incident_updated_at` recorded in that summary's facts). For each one: build
-the facts, ask the model, check grounding; a failing text gets one corrective
+the facts, ask the model (its answer constrained to a JSON schema of the
+summary's parts, see llm.prompt, and joined), check its claims (llm.grounding); a failing text gets one corrective
 retry, then the deterministic template is stored instead (`generated_by =
 'template'`). When the model server refuses the request for this incident (a
 4xx: its prompt is over the server's limit or context, ...), the template is
