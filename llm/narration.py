@@ -18,6 +18,7 @@ the server answers again. Anomalies and incidents are only read.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from llm.facts import CLAIM_FAILURES, REJECTED_SUMMARIES, TEMPLATE_REASON, Facts
 from llm.template import template_summary
 from observability import summaries, tables
 from observability.logs import get_logger
+from observability.run_loop import run_loop
 from observability.store import Store, utcnow
 
 log = get_logger(__name__)
@@ -186,20 +188,14 @@ class Narrator:
         detail = f"backlog={result.pending} model_server={'down' if result.llm_down else 'ok'} summarised={result.summarised}"
         self.store.heartbeat(tables.NARRATOR_HEARTBEAT, detail=detail)
 
-    def run_forever(self, stop=None) -> None:
+    def run_forever(self, stop: threading.Event) -> None:
         """Every NARRATE_INTERVAL_SECONDS; back off (up to 5 min) while the model server is down."""
         interval = self.settings.narrate_interval_seconds
-        delay = interval
-        while stop is None or not stop.is_set():
-            try:
-                result = self.cycle()
-                delay = min(delay * 2, max(interval, 300)) if result.llm_down else interval
-                if result.summarised or result.llm_down:
-                    log.info(result.line())
-            except Exception:  # the store busy, a bad row: log and keep going
-                log.exception("narration cycle failed")
-                delay = min(delay * 2, max(interval, 300))
-            if stop is not None:
-                stop.wait(delay)
-            else:
-                time.sleep(delay)
+        run_loop(self._logged_cycle, interval, stop=stop, failed=lambda r: bool(r.llm_down),
+                 max_backoff=max(interval, 300), logger=log)
+
+    def _logged_cycle(self) -> CycleResult:
+        result = self.cycle()
+        if result.summarised or result.llm_down:
+            log.info(result.line())
+        return result

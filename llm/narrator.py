@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from llm.narration import Narrator
+from observability.run_loop import stop_on_signals
 from observability.settings import get_settings
 
 
@@ -22,7 +23,7 @@ def main(argv=None) -> int:
     narrator = Narrator(get_settings())
     narrator.store.migrate()
     if not args.once:
-        narrator.run_forever()
+        narrator.run_forever(stop_on_signals())  # SIGTERM/SIGINT: finish the cycle, then exit 0
         return 0
     result = narrator.cycle()
     print(result.line(), flush=True)
