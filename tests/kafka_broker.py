@@ -206,3 +206,25 @@ def consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0, 
         return records
     finally:
         consumer.close()
+
+
+PAD_SERVICE = "zz-padding"  # a service the comparisons leave out
+
+
+def pad_partitions(settings, topic: str, partitions: int, timestamp_ms: int) -> None:
+    """One more record batch per partition, of PAD_SERVICE: Tansu reports a partition's end as its
+    last batch's base offset + 1 (see above), so without it a reader would not see the last batch."""
+    import json
+
+    from observability.schema import format_timestamp
+    from observability.transport import create_producer, partition_for
+
+    keys: dict[int, bytes] = {}
+    i = 0
+    while len(keys) < partitions:
+        keys.setdefault(partition_for(f"pad{i}".encode(), partitions), f"pad{i}".encode())
+        i += 1
+    pad = {"timestamp": format_timestamp(timestamp_ms), "service": PAD_SERVICE, "status_code": 200, "latency_ms": 1.0}
+    with create_producer(settings) as producer:
+        for key in keys.values():
+            producer.send(topic, json.dumps(pad).encode(), key=key)

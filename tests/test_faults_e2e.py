@@ -15,12 +15,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from observability.schema import format_timestamp, validate_line
-from tests.kafka_broker import TansuBroker, _port_free, _ports, consume
+from observability.schema import format_timestamp, parse_timestamp, validate_line
+from observability.settings import Settings
+from tests.kafka_broker import PAD_SERVICE, TansuBroker, _port_free, _ports, consume, pad_partitions
 from tests.spark_fixtures import ROOT, expected_metrics, job_env, run_job
 from tests.transport_fixtures import summary_counts
 
 OUTAGE_S = 120.0
+GEN_START = "2026-03-02T00:00:00Z"
 
 
 def _dedicated_broker(tmp_path: Path) -> TansuBroker:
@@ -30,27 +32,6 @@ def _dedicated_broker(tmp_path: Path) -> TansuBroker:
     broker.start()
     assert broker.wait_ready(), broker.log_tail()
     return broker
-
-
-def _pad_partitions(env: dict, topic: str, partitions: int) -> None:
-    """One more record batch per partition, of a service the comparison ignores: Tansu reports a
-    partition's end as its last batch's base offset + 1 (tests/kafka_broker.py), so without it
-    the Spark source would not see the generator's last batch."""
-    import json
-
-    from observability.settings import Settings
-    from observability.transport import create_producer, partition_for
-
-    keys: dict[int, bytes] = {}
-    i = 0
-    while len(keys) < partitions:
-        keys.setdefault(partition_for(f"pad{i}".encode(), partitions), f"pad{i}".encode())
-        i += 1
-    settings = Settings(**{k: v for k, v in env.items() if k.startswith(("KAFKA_", "TRANSPORT", "TOPIC_", "DATA_DIR"))})
-    pad = {"timestamp": "2026-03-02T00:00:00.000Z", "service": "zz-padding", "status_code": 200, "latency_ms": 1.0}
-    with create_producer(settings) as producer:
-        for key in keys.values():
-            producer.send(topic, json.dumps(pad).encode(), key=key)
 
 
 def _records_on(bootstrap: str, topic: str) -> int:
@@ -84,7 +65,7 @@ def test_a_two_minute_broker_outage_under_load_loses_and_doubles_nothing(data_di
     try:
         with open(err_path, "w") as err:
             gen = subprocess.Popen([sys.executable, "-m", "event_generator", "--speed", "max", "--duration", "5400",
-                                    "--start", "2026-03-02T00:00:00Z", "--seed", "4", "--anomaly-probability", "0"],
+                                    "--start", GEN_START, "--seed", "4", "--anomaly-probability", "0"],
                                    cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
         deadline = time.monotonic() + 120
         while _records_on(broker.bootstrap, raw_topic) == 0:  # under load: records are flowing
@@ -112,13 +93,14 @@ def test_a_two_minute_broker_outage_under_load_loses_and_doubles_nothing(data_di
         assert len(events) == published  # nothing the generator counted is missing
         duplicates = len(records) - len(events)
 
-        _pad_partitions(env, raw_topic, partitions=3)  # Tansu hides each partition's last batch from readers
+        settings = Settings(DATA_DIR=data_dir, TRANSPORT="kafka", KAFKA_BROKER=broker.bootstrap, TOPIC_PARTITIONS=3, **topics)
+        pad_partitions(settings, raw_topic, 3, parse_timestamp(GEN_START))  # Tansu hides each partition's last batch
         run_job(env, "--available-now", timeout=600)
         from observability.store import Store
 
         store = Store(Path(env["DATA_DIR"]) / "observability.duckdb")
         got = store.fetch_df("SELECT window_start, service, request_count FROM service_metrics "
-                             "WHERE service <> 'zz-padding' ORDER BY ALL")
+                             f"WHERE service <> '{PAD_SERVICE}' ORDER BY ALL")
         rows = [{"timestamp": format_timestamp(e.timestamp_ms), "service": e.service,
                  "endpoint": e.endpoint, "status_code": e.status_code, "latency_ms": e.latency_ms}
                 for e in events.values()]

@@ -19,7 +19,7 @@ from observability.bronze import read_events
 from observability.dead_letter import make_dead_letter
 from observability.schema import format_timestamp
 from observability.transport import create_producer, create_reader
-from tests.kafka_broker import kafka_broker  # noqa: F401  (session fixture)
+from tests.kafka_broker import PAD_SERVICE, kafka_broker, pad_partitions  # noqa: F401  (session fixture)
 from tests.spark_fixtures import (
     INVALID_LINES,
     ROOT,
@@ -312,7 +312,6 @@ def test_exactly_once_after_sigkill_mid_backlog(data_dir, settings, store):
 @pytest.mark.kafka
 def test_job_over_kafka_transport(kafka_broker, data_dir, store):
     from observability.settings import Settings
-    from observability.transport import partition_for
 
     suffix = uuid.uuid4().hex[:8]
     topics = {f"KAFKA_{n}_TOPIC": f"{n.lower()}_{suffix}" for n in ("RAW_EVENTS", "AGGREGATED", "ANOMALIES", "DEAD_LETTER")}
@@ -322,18 +321,7 @@ def test_job_over_kafka_transport(kafka_broker, data_dir, store):
     now_ms = _minute(int(time.time() * 1000))
     events = make_events(3000, now_ms - 10 * 60_000, 3 * 60_000, seed=21)
     publish(settings, events, [line for line, _ in INVALID_LINES[:3]])
-    # Tansu reports a partition's end before its last record batch: pad every partition
-    # with one more batch of a service the comparison ignores.
-    pad_keys = {}
-    i = 0
-    while len(pad_keys) < 3:
-        pad_keys.setdefault(partition_for(f"pad{i}".encode(), 3), f"pad{i}".encode())
-        i += 1
-    with create_producer(settings) as producer:
-        for key in pad_keys.values():
-            pad = {"timestamp": format_timestamp(now_ms - 10 * 60_000), "service": "zz-padding", "status_code": 200,
-                   "latency_ms": 1.0}
-            producer.send(settings.raw_events_topic, json.dumps(pad).encode(), key=key)
+    pad_partitions(settings, settings.raw_events_topic, 3, now_ms - 10 * 60_000)  # Tansu hides the last batch
     run_job(env, "--available-now", timeout=400)
-    _assert_metrics_match(store, events, by_endpoint=False, exclude_service="zz-padding")
+    _assert_metrics_match(store, events, by_endpoint=False, exclude_service=PAD_SERVICE)
     assert store.fetch_one("SELECT count(*) FROM dead_letter WHERE source LIKE 'spark:raw_events_%'")[0] == 3
