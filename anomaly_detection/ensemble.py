@@ -22,7 +22,7 @@ class Ensemble:
         self.detectors = detectors
         self.weights = dict(thresholds.WEIGHTS if weights is None else weights)
 
-    def fit(self, history: pd.DataFrame, only: tuple[str, ...] | None = None) -> "Ensemble":
+    def fit(self, history: pd.DataFrame, only: tuple[str, ...] | None = None) -> Ensemble:
         for name, det in self.detectors.items():
             if only is None or name in only:
                 det.fit(history)
@@ -52,7 +52,11 @@ class Ensemble:
                     kind = results[names[best_typed]]["anomaly_type"].iat[j]
                 else:
                     kind = "multivariate"
-            source = lead if lead in TYPED_DETECTORS else (names[max(typed, key=lambda i: weighted[i, j])] if typed else lead)
+            source = (
+                lead
+                if lead in TYPED_DETECTORS
+                else (names[max(typed, key=lambda i: weighted[i, j])] if typed else lead)
+            )
             s = float(score[j])
             rows.append(
                 {

@@ -95,9 +95,21 @@ def rolling_baseline(frame: pd.DataFrame, col: str, window: int, min_periods: in
     keys = frame["service"]
     x = frame[col]
     shifted = x.groupby(keys, sort=False).shift(1)
-    med = shifted.groupby(keys, sort=False).rolling(window, min_periods=min_periods).median().reset_index(level=0, drop=True).sort_index()
+    med = (
+        shifted.groupby(keys, sort=False)
+        .rolling(window, min_periods=min_periods)
+        .median()
+        .reset_index(level=0, drop=True)
+        .sort_index()
+    )
     dev = (x - med).abs().groupby(keys, sort=False).shift(1)
-    mad = dev.groupby(keys, sort=False).rolling(window, min_periods=min_periods).median().reset_index(level=0, drop=True).sort_index()
+    mad = (
+        dev.groupby(keys, sort=False)
+        .rolling(window, min_periods=min_periods)
+        .median()
+        .reset_index(level=0, drop=True)
+        .sort_index()
+    )
     return med, mad * 1.4826
 
 
@@ -131,10 +143,16 @@ def build(frame: pd.DataFrame, *, window: int = 60, min_periods: int = 5, short:
         out[f"{col}_log_ratio"] = (out[f"log_{col}"] - out[f"base_log_{col}"]).fillna(0.0)
     be = np.maximum(base_err.fillna(ERROR_RATE_FLOOR), ERROR_RATE_FLOOR)
     binom_sd = np.sqrt(be * (1 - be) / np.maximum(req, 1))
-    out["err_excess_z"] = ((f["error_rate"] - be) / np.maximum(binom_sd, 1e-6)).where(req > 0, 0.0).fillna(0.0).clip(-20, 50)
+    out["err_excess_z"] = (
+        ((f["error_rate"] - be) / np.maximum(binom_sd, 1e-6)).where(req > 0, 0.0).fillna(0.0).clip(-20, 50)
+    )
     # Short-term level of p95 (median of the last `short` windows incl. this one) for slow drifts.
     out["p95_short_log_ratio"] = (
-        out.groupby(keys, sort=False)["p95_log_ratio"].rolling(short, min_periods=1).median().reset_index(level=0, drop=True).sort_index()
+        out.groupby(keys, sort=False)["p95_log_ratio"]
+        .rolling(short, min_periods=1)
+        .median()
+        .reset_index(level=0, drop=True)
+        .sort_index()
     )
     out["has_baseline"] = out["base_log_req"].notna()
     return out
@@ -161,9 +179,14 @@ def time_of_day_profile(history: pd.DataFrame, min_days: int = 2) -> pd.DataFram
     if h.empty:
         return pd.DataFrame(columns=cols)
     ws = pd.to_datetime(h["window_start"])
-    g = pd.DataFrame({"service": h["service"], "hour": ws.dt.hour, "day": ws.dt.normalize(), "v": np.log1p(h["request_count"])})
+    g = pd.DataFrame(
+        {"service": h["service"], "hour": ws.dt.hour, "day": ws.dt.normalize(), "v": np.log1p(h["request_count"])}
+    )
     agg = g.groupby(["service", "hour"]).agg(
-        days=("day", "nunique"), med=("v", "median"), q75=("v", lambda s: s.quantile(0.75)), q25=("v", lambda s: s.quantile(0.25))
+        days=("day", "nunique"),
+        med=("v", "median"),
+        q75=("v", lambda s: s.quantile(0.75)),
+        q25=("v", lambda s: s.quantile(0.25)),
     )
     agg = agg[agg["days"] >= min_days]
     out = pd.DataFrame(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -64,10 +64,16 @@ class Incident:
             "root_cause_candidates": json.dumps(self.root_cause_candidates) if self.root_cause_candidates else None,
         }
 
-    def same_as(self, other: "Incident") -> bool:
+    def same_as(self, other: Incident) -> bool:
         keys = ("service", "started_at", "ended_at", "status", "peak_severity", "root_cause_service")
-        ranked = [c.get("service") for c in self.root_cause_candidates] == [c.get("service") for c in other.root_cause_candidates]
-        return all(getattr(self, k) == getattr(other, k) for k in keys) and sorted(self.related_services) == sorted(other.related_services) and ranked
+        ranked = [c.get("service") for c in self.root_cause_candidates] == [
+            c.get("service") for c in other.root_cause_candidates
+        ]
+        return (
+            all(getattr(self, k) == getattr(other, k) for k in keys)
+            and sorted(self.related_services) == sorted(other.related_services)
+            and ranked
+        )
 
 
 def incident_id(service: str, started_at: datetime) -> str:
@@ -136,7 +142,10 @@ def advance(
             # incident; a second in a row (or anything stronger) does, from the first.
             prev = pending_low.pop(svc, None)
             adjacent = prev is not None and prev[1] == ws
-            if thresholds.SEVERITY_ORDER[row.severity] < thresholds.SEVERITY_ORDER[thresholds.INCIDENT_MIN_SEVERITY] and not adjacent:
+            if (
+                thresholds.SEVERITY_ORDER[row.severity] < thresholds.SEVERITY_ORDER[thresholds.INCIDENT_MIN_SEVERITY]
+                and not adjacent
+            ):
                 pending_low[svc] = (ws, we)
                 continue
             start = prev[0] if adjacent else ws
@@ -157,8 +166,14 @@ def advance(
     return list(touched.values())
 
 
-def _merge_new(open_incidents: dict[str, Incident], touched: dict[str, Incident], opened: set[str], quiet_span: timedelta,
-               graph: CallGraph, assigned: dict | None) -> None:
+def _merge_new(
+    open_incidents: dict[str, Incident],
+    touched: dict[str, Incident],
+    opened: set[str],
+    quiet_span: timedelta,
+    graph: CallGraph,
+    assigned: dict | None,
+) -> None:
     """Fold incidents opened in this call into a connected, overlapping open one.
 
     Windows of one minute are walked service by service, so two services of one
@@ -171,9 +186,17 @@ def _merge_new(open_incidents: dict[str, Incident], touched: dict[str, Incident]
         changed = False
         live = [i for i in {id(v): v for v in open_incidents.values()}.values() if i.status == "open"]
         for new in sorted((i for i in live if i.id in opened), key=lambda i: (i.started_at, i.id), reverse=True):
-            host = next((o for o in sorted(live, key=lambda i: (i.started_at, i.id)) if o is not new
-                         and new.started_at < o.last_anomaly_end + quiet_span and o.started_at < new.last_anomaly_end + quiet_span
-                         and any(graph.within(m, members(o)) for m in members(new))), None)
+            host = next(
+                (
+                    o
+                    for o in sorted(live, key=lambda i: (i.started_at, i.id))
+                    if o is not new
+                    and new.started_at < o.last_anomaly_end + quiet_span
+                    and o.started_at < new.last_anomaly_end + quiet_span
+                    and any(graph.within(m, members(o)) for m in members(new))
+                ),
+                None,
+            )
             if host is None:
                 continue
             host.related_services = sorted((members(host) | members(new)) - {host.service})
@@ -193,7 +216,9 @@ def _merge_new(open_incidents: dict[str, Incident], touched: dict[str, Incident]
             break
 
 
-def _joinable(open_incidents: dict[str, Incident], svc: str, ws: datetime, quiet_span: timedelta, graph: CallGraph) -> Incident | None:
+def _joinable(
+    open_incidents: dict[str, Incident], svc: str, ws: datetime, quiet_span: timedelta, graph: CallGraph
+) -> Incident | None:
     """The open incident a new anomaly of `svc` belongs to (connected and recent), the most recent first."""
     best = None
     for inc in {id(i): i for i in open_incidents.values()}.values():
@@ -207,8 +232,6 @@ def _joinable(open_incidents: dict[str, Incident], svc: str, ws: datetime, quiet
 def members(inc: Incident) -> set[str]:
     """Every service of an incident (its own and the related ones)."""
     return {inc.service, *inc.related_services}
-
-
 
 
 def call_depths(deps: pd.DataFrame) -> dict[str, int]:
@@ -239,7 +262,9 @@ def call_depths(deps: pd.DataFrame) -> dict[str, int]:
     return depth
 
 
-def relate(inc: Incident, anomalies: pd.DataFrame, deps: pd.DataFrame, slack: timedelta = timedelta(minutes=2)) -> tuple[list[str], str]:
+def relate(
+    inc: Incident, anomalies: pd.DataFrame, deps: pd.DataFrame, slack: timedelta = timedelta(minutes=2)
+) -> tuple[list[str], str]:
     """(related services, root cause service) for one incident."""
     end = inc.ended_at or inc.last_anomaly_end or inc.started_at
     a = anomalies[(anomalies["window_start"] >= inc.started_at - slack) & (anomalies["window_start"] <= end + slack)]

@@ -13,11 +13,10 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
+from anomaly_detection.detectors import MODEL_KINDS
 from observability import tables
 from observability.logs import get_logger
 from observability.store import Store
-
-from anomaly_detection.detectors import MODEL_KINDS
 
 log = get_logger(__name__)
 KINDS = MODEL_KINDS
@@ -54,7 +53,9 @@ def kind_of(version: str) -> str:
 def save(settings, detector, version: str, manifest: dict) -> Path:
     path = version_dir(settings, detector.name, version)
     detector.save(path)
-    (path / "manifest.json").write_text(json.dumps({"version": version, "model": detector.name, **manifest}, indent=2, default=str))
+    (path / "manifest.json").write_text(
+        json.dumps({"version": version, "model": detector.name, **manifest}, indent=2, default=str)
+    )
     if not (path / "training_metrics.json").exists():
         (path / "training_metrics.json").write_text(json.dumps({"n_train": getattr(detector, "n_train_", 0)}, indent=2))
     return path

@@ -29,11 +29,10 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from anomaly_detection import data, registry
 from observability.logs import get_logger
 from observability.settings import get_settings
 from observability.store import Store, utcnow
-
-from anomaly_detection import data, registry
 
 log = get_logger(__name__)
 
@@ -79,7 +78,9 @@ def train_candidate(model: str, settings=None, store=None, now=None, **params) -
     excluded = data.mask_spans(history, data.incident_spans(store), pad_minutes=5)
     labels = data.scenario_labels(store)
     if not labels.empty:
-        excluded |= data.mask_spans(history, labels.rename(columns={"start_time": "started_at", "end_time": "ended_at"}), 5)
+        excluded |= data.mask_spans(
+            history, labels.rename(columns={"start_time": "started_at", "end_time": "ended_at"}), 5
+        )
     history = history[~excluded].reset_index(drop=True)
     cls = registry.detector_class(model)
     if model == "transformer":
@@ -99,7 +100,13 @@ def train_candidate(model: str, settings=None, store=None, now=None, **params) -
             "ready": bool(getattr(detector, "ready_", False)),
         },
     )
-    log.info("candidate trained", model=model, version=version, windows=len(history), ready=getattr(detector, "ready_", False))
+    log.info(
+        "candidate trained",
+        model=model,
+        version=version,
+        windows=len(history),
+        ready=getattr(detector, "ready_", False),
+    )
     return version
 
 
@@ -118,8 +125,12 @@ def evaluate_candidate(version: str, settings=None, store=None) -> dict:
     holdout = data.metrics(store, start, end)
     spans = data.incident_spans(store)
     labels = data.scenario_labels(store)
-    label_spans = labels.rename(columns={"start_time": "started_at", "end_time": "ended_at"}) if not labels.empty else labels
-    normal = holdout[~(data.mask_spans(holdout, spans, 5) | data.mask_spans(holdout, label_spans, 5))].reset_index(drop=True)
+    label_spans = (
+        labels.rename(columns={"start_time": "started_at", "end_time": "ended_at"}) if not labels.empty else labels
+    )
+    normal = holdout[~(data.mask_spans(holdout, spans, 5) | data.mask_spans(holdout, label_spans, 5))].reset_index(
+        drop=True
+    )
     injected, truth = inject(normal, seed=0)
     out |= {"holdout_start": start.isoformat(), "holdout_end": end.isoformat(), "holdout_windows": int(len(holdout))}
 
@@ -166,7 +177,11 @@ def promote_if_not_worse(version: str, metrics: dict, settings=None, store=None)
         cand_fa = cand["holdout"]["false_alerts_per_service_day"]
         # Within the false-alert budget a candidate is never "worse" on alerts: a current
         # model that never alerts (and never detects) must not block better ones forever.
-        if promote and cand_fa > FALSE_ALERT_BUDGET and cand_fa > cur["holdout"]["false_alerts_per_service_day"] + FALSE_ALERT_TOLERANCE:
+        if (
+            promote
+            and cand_fa > FALSE_ALERT_BUDGET
+            and cand_fa > cur["holdout"]["false_alerts_per_service_day"] + FALSE_ALERT_TOLERANCE
+        ):
             promote, reason = False, "more false alerts than the current model"
         if promote:
             reason = "not worse than current"

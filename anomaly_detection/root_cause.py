@@ -125,6 +125,7 @@ class RootCauseRanker:
         (a third of it, say) does not move the bound, so no list of faulty minutes is needed.
         Keys with fewer than `min_baseline_visits` rows fall back to the coarser `fallback` keys.
         """
+
         def table(by: list[str]) -> pd.DataFrame:
             g = base.groupby(by)[value]
             med = g.transform("median")
@@ -137,7 +138,9 @@ class RootCauseRanker:
         fine = fine[fine["n"] >= self.min_baseline_visits]
         return fine, (table(fallback) if fallback else None)
 
-    def _judge(self, df: pd.DataFrame, base: pd.DataFrame, value: str, keys: list[str], fallback: list[str] | None, prefix: str) -> None:
+    def _judge(
+        self, df: pd.DataFrame, base: pd.DataFrame, value: str, keys: list[str], fallback: list[str] | None, prefix: str
+    ) -> None:
         """Adds <prefix>_known, <prefix>_slow, <prefix>_extra columns to df (in place)."""
         fine, coarse = self._bounds(base, value, keys, fallback)
         ref = df[keys].join(fine[["median", "bound"]], on=keys)
@@ -183,7 +186,9 @@ class RootCauseRanker:
             parts = []
             if lat > 0:
                 extra = float(np.median(g["srv_extra"] + g["gap_extra"]))
-                parts.append(f"self time +{max(extra, 0):.0f} ms per visit (median over {len(g)}), {lat:.0%} of the self time added in the incident")
+                parts.append(
+                    f"self time +{max(extra, 0):.0f} ms per visit (median over {len(g)}), {lat:.0%} of the self time added in the incident"
+                )
             if err > 0:
                 _, n_err, n = errors[svc]
                 parts.append(f"own errors: {n_err} of {n} visits failed while their callees were healthy")
@@ -223,8 +228,12 @@ class RootCauseRanker:
         if calls.empty:
             return {}
         sig = self._significant(calls, base[base["caller_service"].notna()], "edge", "gap_slow", "gap_known")
-        edges = calls.groupby("edge").agg(caller=("caller_service", "first"), callee=("service", "first"),
-                                          n=("gap_ms", "size"), extra=("gap_extra", "sum"))
+        edges = calls.groupby("edge").agg(
+            caller=("caller_service", "first"),
+            callee=("service", "first"),
+            n=("gap_ms", "size"),
+            extra=("gap_extra", "sum"),
+        )
         edges["sig"] = [bool(sig.get(e)) for e in edges.index]
         w = edges["n"] * edges["sig"]
         out_share = w.groupby(edges["caller"]).sum() / edges["n"].groupby(edges["caller"]).sum()
@@ -265,11 +274,40 @@ def _rise(k: int, n: int, p0: float) -> tuple[float, float]:
 def visits(spans: pd.DataFrame) -> pd.DataFrame:
     """One row per service visit: trace_id, span_id (its entry span), service, endpoint, start,
     self_ms, failed, own_error, error_message (see the module docstring)."""
-    df = spans[["trace_id", "span_id", "parent_span_id", "service", "endpoint", "timestamp", "latency_ms", "status_code", "error_message"]]
+    df = spans[
+        [
+            "trace_id",
+            "span_id",
+            "parent_span_id",
+            "service",
+            "endpoint",
+            "timestamp",
+            "latency_ms",
+            "status_code",
+            "error_message",
+        ]
+    ]
     df = df.dropna(subset=["trace_id", "span_id"]).drop_duplicates(["trace_id", "span_id"]).reset_index(drop=True)
     if df.empty:
-        return pd.DataFrame(columns=["trace_id", "span_id", "caller", "caller_service", "gap_ms", "service", "endpoint", "start", "self_ms", "failed", "own_error", "error_message"])
-    start = pd.to_datetime(df["timestamp"]).to_numpy().astype("datetime64[ns]").astype("int64") / 1e6  # epoch ms, any input unit
+        return pd.DataFrame(
+            columns=[
+                "trace_id",
+                "span_id",
+                "caller",
+                "caller_service",
+                "gap_ms",
+                "service",
+                "endpoint",
+                "start",
+                "self_ms",
+                "failed",
+                "own_error",
+                "error_message",
+            ]
+        )
+    start = (
+        pd.to_datetime(df["timestamp"]).to_numpy().astype("datetime64[ns]").astype("int64") / 1e6
+    )  # epoch ms, any input unit
     dur = df["latency_ms"].astype(float).to_numpy()
     key = pd.MultiIndex.from_arrays([df["trace_id"], df["span_id"]])
     pos = pd.Series(np.arange(len(df)), index=key)
@@ -308,20 +346,22 @@ def visits(spans: pd.DataFrame) -> pd.DataFrame:
     callee_failed = child_failed.reindex(entries).astype("boolean").fillna(False).to_numpy(dtype=bool)
     msgs = df["error_message"].to_numpy()
     visit_msg = pd.Series(msgs).where(failed_span).groupby(visit).first().reindex(entries).to_numpy()
-    return pd.DataFrame({
-        "trace_id": df["trace_id"].to_numpy()[entries],
-        "span_id": df["span_id"].to_numpy()[entries],
-        "service": svc[entries],
-        "caller": np.where(cross[entries], df["span_id"].to_numpy()[np.maximum(caller_visit[entries], 0)], None),
-        "caller_service": np.where(cross[entries], svc[np.maximum(caller_visit[entries], 0)], None),
-        "endpoint": df["endpoint"].to_numpy()[entries],
-        "start": pd.to_datetime(start[entries], unit="ms"),
-        "self_ms": self_ms,
-        "gap_ms": np.clip(seen - dur[entries], 0.0, None),  # wire + queueing time of the call into this visit
-        "failed": failed,
-        "own_error": failed & ~callee_failed,
-        "error_message": np.where(failed & ~callee_failed, visit_msg, None),
-    })
+    return pd.DataFrame(
+        {
+            "trace_id": df["trace_id"].to_numpy()[entries],
+            "span_id": df["span_id"].to_numpy()[entries],
+            "service": svc[entries],
+            "caller": np.where(cross[entries], df["span_id"].to_numpy()[np.maximum(caller_visit[entries], 0)], None),
+            "caller_service": np.where(cross[entries], svc[np.maximum(caller_visit[entries], 0)], None),
+            "endpoint": df["endpoint"].to_numpy()[entries],
+            "start": pd.to_datetime(start[entries], unit="ms"),
+            "self_ms": self_ms,
+            "gap_ms": np.clip(seen - dur[entries], 0.0, None),  # wire + queueing time of the call into this visit
+            "failed": failed,
+            "own_error": failed & ~callee_failed,
+            "error_message": np.where(failed & ~callee_failed, visit_msg, None),
+        }
+    )
 
 
 def _union_length(calls: pd.DataFrame) -> pd.Series:

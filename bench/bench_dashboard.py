@@ -38,7 +38,13 @@ GOAL_SECONDS = 2.0
 SERVICES = [f"svc-{i:02d}" for i in range(10)]
 DAYS = 7
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 def seed(store: Store) -> int:
@@ -56,17 +62,32 @@ def seed(store: Store) -> int:
         frames.append(
             pd.DataFrame(
                 dict(
-                    window_start=starts, window_end=starts + pd.Timedelta(minutes=1), service=service,
-                    request_count=req, error_count=err, client_error_count=(req * 0.02).astype(np.int64),
-                    error_rate=err / req, avg_latency_ms=lat, p50_latency_ms=lat * 0.9, p95_latency_ms=lat * 2,
-                    p99_latency_ms=lat * 3, max_latency_ms=lat * 5, updated_at=starts + pd.Timedelta(minutes=1),
+                    window_start=starts,
+                    window_end=starts + pd.Timedelta(minutes=1),
+                    service=service,
+                    request_count=req,
+                    error_count=err,
+                    client_error_count=(req * 0.02).astype(np.int64),
+                    error_rate=err / req,
+                    avg_latency_ms=lat,
+                    p50_latency_ms=lat * 0.9,
+                    p95_latency_ms=lat * 2,
+                    p99_latency_ms=lat * 3,
+                    max_latency_ms=lat * 5,
+                    updated_at=starts + pd.Timedelta(minutes=1),
                 )
             )
         )
     df = pd.concat(frames, ignore_index=True)
     store.insert_df(tables.SERVICE_METRICS, df)
     incidents = [
-        (f"inc-{k}", SERVICES[k], now - timedelta(days=k + 1), now - timedelta(days=k + 1) + timedelta(minutes=40), "resolved")
+        (
+            f"inc-{k}",
+            SERVICES[k],
+            now - timedelta(days=k + 1),
+            now - timedelta(days=k + 1) + timedelta(minutes=40),
+            "resolved",
+        )
         for k in range(3)
     ] + [("inc-open", SERVICES[5], now - timedelta(minutes=20), None, "open")]
     store.executemany(
@@ -143,7 +164,9 @@ def render_times(url: str, runs: int, charts: int, wait_text: str | None = None)
     return out
 
 
-def serve_and_time(app: Path | None, data_dir: Path, port: int, log: Path, path: str, runs: int, charts: int, wait_text=None):
+def serve_and_time(
+    app: Path | None, data_dir: Path, port: int, log: Path, path: str, runs: int, charts: int, wait_text=None
+):
     host = "127.0.0.1"
     kwargs = {"app": app} if app else {}
     proc = server.start(host, port, env={"DATA_DIR": str(data_dir)}, log_path=log, **kwargs)
@@ -168,17 +191,29 @@ def main() -> int:
         store.migrate()
         t = time.perf_counter()
         rows = seed(store)
-        print(f"seeded {rows:,} service_metrics rows ({len(SERVICES)} services x {DAYS} d of 1-minute windows) in {time.perf_counter() - t:.1f} s")
+        print(
+            f"seeded {rows:,} service_metrics rows ({len(SERVICES)} services x {DAYS} d of 1-minute windows) in {time.perf_counter() - t:.1f} s"
+        )
 
         q_down, series = timed(lambda: overview_queries(store, "7d"), args.runs)
         raw_sql = f"SELECT * FROM {tables.SERVICE_METRICS} WHERE window_start >= ?"
         q_raw, raw = timed(lambda: store.fetch_df(raw_sql, [utcnow() - timedelta(days=DAYS)]), args.runs)
-        print(f"overview queries in-process, 7 d, 30-min buckets: median {q_down * 1000:.0f} ms, {len(series):,} rows to draw")
+        print(
+            f"overview queries in-process, 7 d, 30-min buckets: median {q_down * 1000:.0f} ms, {len(series):,} rows to draw"
+        )
         print(f"baseline: raw 7 d query without downsampling:   median {q_raw * 1000:.0f} ms, {len(raw):,} rows")
 
         port = args.port or server.free_port("127.0.0.1", range(8606, 8611))
-        healthy, dash = serve_and_time(None, data_dir, port, Path(tmp) / "dashboard.log", "?range=7d", args.runs, 3,
-                                       wait_text="Last 7 days, 30-minute buckets")
+        healthy, dash = serve_and_time(
+            None,
+            data_dir,
+            port,
+            Path(tmp) / "dashboard.log",
+            "?range=7d",
+            args.runs,
+            3,
+            wait_text="Last 7 days, 30-minute buckets",
+        )
         print(f"streamlit healthy after {healthy:.1f} s (/_stcore/health)")
         baseline_app = Path(tmp) / "baseline_app.py"
         baseline_app.write_text(BASELINE_APP)
@@ -195,10 +230,14 @@ def main() -> int:
             f"rendered 7-day overview, {mode}: median {d:.2f} s (min {min(dash[mode]):.2f}, max {max(dash[mode]):.2f}, "
             f"n={len(dash[mode])}); baseline (Streamlit + one 3-point Plotly chart) {b:.2f} s; ratio {d / b:.2f}x"
         )
-    print(f"1-minute load average at the end: {load:.1f} on {os.cpu_count()} CPUs (other work on the machine slows the browser)")
+    print(
+        f"1-minute load average at the end: {load:.1f} on {os.cpu_count()} CPUs (other work on the machine slows the browser)"
+    )
     verdict = "PASS" if result["overview_7d_returning_s"] <= GOAL_SECONDS else "FAIL"
-    print(f"goal: rendered 7-day overview <= {GOAL_SECONDS:.1f} s (returning visitor): {verdict} "
-          f"({result['overview_7d_returning_s']:.2f} s; first visit {result['overview_7d_first_visit_s']:.2f} s)")
+    print(
+        f"goal: rendered 7-day overview <= {GOAL_SECONDS:.1f} s (returning visitor): {verdict} "
+        f"({result['overview_7d_returning_s']:.2f} s; first visit {result['overview_7d_first_visit_s']:.2f} s)"
+    )
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "dashboard.json").write_text(json.dumps(result, indent=2))

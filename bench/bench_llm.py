@@ -56,7 +56,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench_llm_"))
     data = tmp / "data"
     os.environ["DATA_DIR"] = str(data)
-    settings = Settings(DATA_DIR=str(data), OLLAMA_URL=f"http://127.0.0.1:{args.port}", OLLAMA_MODEL=args.model, LLM_TIMEOUT_SECONDS=300)
+    settings = Settings(
+        DATA_DIR=str(data), OLLAMA_URL=f"http://127.0.0.1:{args.port}", OLLAMA_MODEL=args.model, LLM_TIMEOUT_SECONDS=300
+    )
     models_dir = Path(os.environ.get("BENCH_MODELS_DIR", ROOT / "data" / "models"))
     model_file = ensure_model_file(args.model, models_dir)  # assembled once, reused
     os.environ["LLM_MODEL_FILE"] = str(model_file)
@@ -67,8 +69,18 @@ def main() -> int:
         store = Store.from_settings(s)
         store.migrate()
         for i, (service, kind, ago, length, related, root) in enumerate(SCENARIOS):
-            seed_scenario(store, s.bronze_dir, service, minutes_ago=ago + r, length=length, kind=kind,
-                          metrics=(i == 0), related=related, root_cause=root, severity=["high", "critical", "medium"][i % 3])
+            seed_scenario(
+                store,
+                s.bronze_dir,
+                service,
+                minutes_ago=ago + r,
+                length=length,
+                kind=kind,
+                metrics=(i == 0),
+                related=related,
+                root_cause=root,
+                severity=["high", "critical", "medium"][i % 3],
+            )
         stores.append((s, store))
 
     # baseline: the template path
@@ -83,7 +95,9 @@ def main() -> int:
             t_times.append(time.perf_counter() - t0)
 
     rows = []
-    print(f"model {args.model} ({model_file.name}), threads {settings.llm_threads}, {len(t_times)} incidents", flush=True)
+    print(
+        f"model {args.model} ({model_file.name}), threads {settings.llm_threads}, {len(t_times)} incidents", flush=True
+    )
     with model_server(args.port, model=args.model, data_dir=data / "srv", log_path=tmp / "serve.log"):
         llm = NarratorLLM.from_settings(settings, attempts=2)
         for s, store in stores:
@@ -96,8 +110,14 @@ def main() -> int:
                 elapsed = time.perf_counter() - t0
                 first_ok = not summary.attempts[0]["violations"]
                 rows.append((elapsed, summary, first_ok))
-                status = "llm (first try)" if first_ok else ("llm (after retry)" if summary.generated_by == "llm" else "template")
-                print(f"  {facts.service:<10} {facts.lines['anomaly_types']:<14} {elapsed:6.1f} s  {status}", flush=True)
+                status = (
+                    "llm (first try)"
+                    if first_ok
+                    else ("llm (after retry)" if summary.generated_by == "llm" else "template")
+                )
+                print(
+                    f"  {facts.service:<10} {facts.lines['anomaly_types']:<14} {elapsed:6.1f} s  {status}", flush=True
+                )
                 for a in summary.attempts:
                     if a["violations"]:
                         print(f"      rejected: {a['violations']}: {a['text']!r}", flush=True)
@@ -107,10 +127,16 @@ def main() -> int:
     first_share = sum(r[2] for r in rows) / n
     template_ms = statistics.mean(t_times) * 1000
     print()
-    print(f"seconds per summary: mean {statistics.mean(secs):.1f}, median {statistics.median(secs):.1f}, "
-          f"first (cold prompt cache) {secs[0]:.1f}, max {max(secs):.1f}  (goal <= 10 s)")
-    print(f"grounded LLM summaries: {llm_share:.0%} ({first_share:.0%} on the first try; the rest used the template)  (goal >= 80%)")
-    print(f"template baseline: {template_ms:.0f} ms per summary; LLM path is {statistics.mean(secs) * 1000 / template_ms:.0f}x slower")
+    print(
+        f"seconds per summary: mean {statistics.mean(secs):.1f}, median {statistics.median(secs):.1f}, "
+        f"first (cold prompt cache) {secs[0]:.1f}, max {max(secs):.1f}  (goal <= 10 s)"
+    )
+    print(
+        f"grounded LLM summaries: {llm_share:.0%} ({first_share:.0%} on the first try; the rest used the template)  (goal >= 80%)"
+    )
+    print(
+        f"template baseline: {template_ms:.0f} ms per summary; LLM path is {statistics.mean(secs) * 1000 / template_ms:.0f}x slower"
+    )
     example = next((r[1] for r in rows if r[1].generated_by == "llm"), rows[0][1])
     print(f"\nexample ({example.generated_by}): {example.summary}")
     print(f"(1-min load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")

@@ -65,10 +65,14 @@ def main() -> int:
 
     cores = os.cpu_count()
     print(f"cores={cores}")
-    print(f"make_local_to_healthy_s={to_healthy:.1f} goal<=90 baseline_python_start_s={py_start:.3f} "
-          f"ratio={to_healthy / py_start:.0f}x healthy={'yes' if out.returncode == 0 else 'NO'}")
-    print(f"stack_rss_mb={total / 2**20:.0f} goal<=4096 baseline_idle_python_mb={idle_rss / 2**20:.0f} "
-          f"ratio={total / idle_rss:.1f}x")
+    print(
+        f"make_local_to_healthy_s={to_healthy:.1f} goal<=90 baseline_python_start_s={py_start:.3f} "
+        f"ratio={to_healthy / py_start:.0f}x healthy={'yes' if out.returncode == 0 else 'NO'}"
+    )
+    print(
+        f"stack_rss_mb={total / 2**20:.0f} goal<=4096 baseline_idle_python_mb={idle_rss / 2**20:.0f} "
+        f"ratio={total / idle_rss:.1f}x"
+    )
     for k, v in sorted(per.items(), key=lambda kv: -kv[1]):
         print(f"  {v / 2**20:8.0f} MB  {k}")
     return 0 if out.returncode == 0 else 1

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +132,9 @@ def duckdb_baseline(jsonl: Path) -> tuple[float, float, int]:
         """
     ).fetchall()
     dt = time.perf_counter() - t0
-    n = con.execute(f"SELECT count(*) FROM read_json('{jsonl}', format='newline_delimited', columns={{service: 'VARCHAR'}})").fetchone()[0]
+    n = con.execute(
+        f"SELECT count(*) FROM read_json('{jsonl}', format='newline_delimited', columns={{service: 'VARCHAR'}})"
+    ).fetchone()[0]
     con.close()
     return dt, n / dt, len(rows)
 
@@ -143,16 +145,24 @@ def publish_backlog(settings, events: list[dict]) -> float:
     t0 = time.perf_counter()
     with create_producer(settings) as producer:
         for e in events:
-            producer.send(settings.raw_events_topic, json.dumps(e, separators=(",", ":")).encode(),
-                          key=e["trace_id"].encode())
+            producer.send(
+                settings.raw_events_topic, json.dumps(e, separators=(",", ":")).encode(), key=e["trace_id"].encode()
+            )
     return time.perf_counter() - t0
 
 
 def run_throughput(data_dir: Path, n: int) -> dict:
     env = job_env(data_dir)
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "spark.streaming_job", "--available-now"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spark.streaming_job", "--available-now"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     mon = TreeMonitor(proc.pid)
     mon.start()
     out, err = proc.communicate()
@@ -165,9 +175,18 @@ def run_throughput(data_dir: Path, n: int) -> dict:
     agg_seconds = [float(x) for x in re.findall(r"aggregate_seconds=([\d.]+)", err)]
     # CPU spent while batches ran (JVM and worker start-up excluded), from the sampled timeline
     processing_cpu = mon.cpu_since(end - sum(batch_seconds) - 1.0)
-    return {"wall": wall, "batch_seconds": sum(batch_seconds), "processing_cpu": processing_cpu, "batches": len(batch_seconds),
-            "aggregate_seconds": sum(agg_seconds), "cpu": mon.cpu_seconds, "cpu_by_kind": mon.cpu_by_kind(), "rss": mon.peak_rss,
-            "pss": mon.peak_pss, "summary": out.strip().splitlines()[-1] if out.strip() else ""}
+    return {
+        "wall": wall,
+        "batch_seconds": sum(batch_seconds),
+        "processing_cpu": processing_cpu,
+        "batches": len(batch_seconds),
+        "aggregate_seconds": sum(agg_seconds),
+        "cpu": mon.cpu_seconds,
+        "cpu_by_kind": mon.cpu_by_kind(),
+        "rss": mon.peak_rss,
+        "pss": mon.peak_pss,
+        "summary": out.strip().splitlines()[-1] if out.strip() else "",
+    }
 
 
 def run_latency(data_dir: Path, rate: int, seconds: float, warmup: float) -> dict:
@@ -181,8 +200,15 @@ def run_latency(data_dir: Path, rate: int, seconds: float, warmup: float) -> dic
     trigger_s = settings.trigger_seconds
     env = job_env(data_dir)
     job_log = open(data_dir.parent / "latency-job.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "spark.streaming_job"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=job_log, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spark.streaming_job"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=job_log,
+        text=True,
+        start_new_session=True,
+    )
     mon = TreeMonitor(proc.pid)
     mon.start()
     try:
@@ -224,23 +250,33 @@ def run_latency(data_dir: Path, rate: int, seconds: float, warmup: float) -> dic
                 for k in range(rate // 10):
                     e = dict(template[(i + k) % len(template)])
                     e["timestamp"] = format_timestamp(now_ms)
-                    producer.send(settings.raw_events_topic, json.dumps(e, separators=(",", ":")).encode(),
-                                  key=e["trace_id"].encode())
+                    producer.send(
+                        settings.raw_events_topic,
+                        json.dumps(e, separators=(",", ":")).encode(),
+                        key=e["trace_id"].encode(),
+                    )
                 i += rate // 10
                 sent += rate // 10
                 if not measuring and tick - t_start >= warmup and int(tick * 10) % 10 == 0:
                     # measure once the job has caught up with the start-up backlog (JVM warm-up)
                     row = store.fetch_one("SELECT max(max_event_time) FROM stream_progress")
-                    caught_up = row and row[0] is not None and (
-                        tick - row[0].replace(tzinfo=timezone.utc).timestamp() < 3 * trigger_s)
+                    caught_up = (
+                        row
+                        and row[0] is not None
+                        and (tick - row[0].replace(tzinfo=UTC).timestamp() < 3 * trigger_s)
+                    )
                     if caught_up or tick - t_start > warmup + 120:
                         measuring, t_measure = True, tick
                 if measuring and tick - t_measure >= seconds:
                     break
                 if measuring and (int(tick * 10) % 10 == 0 or not probes):
                     name = f"probe-{len(probes):04d}"
-                    probe = {"timestamp": format_timestamp(now_ms), "service": name, "status_code": 200,
-                             "latency_ms": 1.0}
+                    probe = {
+                        "timestamp": format_timestamp(now_ms),
+                        "service": name,
+                        "status_code": 200,
+                        "latency_ms": 1.0,
+                    }
                     producer.send(settings.raw_events_topic, json.dumps(probe).encode(), key=name.encode())
                     producer.flush()
                     probes[name] = time.time()
@@ -260,7 +296,14 @@ def run_latency(data_dir: Path, rate: int, seconds: float, warmup: float) -> dic
             os.killpg(proc.pid, signal.SIGKILL)
         mon.stop()
         job_log.close()
-    return {"latencies": lat, "missing": len(missing), "rate": achieved, "warmup": t_measure - t_start, "rss": mon.peak_rss, "pss": mon.peak_pss}
+    return {
+        "latencies": lat,
+        "missing": len(missing),
+        "rate": achieved,
+        "warmup": t_measure - t_start,
+        "rss": mon.peak_rss,
+        "pss": mon.peak_pss,
+    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -274,8 +317,12 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--rate", type=int, default=10_000)
     ap.add_argument("--latency-seconds", type=float, default=60)
-    ap.add_argument("--warmup-seconds", type=float, default=30,
-                    help="publish at the rate at least this long, and until the job has caught up, before timing probes")
+    ap.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=30,
+        help="publish at the rate at least this long, and until the job has caught up, before timing probes",
+    )
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temporary DATA_DIR")
@@ -305,15 +352,25 @@ def main() -> int:
             proc_rate = args.events / r["batch_seconds"] if r["batch_seconds"] else float("nan")
             print(f"\n== throughput: {args.events:,}-event backlog, --available-now ==")
             print(f"job summary:            {r['summary']}")
-            print(f"spark job:              {proc_rate:,.0f} events/s over {r['batches']} batches "
-                  f"({r['batch_seconds']:.1f}s processing; goal >= {GOAL_EVENTS_PER_S:,}/s)")
-            print(f"spark job incl. start:  {args.events / r['wall']:,.0f} events/s ({r['wall']:.1f}s wall, JVM start included)")
+            print(
+                f"spark job:              {proc_rate:,.0f} events/s over {r['batches']} batches "
+                f"({r['batch_seconds']:.1f}s processing; goal >= {GOAL_EVENTS_PER_S:,}/s)"
+            )
+            print(
+                f"spark job incl. start:  {args.events / r['wall']:,.0f} events/s ({r['wall']:.1f}s wall, JVM start included)"
+            )
             kinds = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["cpu_by_kind"].items()))
-            print(f"spark CPU:              {r['cpu']:.1f} CPU-s ({kinds}) = {args.events / r['cpu']:,.0f} events per CPU-s")
-            print(f"processing CPU:         {r['processing_cpu']:.1f} CPU-s while batches ran = "
-                  f"{r['processing_cpu'] / args.events * 1e6:.0f} us/event; on 2 otherwise idle cores "
-                  f"~{args.events / (r['processing_cpu'] / 2):,.0f} events/s (projection)")
-            print(f"baseline DuckDB:        {base_rate:,.0f} events/s ({base_s:.2f}s: read_json + GROUP BY, in-process)")
+            print(
+                f"spark CPU:              {r['cpu']:.1f} CPU-s ({kinds}) = {args.events / r['cpu']:,.0f} events per CPU-s"
+            )
+            print(
+                f"processing CPU:         {r['processing_cpu']:.1f} CPU-s while batches ran = "
+                f"{r['processing_cpu'] / args.events * 1e6:.0f} us/event; on 2 otherwise idle cores "
+                f"~{args.events / (r['processing_cpu'] / 2):,.0f} events/s (projection)"
+            )
+            print(
+                f"baseline DuckDB:        {base_rate:,.0f} events/s ({base_s:.2f}s: read_json + GROUP BY, in-process)"
+            )
             print(f"ratio spark/baseline:   {proc_rate / base_rate:.3f}")
             print(f"peak memory (tree):     RSS {gb(r['rss'])}, PSS {gb(r['pss'])} (goal <= {GOAL_MEMORY_GB} GB)")
 
@@ -328,10 +385,14 @@ def main() -> int:
                                         columns={{service: 'VARCHAR', latency_ms: 'DOUBLE'}})
                 LIMIT {int(args.rate * 5)}) GROUP BY ALL""").fetchall()
             base_lat = time.perf_counter() - t0
-            print(f"\n== latency: continuous mode at {lr['rate']:,.0f} events/s, {lr['warmup']:.0f}s warm-up (start-up backlog), "
-                  f"then {args.latency_seconds:.0f}s of probes ==")
-            print(f"publish -> DuckDB row:  p50 {pct(lat, 0.5):.1f}s, p95 {pct(lat, 0.95):.1f}s, max {max(lat) if lat else float('nan'):.1f}s "
-                  f"over {len(lat)} probes ({lr['missing']} not seen; goal <= {GOAL_LATENCY_S:.0f}s)")
+            print(
+                f"\n== latency: continuous mode at {lr['rate']:,.0f} events/s, {lr['warmup']:.0f}s warm-up (start-up backlog), "
+                f"then {args.latency_seconds:.0f}s of probes =="
+            )
+            print(
+                f"publish -> DuckDB row:  p50 {pct(lat, 0.5):.1f}s, p95 {pct(lat, 0.95):.1f}s, max {max(lat) if lat else float('nan'):.1f}s "
+                f"over {len(lat)} probes ({lr['missing']} not seen; goal <= {GOAL_LATENCY_S:.0f}s)"
+            )
             print(f"baseline DuckDB:        {base_lat:.2f}s for a GROUP BY over one trigger's {args.rate * 5:,} events")
             print(f"peak memory (tree):     RSS {gb(lr['rss'])}, PSS {gb(lr['pss'])} (goal <= {GOAL_MEMORY_GB} GB)")
         print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")

@@ -112,8 +112,10 @@ def main() -> int:
 
     items, gen_rate = realistic_events(args.events)
     avg = sum(len(v) for v, _, _ in items) / len(items)
-    print(f"cores (os.cpu_count): {os.cpu_count()}   load average: {os.getloadavg()[0]:.1f}   "
-          f"events: {len(items)}   mean event size: {avg:.0f} B")
+    print(
+        f"cores (os.cpu_count): {os.cpu_count()}   load average: {os.getloadavg()[0]:.1f}   "
+        f"events: {len(items)}   mean event size: {avg:.0f} B"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-transport-") as d:
         tmp = Path(d)
         raw = bench_file_write(items, tmp)
@@ -129,20 +131,26 @@ def main() -> int:
                 print(f"kafka: broker did not start: {broker.log_tail()}")
                 kafka = None
             else:
-                kafka = bench_publish(Settings(DATA_DIR=tmp / "k", TRANSPORT="kafka", KAFKA_BROKER=broker.bootstrap), items)
+                kafka = bench_publish(
+                    Settings(DATA_DIR=tmp / "k", TRANSPORT="kafka", KAFKA_BROKER=broker.bootstrap), items
+                )
         finally:
             broker.stop()
 
     print(f"baseline raw f.write of the same bytes : {raw:>12,.0f} events/s")
     print(f"baseline json.dumps of the same events : {dumps:>12,.0f} events/s")
     print(f"generator (build + serialise spans)    : {gen_rate:>12,.0f} events/s")
-    for name, rates, goal in (("local log publish (+flush/fsync)", local, 50_000),
-                              ("kafka (Tansu) publish, acks=all", kafka, 20_000)):
+    for name, rates, goal in (
+        ("local log publish (+flush/fsync)", local, 50_000),
+        ("kafka (Tansu) publish, acks=all", kafka, 20_000),
+    ):
         if rates is None:
             continue
         wall, cpu = rates
-        print(f"{name:<39}: {wall:>12,.0f} events/s   goal >= {goal:,}   {wall / raw:.2f}x raw write   "
-              f"{'OK' if wall >= goal else 'BELOW GOAL'}   ({cpu:,.0f} events per CPU-second)")
+        print(
+            f"{name:<39}: {wall:>12,.0f} events/s   goal >= {goal:,}   {wall / raw:.2f}x raw write   "
+            f"{'OK' if wall >= goal else 'BELOW GOAL'}   ({cpu:,.0f} events per CPU-second)"
+        )
     return 0
 
 

@@ -9,7 +9,7 @@ partitions) whatever validation found, then checkpoints DuckDB. Logic lives in
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import dag, task
 
@@ -17,7 +17,7 @@ from airflow.sdk import dag, task
 @dag(
     dag_id="data_quality_dag",
     schedule="0 */6 * * *",
-    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 1, "retry_delay": timedelta(minutes=10), "execution_timeout": timedelta(minutes=30)},

@@ -10,7 +10,7 @@ A run's conf may override hyperparameters per model, e.g.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
@@ -20,7 +20,7 @@ MODELS = ("isolation_forest", "transformer")
 @dag(
     dag_id="retraining_dag",
     schedule="@daily",
-    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2025, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 1, "retry_delay": timedelta(minutes=15), "execution_timeout": timedelta(hours=2)},

@@ -46,7 +46,9 @@ def _epoch_ms(times: pd.Series) -> np.ndarray:
     return pd.to_datetime(times).to_numpy(dtype="datetime64[ms]").astype(np.int64)
 
 
-def incident_shapes(incidents: pd.DataFrame, now: datetime, start: datetime, *, label: bool, x_range: list[int] | None = None) -> tuple[list[dict], list[dict]]:
+def incident_shapes(
+    incidents: pd.DataFrame, now: datetime, start: datetime, *, label: bool, x_range: list[int] | None = None
+) -> tuple[list[dict], list[dict]]:
     """A shaded rectangle over the full plot height per incident (open ones up to now)."""
     shapes: list[dict] = []
     notes: list[dict] = []
@@ -58,31 +60,70 @@ def incident_shapes(incidents: pd.DataFrame, now: datetime, start: datetime, *, 
         if x1 < x0:
             continue
         x0_ms, x1_ms = int(x0.value // 1_000_000), int(x1.value // 1_000_000)
-        shapes.append(dict(type="rect", xref="x", yref="paper", x0=x0_ms, x1=x1_ms, y0=0, y1=1,
-                           fillcolor=INCIDENT_FILL, line=dict(width=0), layer="below"))
+        shapes.append(
+            dict(
+                type="rect",
+                xref="x",
+                yref="paper",
+                x0=x0_ms,
+                x1=x1_ms,
+                y0=0,
+                y1=1,
+                fillcolor=INCIDENT_FILL,
+                line=dict(width=0),
+                layer="below",
+            )
+        )
         if label:
             # a label near the right edge hangs leftwards from the span's end
             right = x_range is not None and x0_ms > x_range[0] + 0.75 * (x_range[1] - x_range[0])
-            notes.append(dict(x=x1_ms if right else x0_ms, xref="x", y=1, yref="paper", yanchor="bottom",
-                              xanchor="right" if right else "left", showarrow=False,
-                              text=f"incident: {inc.service}", font=dict(size=10, color="#9d0208")))
+            notes.append(
+                dict(
+                    x=x1_ms if right else x0_ms,
+                    xref="x",
+                    y=1,
+                    yref="paper",
+                    yanchor="bottom",
+                    xanchor="right" if right else "left",
+                    showarrow=False,
+                    text=f"incident: {inc.service}",
+                    font=dict(size=10, color="#9d0208"),
+                )
+            )
     return shapes, notes
 
 
-def _lines(series: pd.DataFrame, column: str, colors: dict[str, str], *, yaxis: str = "y", showlegend: bool = True, fmt: str = "") -> list[dict]:
+def _lines(
+    series: pd.DataFrame,
+    column: str,
+    colors: dict[str, str],
+    *,
+    yaxis: str = "y",
+    showlegend: bool = True,
+    fmt: str = "",
+) -> list[dict]:
     traces = []
     for service, part in series.groupby("service", sort=True):
         traces.append(
             dict(
-                type="scatter", mode="lines", x=_epoch_ms(part["bucket"]), y=part[column].to_numpy(dtype=float),
-                name=service, legendgroup=service, showlegend=showlegend, yaxis=yaxis,
-                line=dict(color=colors[service], width=1.6), hovertemplate=f"{service}: %{{y{fmt}}}<extra></extra>",
+                type="scatter",
+                mode="lines",
+                x=_epoch_ms(part["bucket"]),
+                y=part[column].to_numpy(dtype=float),
+                name=service,
+                legendgroup=service,
+                showlegend=showlegend,
+                yaxis=yaxis,
+                line=dict(color=colors[service], width=1.6),
+                hovertemplate=f"{service}: %{{y{fmt}}}<extra></extra>",
             )
         )
     return traces
 
 
-def _time_figure(traces: list[dict], title: str, height: int, incidents, now, start, *, label: bool, yaxes: dict) -> go.Figure:
+def _time_figure(
+    traces: list[dict], title: str, height: int, incidents, now, start, *, label: bool, yaxes: dict
+) -> go.Figure:
     # From the first point drawn to now: the labels of incident shading must not
     # stretch the axis, and a fresh install is not squeezed into a corner.
     first = min((int(t["x"][0]) for t in traces if len(t["x"])), default=int(pd.Timestamp(start).value // 1_000_000))
@@ -105,14 +146,30 @@ def _time_figure(traces: list[dict], title: str, height: int, incidents, now, st
 
 def request_rate_chart(series: pd.DataFrame, incidents: pd.DataFrame, now: datetime, start: datetime) -> go.Figure:
     traces = _lines(series, "request_rate", service_colors(series["service"]), fmt=":.1f")
-    return _time_figure(traces, "Request rate", 320, incidents, now, start, label=True,
-                        yaxes=dict(yaxis=dict(title="requests / s", rangemode="tozero")))
+    return _time_figure(
+        traces,
+        "Request rate",
+        320,
+        incidents,
+        now,
+        start,
+        label=True,
+        yaxes=dict(yaxis=dict(title="requests / s", rangemode="tozero")),
+    )
 
 
 def error_rate_chart(series: pd.DataFrame, incidents: pd.DataFrame, now: datetime, start: datetime) -> go.Figure:
     traces = _lines(series, "error_rate", service_colors(series["service"]), fmt=":.2%")
-    return _time_figure(traces, "Error rate (5xx / requests)", 320, incidents, now, start, label=False,
-                        yaxes=dict(yaxis=dict(title="error rate", tickformat=".1%", rangemode="tozero")))
+    return _time_figure(
+        traces,
+        "Error rate (5xx / requests)",
+        320,
+        incidents,
+        now,
+        start,
+        label=False,
+        yaxes=dict(yaxis=dict(title="error rate", tickformat=".1%", rangemode="tozero")),
+    )
 
 
 def latency_chart(series: pd.DataFrame, incidents: pd.DataFrame, now: datetime, start: datetime) -> go.Figure:
@@ -125,7 +182,18 @@ def latency_chart(series: pd.DataFrame, incidents: pd.DataFrame, now: datetime, 
         traces += _lines(series, f"{p}_latency_ms", colors, yaxis=axis, showlegend=p == "p50", fmt=":.0f")
         name = "yaxis" if axis == "y" else f"yaxis{axis[1:]}"
         yaxes[name] = dict(domain=list(domain), title="ms", rangemode="tozero", anchor="x")
-        titles.append(dict(text=p, x=0.5, xref="paper", y=domain[1], yref="paper", yanchor="bottom", showarrow=False, font=dict(size=12)))
+        titles.append(
+            dict(
+                text=p,
+                x=0.5,
+                xref="paper",
+                y=domain[1],
+                yref="paper",
+                yanchor="bottom",
+                showarrow=False,
+                font=dict(size=12),
+            )
+        )
     yaxes["_annotations"] = titles
     return _time_figure(traces, "Latency (ms) — p50, p95, p99", 600, incidents, now, start, label=False, yaxes=yaxes)
 
@@ -189,7 +257,10 @@ def waterfall_chart(rows: pd.DataFrame) -> go.Figure:
                 color=[colors[s] for s in rows["service"]],
                 line=dict(color=["#d62828" if e else "rgba(0,0,0,0)" for e in errors], width=2),
             ),
-            text=[f"{d:.0f} ms" + (f" · {int(c)}" if e else "") for d, c, e in zip(rows["duration_ms"], rows["status_code"].fillna(0), errors)],
+            text=[
+                f"{d:.0f} ms" + (f" · {int(c)}" if e else "")
+                for d, c, e in zip(rows["duration_ms"], rows["status_code"].fillna(0), errors)
+            ],
             textposition="outside",
             customdata=rows[["service", "endpoint", "status_code", "error_message"]].astype(str).values,
             hovertemplate="%{customdata[0]} %{customdata[1]}<br>start +%{base:.0f} ms, %{x:.0f} ms"

@@ -18,12 +18,11 @@ import duckdb
 import pandas as pd
 import streamlit as st
 
+from dashboard import queries
+from dashboard.ranges import get_range
 from observability.logs import get_logger
 from observability.settings import get_settings
 from observability.store import Store, StoreBusy, utcnow
-
-from dashboard import queries
-from dashboard.ranges import get_range
 
 # Never longer than the refresh interval, so each refresh can see new rows.
 CACHE_TTL_SECONDS = max(1, min(10, get_settings().dashboard_refresh_seconds))
@@ -152,8 +151,15 @@ def trace_samples(services: list[str], start, end) -> pd.DataFrame:
 
 
 def incident_error_logs(services: list[str], start, end, trace_ids: list[str]) -> pd.DataFrame:
-    return _safe("error logs", _incident_error_logs, _db(), tuple(sorted(set(services))), start, end,
-                 tuple(sorted(set(trace_ids))))
+    return _safe(
+        "error logs",
+        _incident_error_logs,
+        _db(),
+        tuple(sorted(set(services))),
+        start,
+        end,
+        tuple(sorted(set(trace_ids))),
+    )
 
 
 def trace_spans(trace_id: str, around, slack: timedelta) -> pd.DataFrame:

@@ -14,10 +14,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from dashboard.ranges import TimeRange
 from observability import bronze, error_logs, similar, tables
 from observability.store import Store
-
-from dashboard.ranges import TimeRange
 
 # Anomalies this recent mark a service "degraded" on the overview.
 STATUS_LOOKBACK = timedelta(minutes=15)
@@ -77,9 +76,9 @@ def service_series(src: Source, tr: TimeRange, now: datetime) -> pd.DataFrame:
                service,
                sum(request_count) / (count(*) * 60.0) AS request_rate,
                sum(error_count) / nullif(sum(request_count), 0) AS error_rate,
-               {lat['p50']} AS p50_latency_ms,
-               {lat['p95']} AS p95_latency_ms,
-               {lat['p99']} AS p99_latency_ms
+               {lat["p50"]} AS p50_latency_ms,
+               {lat["p95"]} AS p95_latency_ms,
+               {lat["p99"]} AS p99_latency_ms
         FROM {tables.SERVICE_METRICS}
         WHERE window_start >= ? AND window_start <= ?
         GROUP BY ALL
@@ -155,8 +154,16 @@ def similar_incidents(src: Source, incident_id: str, limit: int = 5) -> pd.DataF
 
     found = src.read(work) if isinstance(src, Store) else work(src)
     rows = [
-        {"id": s.id, "started_at": s.started_at, "service": s.service, "anomaly_types": ", ".join(s.anomaly_types),
-         "minutes": s.minutes, "root_cause_service": s.root_cause_service, "shared": ", ".join(s.shared), "summary": s.summary}
+        {
+            "id": s.id,
+            "started_at": s.started_at,
+            "service": s.service,
+            "anomaly_types": ", ".join(s.anomaly_types),
+            "minutes": s.minutes,
+            "root_cause_service": s.root_cause_service,
+            "shared": ", ".join(s.shared),
+            "summary": s.summary,
+        }
         for s in found
     ]
     return pd.DataFrame(rows, columns=SIMILAR_COLUMNS)

@@ -20,10 +20,17 @@ ROOT = APP.parents[1]
 
 def command(host: str, port: int, python: str = sys.executable, app: Path = APP) -> list[str]:
     return [
-        python, "-m", "streamlit", "run", str(app),
-        "--server.address", host,
-        "--server.port", str(port),
-        "--server.headless", "true",
+        python,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
     ]
 
 
@@ -57,7 +64,12 @@ def start(
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     try:
         return subprocess.Popen(
-            command(host, port, app=app), cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command(host, port, app=app),
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     finally:
         if log_path:

@@ -65,7 +65,9 @@ def _num(value: Any) -> float | None:
     return float(value)
 
 
-def service_statuses(snapshot: pd.DataFrame, open_incidents: pd.DataFrame, recent_anomalies: pd.DataFrame) -> list[ServiceStatus]:
+def service_statuses(
+    snapshot: pd.DataFrame, open_incidents: pd.DataFrame, recent_anomalies: pd.DataFrame
+) -> list[ServiceStatus]:
     """Status per service, worst first.
 
     incident: the service of an open incident, or its likely root cause.

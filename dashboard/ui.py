@@ -6,9 +6,8 @@ import math
 
 import streamlit as st
 
-from observability.settings import get_settings
-
 from dashboard.ranges import DEFAULT_RANGE, RANGES, TimeRange, get_range
+from observability.settings import get_settings
 
 RANGE_KEY = "range"
 

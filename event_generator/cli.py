@@ -7,14 +7,13 @@ import logging
 import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+from event_generator import scenarios as sc_mod
 from observability.logs import get_logger
 from observability.schema import parse_timestamp
 from observability.settings import get_settings
-
-from event_generator import scenarios as sc_mod
 
 log = get_logger("event_generator")
 
@@ -25,41 +24,89 @@ def build_parser(settings) -> argparse.ArgumentParser:
         description="Synthetic service telemetry (spans of a small shop's call graph) with injected "
         "anomaly scenarios and ground-truth labels; or --replay of a recorded JSONL file.",
     )
-    p.add_argument("--rate", type=float, default=settings.events_per_second,
-                   help="root requests (traces) per second, the mean over a day; each request emits ~3.2 span "
-                   "events on average (checkout 5, search 2). Default EVENTS_PER_SECOND=%(default)s")
-    p.add_argument("--duration", type=float, default=None,
-                   help="seconds of event time to generate (default: until interrupted with --speed realtime; "
-                   "required with --speed max)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=settings.events_per_second,
+        help="root requests (traces) per second, the mean over a day; each request emits ~3.2 span "
+        "events on average (checkout 5, search 2). Default EVENTS_PER_SECOND=%(default)s",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds of event time to generate (default: until interrupted with --speed realtime; "
+        "required with --speed max)",
+    )
     p.add_argument("--seed", type=int, default=None, help="random seed: the same seed and flags give the same events")
-    p.add_argument("--start", default=None,
-                   help="event-time start, ISO 8601 (UTC if no offset). Default: now (realtime) or now minus "
-                   "--duration (max), so a max run ends at the present")
-    p.add_argument("--speed", choices=("realtime", "max"), default=None,
-                   help="realtime: one event-time second per wall second (replay: the original gaps); "
-                   "max: as fast as possible. Default: realtime for generation, max for --replay")
-    p.add_argument("--to-file", type=Path, default=None, metavar="FILE.jsonl",
-                   help="write events to this JSONL file instead of publishing (labels go to FILE.labels.jsonl)")
-    p.add_argument("--scenario", action="append", default=[], metavar="TYPE:SERVICE@START[+DURATION]",
-                   help="inject a named scenario; START and DURATION are minutes of event time after --start "
-                   f"(DURATION defaults to 10, 20 for latency_drift). Types: {', '.join(sc_mod.SCENARIO_TYPES)}. "
-                   "Repeatable. Example: error_surge:payments@30")
-    p.add_argument("--anomaly-probability", type=float, default=settings.anomaly_probability,
-                   help="chance per event-time minute that a random scenario starts (none running, 15 min "
-                   "after the last one); 0 disables. Default ANOMALY_PROBABILITY=%(default)s")
-    p.add_argument("--otlp", default=None, metavar="URL",
-                   help="send the spans through an OTLP/HTTP receiver (e.g. http://localhost:4318, `python -m ingest`) "
-                   "with the OpenTelemetry SDK's exporter instead of publishing to the transport directly")
-    p.add_argument("--replay", type=Path, default=None, metavar="FILE.jsonl",
-                   help="validate and publish the events of a JSONL file with their own timestamps "
-                   "(default speed for replay: max); rejected lines go to the dead-letter topic")
-    p.add_argument("--from-line", type=int, default=1, metavar="N",
-                   help="replay: start at line N of the file (1-based); a replay stopped by a failing transport "
-                   "prints the N to resume from")
-    p.add_argument("--retry-seconds", type=float, default=60.0, metavar="S",
-                   help="replay: how long to keep retrying a failing transport (disk full, broker down) before "
-                   "stopping with exit status 1 and the line to resume from (default %(default)s). Generation "
-                   "always retries until the transport works again")
+    p.add_argument(
+        "--start",
+        default=None,
+        help="event-time start, ISO 8601 (UTC if no offset). Default: now (realtime) or now minus "
+        "--duration (max), so a max run ends at the present",
+    )
+    p.add_argument(
+        "--speed",
+        choices=("realtime", "max"),
+        default=None,
+        help="realtime: one event-time second per wall second (replay: the original gaps); "
+        "max: as fast as possible. Default: realtime for generation, max for --replay",
+    )
+    p.add_argument(
+        "--to-file",
+        type=Path,
+        default=None,
+        metavar="FILE.jsonl",
+        help="write events to this JSONL file instead of publishing (labels go to FILE.labels.jsonl)",
+    )
+    p.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="TYPE:SERVICE@START[+DURATION]",
+        help="inject a named scenario; START and DURATION are minutes of event time after --start "
+        f"(DURATION defaults to 10, 20 for latency_drift). Types: {', '.join(sc_mod.SCENARIO_TYPES)}. "
+        "Repeatable. Example: error_surge:payments@30",
+    )
+    p.add_argument(
+        "--anomaly-probability",
+        type=float,
+        default=settings.anomaly_probability,
+        help="chance per event-time minute that a random scenario starts (none running, 15 min "
+        "after the last one); 0 disables. Default ANOMALY_PROBABILITY=%(default)s",
+    )
+    p.add_argument(
+        "--otlp",
+        default=None,
+        metavar="URL",
+        help="send the spans through an OTLP/HTTP receiver (e.g. http://localhost:4318, `python -m ingest`) "
+        "with the OpenTelemetry SDK's exporter instead of publishing to the transport directly",
+    )
+    p.add_argument(
+        "--replay",
+        type=Path,
+        default=None,
+        metavar="FILE.jsonl",
+        help="validate and publish the events of a JSONL file with their own timestamps "
+        "(default speed for replay: max); rejected lines go to the dead-letter topic",
+    )
+    p.add_argument(
+        "--from-line",
+        type=int,
+        default=1,
+        metavar="N",
+        help="replay: start at line N of the file (1-based); a replay stopped by a failing transport "
+        "prints the N to resume from",
+    )
+    p.add_argument(
+        "--retry-seconds",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="replay: how long to keep retrying a failing transport (disk full, broker down) before "
+        "stopping with exit status 1 and the line to resume from (default %(default)s). Generation "
+        "always retries until the transport works again",
+    )
     return p
 
 
@@ -125,31 +172,56 @@ def _generate(args, settings, specs, parser) -> int:
     named = []
     for spec in specs:
         s_ms = start_ms + int(spec.start_min * 60000)
-        named.append(sc_mod.make_scenario(spec.type, spec.service, s_ms, s_ms + int(spec.duration_min * 60000), scenario_rng))
+        named.append(
+            sc_mod.make_scenario(spec.type, spec.service, s_ms, s_ms + int(spec.duration_min * 60000), scenario_rng)
+        )
         if args.duration is not None and spec.start_min * 60 >= args.duration:
-            log.warning("scenario starts after the run ends; it will not be injected", scenario=f"{spec.type}:{spec.service}",
-                        start_minute=spec.start_min, run_minutes=round(args.duration / 60, 2))
+            log.warning(
+                "scenario starts after the run ends; it will not be injected",
+                scenario=f"{spec.type}:{spec.service}",
+                start_minute=spec.start_min,
+                run_minutes=round(args.duration / 60, 2),
+            )
 
     sink = FileSink(args.to_file, settings) if args.to_file else _live_sink(args, settings)
-    run_id = f"{datetime.fromtimestamp(start_ms / 1000, tz=timezone.utc):%Y%m%dT%H%M%SZ}-seed{seed}"
+    run_id = f"{datetime.fromtimestamp(start_ms / 1000, tz=UTC):%Y%m%dT%H%M%SZ}-seed{seed}"
     labels = LabelSink(settings, labels_path(settings, args.to_file), run_id)
-    cfg = RunConfig(rate=args.rate, start_ms=start_ms, duration_s=args.duration, seed=seed, speed=args.speed,
-                    anomaly_probability=args.anomaly_probability, scenarios=named)
+    cfg = RunConfig(
+        rate=args.rate,
+        start_ms=start_ms,
+        duration_s=args.duration,
+        seed=seed,
+        speed=args.speed,
+        anomaly_probability=args.anomaly_probability,
+        scenarios=named,
+    )
     total = None if args.duration is None else int(args.duration)
     progress = Progress(total, "generate", "s") if args.speed == "max" else None
     gen = Generator(cfg, sink, labels, progress)
     _install_stop(gen.stop)
-    log.info("generator starting", target=sink.target, rate=args.rate, seed=seed, speed=args.speed,
-             start=datetime.fromtimestamp(start_ms / 1000, tz=timezone.utc).isoformat(), duration_s=args.duration,
-             scenarios=len(named), anomaly_probability=args.anomaly_probability, labels=str(labels.path))
+    log.info(
+        "generator starting",
+        target=sink.target,
+        rate=args.rate,
+        seed=seed,
+        speed=args.speed,
+        start=datetime.fromtimestamp(start_ms / 1000, tz=UTC).isoformat(),
+        duration_s=args.duration,
+        scenarios=len(named),
+        anomaly_probability=args.anomaly_probability,
+        labels=str(labels.path),
+    )
     try:
         result = gen.run()
     finally:
         if progress is not None:
             progress.close()
         sink.close()
-    print(f"generator summary: published={result.published} scenarios={len(result.scenarios)} "
-          f"label_rows={result.label_rows} seconds={result.seconds} seed={seed}", flush=True)
+    print(
+        f"generator summary: published={result.published} scenarios={len(result.scenarios)} "
+        f"label_rows={result.label_rows} seconds={result.seconds} seed={seed}",
+        flush=True,
+    )
     return 0
 
 
@@ -177,8 +249,9 @@ def _replay(args, settings, speed: str) -> int:
     _install_stop(lambda: stop.update(now=True))
     log.info("replay starting", file=str(args.replay), target=sink.target, speed=speed, from_line=args.from_line)
     try:
-        result = replay(args.replay, sink, speed=speed, progress=progress, should_stop=lambda: stop["now"],
-                        from_line=args.from_line)
+        result = replay(
+            args.replay, sink, speed=speed, progress=progress, should_stop=lambda: stop["now"], from_line=args.from_line
+        )
     finally:
         progress.close()
         sink.close()

@@ -13,12 +13,11 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from observability.logs import get_logger
-
 from event_generator.labels import LabelSink
 from event_generator.scenarios import LabelTracker, Scenario, ScenarioSchedule
 from event_generator.traces import TraceBuilder
 from event_generator.traffic import TrafficShape, latency_load_factor
+from observability.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -11,15 +11,14 @@ request-count ratios against the fault-free counterfactual).
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+from event_generator.scenarios import Scenario
 from observability import tables
 from observability.logs import get_logger
 from observability.settings import Settings
 from observability.store import Store, utcnow
-
-from event_generator.scenarios import Scenario
 
 log = get_logger(__name__)
 
@@ -33,7 +32,7 @@ def labels_path(settings: Settings, to_file: Path | None) -> Path:
 
 
 def _naive_utc(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None)
 
 
 class LabelSink:
@@ -54,45 +53,77 @@ class LabelSink:
                 f"""INSERT OR REPLACE INTO {tables.SCENARIO_LABELS}
                     (id, scenario_type, service, root_service, start_time, end_time, created_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                [[r["id"], r["scenario_type"], r["service"], r["root_service"],
-                  _naive_utc(r["start_ms"]), _naive_utc(r["end_ms"]), utcnow()] for r in rows],
+                [
+                    [
+                        r["id"],
+                        r["scenario_type"],
+                        r["service"],
+                        r["root_service"],
+                        _naive_utc(r["start_ms"]),
+                        _naive_utc(r["end_ms"]),
+                        utcnow(),
+                    ]
+                    for r in rows
+                ],
             )
         except Exception as exc:
-            log.error("scenario labels: database write failed (kept in the file)", error=str(exc)[:300],
-                      path=str(self.store.path))
+            log.error(
+                "scenario labels: database write failed (kept in the file)",
+                error=str(exc)[:300],
+                path=str(self.store.path),
+            )
 
     def started(self, sc: Scenario) -> None:
         """The injected service is known at once: record it so live consumers see it."""
         self._write_table([self._row(sc, sc.service, sc.end_ms)])
-        log.info("scenario started", id=sc.id, type=sc.type, service=sc.service, origin=sc.origin,
-                 start=_naive_utc(sc.start_ms).isoformat(), end=_naive_utc(sc.end_ms).isoformat(), **sc.magnitude())
+        log.info(
+            "scenario started",
+            id=sc.id,
+            type=sc.type,
+            service=sc.service,
+            origin=sc.origin,
+            start=_naive_utc(sc.start_ms).isoformat(),
+            end=_naive_utc(sc.end_ms).isoformat(),
+            **sc.magnitude(),
+        )
 
     def finished(self, sc: Scenario, shown: list[dict], end_ms: int) -> None:
         """Final rows: every service that showed the scenario, measured over its window."""
         rows = [self._row(sc, ev["service"], end_ms) for ev in shown]
         self._write_table(rows)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         with open(self.path, "a", encoding="utf-8") as f:
             for row, ev in zip(rows, shown):
-                f.write(json.dumps({
-                    "id": row["id"],
-                    "scenario_id": sc.id,
-                    "scenario_type": sc.type,
-                    "service": row["service"],
-                    "root_service": sc.service,
-                    "start_time": _naive_utc(sc.start_ms).isoformat(),
-                    "end_time": _naive_utc(end_ms).isoformat(),
-                    "created_at": now,
-                    "origin": sc.origin,
-                    "run_id": self.run_id,
-                    "magnitude": sc.magnitude(),
-                    "evidence": {k: v for k, v in ev.items() if k != "service"},
-                }) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "id": row["id"],
+                            "scenario_id": sc.id,
+                            "scenario_type": sc.type,
+                            "service": row["service"],
+                            "root_service": sc.service,
+                            "start_time": _naive_utc(sc.start_ms).isoformat(),
+                            "end_time": _naive_utc(end_ms).isoformat(),
+                            "created_at": now,
+                            "origin": sc.origin,
+                            "run_id": self.run_id,
+                            "magnitude": sc.magnitude(),
+                            "evidence": {k: v for k, v in ev.items() if k != "service"},
+                        }
+                    )
+                    + "\n"
+                )
         self.rows_written += len(rows)
         log.info("scenario labelled", id=sc.id, services=",".join(ev["service"] for ev in shown))
 
     @staticmethod
     def _row(sc: Scenario, service: str, end_ms: int) -> dict:
-        return {"id": f"{sc.id}:{service}", "scenario_type": sc.type, "service": service,
-                "root_service": sc.service, "start_ms": sc.start_ms, "end_ms": end_ms}
+        return {
+            "id": f"{sc.id}:{service}",
+            "scenario_type": sc.type,
+            "service": service,
+            "root_service": sc.service,
+            "start_ms": sc.start_ms,
+            "end_ms": end_ms,
+        }

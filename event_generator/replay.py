@@ -16,11 +16,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from event_generator.sinks import PublishFailed, PublishRejected
 from observability.dead_letter import make_dead_letter
 from observability.logs import get_logger
 from observability.schema import InvalidEvent, validate_line
-
-from event_generator.sinks import PublishFailed, PublishRejected
 
 log = get_logger(__name__)
 
@@ -43,9 +42,11 @@ class ReplayResult:
         return f"replay summary: published={self.published} rejected={self.rejected}"
 
     def failure_message(self, path: Path) -> str:
-        return (f"replay: stopped before the end of {path}: could not publish ({self.failure}); "
-                f"lines {self.durable_line + 1} and later are not all durable: "
-                f"resume with --replay {path} --from-line {self.durable_line + 1}")
+        return (
+            f"replay: stopped before the end of {path}: could not publish ({self.failure}); "
+            f"lines {self.durable_line + 1} and later are not all durable: "
+            f"resume with --replay {path} --from-line {self.durable_line + 1}"
+        )
 
 
 @dataclass
@@ -133,8 +134,11 @@ def _replay_lines(path, sink, speed, progress, should_stop, from_line, result, p
             else:
                 pending.published += 1
         if progress is not None:
-            progress.update(len(raw) + 1, published=result.published + pending.published,
-                            rejected=result.rejected + pending.rejected)
+            progress.update(
+                len(raw) + 1,
+                published=result.published + pending.published,
+                rejected=result.rejected + pending.rejected,
+            )
         now = time.monotonic()
         if now - last_flush >= FLUSH_EVERY_S or pending.published + pending.rejected >= FLUSH_EVERY_LINES:
             _flush(sink, result, pending)

@@ -35,8 +35,11 @@ from event_generator import topology
 SCENARIO_TYPES = ("error_surge", "latency_spike", "latency_drift", "traffic_drop", "cascade")
 DEFAULT_DURATION_MIN = {"error_surge": 10, "latency_spike": 10, "latency_drift": 20, "traffic_drop": 10, "cascade": 10}
 RANDOM_DURATION_MIN = {
-    "error_surge": (6, 15), "latency_spike": (6, 15), "latency_drift": (15, 25),
-    "traffic_drop": (6, 15), "cascade": (6, 15),
+    "error_surge": (6, 15),
+    "latency_spike": (6, 15),
+    "latency_drift": (15, 25),
+    "traffic_drop": (6, 15),
+    "cascade": (6, 15),
 }
 DRIFT_RAMP_MIN = 10.0
 RANDOM_COOLDOWN_MIN = 15.0  # quiet event time after a scenario before a random one may start
@@ -77,12 +80,16 @@ class ScenarioSpec:
 def parse_spec(text: str) -> ScenarioSpec:
     m = _SPEC.match(text.strip())
     if not m:
-        raise ScenarioSpecError(f"scenario {text!r}: expected TYPE:SERVICE@START[+DURATION] (minutes), e.g. error_surge:payments@30")
+        raise ScenarioSpecError(
+            f"scenario {text!r}: expected TYPE:SERVICE@START[+DURATION] (minutes), e.g. error_surge:payments@30"
+        )
     stype, service = m["type"], m["service"]
     if stype not in SCENARIO_TYPES:
         raise ScenarioSpecError(f"scenario {text!r}: unknown type {stype!r} (one of {', '.join(SCENARIO_TYPES)})")
     if service not in topology.SERVICES:
-        raise ScenarioSpecError(f"scenario {text!r}: unknown service {service!r} (one of {', '.join(topology.SERVICES)})")
+        raise ScenarioSpecError(
+            f"scenario {text!r}: unknown service {service!r} (one of {', '.join(topology.SERVICES)})"
+        )
     duration = float(m["dur"]) if m["dur"] else float(DEFAULT_DURATION_MIN[stype])
     if duration <= 0:
         raise ScenarioSpecError(f"scenario {text!r}: duration must be positive")
@@ -122,11 +129,19 @@ class Scenario:
         return out
 
 
-def make_scenario(stype: str, service: str, start_ms: int, end_ms: int, rng: random.Random, origin: str = "named") -> Scenario:
+def make_scenario(
+    stype: str, service: str, start_ms: int, end_ms: int, rng: random.Random, origin: str = "named"
+) -> Scenario:
     """Draw the magnitude of a scenario (deterministic given `rng`)."""
     digest = hashlib.sha1(f"{stype}|{service}|{start_ms}|{rng.getrandbits(64)}".encode()).hexdigest()[:12]
-    sc = Scenario(id=f"{stype}-{service}-{start_ms}-{digest}", type=stype, service=service,
-                  start_ms=start_ms, end_ms=end_ms, origin=origin)
+    sc = Scenario(
+        id=f"{stype}-{service}-{start_ms}-{digest}",
+        type=stype,
+        service=service,
+        start_ms=start_ms,
+        end_ms=end_ms,
+        origin=origin,
+    )
     if stype == "error_surge":
         sc.error_rate = rng.uniform(0.20, 0.40)
         sc.errors = topology.SERVER_ERRORS[service]
@@ -260,8 +275,16 @@ class LabelTracker:
     def watching(self) -> bool:
         return bool(self._windows)
 
-    def observe(self, service: str, ts_ms: float, base_latency: float, latency: float,
-                base_error: bool, error: bool, emitted: bool) -> None:
+    def observe(
+        self,
+        service: str,
+        ts_ms: float,
+        base_latency: float,
+        latency: float,
+        base_error: bool,
+        error: bool,
+        emitted: bool,
+    ) -> None:
         for sc in self._windows:
             if sc.start_ms <= ts_ms < sc.end_ms:
                 acc = self._acc[sc.id][service]

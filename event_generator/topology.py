@@ -1,4 +1,4 @@
-"""The simulated system: services, their endpoints and the call graph.
+r"""The simulated system: services, their endpoints and the call graph.
 
 Two entry services take user traffic (checkout, search); checkout calls
 inventory and payments, and every service below the edge queries the database
@@ -74,51 +74,88 @@ def _http(method: str, route: str) -> dict:
 ENDPOINTS: dict[str, dict[str, Endpoint]] = {
     "checkout": {
         "POST /api/checkout": Endpoint(
-            "POST /api/checkout", 0.55, 30.0, 0.30,
+            "POST /api/checkout",
+            0.55,
+            30.0,
+            0.30,
             calls=(("inventory", "POST /inventory/reserve"), ("payments", "POST /payments/charge")),
-            client_errors=(ClientError(0.010, 422, "invalid shipping address"), ClientError(0.004, 400, "coupon expired")),
+            client_errors=(
+                ClientError(0.010, 422, "invalid shipping address"),
+                ClientError(0.004, 400, "coupon expired"),
+            ),
             attributes=_http("POST", "/api/checkout"),
         ),
         "GET /api/cart": Endpoint(
-            "GET /api/cart", 0.45, 14.0, 0.30,
+            "GET /api/cart",
+            0.45,
+            14.0,
+            0.30,
             calls=(("inventory", "GET /inventory/stock"), ("payments", "GET /payments/methods")),
             attributes=_http("GET", "/api/cart"),
         ),
     },
     "inventory": {
         "POST /inventory/reserve": Endpoint(
-            "POST /inventory/reserve", 0, 22.0, 0.30, calls=(("database", "UPDATE stock"),),
+            "POST /inventory/reserve",
+            0,
+            22.0,
+            0.30,
+            calls=(("database", "UPDATE stock"),),
             client_errors=(ClientError(0.008, 409, "insufficient stock"),),
             attributes=_http("POST", "/inventory/reserve"),
         ),
         "GET /inventory/stock": Endpoint(
-            "GET /inventory/stock", 0, 14.0, 0.30, calls=(("database", "SELECT stock"),),
+            "GET /inventory/stock",
+            0,
+            14.0,
+            0.30,
+            calls=(("database", "SELECT stock"),),
             attributes=_http("GET", "/inventory/stock"),
         ),
     },
     "payments": {
         "POST /payments/charge": Endpoint(
-            "POST /payments/charge", 0, 85.0, 0.30, calls=(("database", "INSERT payments"),),
+            "POST /payments/charge",
+            0,
+            85.0,
+            0.30,
+            calls=(("database", "INSERT payments"),),
             client_errors=(ClientError(0.020, 402, "card declined"), ClientError(0.005, 402, "insufficient funds")),
             attributes=_http("POST", "/payments/charge"),
         ),
         "GET /payments/methods": Endpoint(
-            "GET /payments/methods", 0, 16.0, 0.30, calls=(("database", "SELECT payment_methods"),),
+            "GET /payments/methods",
+            0,
+            16.0,
+            0.30,
+            calls=(("database", "SELECT payment_methods"),),
             attributes=_http("GET", "/payments/methods"),
         ),
     },
     "search": {
         "GET /api/search": Endpoint(
-            "GET /api/search", 0.60, 30.0, 0.30, calls=(("database", "SELECT products"),),
+            "GET /api/search",
+            0.60,
+            30.0,
+            0.30,
+            calls=(("database", "SELECT products"),),
             client_errors=(ClientError(0.003, 400, "query too long"),),
             attributes=_http("GET", "/api/search"),
         ),
         "GET /api/search/suggest": Endpoint(
-            "GET /api/search/suggest", 0.25, 12.0, 0.30, calls=(("database", "SELECT suggestions"),),
+            "GET /api/search/suggest",
+            0.25,
+            12.0,
+            0.30,
+            calls=(("database", "SELECT suggestions"),),
             attributes=_http("GET", "/api/search/suggest"),
         ),
         "GET /api/products/{id}": Endpoint(
-            "GET /api/products/{id}", 0.15, 15.0, 0.30, calls=(("database", "SELECT product_details"),),
+            "GET /api/products/{id}",
+            0.15,
+            15.0,
+            0.30,
+            calls=(("database", "SELECT product_details"),),
             client_errors=(ClientError(0.030, 404, "product not found"),),
             attributes=_http("GET", "/api/products/{id}"),
         ),

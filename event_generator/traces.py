@@ -118,17 +118,22 @@ class TraceBuilder:
             attributes = dict(ep.attributes)
             attributes["host"] = f"{service}-{host}"
             ts_ms = int(start)
-            out.append((ts_ms, {
-                    "event_id": event_id,
-                    "timestamp": self.fmt(ts_ms),
-                    "service": service,
-                    "endpoint": ep.name,
-                    "status_code": status,
-                    "latency_ms": round(latency, 3),
-                    "trace_id": trace_id,
-                    "span_id": span_id,
-                    "parent_span_id": parent_id,
-                    "error_message": message,
-                    "attributes": attributes,
-                }))
+            out.append(
+                (
+                    ts_ms,
+                    {
+                        "event_id": event_id,
+                        "timestamp": self.fmt(ts_ms),
+                        "service": service,
+                        "endpoint": ep.name,
+                        "status_code": status,
+                        "latency_ms": round(latency, 3),
+                        "trace_id": trace_id,
+                        "span_id": span_id,
+                        "parent_span_id": parent_id,
+                        "error_message": message,
+                        "attributes": attributes,
+                    },
+                )
+            )
         return base_latency, latency, base_status, status, message, emitted

@@ -76,7 +76,7 @@ class NarratorLLM:
         self.client = ollama.Client(host=url, timeout=timeout)
 
     @classmethod
-    def from_settings(cls, settings, **kwargs) -> "NarratorLLM":
+    def from_settings(cls, settings, **kwargs) -> NarratorLLM:
         return cls(settings.ollama_url, settings.ollama_model, settings.llm_timeout_seconds, **kwargs)
 
     def chat(self, messages: list[dict], format: dict | str | None = None) -> LLMReply:  # noqa: A002 (Ollama's name)
@@ -101,8 +101,12 @@ class NarratorLLM:
             raise LLMUnavailable(f"{self.url} did not answer after {self.attempts} attempts: {cause}") from cause
         except ollama.ResponseError as exc:  # 4xx: retrying will not help
             if exc.status_code == MODEL_NOT_SERVED:
-                raise LLMUnavailable(f"{self.url} does not serve {self.model} ({exc.status_code}): {exc.error}") from exc
-            raise LLMRefused(f"{self.url} refused the request ({exc.status_code}): {exc.error}", exc.status_code) from exc
+                raise LLMUnavailable(
+                    f"{self.url} does not serve {self.model} ({exc.status_code}): {exc.error}"
+                ) from exc
+            raise LLMRefused(
+                f"{self.url} refused the request ({exc.status_code}): {exc.error}", exc.status_code
+            ) from exc
         except Exception as exc:
             if _transient(exc):
                 raise LLMUnavailable(f"{self.url}: {exc}") from exc

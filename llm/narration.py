@@ -34,6 +34,7 @@ from observability.store import Store, utcnow
 
 log = get_logger(__name__)
 
+
 def pending_incidents(store: Store) -> list[str]:
     return summaries.awaiting_summary(store)
 
@@ -64,7 +65,11 @@ def _reviewed(facts: dict, attempts: list[dict]) -> dict:
     return {
         **facts,
         REJECTED_SUMMARIES: [
-            {"attempt": n, "text": a["text"], **({"dropped_sentence": a["dropped_sentence"]} if "dropped_sentence" in a else {})}
+            {
+                "attempt": n,
+                "text": a["text"],
+                **({"dropped_sentence": a["dropped_sentence"]} if "dropped_sentence" in a else {}),
+            }
             for n, a in refused
         ],
         CLAIM_FAILURES: [dict(f, attempt=n) for n, a in refused for f in a["failures"]],
@@ -84,7 +89,12 @@ def summarise(facts: Facts, llm: NarratorLLM, services: set[str]) -> Summary:
         try:
             reply = llm.chat(messages, format=prompt.schema(block))
         except LLMRefused as exc:
-            log.warning("model server refused the request; storing the template", incident_id=facts.incident_id, attempt=attempt, error=str(exc))
+            log.warning(
+                "model server refused the request; storing the template",
+                incident_id=facts.incident_id,
+                attempt=attempt,
+                error=str(exc),
+            )
             reason = f"the model server refused the request: {exc}"
             break
         reply.text = prompt.joined(reply.text)
@@ -92,29 +102,56 @@ def summarise(facts: Facts, llm: NarratorLLM, services: set[str]) -> Summary:
         prompt_tokens += reply.prompt_tokens or 0
         completion_tokens += reply.completion_tokens or 0
         result = grounding.check(reply.text, facts.lines, services)
-        attempts.append({
-            "text": reply.text, "violations": result.violations, "latency_ms": reply.latency_ms,
-            "failures": [f.as_dict() for f in result.failures],
-        })
+        attempts.append(
+            {
+                "text": reply.text,
+                "violations": result.violations,
+                "latency_ms": reply.latency_ms,
+                "failures": [f.as_dict() for f in result.failures],
+            }
+        )
         text = reply.text if result.ok else None
         if not result.ok and (repaired := grounding.without_failing_sentence(reply.text, facts.lines, services)):
             text, dropped = repaired
             attempts[-1]["dropped_sentence"] = dropped
-            log.info("summary kept without its failing sentence", incident_id=facts.incident_id, attempt=attempt, dropped=dropped)
+            log.info(
+                "summary kept without its failing sentence",
+                incident_id=facts.incident_id,
+                attempt=attempt,
+                dropped=dropped,
+            )
         if text is not None:
             return Summary(
-                facts.incident_id, facts.service, text, "llm", reply.model, latency,
-                prompt_tokens, completion_tokens, _reviewed(facts.as_json(), attempts), attempts,
+                facts.incident_id,
+                facts.service,
+                text,
+                "llm",
+                reply.model,
+                latency,
+                prompt_tokens,
+                completion_tokens,
+                _reviewed(facts.as_json(), attempts),
+                attempts,
             )
-        log.info("summary failed grounding", incident_id=facts.incident_id, attempt=attempt, violations=result.feedback())
+        log.info(
+            "summary failed grounding", incident_id=facts.incident_id, attempt=attempt, violations=result.feedback()
+        )
         messages = prompt.retry_messages(block, reply.text, result.feedback())
     if attempts and reason.startswith("failed"):
         kinds = sorted({f["kind"] for a in attempts for f in a["failures"]})
         reason = f"{reason} ({', '.join(kinds)})"
     text = template_summary(facts.lines)
     return Summary(
-        facts.incident_id, facts.service, text, "template", llm.model, latency,
-        prompt_tokens, completion_tokens, {**_reviewed(facts.as_json(), attempts), TEMPLATE_REASON: reason}, attempts,
+        facts.incident_id,
+        facts.service,
+        text,
+        "template",
+        llm.model,
+        latency,
+        prompt_tokens,
+        completion_tokens,
+        {**_reviewed(facts.as_json(), attempts), TEMPLATE_REASON: reason},
+        attempts,
     )
 
 
@@ -124,8 +161,17 @@ def store_summary(store: Store, s: Summary) -> str:
         f"""INSERT INTO {tables.INCIDENT_SUMMARIES} (id, incident_id, service, created_at, summary, generated_by,
                 model, latency_ms, prompt_tokens, completion_tokens, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         [
-            summary_id, s.incident_id, s.service, utcnow(), s.summary, s.generated_by, s.model,
-            s.latency_ms, s.prompt_tokens, s.completion_tokens, json.dumps(s.facts),
+            summary_id,
+            s.incident_id,
+            s.service,
+            utcnow(),
+            s.summary,
+            s.generated_by,
+            s.model,
+            s.latency_ms,
+            s.prompt_tokens,
+            s.completion_tokens,
+            json.dumps(s.facts),
         ],
     )
     return summary_id
@@ -166,7 +212,9 @@ class Narrator:
                 summary = summarise(facts, self.llm, services)
             except LLMUnavailable as exc:
                 result.llm_down = str(exc)
-                log.warning("model server unavailable; incidents stay pending", pending=len(pending) - n, error=str(exc))
+                log.warning(
+                    "model server unavailable; incidents stay pending", pending=len(pending) - n, error=str(exc)
+                )
                 break
             store_summary(self.store, summary)
             result.summarised += 1
@@ -191,8 +239,14 @@ class Narrator:
     def run_forever(self, stop: threading.Event) -> None:
         """Every NARRATE_INTERVAL_SECONDS; back off (up to 5 min) while the model server is down."""
         interval = self.settings.narrate_interval_seconds
-        run_loop(self._logged_cycle, interval, stop=stop, failed=lambda r: bool(r.llm_down),
-                 max_backoff=max(interval, 300), logger=log)
+        run_loop(
+            self._logged_cycle,
+            interval,
+            stop=stop,
+            failed=lambda r: bool(r.llm_down),
+            max_backoff=max(interval, 300),
+            logger=log,
+        )
 
     def _logged_cycle(self) -> CycleResult:
         result = self.cycle()

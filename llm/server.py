@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -45,7 +45,7 @@ NDJSON = "application/x-ndjson"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _ns(ms: float) -> int:
@@ -81,7 +81,7 @@ class ModelInfo:
             self.spec = None
         stat = self.path.stat()
         self.size = stat.st_size
-        self.modified_at = datetime.fromtimestamp(stat.st_mtime, timezone.utc).isoformat().replace("+00:00", "Z")
+        self.modified_at = datetime.fromtimestamp(stat.st_mtime, UTC).isoformat().replace("+00:00", "Z")
         self.digest = self.spec.sha256 if self.spec and self.path.name == self.spec.file_name else ""
 
     def matches(self, requested: str) -> bool:
@@ -121,7 +121,9 @@ def create_app(engine: LlamaEngine, model: ModelInfo, limits: Limits = Limits())
             raise _NotFound(f"model '{body.model}' not found (this server serves '{model.name}')")
         chars = body.prompt_chars()
         if chars > limits.max_prompt_chars:
-            raise _TooLarge(f"prompt too long: {chars} characters; the limit is MODEL_SERVER_MAX_PROMPT_CHARS={limits.max_prompt_chars}")
+            raise _TooLarge(
+                f"prompt too long: {chars} characters; the limit is MODEL_SERVER_MAX_PROMPT_CHARS={limits.max_prompt_chars}"
+            )
         return body
 
     active: set[threading.Event] = set()  # cancel flags of running generations
@@ -215,7 +217,15 @@ def create_app(engine: LlamaEngine, model: ModelInfo, limits: Limits = Limits())
         body = await read(request, ChatRequest)
         messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
         if not messages:  # Ollama: an empty chat just loads the model
-            return JSONResponse({"model": body.model, "created_at": _now(), "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "load"})
+            return JSONResponse(
+                {
+                    "model": body.model,
+                    "created_at": _now(),
+                    "message": {"role": "assistant", "content": ""},
+                    "done": True,
+                    "done_reason": "load",
+                }
+            )
         options = request_options(body.option_values(), body.format)
         return await respond(
             request,
@@ -229,7 +239,9 @@ def create_app(engine: LlamaEngine, model: ModelInfo, limits: Limits = Limits())
         body = await read(request, GenerateRequest)
         prompt = body.prompt
         if not prompt:  # Ollama: an empty prompt just loads the model
-            return JSONResponse({"model": body.model, "created_at": _now(), "response": "", "done": True, "done_reason": "load"})
+            return JSONResponse(
+                {"model": body.model, "created_at": _now(), "response": "", "done": True, "done_reason": "load"}
+            )
         options = request_options(body.option_values(), body.format)
         if body.raw:
             run = lambda on_delta, cancel: engine.complete(prompt, options, on_delta, cancel)  # noqa: E731
@@ -268,14 +280,18 @@ def create_app(engine: LlamaEngine, model: ModelInfo, limits: Limits = Limits())
         name = body.requested()
         if not model.matches(name):
             known = ", ".join(sorted(MODELS))
-            raise _NotFound(f"model '{name}' is not served here; restart llm.serve with OLLAMA_MODEL set to it ({known})")
+            raise _NotFound(
+                f"model '{name}' is not served here; restart llm.serve with OLLAMA_MODEL set to it ({known})"
+            )
         status = {"status": "success"}
         if body.stream:
             return StreamingResponse(iter([_line(status)]), media_type=NDJSON)
         return JSONResponse(status)
 
     async def version(request: Request) -> Response:
-        return JSONResponse({"version": SERVER_VERSION, "server": "llm.serve", "model": model.name, "busy": engine.busy})
+        return JSONResponse(
+            {"version": SERVER_VERSION, "server": "llm.serve", "model": model.name, "busy": engine.busy}
+        )
 
     async def root(request: Request) -> Response:
         return PlainTextResponse("Ollama is running")
@@ -299,6 +315,7 @@ def create_app(engine: LlamaEngine, model: ModelInfo, limits: Limits = Limits())
         Route("/api/chat", chat, methods=["POST"]),
         Route("/api/generate", generate, methods=["POST"]),
     ]
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield

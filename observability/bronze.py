@@ -34,7 +34,9 @@ def partition_dirs(root: Path, start: datetime, end: datetime) -> list[Path]:
     return out
 
 
-def read_events(root: Path, start: datetime, end: datetime, where: str = "", params: list | None = None) -> pd.DataFrame:
+def read_events(
+    root: Path, start: datetime, end: datetime, where: str = "", params: list | None = None
+) -> pd.DataFrame:
     """Events with start <= timestamp < end (plus an optional SQL filter)."""
     dirs = partition_dirs(root, start, end)
     if not dirs:
@@ -59,7 +61,9 @@ def read_trace(root: Path, trace_id: str, around: datetime, slack: timedelta = t
     return read_events(root, around - slack, around + slack, "trace_id = ?", [trace_id.lower()])
 
 
-def top_error_messages(root: Path, service: str, start: datetime, end: datetime, limit: int = 5) -> list[tuple[str, int]]:
+def top_error_messages(
+    root: Path, service: str, start: datetime, end: datetime, limit: int = 5
+) -> list[tuple[str, int]]:
     """Most frequent error messages of a service in a time range."""
     df = read_events(root, start, end, "service = ? AND error_message IS NOT NULL", [service])
     if df.empty:

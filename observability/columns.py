@@ -99,7 +99,9 @@ def sql_with_default(column: Column, present: Iterable[str]) -> str:
     missing (absent from every file, or NULL in the files that lack it)."""
     if column.default is None:
         return column.name if column.name in set(present) else f"NULL AS {column.name}"
-    literal = "'" + str(column.default).replace("'", "''") + "'" if isinstance(column.default, str) else repr(column.default)
+    literal = (
+        "'" + str(column.default).replace("'", "''") + "'" if isinstance(column.default, str) else repr(column.default)
+    )
     if column.name in set(present):
         return f"coalesce({column.name}, {literal}) AS {column.name}"
     return f"{literal} AS {column.name}"

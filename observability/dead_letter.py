@@ -8,21 +8,23 @@ DuckDB table `dead_letter(received_at, source, reason, payload)`.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 MAX_PAYLOAD_CHARS = 64 * 1024  # keep the evidence, not a 1 MiB blob per row
 
 
-def make_dead_letter(source: str, reason: str, payload: bytes | str | None, received_at: datetime | None = None) -> bytes:
+def make_dead_letter(
+    source: str, reason: str, payload: bytes | str | None, received_at: datetime | None = None
+) -> bytes:
     """Encode one dead letter as the JSON value published to the dead-letter topic."""
     if isinstance(payload, bytes):
         payload = payload.decode("utf-8", errors="backslashreplace")
     if payload is not None and len(payload) > MAX_PAYLOAD_CHARS:
         payload = payload[:MAX_PAYLOAD_CHARS] + f"...[truncated, {len(payload)} chars]"
-    when = received_at or datetime.now(timezone.utc)
+    when = received_at or datetime.now(UTC)
     return json.dumps(
         {
-            "received_at": when.astimezone(timezone.utc).isoformat(),
+            "received_at": when.astimezone(UTC).isoformat(),
             "source": source,
             "reason": reason,
             "payload": payload,
@@ -36,5 +38,5 @@ def parse_dead_letter(value: bytes) -> dict:
     obj = json.loads(value)
     ts = datetime.fromisoformat(obj["received_at"])
     if ts.tzinfo is not None:
-        ts = ts.astimezone(timezone.utc).replace(tzinfo=None)
+        ts = ts.astimezone(UTC).replace(tzinfo=None)
     return {"received_at": ts, "source": obj["source"], "reason": obj["reason"], "payload": obj.get("payload")}

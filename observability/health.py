@@ -107,7 +107,9 @@ def _check_kafka(settings: Settings) -> CheckResult:
         return CheckResult("transport", UNHEALTHY, f"kafka {settings.kafka_broker} unreachable: {exc}", _ms(start))
     missing = [t for t in settings.topics if t not in topics]
     if missing:
-        return CheckResult("transport", DEGRADED, f"kafka {settings.kafka_broker}: topics missing: {', '.join(missing)}", _ms(start))
+        return CheckResult(
+            "transport", DEGRADED, f"kafka {settings.kafka_broker}: topics missing: {', '.join(missing)}", _ms(start)
+        )
     return CheckResult("transport", HEALTHY, f"kafka {settings.kafka_broker}: {len(topics)} topics", _ms(start))
 
 
@@ -116,7 +118,7 @@ def check_spark_progress(settings: Settings, store: Store, now: datetime) -> Che
     """Graded by the newest micro-batch; a job that is alive (its own heartbeat is fresh) but
     has had no input is degraded, not unhealthy (the service_metrics check catches the stall)."""
     row = store.fetch_one(f"SELECT max(processed_at), max(batch_id) FROM {tables.STREAM_PROGRESS}")
-    newest, batch = (row or (None, None))
+    newest, batch = row or (None, None)
     age = _age(now, newest)
     status = grade_age(age, settings.health_progress_max_age_seconds)
     detail = "no micro-batch recorded yet" if newest is None else f"last micro-batch {batch} processed {_fmt_age(age)}"
@@ -129,18 +131,24 @@ def check_spark_progress(settings: Settings, store: Store, now: datetime) -> Che
 
 
 def check_metrics_freshness(settings: Settings, store: Store, now: datetime) -> CheckResult:
-    row = store.fetch_one(f"SELECT max(window_end), count(DISTINCT service) FROM {tables.SERVICE_METRICS} "
-                          f"WHERE window_start >= (SELECT max(window_start) FROM {tables.SERVICE_METRICS})")
-    newest, services = (row or (None, 0))
+    row = store.fetch_one(
+        f"SELECT max(window_end), count(DISTINCT service) FROM {tables.SERVICE_METRICS} "
+        f"WHERE window_start >= (SELECT max(window_start) FROM {tables.SERVICE_METRICS})"
+    )
+    newest, services = row or (None, 0)
     age = _age(now, newest)
     status = grade_age(age, settings.health_metrics_max_age_seconds)
-    detail = "no service_metrics window yet" if newest is None else f"newest window ended {_fmt_age(age)} ({services} services)"
+    detail = (
+        "no service_metrics window yet"
+        if newest is None
+        else f"newest window ended {_fmt_age(age)} ({services} services)"
+    )
     return CheckResult("service_metrics", status, detail)
 
 
 def _heartbeat(component: str, settings: Settings, store: Store, now: datetime) -> CheckResult:
     row = store.fetch_one(f"SELECT last_seen, detail FROM {tables.HEARTBEATS} WHERE component = ?", [component])
-    last_seen, hb_detail = (row or (None, None))
+    last_seen, hb_detail = row or (None, None)
     age = _age(now, last_seen)
     status = grade_age(age, settings.health_heartbeat_max_age_seconds)
     detail = "no heartbeat yet" if last_seen is None else f"heartbeat {_fmt_age(age)}"
@@ -176,7 +184,9 @@ def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 1)
 
 
-def _http_check(component: str, url: str, settings: Settings, accept: Callable[[httpx.Response], str | None]) -> CheckResult:
+def _http_check(
+    component: str, url: str, settings: Settings, accept: Callable[[httpx.Response], str | None]
+) -> CheckResult:
     """GET url; `accept(response)` returns a detail for a healthy answer or None."""
     start = time.perf_counter()
     try:
@@ -198,13 +208,19 @@ def _http_check(component: str, url: str, settings: Settings, accept: Callable[[
 
 def check_model_server(settings: Settings, store: Store, now: datetime) -> CheckResult:
     url = settings.ollama_url.rstrip("/") + "/api/version"
-    return _http_check("model_server", url, settings,
-                       lambda r: f"version {r.json()['version']} at {settings.ollama_url}" if "version" in r.json() else None)
+    return _http_check(
+        "model_server",
+        url,
+        settings,
+        lambda r: f"version {r.json()['version']} at {settings.ollama_url}" if "version" in r.json() else None,
+    )
 
 
 def check_dashboard(settings: Settings, store: Store, now: datetime) -> CheckResult:
     url = f"http://{settings.dashboard_host}:{settings.dashboard_port}/_stcore/health"
-    return _http_check("dashboard", url, settings, lambda r: f"{url}: {r.text.strip()}" if r.text.strip() == "ok" else None)
+    return _http_check(
+        "dashboard", url, settings, lambda r: f"{url}: {r.text.strip()}" if r.text.strip() == "ok" else None
+    )
 
 
 def check_airflow(settings: Settings, store: Store, now: datetime) -> CheckResult:
@@ -250,8 +266,14 @@ CHECKS: tuple[Callable[[Settings, Store, datetime], CheckResult], ...] = (
 )
 
 
-def run_all_checks(settings: Settings | None = None, store: Store | None = None, *, now: datetime | None = None,
-                   include_airflow: bool = False, include_ingest: bool = False) -> list[CheckResult]:
+def run_all_checks(
+    settings: Settings | None = None,
+    store: Store | None = None,
+    *,
+    now: datetime | None = None,
+    include_airflow: bool = False,
+    include_ingest: bool = False,
+) -> list[CheckResult]:
     """Every component check; an error inside a check becomes an unhealthy result."""
     settings = settings or get_settings()
     store = store or Store.from_settings(settings, max_wait_seconds=20)

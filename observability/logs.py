@@ -28,7 +28,9 @@ def configure_logging(level: str | None = None) -> None:
             structlog.stdlib.add_logger_name,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "logger_name", "event"], drop_missing=True),
+            structlog.processors.KeyValueRenderer(
+                key_order=["timestamp", "level", "logger_name", "event"], drop_missing=True
+            ),
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,

@@ -87,8 +87,9 @@ class OutboxPublisher:
     none is open (first use, or after a failure discarded the last one).
     """
 
-    def __init__(self, store: Store, topics: Sequence[str], connect: Callable[[], Producer], *,
-                 chunk_rows: int = CHUNK_ROWS) -> None:
+    def __init__(
+        self, store: Store, topics: Sequence[str], connect: Callable[[], Producer], *, chunk_rows: int = CHUNK_ROWS
+    ) -> None:
         self.store = store
         self.topics = list(topics)
         self.connect = connect
@@ -121,8 +122,11 @@ class OutboxPublisher:
         try:
             return self.publish_pending()
         except Exception as exc:  # noqa: BLE001 - the outbox keeps the rows; the stage must go on
-            log.warning("outbox: publishing failed, unsent rows kept for the next attempt",
-                        topics=self.topics, error=f"{type(exc).__name__}: {exc}"[:300])
+            log.warning(
+                "outbox: publishing failed, unsent rows kept for the next attempt",
+                topics=self.topics,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
             return 0
 
     def _send(self, rows: list[tuple]) -> None:

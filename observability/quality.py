@@ -32,8 +32,9 @@ IMPOSSIBLE_VALUE_RULES = {
     "errors_exceed_requests": "error_count > request_count OR client_error_count > request_count",
     "error_rate_out_of_range": "error_rate < 0 OR error_rate > 1 OR isnan(error_rate)",
     "percentile_order": "p50_latency_ms > p95_latency_ms OR p95_latency_ms > p99_latency_ms",
-    "negative_latency": ("avg_latency_ms < 0 OR p50_latency_ms < 0 OR p95_latency_ms < 0 "
-                         "OR p99_latency_ms < 0 OR max_latency_ms < 0"),
+    "negative_latency": (
+        "avg_latency_ms < 0 OR p50_latency_ms < 0 OR p95_latency_ms < 0 OR p99_latency_ms < 0 OR max_latency_ms < 0"
+    ),
 }
 
 # Logical keys that must be unique. The metric tables enforce theirs with a
@@ -87,9 +88,13 @@ def check_window_gaps(store: Store, since: datetime, max_gap_ratio: float) -> Qu
         return QualityResult("window_gaps", PASS, 0, "no active service in the lookback")
     worst = max((gaps[s] / e, s) for s, _, e in rows if s in gaps) if gaps else (0.0, None)
     status = PASS if not gaps else (FAIL if worst[0] > max_gap_ratio else WARN)
-    detail = (f"{len(rows)} active services, no missing windows" if not gaps else
-              "missing windows: " + ", ".join(f"{s}={n}" for s, n in gaps.items())
-              + f"; worst {worst[1]} {worst[0]:.1%} (fail above {max_gap_ratio:.1%})")
+    detail = (
+        f"{len(rows)} active services, no missing windows"
+        if not gaps
+        else "missing windows: "
+        + ", ".join(f"{s}={n}" for s, n in gaps.items())
+        + f"; worst {worst[1]} {worst[0]:.1%} (fail above {max_gap_ratio:.1%})"
+    )
     return QualityResult("window_gaps", status, missing, detail)
 
 
@@ -118,17 +123,23 @@ def check_dead_letter_growth(store: Store, since: datetime, until: datetime, max
         [since, since - period, since, since - period],
     )
     current, previous = (int(row[0]), int(row[1])) if row else (0, 0)
-    events = store.fetch_one(f"SELECT coalesce(sum(request_count), 0) FROM {tables.SERVICE_METRICS} WHERE window_start >= ?", [since])
+    events = store.fetch_one(
+        f"SELECT coalesce(sum(request_count), 0) FROM {tables.SERVICE_METRICS} WHERE window_start >= ?", [since]
+    )
     valid = int(events[0]) if events else 0
     ratio = current / (current + valid) if current + valid else 0.0
     growing = current >= 10 and current > 2 * previous
     status = FAIL if ratio > max_ratio else (WARN if growing else PASS)
-    detail = (f"{current} dead letters in the last {period}, {previous} in the period before; "
-              f"{ratio:.2%} of {current + valid} events (fail above {max_ratio:.0%})")
+    detail = (
+        f"{current} dead letters in the last {period}, {previous} in the period before; "
+        f"{ratio:.2%} of {current + valid} events (fail above {max_ratio:.0%})"
+    )
     return QualityResult("dead_letter_growth", status, current, detail)
 
 
-def run_validation(settings: Settings | None = None, store: Store | None = None, now: datetime | None = None) -> list[QualityResult]:
+def run_validation(
+    settings: Settings | None = None, store: Store | None = None, now: datetime | None = None
+) -> list[QualityResult]:
     settings = settings or get_settings()
     store = store or Store.from_settings(settings)
     now = now or utcnow()
@@ -243,7 +254,9 @@ def checkpoint(store: Store) -> None:
     store.write(lambda con: con.execute("CHECKPOINT"))
 
 
-def apply_retention(settings: Settings | None = None, store: Store | None = None, now: datetime | None = None) -> dict[str, int]:
+def apply_retention(
+    settings: Settings | None = None, store: Store | None = None, now: datetime | None = None
+) -> dict[str, int]:
     """Delete expired rows and bronze partitions; returns counts (`bronze_partitions` included)."""
     settings = settings or get_settings()
     store = store or Store.from_settings(settings)
@@ -256,5 +269,7 @@ def apply_retention(settings: Settings | None = None, store: Store | None = None
 
 def retention_results(deleted: dict[str, int], cutoff: datetime) -> list[QualityResult]:
     """Retention counts as `data_quality_results` rows, so each run's deletions are on record."""
-    return [QualityResult(f"retention:{name}", PASS, n, f"deleted {n} older than {cutoff:%Y-%m-%d %H:%M}")
-            for name, n in deleted.items()]
+    return [
+        QualityResult(f"retention:{name}", PASS, n, f"deleted {n} older than {cutoff:%Y-%m-%d %H:%M}")
+        for name, n in deleted.items()
+    ]

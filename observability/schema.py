@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from observability.columns import Column, names
@@ -79,7 +79,7 @@ class Event:
 
     @property
     def timestamp(self) -> datetime:
-        return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=timezone.utc)
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)
 
     def to_dict(self) -> dict[str, Any]:
         """Wire form: ISO 8601 UTC timestamp with milliseconds."""
@@ -103,7 +103,7 @@ class Event:
 
 
 def format_timestamp(ms: int) -> str:
-    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
@@ -149,14 +149,14 @@ def parse_timestamp(value: Any, *, now_ms: int | None = None) -> int:
         except ValueError:
             raise InvalidEvent(f"timestamp: unparseable {value[:40]!r}") from None
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
         ms = int(dt.timestamp() * 1000)
     else:
         raise InvalidEvent(f"timestamp: must be an ISO 8601 string or epoch milliseconds, got {type(value).__name__}")
     if ms < 0:
         raise InvalidEvent("timestamp: before 1970")
     if now_ms is None:
-        now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
     if ms - now_ms > MAX_FUTURE.total_seconds() * 1000:
         raise InvalidEvent("timestamp: more than a day in the future")
     return ms

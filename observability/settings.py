@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     quality_dead_letter_max_ratio: float = Field(0.05, ge=0, le=1, alias="QUALITY_DEAD_LETTER_MAX_RATIO")
 
     @model_validator(mode="after")
-    def _derive_paths(self) -> "Settings":
+    def _derive_paths(self) -> Settings:
         if self.duckdb_path is None:
             self.duckdb_path = self.data_dir / "observability.duckdb"
         return self

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,7 +28,13 @@ log = get_logger(__name__)
 
 _LOCK_MARKERS = ("could not set lock", "conflicting lock", "database is locked", "resource temporarily unavailable")
 _CONFIG_MARKER = "different configuration"
-_WRITE_FAILURE_MARKERS = ("no space left", "could not write", "disk quota", "input/output error", "read-only file system")
+_WRITE_FAILURE_MARKERS = (
+    "no space left",
+    "could not write",
+    "disk quota",
+    "input/output error",
+    "read-only file system",
+)
 
 
 class StoreBusy(RuntimeError):
@@ -45,7 +51,7 @@ class StoreUnwritable(OSError):
 
 def utcnow() -> datetime:
     """Naive UTC wall time, the form every TIMESTAMP column holds."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _is_lock_conflict(exc: BaseException) -> bool:
@@ -83,7 +89,7 @@ class Store:
         self._local_lock = threading.RLock()
 
     @classmethod
-    def from_settings(cls, settings=None, **kwargs) -> "Store":
+    def from_settings(cls, settings=None, **kwargs) -> Store:
         if settings is None:
             from observability.settings import get_settings
 
@@ -120,12 +126,16 @@ class Store:
                     return fn()
             except (duckdb.IOException, duckdb.ConnectionException, duckdb.TransactionException) as exc:
                 if _is_write_failure(exc):
-                    raise StoreUnwritable(f"{what}: {self.path} could not be written, nothing committed: {exc}") from exc
+                    raise StoreUnwritable(
+                        f"{what}: {self.path} could not be written, nothing committed: {exc}"
+                    ) from exc
                 if not (_is_lock_conflict(exc) or isinstance(exc, duckdb.TransactionException)):
                     raise
                 attempt += 1
                 if time.monotonic() >= deadline:
-                    raise StoreBusy(f"{what}: {self.path} stayed locked for {self.max_wait_seconds:.0f}s: {exc}") from exc
+                    raise StoreBusy(
+                        f"{what}: {self.path} stayed locked for {self.max_wait_seconds:.0f}s: {exc}"
+                    ) from exc
                 delay = min(self.max_delay, self.base_delay * 2 ** min(attempt, 10))
                 time.sleep(delay * (0.5 + random.random()))
 
@@ -200,7 +210,9 @@ class Store:
     def table_counts(self) -> dict[str, int]:
         def work(con):
             present = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-            return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables.ALL_TABLES if t in present}
+            return {
+                t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables.ALL_TABLES if t in present
+            }
 
         return self.read(work)
 

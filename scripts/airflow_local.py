@@ -123,8 +123,9 @@ def initialise(settings: Settings) -> bool:
     with open(home / ".init.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _, created = ensure_password(settings)
-        subprocess.run([airflow_bin(), "db", "migrate"], env=full_env(settings), check=True, cwd=ROOT,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [airflow_bin(), "db", "migrate"], env=full_env(settings), check=True, cwd=ROOT, stdout=subprocess.DEVNULL
+        )
         use_write_ahead_log(home / "airflow.db")
         write_local_settings(home)
         (home / ".initialised").touch()
@@ -162,20 +163,27 @@ def write_local_settings(home: Path) -> None:
     """Airflow imports `$AIRFLOW_HOME/config/airflow_local_settings.py` in every process it starts."""
     config = home / "config"
     config.mkdir(parents=True, exist_ok=True)
-    (config / "airflow_local_settings.py").write_text(LOCAL_SETTINGS.format(scripts=str(Path(__file__).resolve().parent)))
+    (config / "airflow_local_settings.py").write_text(
+        LOCAL_SETTINGS.format(scripts=str(Path(__file__).resolve().parent))
+    )
 
 
 def cmd_init(settings: Settings) -> int:
     created = initialise(settings)
     where = passwords_file(settings)
-    print(f"airflow: {settings.airflow_home.resolve()} ready; admin password {'written to' if created else 'kept in'} {where}")
+    print(
+        f"airflow: {settings.airflow_home.resolve()} ready; admin password {'written to' if created else 'kept in'} {where}"
+    )
     return 0
 
 
 def cmd_password(settings: Settings) -> int:
     password = settings.airflow_admin_password or read_password(settings)
     if not password:
-        print(f"no admin password yet: run `python scripts/airflow_local.py init` ({passwords_file(settings)})", file=sys.stderr)
+        print(
+            f"no admin password yet: run `python scripts/airflow_local.py init` ({passwords_file(settings)})",
+            file=sys.stderr,
+        )
         return 1
     print(password)
     return 0
@@ -205,8 +213,10 @@ def cmd_run(settings: Settings, process: str) -> int:
     # Task processes report to the API server (the Execution API): a task the
     # scheduler starts before it answers fails to start and waits out a heartbeat timeout.
     if process == "scheduler" and not wait_for_api_server(settings):
-        print(f"API server on :{settings.airflow_port} not answering after {API_WAIT_SECONDS}s; starting the scheduler anyway",
-              file=sys.stderr)
+        print(
+            f"API server on :{settings.airflow_port} not answering after {API_WAIT_SECONDS}s; starting the scheduler anyway",
+            file=sys.stderr,
+        )
     os.chdir(ROOT)
     os.execve(airflow_bin(), [airflow_bin(), process], full_env(settings))
     return 1  # not reached

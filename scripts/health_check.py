@@ -38,8 +38,9 @@ def supervised_processes(settings) -> dict[str, str] | None:
     conf = settings.data_dir / "run" / "supervisord.conf"
     if not conf.exists():
         return None
-    out = subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), "status"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), "status"], capture_output=True, text=True
+    )
     states = {}
     for line in out.stdout.splitlines():
         parts = line.split()
@@ -74,9 +75,13 @@ def main() -> int:
     print("== ports")
     host, oport = s.ollama_host_port
     otlp_host = "127.0.0.1" if s.otlp_host in ("0.0.0.0", "::") else s.otlp_host
-    for name, (h, port) in {"dashboard": (s.dashboard_host, s.dashboard_port), "airflow": ("127.0.0.1", s.airflow_port),
-                            "model server": (host, oport), "otlp http": (otlp_host, s.otlp_http_port),
-                            "otlp grpc": (otlp_host, s.otlp_grpc_port)}.items():
+    for name, (h, port) in {
+        "dashboard": (s.dashboard_host, s.dashboard_port),
+        "airflow": ("127.0.0.1", s.airflow_port),
+        "model server": (host, oport),
+        "otlp http": (otlp_host, s.otlp_http_port),
+        "otlp grpc": (otlp_host, s.otlp_grpc_port),
+    }.items():
         ok = port_open(h, port)
         print(f"{'OK  ' if ok else 'FAIL'} {name:24s} {h}:{port} {'listening' if ok else 'closed'}")
         if not ok:
@@ -99,7 +104,9 @@ def main() -> int:
         if newest is None:
             print("     pipeline lag: no events processed yet")
         else:
-            print(f"     pipeline lag: {(utcnow() - newest).total_seconds():.1f} s (newest event {newest:%Y-%m-%d %H:%M:%S} UTC)")
+            print(
+                f"     pipeline lag: {(utcnow() - newest).total_seconds():.1f} s (newest event {newest:%Y-%m-%d %H:%M:%S} UTC)"
+            )
     except Exception as exc:  # a report, never a traceback
         print(f"FAIL duckdb: {exc}")
         unhealthy.append("duckdb")

@@ -113,8 +113,9 @@ def _safe_env(k: str, v: str) -> bool:
 
 
 def _ctl(conf: Path, *args: str, check: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "supervisor.supervisorctl", "-c", str(conf), *args],
-                          capture_output=True, text=True, check=check)
+    return subprocess.run(
+        [PY, "-m", "supervisor.supervisorctl", "-c", str(conf), *args], capture_output=True, text=True, check=check
+    )
 
 
 def _running(conf: Path) -> bool:
@@ -123,7 +124,11 @@ def _running(conf: Path) -> bool:
 
 def initialise(s: Settings) -> None:
     """First-run work: schema and topics, the model file, Airflow's DB and admin login."""
-    steps = [[PY, "scripts/init_db.py"], [PY, "-m", "llm.model_files", "assemble"], [PY, "scripts/airflow_local.py", "init"]]
+    steps = [
+        [PY, "scripts/init_db.py"],
+        [PY, "-m", "llm.model_files", "assemble"],
+        [PY, "scripts/airflow_local.py", "init"],
+    ]
     for cmd in steps:
         print(f"init: {' '.join(shlex.quote(c) for c in cmd[1:])}", flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL if "airflow" in cmd[-2] else None)
@@ -155,7 +160,9 @@ def start(s: Settings, timeout: float) -> int:
     subprocess.run([PY, "-m", "supervisor.supervisord", "-c", str(conf)], cwd=ROOT, check=True)
     ok = wait_healthy(s, timeout)
     print(_ctl(conf, "status").stdout, end="")
-    password = subprocess.run([PY, "scripts/airflow_local.py", "password"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    password = subprocess.run(
+        [PY, "scripts/airflow_local.py", "password"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     print(f"\nstarted in {time.monotonic() - t0:.0f}s; logs in {s.logs_dir}")
     print(f"dashboard:   http://{s.dashboard_host}:{s.dashboard_port}")
     print(f"airflow UI:  http://127.0.0.1:{s.airflow_port}  (login: admin / {password})")

@@ -97,8 +97,9 @@ def seen_from_files(directory: Path, topic: str, partition: int, start: int, hor
     return ids.filter(mask).column("event_id").combine_chunks()
 
 
-def save_ids(directory: Path, topic: str, partition: int, start: int, end: int,
-             offsets: pa.Array, ids: pa.Array, horizon: int) -> None:
+def save_ids(
+    directory: Path, topic: str, partition: int, start: int, end: int, offsets: pa.Array, ids: pa.Array, horizon: int
+) -> None:
     """Save the range's last `horizon` (offset, event_id) pairs; drop files no later range needs."""
     from spark.staging import range_name
 
@@ -134,7 +135,8 @@ def seen_before(reader, staging_dir: Path, topic: str, partition: int, start: in
     if seen is None:
         from observability.logs import get_logger
 
-        get_logger(__name__).info("dedupe: horizon read back from the log", topic=topic, partition=partition,
-                                  start=start, horizon=horizon)
+        get_logger(__name__).info(
+            "dedupe: horizon read back from the log", topic=topic, partition=partition, start=start, horizon=horizon
+        )
         seen = seen_from_log(reader, topic, partition, start, horizon)
     return seen

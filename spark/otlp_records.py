@@ -127,8 +127,9 @@ def parse_range(stream: RecordStream, topic: str, records: Iterable[Record]) -> 
             reason = str(exc) if isinstance(exc, InvalidEvent) else f"record: {type(exc).__name__}: {exc}"[:500]
             for name in fields:
                 cols[name].append(None)
-            for name, value in zip(rejects, (now_ms, f"spark:{topic}:{rec.partition}:{rec.offset}", reason,
-                                             _payload_text(rec.value))):
+            for name, value in zip(
+                rejects, (now_ms, f"spark:{topic}:{rec.partition}:{rec.offset}", reason, _payload_text(rec.value))
+            ):
                 cols[name].append(value)
             continue
         for name in fields:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import sys
+import time
 from pathlib import Path
 
 from observability.settings import Settings

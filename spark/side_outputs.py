@@ -89,7 +89,9 @@ def dependency_edges(con: duckdb.DuckDBPyConnection) -> list[tuple]:
       that database system (the callee is the attribute's value, e.g.
       `postgresql`), in the client span's window.
     """
-    db_system = "coalesce(" + ", ".join(f"json_extract_string(attributes, '$.\"{a}\"')" for a in DB_SYSTEM_ATTRIBUTES) + ")"
+    db_system = (
+        "coalesce(" + ", ".join(f"json_extract_string(attributes, '$.\"{a}\"')" for a in DB_SYSTEM_ATTRIBUTES) + ")"
+    )
     return con.execute(
         f"""
         WITH parents AS (

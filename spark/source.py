@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import pyarrow as pa
@@ -166,13 +166,26 @@ class RawEventsStreamReader(_TopicStreamReader):
         staging_dir, horizon = Path(self.options["staging_dir"]), int(self.options.get("dedup_horizon", 0))
         reader = open_reader(self.options)
         try:
-            parser = parse_records(self.topic, reader.read(self.topic, partition.partition, partition.start, partition.end))
-            seen = seen_before(reader, staging_dir, self.topic, partition.partition, partition.start, horizon) if horizon else None
+            parser = parse_records(
+                self.topic, reader.read(self.topic, partition.partition, partition.start, partition.end)
+            )
+            seen = (
+                seen_before(reader, staging_dir, self.topic, partition.partition, partition.start, horizon)
+                if horizon
+                else None
+            )
         finally:
             reader.close()
         _, valid = stage_range(
-            self.topic, partition.partition, partition.start, partition.end, parser,
-            Path(self.options["bronze_dir"]), staging_dir, seen, horizon,
+            self.topic,
+            partition.partition,
+            partition.start,
+            partition.end,
+            parser,
+            Path(self.options["bronze_dir"]),
+            staging_dir,
+            seen,
+            horizon,
         )
         if valid.num_rows:
             yield from _event_batches(valid)
@@ -215,14 +228,18 @@ def dead_letter_row(rec, parse) -> tuple:
     """
     try:
         d = parse(rec.value)
-        ts = d["received_at"].replace(tzinfo=timezone.utc)
+        ts = d["received_at"].replace(tzinfo=UTC)
         return (int(ts.timestamp() * 1000), str(d["source"]), str(d["reason"]), d["payload"])
     except Exception as exc:  # noqa: BLE001 - any malformed record becomes a dead letter itself
         from spark.staging import _payload_text
 
         when = rec.timestamp_ms if rec.timestamp_ms and rec.timestamp_ms > 0 else int(time.time() * 1000)
-        return (when, f"spark:{rec.topic}:{rec.partition}:{rec.offset}",
-                f"dead_letter: unreadable record ({type(exc).__name__}: {exc})"[:500], _payload_text(rec.value))
+        return (
+            when,
+            f"spark:{rec.topic}:{rec.partition}:{rec.offset}",
+            f"dead_letter: unreadable record ({type(exc).__name__}: {exc})"[:500],
+            _payload_text(rec.value),
+        )
 
 
 class RawEventsDataSource(DataSource):
@@ -347,8 +364,17 @@ class _NativeStager:
                     seen = seen_before(reader, staging_dir, topic, p, records[0].offset, horizon)
                 finally:
                     reader.close()
-            _, valid = stage_range(topic, p, records[0].offset, records[-1].offset + 1, parser,
-                                   Path(self.options["bronze_dir"]), staging_dir, seen, horizon)
+            _, valid = stage_range(
+                topic,
+                p,
+                records[0].offset,
+                records[-1].offset + 1,
+                parser,
+                Path(self.options["bronze_dir"]),
+                staging_dir,
+                seen,
+                horizon,
+            )
             if valid.num_rows:
                 yield from _event_batches(valid)
 

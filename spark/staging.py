@@ -27,7 +27,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -214,7 +214,9 @@ class RangeParser:
 
     def rejects_table(self) -> pa.Table:
         cols = list(zip(*self.rejects)) if self.rejects else [[], [], [], []]
-        return pa.Table.from_arrays([pa.array(list(c), f.type) for c, f in zip(cols, REJECT_SCHEMA)], schema=REJECT_SCHEMA)
+        return pa.Table.from_arrays(
+            [pa.array(list(c), f.type) for c, f in zip(cols, REJECT_SCHEMA)], schema=REJECT_SCHEMA
+        )
 
 
 def parse_records(topic: str, records: Iterable[Record]) -> RangeParser:
@@ -240,8 +242,15 @@ def _atomic_write_text(text: str, path: Path) -> None:
 
 
 def stage_range(
-    topic: str, partition: int, start: int, end: int, parser: RangeParser, bronze_dir: Path, staging_dir: Path,
-    seen: pa.Array | None = None, horizon: int = 0,
+    topic: str,
+    partition: int,
+    start: int,
+    end: int,
+    parser: RangeParser,
+    bronze_dir: Path,
+    staging_dir: Path,
+    seen: pa.Array | None = None,
+    horizon: int = 0,
 ) -> tuple[StagedRange, pa.Table]:
     """Write the range's bronze files, rejects and manifest; return it and the valid rows.
 
@@ -252,8 +261,16 @@ def stage_range(
     valid = parser.valid_table()
     duplicates = 0
     if horizon > 0:
-        dedupe.save_ids(dedupe.ids_dir(staging_dir), topic, partition, start, end,
-                        parser.valid_offsets(), valid.column("event_id").combine_chunks(), horizon)
+        dedupe.save_ids(
+            dedupe.ids_dir(staging_dir),
+            topic,
+            partition,
+            start,
+            end,
+            parser.valid_offsets(),
+            valid.column("event_id").combine_chunks(),
+            horizon,
+        )
         valid, duplicates = dedupe.drop_duplicates(valid, seen if seen is not None else pa.array([], pa.string()))
     name = range_name(topic, partition, start, end)
     bronze_files: list[str] = []
@@ -264,7 +281,7 @@ def stage_range(
         hours = pc.divide(ts_ms, 3_600_000)  # integer division: epoch hour
         for hour in pc.unique(hours).to_pylist():
             part = valid.filter(pc.equal(hours, hour))
-            t = datetime.fromtimestamp(hour * 3600, tz=timezone.utc)
+            t = datetime.fromtimestamp(hour * 3600, tz=UTC)
             path = Path(bronze_dir) / f"date={t:%Y-%m-%d}" / f"hour={t:%H}" / f"part-{name}.parquet"
             _atomic_write_parquet(part, path)
             bronze_files.append(str(path))
@@ -274,9 +291,21 @@ def stage_range(
         _atomic_write_parquet(parser.rejects_table(), path)
         rejects_file = str(path)
     side = side_outputs.compute(valid)
-    staged = StagedRange(topic, partition, start, end, valid.num_rows, len(parser.rejects), max_event_ms,
-                         sorted(bronze_files), rejects_file, side["samples"], side["edges"], side["window_counts"],
-                         duplicates)
+    staged = StagedRange(
+        topic,
+        partition,
+        start,
+        end,
+        valid.num_rows,
+        len(parser.rejects),
+        max_event_ms,
+        sorted(bronze_files),
+        rejects_file,
+        side["samples"],
+        side["edges"],
+        side["window_counts"],
+        duplicates,
+    )
     _atomic_write_text(json.dumps(staged.__dict__), Path(staging_dir) / f"{name}.json")
     return staged, valid
 

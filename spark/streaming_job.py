@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC
 from pathlib import Path
 
 from observability import tables
@@ -57,8 +58,16 @@ class StreamingJob:
         self._probe = None  # a transport reader asking whether record topics have data
         self._sinks: dict[str, object] = {}
         self.record_topics = {"logs": settings.logs_topic, "otel_metrics": settings.metrics_topic}
-        self.totals = {"batches": 0, "rows_in": 0, "rows_rejected": 0, "rows_late": 0, "dead_letters_ingested": 0,
-                       "logs": 0, "otel_metrics": 0, "records_rejected": 0}
+        self.totals = {
+            "batches": 0,
+            "rows_in": 0,
+            "rows_rejected": 0,
+            "rows_late": 0,
+            "dead_letters_ingested": 0,
+            "logs": 0,
+            "otel_metrics": 0,
+            "records_rejected": 0,
+        }
         self._progress_bar = None
 
     # -- streams ----------------------------------------------------------------
@@ -103,9 +112,11 @@ class StreamingJob:
     def start_dead_letters(self, available_now: bool):
         from spark.source import DEAD_LETTER_FORMAT
 
-        stream = self.spark.readStream.format(DEAD_LETTER_FORMAT).options(
-            **self._source_options(self.settings.dead_letter_topic)
-        ).load()
+        stream = (
+            self.spark.readStream.format(DEAD_LETTER_FORMAT)
+            .options(**self._source_options(self.settings.dead_letter_topic))
+            .load()
+        )
         return (
             stream.writeStream.queryName("dead_letters")
             .foreachBatch(self.dead_letter_batch)
@@ -118,9 +129,11 @@ class StreamingJob:
         """The logs or otel_metrics query: a record topic -> its table (stateless)."""
         from spark.source import RECORD_FORMATS
 
-        stream = self.spark.readStream.format(RECORD_FORMATS[stream_name]).options(
-            **self._source_options(self.record_topics[stream_name])
-        ).load()
+        stream = (
+            self.spark.readStream.format(RECORD_FORMATS[stream_name])
+            .options(**self._source_options(self.record_topics[stream_name]))
+            .load()
+        )
         return (
             stream.writeStream.queryName(stream_name)
             .foreachBatch(lambda df, batch_id: self.records_batch(stream_name, df, batch_id))
@@ -164,7 +177,11 @@ class StreamingJob:
         published = self._outbox.try_publish()  # at least once, stable ids; consumers keep the latest per key
         self.store.heartbeat(tables.SPARK_HEARTBEAT, f"batch {batch_id}")
         if written:
-            for key, value in (("rows_in", out.rows_in), ("rows_rejected", out.rows_rejected), ("rows_late", out.rows_late)):
+            for key, value in (
+                ("rows_in", out.rows_in),
+                ("rows_rejected", out.rows_rejected),
+                ("rows_late", out.rows_late),
+            ):
                 self.totals[key] += value
             self.totals["batches"] += 1
             if self._progress_bar is not None:
@@ -245,8 +262,13 @@ class StreamingJob:
         if written:
             self.totals[stream_name] += records.num_rows
             self.totals["records_rejected"] += dead.num_rows
-        log.info("batch committed" if written else "batch already committed", query=stream_name,
-                 batch_id=batch_id, rows=records.num_rows, rejected=dead.num_rows)
+        log.info(
+            "batch committed" if written else "batch already committed",
+            query=stream_name,
+            batch_id=batch_id,
+            rows=records.num_rows,
+            rejected=dead.num_rows,
+        )
 
     def close(self) -> None:
         if self._probe is not None:
@@ -383,9 +405,9 @@ def aggregate_records(metrics, batch_id: int, sink: str) -> list[tuple[str, str,
 
 def _utc(ms: int):
     """Epoch ms -> naive UTC datetime (the form TIMESTAMP columns hold)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None)
 
 
 def _jsonable(v):
@@ -401,8 +423,11 @@ def _jsonable(v):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m spark.streaming_job", description=__doc__.split("\n\n")[0])
-    p.add_argument("--available-now", action="store_true",
-                   help="process everything available now, write it, and exit (replays, tests, backfills)")
+    p.add_argument(
+        "--available-now",
+        action="store_true",
+        help="process everything available now, write it, and exit (replays, tests, backfills)",
+    )
     return p.parse_args(argv)
 
 
@@ -418,8 +443,14 @@ def main(argv: list[str] | None = None) -> int:
     create_topics(settings)
     stop = stop_on_signals()
     mode = "available-now" if args.available_now else f"continuous (trigger {settings.trigger_seconds:g}s)"
-    log.info("starting", mode=mode, transport=settings.transport, master=settings.spark_master,
-             watermark_seconds=settings.watermark_seconds, source=settings.spark_source)
+    log.info(
+        "starting",
+        mode=mode,
+        transport=settings.transport,
+        master=settings.spark_master,
+        watermark_seconds=settings.watermark_seconds,
+        source=settings.spark_source,
+    )
     t0 = time.monotonic()
     spark = build_session(settings)
     job = StreamingJob(spark, settings, store)

@@ -20,7 +20,6 @@ PERCENTILES = (0.5, 0.95, 0.99)
 PERCENTILE_ACCURACY = 10_000
 
 
-
 def is_error(status: Column) -> Column:
     """Server errors count as errors (status >= 500); 4xx are client errors."""
     return status >= 500
@@ -62,7 +61,9 @@ def window_metrics(events: DataFrame) -> DataFrame:
     with `endpoint` NULL are the service level.
     """
     status = F.col("status_code")
-    grouped = with_service_level(entry_spans(events)).groupBy(F.window("timestamp", WINDOW).alias("window"), "service", "endpoint")
+    grouped = with_service_level(entry_spans(events)).groupBy(
+        F.window("timestamp", WINDOW).alias("window"), "service", "endpoint"
+    )
     agg = grouped.agg(
         F.count(F.lit(1)).alias("request_count"),
         F.sum(F.when(is_error(status), 1).otherwise(0)).alias("error_count"),

@@ -38,7 +38,9 @@ class SeededDashboard:
     error_logs: dict[str, str] = field(default_factory=dict)  # body -> why the open incident shows it
 
 
-def _summary_row(incident_id: str, service: str, summary: str, generated_by: str, facts: dict, model: str | None) -> dict:
+def _summary_row(
+    incident_id: str, service: str, summary: str, generated_by: str, facts: dict, model: str | None
+) -> dict:
     return dict(
         id=str(uuid.uuid4()),
         incident_id=incident_id,
@@ -91,14 +93,31 @@ def seed_dashboard(store: Store, bronze_dir) -> SeededDashboard:
     trace_ids = [uuid.uuid4().hex for _ in range(3)]
     open_started = start + timedelta(minutes=170)
     open_id = seed_incident(
-        store, "payments", open_started, minutes=8, severity="critical", anomaly_type="error_surge",
-        related=["checkout"], root_cause="database", status="open", trace_ids=trace_ids,
+        store,
+        "payments",
+        open_started,
+        minutes=8,
+        severity="critical",
+        anomaly_type="error_surge",
+        related=["checkout"],
+        root_cause="database",
+        status="open",
+        trace_ids=trace_ids,
     )
     resolved_id = seed_incident(
-        store, "search", start + timedelta(minutes=60), minutes=5, severity="medium",
-        anomaly_type="latency_spike", status="resolved",
+        store,
+        "search",
+        start + timedelta(minutes=60),
+        minutes=5,
+        severity="medium",
+        anomaly_type="latency_spike",
+        status="resolved",
     )
-    facts_open = {"service": "payments", "error_rate": {"baseline": 0.01, "observed": 0.3}, "root_cause_service": "database"}
+    facts_open = {
+        "service": "payments",
+        "error_rate": {"baseline": 0.01, "observed": 0.3},
+        "root_cause_service": "database",
+    }
     store.insert_df(
         tables.INCIDENT_SUMMARIES,
         pd.DataFrame(
@@ -115,9 +134,27 @@ def seed_dashboard(store: Store, bronze_dir) -> SeededDashboard:
         tables.HEALTH_CHECKS,
         pd.DataFrame(
             [
-                dict(checked_at=now - timedelta(minutes=10), component="spark", status="unhealthy", detail="old check", latency_ms=3.0),
-                dict(checked_at=now - timedelta(minutes=1), component="spark", status="healthy", detail="lag 40 s", latency_ms=4.0),
-                dict(checked_at=now - timedelta(minutes=1), component="narrator", status="degraded", detail="LLM unreachable; template fallback", latency_ms=9.0),
+                dict(
+                    checked_at=now - timedelta(minutes=10),
+                    component="spark",
+                    status="unhealthy",
+                    detail="old check",
+                    latency_ms=3.0,
+                ),
+                dict(
+                    checked_at=now - timedelta(minutes=1),
+                    component="spark",
+                    status="healthy",
+                    detail="lag 40 s",
+                    latency_ms=4.0,
+                ),
+                dict(
+                    checked_at=now - timedelta(minutes=1),
+                    component="narrator",
+                    status="degraded",
+                    detail="LLM unreachable; template fallback",
+                    latency_ms=9.0,
+                ),
             ]
         ),
     )
@@ -136,8 +173,15 @@ def seed_dashboard(store: Store, bronze_dir) -> SeededDashboard:
         tables.STREAM_PROGRESS,
         pd.DataFrame(
             [
-                dict(batch_id=b, processed_at=now - timedelta(seconds=60 - 10 * b), rows_in=1000, rows_rejected=1,
-                     rows_late=0, max_event_time=now - timedelta(seconds=90 - 10 * b), watermark=now - timedelta(minutes=2))
+                dict(
+                    batch_id=b,
+                    processed_at=now - timedelta(seconds=60 - 10 * b),
+                    rows_in=1000,
+                    rows_rejected=1,
+                    rows_late=0,
+                    max_event_time=now - timedelta(seconds=90 - 10 * b),
+                    watermark=now - timedelta(minutes=2),
+                )
                 for b in range(3)
             ]
         ),
@@ -146,15 +190,32 @@ def seed_dashboard(store: Store, bronze_dir) -> SeededDashboard:
         tables.MODEL_REGISTRY,
         pd.DataFrame(
             [
-                dict(version="if-0001", trained_at=now - timedelta(days=1), model="isolation_forest", metrics=json.dumps({"f1": 0.81}), promoted=True),
-                dict(version="tf-0001", trained_at=now - timedelta(hours=2), model="transformer", metrics=json.dumps({"f1": 0.77}), promoted=False),
+                dict(
+                    version="if-0001",
+                    trained_at=now - timedelta(days=1),
+                    model="isolation_forest",
+                    metrics=json.dumps({"f1": 0.81}),
+                    promoted=True,
+                ),
+                dict(
+                    version="tf-0001",
+                    trained_at=now - timedelta(hours=2),
+                    model="transformer",
+                    metrics=json.dumps({"f1": 0.77}),
+                    promoted=False,
+                ),
             ]
         ),
     )
     store.heartbeat("detector", "scored 6 services")
     return SeededDashboard(
-        now=now, open_incident=open_id, resolved_incident=resolved_id, trace_id=trace_ids[0],
-        trace_ids=trace_ids, dead_letter_reasons=reasons, error_logs=error_logs,
+        now=now,
+        open_incident=open_id,
+        resolved_incident=resolved_id,
+        trace_id=trace_ids[0],
+        trace_ids=trace_ids,
+        dead_letter_reasons=reasons,
+        error_logs=error_logs,
     )
 
 
@@ -171,11 +232,32 @@ def _seed_logs(store: Store, incident_start: datetime, trace_id: str) -> dict[st
         ("inventory", "ERROR", 17, "stock cache miss storm", None, None),  # another service, no sample trace
     ]
     frame = pd.DataFrame(
-        [dict(timestamp=t + timedelta(seconds=i), service=svc, severity_text=text, severity_number=num, body=body,
-              trace_id=tid, span_id=None, attributes=None) for i, (svc, text, num, body, tid, _) in enumerate(rows)]
+        [
+            dict(
+                timestamp=t + timedelta(seconds=i),
+                service=svc,
+                severity_text=text,
+                severity_number=num,
+                body=body,
+                trace_id=tid,
+                span_id=None,
+                attributes=None,
+            )
+            for i, (svc, text, num, body, tid, _) in enumerate(rows)
+        ]
         # an error of the incident's service an hour before it: outside its span
-        + [dict(timestamp=incident_start - timedelta(hours=1), service="payments", severity_text="ERROR",
-                severity_number=17, body="an old failure", trace_id=None, span_id=None, attributes=None)]
+        + [
+            dict(
+                timestamp=incident_start - timedelta(hours=1),
+                service="payments",
+                severity_text="ERROR",
+                severity_number=17,
+                body="an old failure",
+                trace_id=None,
+                span_id=None,
+                attributes=None,
+            )
+        ]
     )
     store.insert_df(tables.LOGS, frame)
     return {body: shown for _, _, _, body, _, shown in rows if shown}

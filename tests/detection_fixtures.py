@@ -15,7 +15,9 @@ START = datetime(2025, 3, 3, 0, 0)
 CALL_GRAPH = (("checkout", "payments"), ("checkout", "inventory"), ("inventory", "database"))
 
 
-def seed_cascade(store: Store, minutes: int = 240, fault: tuple[int, int] = (200, 210), watermark_minute: int | None = None) -> pd.DataFrame:
+def seed_cascade(
+    store: Store, minutes: int = 240, fault: tuple[int, int] = (200, 210), watermark_minute: int | None = None
+) -> pd.DataFrame:
     """A database fault that shows in inventory and, a minute later, in checkout."""
     df = seed_metrics(store, start=START, minutes=minutes, seed=7, incident=("database", *fault))
     m0, m1 = fault

@@ -58,7 +58,11 @@ BAD_LINES: list[tuple[str, bytes, str]] = [
     ("negative latency", _with(latency_ms=-1.5), "latency_ms"),
     ("latency as string", _with(latency_ms="fast"), "latency_ms"),
     ("NaN latency", _with(service="search").replace(b'"latency_ms": 12.5', b'"latency_ms": NaN'), "latency_ms"),
-    ("Infinity latency", _with(service="search").replace(b'"latency_ms": 12.5', b'"latency_ms": Infinity'), "latency_ms"),
+    (
+        "Infinity latency",
+        _with(service="search").replace(b'"latency_ms": 12.5', b'"latency_ms": Infinity'),
+        "latency_ms",
+    ),
     ("unparseable timestamp", _with(timestamp="yesterday at noon"), "timestamp"),
     ("timestamp > 1 day in the future", _with(timestamp=NOW_MS + 2 * 86_400_000), "timestamp"),
     ("line over 1 MiB", _with(attributes={"blob": "x" * (1024 * 1024 + 10)}), "line"),
@@ -70,5 +74,9 @@ BAD_LINES: list[tuple[str, bytes, str]] = [
     ("event_id not hex", _with(event_id="event-1"), "event_id"),
     ("endpoint not a string", _with(endpoint=["GET", "/"]), "endpoint"),
     ("error_message not a string", _with(error_message=500), "error_message"),
-    ("nested too deeply", _with(attributes={"a": "PLACEHOLDER"}).replace(b'"PLACEHOLDER"', b"[" * 3000 + b"]" * 3000), "json"),
+    (
+        "nested too deeply",
+        _with(attributes={"a": "PLACEHOLDER"}).replace(b'"PLACEHOLDER"', b"[" * 3000 + b"]" * 3000),
+        "json",
+    ),
 ]

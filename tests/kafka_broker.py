@@ -100,13 +100,29 @@ class TansuBroker:
 
     def start(self) -> None:
         url = f"tcp://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "CLUSTER_ID")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "CLUSTER_ID")
+        }
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/", "--cluster-id", f"obs-test-{self.port}"],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            [
+                broker_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+                "--cluster-id",
+                f"obs-test-{self.port}",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
             start_new_session=True,
         )
         atexit.register(self.stop)
@@ -159,7 +175,9 @@ def kafka_broker():
         errors.append(f"port {port}: {candidate.log_tail()}")
         candidate.stop()
     if broker is None:
-        pytest.fail("could not start the Tansu test broker: " + ("; ".join(errors) or "no free port in KAFKA_TEST_PORTS"))
+        pytest.fail(
+            "could not start the Tansu test broker: " + ("; ".join(errors) or "no free port in KAFKA_TEST_PORTS")
+        )
     try:
         yield broker.bootstrap
     finally:
@@ -176,9 +194,14 @@ def consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0, 
     """
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024,
-                             fetch_max_bytes=64 * 1024 * 1024)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
     try:
         deadline = time.monotonic() + timeout_s
         parts = None

@@ -74,14 +74,18 @@ class RunningServer:
 
 
 @contextmanager
-def model_server(port: int, model: str = TEST_MODEL, data_dir: Path | None = None, log_path: Path | None = None, **env_vars):
+def model_server(
+    port: int, model: str = TEST_MODEL, data_dir: Path | None = None, log_path: Path | None = None, **env_vars
+):
     """Run `python -m llm.serve` on `port`; yields its URL; always stopped afterwards."""
     with model_server_process(port, model, data_dir, log_path, **env_vars) as server:
         yield server.url
 
 
 @contextmanager
-def model_server_process(port: int, model: str = TEST_MODEL, data_dir: Path | None = None, log_path: Path | None = None, **env_vars):
+def model_server_process(
+    port: int, model: str = TEST_MODEL, data_dir: Path | None = None, log_path: Path | None = None, **env_vars
+):
     """Like model_server, yielding a RunningServer (its pid and log too); extra keyword
     arguments are environment variables (MODEL_SERVER_MAX_BODY_BYTES="1000")."""
     url = f"http://127.0.0.1:{port}"
@@ -90,7 +94,11 @@ def model_server_process(port: int, model: str = TEST_MODEL, data_dir: Path | No
         env["DATA_DIR"] = str(data_dir)
     log_file = open(log_path, "wb") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llm.serve"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "llm.serve"],
+        cwd=ROOT,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
@@ -129,11 +137,15 @@ def default_llm_server(tmp_path_factory):
 
     path = ensure_model_file(DEFAULT_MODEL, ROOT / "data" / "models")  # what `make setup` builds
     d = tmp_path_factory.mktemp("default_llm_server")
-    with model_server(free_port(), DEFAULT_MODEL, data_dir=d / "data", log_path=d / "serve.log", LLM_MODEL_FILE=str(path)) as url:
+    with model_server(
+        free_port(), DEFAULT_MODEL, data_dir=d / "data", log_path=d / "serve.log", LLM_MODEL_FILE=str(path)
+    ) as url:
         yield url
 
 
-def error_events(service: str, start, minutes: int, per_minute: int = 20, messages: list[str] | None = None) -> pd.DataFrame:
+def error_events(
+    service: str, start, minutes: int, per_minute: int = 20, messages: list[str] | None = None
+) -> pd.DataFrame:
     """Bronze rows with error messages for `service`, one batch per minute (two messages)."""
     rows = []
     messages = messages or ["connection pool exhausted", "upstream timeout calling database"]

@@ -39,8 +39,13 @@ INVALID_LINES = [
     (b'{"timestamp": "2024-01-01T00:00:00Z", "service": "x", "status_code": 200, "latency_ms": -3}', "latency_ms"),
     (b'["an", "array"]', "event"),
     (b"\xff\xfe bad utf-8", "line"),
-    (b'{"timestamp": "2024-01-01T00:00:00Z", "service": "x", "status_code": 200, "latency_ms": 1, "attributes": '
-     + b"[" * 3000 + b"]" * 3000 + b"}", "json"),  # nested deeper than the json module's recursion limit
+    (
+        b'{"timestamp": "2024-01-01T00:00:00Z", "service": "x", "status_code": 200, "latency_ms": 1, "attributes": '
+        + b"[" * 3000
+        + b"]" * 3000
+        + b"}",
+        "json",
+    ),  # nested deeper than the json module's recursion limit
 ]
 
 
@@ -121,7 +126,7 @@ def expected_metrics(events: list[dict], by_endpoint: bool = False) -> pd.DataFr
     return con.execute(
         f"""
         SELECT time_bucket(INTERVAL 1 MINUTE, timestamp) AS window_start, service
-               {', endpoint' if by_endpoint else ''},
+               {", endpoint" if by_endpoint else ""},
                count(*) AS request_count,
                count(*) FILTER (WHERE status_code >= 500) AS error_count,
                count(*) FILTER (WHERE status_code BETWEEN 400 AND 499) AS client_error_count,
@@ -163,7 +168,11 @@ def run_job(env: dict, *args: str, timeout: float = 240) -> subprocess.Completed
     """`python -m spark.streaming_job ...` as a subprocess; raises with its output when it fails."""
     proc = subprocess.run(
         [sys.executable, "-m", "spark.streaming_job", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if proc.returncode != 0:
         raise AssertionError(f"job failed rc={proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")

@@ -36,8 +36,14 @@ def script_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def run_script(data_dir: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=script_env(data_dir, **extra),
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=ROOT,
+        env=script_env(data_dir, **extra),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def load_module():
@@ -63,9 +69,13 @@ def test_env_places_everything_under_data_dir(tmp_path):
     assert exports["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8095/execution/"
     assert exports["AIRFLOW__CORE__AUTH_MANAGER"].endswith("SimpleAuthManager")
     assert exports["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
-    assert exports["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == str(home / "simple_auth_manager_passwords.json.generated")
+    assert exports["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == str(
+        home / "simple_auth_manager_passwords.json.generated"
+    )
     # the lines are valid shell
-    shell = subprocess.run(["bash", "-c", out.stdout + 'echo "$AIRFLOW__API__BASE_URL"'], capture_output=True, text=True)
+    shell = subprocess.run(
+        ["bash", "-c", out.stdout + 'echo "$AIRFLOW__API__BASE_URL"'], capture_output=True, text=True
+    )
     assert shell.stdout.strip() == "http://127.0.0.1:8095"
 
 
@@ -150,8 +160,14 @@ def test_audit_log_commit_waits_for_sqlite_lock_without_blocking_the_api_event_l
     settings = _settings(data)
     assert (settings.airflow_home / "config" / "airflow_local_settings.py").exists()
     hold = 2.0
-    out = subprocess.run([sys.executable, "-c", AUDIT_LOG_PROBE, str(settings.airflow_home / "airflow.db"), str(hold)],
-                         cwd=tmp_path, env=module.full_env(settings), capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", AUDIT_LOG_PROBE, str(settings.airflow_home / "airflow.db"), str(hold)],
+        cwd=tmp_path,
+        env=module.full_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     patched, ticks, rows = out.stdout.split()[-3:]
     assert patched == "True"
@@ -174,7 +190,10 @@ def test_admin_password_setting_wins(tmp_path):
     chosen, written = module.ensure_password(_settings(data, AIRFLOW_ADMIN_PASSWORD="correct-horse-battery"))
     assert (chosen, written) == ("correct-horse-battery", True)
     assert module.read_password(_settings(data)) == "correct-horse-battery"
-    assert run_script(data, "password", AIRFLOW_ADMIN_PASSWORD="correct-horse-battery").stdout.strip() == "correct-horse-battery"
+    assert (
+        run_script(data, "password", AIRFLOW_ADMIN_PASSWORD="correct-horse-battery").stdout.strip()
+        == "correct-horse-battery"
+    )
 
 
 # -- the three processes, for real ---------------------------------------------------------
@@ -231,27 +250,58 @@ def test_api_server_scheduler_and_dag_processor_serve_the_three_dags(tmp_path):
     try:
         for name in ("api-server", "scheduler", "dag-processor"):
             with open(logs / f"{name}.log", "w") as log:
-                procs.append(subprocess.Popen([sys.executable, str(SCRIPT), "run", name], cwd=ROOT, env=script_env(data, **extra),
-                                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, str(SCRIPT), "run", name],
+                        cwd=ROOT,
+                        env=script_env(data, **extra),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
         base = f"http://127.0.0.1:{port}"
         client = httpx.Client(base_url=base, timeout=60)
         _wait(lambda: client.get("/api/v2/monitor/health").status_code == 200, 180, "the API server", procs)
         assert client.post("/auth/token", json={"username": "admin", "password": "admin"}).status_code == 401
         token = client.post("/auth/token", json={"username": "admin", "password": password}).json()["access_token"]
         client.headers["Authorization"] = f"Bearer {token}"
-        dags = _wait(lambda: (ids := {d["dag_id"] for d in client.get("/api/v2/dags").json()["dags"]}) >= {
-            "monitoring_dag", "data_quality_dag", "retraining_dag"} and ids, 180, "the three DAGs", procs)
+        dags = _wait(
+            lambda: (
+                (ids := {d["dag_id"] for d in client.get("/api/v2/dags").json()["dags"]})
+                >= {"monitoring_dag", "data_quality_dag", "retraining_dag"}
+                and ids
+            ),
+            180,
+            "the three DAGs",
+            procs,
+        )
         assert dags == {"monitoring_dag", "data_quality_dag", "retraining_dag"}
         assert client.get("/api/v2/importErrors").json()["total_entries"] == 0
-        _wait(lambda: client.get("/api/v2/monitor/health").json()["scheduler"]["status"] == "healthy", 120, "the scheduler", procs)
+        _wait(
+            lambda: client.get("/api/v2/monitor/health").json()["scheduler"]["status"] == "healthy",
+            120,
+            "the scheduler",
+            procs,
+        )
         # a real run through the scheduler and LocalExecutor: nothing else runs, so it fails, and says why
         resp = client.post("/api/v2/dags/monitoring_dag/dagRuns", json={"logical_date": None})
         assert resp.status_code == 200, resp.text
         run_id = resp.json()["dag_run_id"]
-        state = _wait(lambda: (s := client.get(f"/api/v2/dags/monitoring_dag/dagRuns/{run_id}").json()["state"])
-                      in ("success", "failed") and s, 180, "the monitoring run", procs)
+        state = _wait(
+            lambda: (
+                (s := client.get(f"/api/v2/dags/monitoring_dag/dagRuns/{run_id}").json()["state"])
+                in ("success", "failed")
+                and s
+            ),
+            180,
+            "the monitoring run",
+            procs,
+        )
         assert state == "failed"
-        rows = Store.from_settings(Settings(DATA_DIR=data)).fetch_all("SELECT DISTINCT component, status FROM health_checks")
+        rows = Store.from_settings(Settings(DATA_DIR=data)).fetch_all(
+            "SELECT DISTINCT component, status FROM health_checks"
+        )
         assert len(rows) == 8 and dict(rows)["detector"] == "unhealthy"
     finally:
         _stop(procs)

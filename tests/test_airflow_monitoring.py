@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import time  # noqa: E402
+from datetime import timedelta  # noqa: E402
+
+import pytest  # noqa: E402
+
+from observability import health, tables  # noqa: E402
+from observability.settings import get_settings  # noqa: E402
+from observability.store import utcnow  # noqa: E402
 from tests.airflow_fixtures import (  # noqa: F401  (environment first, then fixtures)
     airflow_db,
     closed_port,
@@ -14,16 +22,16 @@ from tests.airflow_fixtures import (  # noqa: F401  (environment first, then fix
 )
 from tests.kafka_broker import kafka_broker  # noqa: F401,E402  (fixture)
 
-import time  # noqa: E402
-from datetime import timedelta  # noqa: E402
-
-import pytest  # noqa: E402
-
-from observability import health, tables  # noqa: E402
-from observability.settings import get_settings  # noqa: E402
-from observability.store import utcnow  # noqa: E402
-
-COMPONENTS = {"transport", "spark", "service_metrics", "detector", "narrator", "narration_backlog", "model_server", "dashboard"}
+COMPONENTS = {
+    "transport",
+    "spark",
+    "service_metrics",
+    "detector",
+    "narrator",
+    "narration_backlog",
+    "model_server",
+    "dashboard",
+}
 
 
 def by_component(results) -> dict[str, health.CheckResult]:
@@ -64,14 +72,19 @@ def test_stale_heartbeat_degrades_then_fails(settings, store):
     now = utcnow()
     limit = settings.health_heartbeat_max_age_seconds
     for age, expected in ((limit - 5, "healthy"), (2 * limit, "degraded"), (4 * limit, "unhealthy")):
-        store.execute(f"INSERT OR REPLACE INTO {tables.HEARTBEATS} VALUES ('detector', ?, '')", [now - timedelta(seconds=age)])
+        store.execute(
+            f"INSERT OR REPLACE INTO {tables.HEARTBEATS} VALUES ('detector', ?, '')", [now - timedelta(seconds=age)]
+        )
         assert health.check_detector(settings, store, now).status == expected, age
 
 
 def test_spark_without_input_is_degraded_while_its_heartbeat_is_fresh(settings, store):
     now = utcnow()
-    store.execute(f"INSERT INTO {tables.STREAM_PROGRESS} (batch_id, processed_at, rows_in, rows_rejected, rows_late) "
-                  "VALUES (3, ?, 10, 0, 0)", [now - timedelta(hours=2)])
+    store.execute(
+        f"INSERT INTO {tables.STREAM_PROGRESS} (batch_id, processed_at, rows_in, rows_rejected, rows_late) "
+        "VALUES (3, ?, 10, 0, 0)",
+        [now - timedelta(hours=2)],
+    )
     assert health.check_spark_progress(settings, store, now).status == "unhealthy"
     store.heartbeat("spark", "running")
     result = health.check_spark_progress(settings, store, utcnow())
@@ -92,8 +105,10 @@ def test_narration_backlog_counts_incidents_changed_since_their_latest_summary(s
     )
     backlog, oldest = health.narration_backlog(store)
     assert backlog == 2
-    store.execute(f"UPDATE {tables.INCIDENTS} SET updated_at = ? WHERE id <> ?",
-                  [now - timedelta(seconds=4 * settings.health_narration_max_age_seconds), summarised])
+    store.execute(
+        f"UPDATE {tables.INCIDENTS} SET updated_at = ? WHERE id <> ?",
+        [now - timedelta(seconds=4 * settings.health_narration_max_age_seconds), summarised],
+    )
     result = health.check_narration_backlog(settings, store, now)
     assert result.status == "unhealthy" and result.detail.startswith("2 incidents waiting")
 
@@ -130,9 +145,14 @@ def test_kafka_transport_reachable_against_a_real_broker(settings, store, monkey
 
 
 def test_record_writes_health_checks_rows(settings, store):
-    results = [health.CheckResult("spark", "healthy", "ok", None), health.CheckResult("dashboard", "unhealthy", "down", 3.5)]
+    results = [
+        health.CheckResult("spark", "healthy", "ok", None),
+        health.CheckResult("dashboard", "unhealthy", "down", 3.5),
+    ]
     assert health.record(results, store) == 2
-    rows = store.fetch_all(f"SELECT component, status, detail, latency_ms FROM {tables.HEALTH_CHECKS} ORDER BY component")
+    rows = store.fetch_all(
+        f"SELECT component, status, detail, latency_ms FROM {tables.HEALTH_CHECKS} ORDER BY component"
+    )
     assert rows == [("dashboard", "unhealthy", "down", 3.5), ("spark", "healthy", "ok", None)]
 
 
@@ -150,8 +170,10 @@ def test_monitoring_dag_fails_when_a_component_is_down(dagbag, live_platform, st
         monkeypatch.setenv("OLLAMA_URL", f"http://127.0.0.1:{closed_port()}")
         get_settings.cache_clear()
     else:
-        store.execute(f"UPDATE {tables.HEARTBEATS} SET last_seen = ? WHERE component = 'detector'",
-                      [utcnow() - timedelta(hours=1)])
+        store.execute(
+            f"UPDATE {tables.HEARTBEATS} SET last_seen = ? WHERE component = 'detector'",
+            [utcnow() - timedelta(hours=1)],
+        )
     state, tis = run_dag(dagbag, "monitoring_dag")
     assert state == "failed"
     assert tis == {"check_components": "success", "fail_on_unhealthy": "failed"}

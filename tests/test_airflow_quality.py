@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from tests.airflow_fixtures import airflow_db, dagbag, run_dag  # noqa: F401  (environment first)
-
 import uuid  # noqa: E402
 from datetime import datetime, timedelta  # noqa: E402
 
@@ -11,6 +9,7 @@ import pandas as pd  # noqa: E402
 
 from observability import bronze, quality, tables  # noqa: E402
 from observability.store import utcnow  # noqa: E402
+from tests.airflow_fixtures import airflow_db, dagbag, run_dag  # noqa: F401  (environment first)
 from tests.seeding import metrics_frame, seed_incident, seed_metrics  # noqa: E402
 
 
@@ -31,11 +30,11 @@ def test_impossible_values_are_counted_per_rule(settings, store):
     df = seed_metrics(store, minutes=60, services=("checkout", "payments"))
     bad = df.iloc[:5].copy()
     bad["service"] = [f"bad{i}" for i in range(5)]
-    bad.loc[bad.index[0], "error_count"] = bad.loc[bad.index[0], "request_count"] + 1   # errors > requests
-    bad.loc[bad.index[1], "error_rate"] = 1.5                                           # rate out of range
+    bad.loc[bad.index[0], "error_count"] = bad.loc[bad.index[0], "request_count"] + 1  # errors > requests
+    bad.loc[bad.index[1], "error_rate"] = 1.5  # rate out of range
     bad.loc[bad.index[2], "p50_latency_ms"] = bad.loc[bad.index[2], "p95_latency_ms"] + 1  # p50 > p95
-    bad.loc[bad.index[3], "avg_latency_ms"] = -1.0                                      # negative latency
-    bad.loc[bad.index[4], "request_count"] = -3                                         # negative count (and errors > requests)
+    bad.loc[bad.index[3], "avg_latency_ms"] = -1.0  # negative latency
+    bad.loc[bad.index[4], "request_count"] = -3  # negative count (and errors > requests)
     store.insert_df(tables.SERVICE_METRICS, bad)
     r = results_by_name(quality.run_validation(settings, store))
     assert r["impossible_values:errors_exceed_requests"].observed == 2
@@ -53,12 +52,16 @@ def test_window_gaps_warn_then_fail_by_ratio(settings, store):
     seed_metrics(store, minutes=100, services=("checkout", "payments"))
     first = store.fetch_one(f"SELECT min(window_start) FROM {tables.SERVICE_METRICS}")[0]
     # 2 of 100 windows missing inside checkout's range: a warning (2% <= 5%)
-    store.execute(f"DELETE FROM {tables.SERVICE_METRICS} WHERE service = 'checkout' AND window_start IN (?, ?)",
-                  [first + timedelta(minutes=10), first + timedelta(minutes=11)])
+    store.execute(
+        f"DELETE FROM {tables.SERVICE_METRICS} WHERE service = 'checkout' AND window_start IN (?, ?)",
+        [first + timedelta(minutes=10), first + timedelta(minutes=11)],
+    )
     gaps = quality.check_window_gaps(store, first - timedelta(minutes=1), 0.05)
     assert (gaps.status, gaps.observed) == ("warn", 2) and "checkout=2" in gaps.detail and "payments" not in gaps.detail
-    store.execute(f"DELETE FROM {tables.SERVICE_METRICS} WHERE service = 'payments' AND window_start BETWEEN ? AND ?",
-                  [first + timedelta(minutes=20), first + timedelta(minutes=29)])
+    store.execute(
+        f"DELETE FROM {tables.SERVICE_METRICS} WHERE service = 'payments' AND window_start BETWEEN ? AND ?",
+        [first + timedelta(minutes=20), first + timedelta(minutes=29)],
+    )
     gaps = quality.check_window_gaps(store, first - timedelta(minutes=1), 0.05)
     assert (gaps.status, gaps.observed) == ("fail", 12) and "worst payments 10.0%" in gaps.detail
 
@@ -78,13 +81,14 @@ def test_dead_letter_growth_and_ratio(settings, store):
     now = utcnow()
 
     def dead_letters(n, at):
-        store.executemany(f"INSERT INTO {tables.DEAD_LETTER} VALUES (?, 'spark:raw_events', 'bad json', '{{')",
-                          [[at]] * n)
+        store.executemany(
+            f"INSERT INTO {tables.DEAD_LETTER} VALUES (?, 'spark:raw_events', 'bad json', '{{')", [[at]] * n
+        )
 
     dead_letters(5, now - timedelta(hours=7))
     dead_letters(5, now - timedelta(minutes=30))
     assert quality.check_dead_letter_growth(store, now - timedelta(hours=6), now, 0.05).status == "pass"
-    dead_letters(20, now - timedelta(minutes=20))   # 25 now against 5 before: growing
+    dead_letters(20, now - timedelta(minutes=20))  # 25 now against 5 before: growing
     r = quality.check_dead_letter_growth(store, now - timedelta(hours=6), now, 0.05)
     assert (r.status, r.observed) == ("warn", 25)
     dead_letters(2000, now - timedelta(minutes=10))  # more than 5% of all events
@@ -110,39 +114,67 @@ def seed_around_cutoff(settings, store, cutoff: datetime) -> None:
         store.execute(f"INSERT INTO {tables.SERVICE_DEPENDENCIES} VALUES (?, 'checkout', 'payments', 3, 0)", [t])
         store.execute(f"INSERT INTO {tables.DEAD_LETTER} VALUES (?, 'test', 'bad', ?)", [t, label])
         store.execute(f"INSERT INTO {tables.HEALTH_CHECKS} VALUES (?, 'spark', 'healthy', ?, NULL)", [t, label])
-        store.execute(f"INSERT INTO {tables.LOGS} (timestamp, service, severity_text, body) VALUES (?, 'checkout', 'ERROR', ?)",
-                      [t, label])
-        store.execute(f"INSERT INTO {tables.OTEL_METRICS} (timestamp, service, name, kind, value) "
-                      "VALUES (?, 'checkout', ?, 'gauge', 1.0)", [t, label])
+        store.execute(
+            f"INSERT INTO {tables.LOGS} (timestamp, service, severity_text, body) VALUES (?, 'checkout', 'ERROR', ?)",
+            [t, label],
+        )
+        store.execute(
+            f"INSERT INTO {tables.OTEL_METRICS} (timestamp, service, name, kind, value) "
+            "VALUES (?, 'checkout', ?, 'gauge', 1.0)",
+            [t, label],
+        )
         store.execute(f"INSERT INTO {tables.DATA_QUALITY_RESULTS} VALUES (?, 'x', 'pass', 0, ?)", [t, label])
-        store.execute(f"INSERT INTO {tables.ANOMALIES} (id, service, window_start, window_end, detected_at, anomaly_type, "
-                      "severity, score) VALUES (?, 'checkout', ?, ?, ?, 'error_surge', 'high', 0.9)",
-                      [f"anomaly-{label}", t, t + JUST, t])
-        store.execute(f"INSERT INTO {tables.INCIDENTS} (id, service, started_at, ended_at, status, peak_severity, "
-                      "root_cause_service, related_services, updated_at) "
-                      "VALUES (?, 'checkout', ?, ?, 'resolved', 'high', 'checkout', [], ?)",
-                      [f"incident-{label}", t - JUST, t, t])
-        store.execute(f"INSERT INTO {tables.INCIDENT_SUMMARIES} (id, incident_id, service, created_at, summary, generated_by, facts) "
-                      "VALUES (?, ?, 'checkout', ?, 's', 'template', '{}')", [f"summary-{label}", f"incident-{label}", t])
+        store.execute(
+            f"INSERT INTO {tables.ANOMALIES} (id, service, window_start, window_end, detected_at, anomaly_type, "
+            "severity, score) VALUES (?, 'checkout', ?, ?, ?, 'error_surge', 'high', 0.9)",
+            [f"anomaly-{label}", t, t + JUST, t],
+        )
+        store.execute(
+            f"INSERT INTO {tables.INCIDENTS} (id, service, started_at, ended_at, status, peak_severity, "
+            "root_cause_service, related_services, updated_at) "
+            "VALUES (?, 'checkout', ?, ?, 'resolved', 'high', 'checkout', [], ?)",
+            [f"incident-{label}", t - JUST, t, t],
+        )
+        store.execute(
+            f"INSERT INTO {tables.INCIDENT_SUMMARIES} (id, incident_id, service, created_at, summary, generated_by, facts) "
+            "VALUES (?, ?, 'checkout', ?, 's', 'template', '{}')",
+            [f"summary-{label}", f"incident-{label}", t],
+        )
     # the kept incident also has an older summary, superseded by the newer one: it goes
-    store.execute(f"INSERT INTO {tables.INCIDENT_SUMMARIES} (id, incident_id, service, created_at, summary, generated_by, facts) "
-                  "VALUES ('summary-superseded', 'incident-new', 'checkout', ?, 's', 'template', '{}')", [old])
+    store.execute(
+        f"INSERT INTO {tables.INCIDENT_SUMMARIES} (id, incident_id, service, created_at, summary, generated_by, facts) "
+        "VALUES ('summary-superseded', 'incident-new', 'checkout', ?, 's', 'template', '{}')",
+        [old],
+    )
     store.executemany(f"INSERT INTO {tables.STREAM_PROGRESS} VALUES (?, ?, 10, 0, 0, NULL, NULL)", [[1, old], [2, new]])
     # bronze: the hour before the cutoff's hour has wholly expired, the cutoff's own hour has not
-    events = pd.DataFrame({
-        "event_id": [uuid.uuid4().hex for _ in range(4)],
-        "timestamp": [cutoff - timedelta(hours=13), cutoff - timedelta(minutes=31), cutoff - JUST, cutoff + JUST],
-        "service": "checkout", "endpoint": "/pay", "status_code": 200, "latency_ms": 12.0,
-    })
+    events = pd.DataFrame(
+        {
+            "event_id": [uuid.uuid4().hex for _ in range(4)],
+            "timestamp": [cutoff - timedelta(hours=13), cutoff - timedelta(minutes=31), cutoff - JUST, cutoff + JUST],
+            "service": "checkout",
+            "endpoint": "/pay",
+            "status_code": 200,
+            "latency_ms": 12.0,
+        }
+    )
     bronze.write_events(settings.bronze_dir, events)
 
 
 def surviving_labels(store) -> dict[str, set]:
     q = {
-        tables.TRACE_SAMPLES: "trace_id", tables.DEAD_LETTER: "payload", tables.HEALTH_CHECKS: "detail",
-        tables.DATA_QUALITY_RESULTS: "detail", tables.LOGS: "body", tables.OTEL_METRICS: "name", tables.ANOMALIES: "id", tables.INCIDENTS: "id",
-        tables.INCIDENT_SUMMARIES: "id", tables.STREAM_PROGRESS: "batch_id",
-        tables.SERVICE_METRICS: "window_start", tables.ENDPOINT_METRICS: "window_start",
+        tables.TRACE_SAMPLES: "trace_id",
+        tables.DEAD_LETTER: "payload",
+        tables.HEALTH_CHECKS: "detail",
+        tables.DATA_QUALITY_RESULTS: "detail",
+        tables.LOGS: "body",
+        tables.OTEL_METRICS: "name",
+        tables.ANOMALIES: "id",
+        tables.INCIDENTS: "id",
+        tables.INCIDENT_SUMMARIES: "id",
+        tables.STREAM_PROGRESS: "batch_id",
+        tables.SERVICE_METRICS: "window_start",
+        tables.ENDPOINT_METRICS: "window_start",
         tables.SERVICE_DEPENDENCIES: "window_start",
     }
     return {t: {r[0] for r in store.fetch_all(f"SELECT {c} FROM {t}")} for t, c in q.items()}
@@ -178,12 +210,17 @@ def test_retention_deletes_exactly_what_expired(settings, store):
 def test_retention_keeps_the_newest_progress_row_and_latest_summary_of_kept_incident(settings, store):
     old = CUTOFF - timedelta(days=2)
     store.executemany(f"INSERT INTO {tables.STREAM_PROGRESS} VALUES (?, ?, 10, 0, 0, NULL, NULL)", [[1, old], [2, old]])
-    store.execute(f"INSERT INTO {tables.INCIDENTS} (id, service, started_at, ended_at, status, peak_severity, "
-                  "root_cause_service, related_services, updated_at) "
-                  "VALUES ('i', 'checkout', ?, NULL, 'open', 'high', 'checkout', [], ?)",
-                  [old, CUTOFF + JUST])
-    store.execute(f"INSERT INTO {tables.INCIDENT_SUMMARIES} (id, incident_id, service, created_at, summary, generated_by, facts) "
-                  "VALUES ('only', 'i', 'checkout', ?, 's', 'template', '{}')", [old])
+    store.execute(
+        f"INSERT INTO {tables.INCIDENTS} (id, service, started_at, ended_at, status, peak_severity, "
+        "root_cause_service, related_services, updated_at) "
+        "VALUES ('i', 'checkout', ?, NULL, 'open', 'high', 'checkout', [], ?)",
+        [old, CUTOFF + JUST],
+    )
+    store.execute(
+        f"INSERT INTO {tables.INCIDENT_SUMMARIES} (id, incident_id, service, created_at, summary, generated_by, facts) "
+        "VALUES ('only', 'i', 'checkout', ?, 's', 'template', '{}')",
+        [old],
+    )
     quality.apply_retention(settings, store, NOW)
     assert store.fetch_all(f"SELECT batch_id FROM {tables.STREAM_PROGRESS}") == [(2,)]
     assert store.fetch_all(f"SELECT id FROM {tables.INCIDENT_SUMMARIES}") == [("only",)]
@@ -196,8 +233,16 @@ def test_data_quality_dag_validates_and_applies_retention(dagbag, settings, stor
     expired = metrics_frame(services=("checkout",), start=(cutoff - timedelta(minutes=10)).replace(second=0), minutes=3)
     kept = metrics_frame(services=("checkout",), start=(cutoff + timedelta(minutes=5)).replace(second=0), minutes=3)
     store.insert_df(tables.SERVICE_METRICS, pd.concat([expired, kept]))
-    events = pd.DataFrame({"event_id": ["a", "b"], "timestamp": [cutoff - timedelta(hours=1), cutoff + timedelta(hours=1)],
-                           "service": "checkout", "endpoint": "/pay", "status_code": 200, "latency_ms": 5.0})
+    events = pd.DataFrame(
+        {
+            "event_id": ["a", "b"],
+            "timestamp": [cutoff - timedelta(hours=1), cutoff + timedelta(hours=1)],
+            "service": "checkout",
+            "endpoint": "/pay",
+            "status_code": 200,
+            "latency_ms": 5.0,
+        }
+    )
     bronze.write_events(settings.bronze_dir, events)
     before = store.fetch_one(f"SELECT count(*) FROM {tables.SERVICE_METRICS}")[0]
 
@@ -213,4 +258,9 @@ def test_data_quality_dag_validates_and_applies_retention(dagbag, settings, stor
     assert list(left["event_id"]) == ["b"]
     recorded = dict(store.fetch_all(f"SELECT check_name, status FROM {tables.DATA_QUALITY_RESULTS}"))
     assert recorded["window_gaps"] == "pass" and recorded["impossible_values:percentile_order"] == "pass"
-    assert store.fetch_one(f"SELECT observed FROM {tables.DATA_QUALITY_RESULTS} WHERE check_name = 'retention:service_metrics'")[0] == 3
+    assert (
+        store.fetch_one(
+            f"SELECT observed FROM {tables.DATA_QUALITY_RESULTS} WHERE check_name = 'retention:service_metrics'"
+        )[0]
+        == 3
+    )

@@ -9,11 +9,10 @@ transformer (run conf) keeps the runs quick on a CPU.
 
 from __future__ import annotations
 
-from tests.airflow_fixtures import airflow_db, dagbag  # noqa: F401  (environment first)
-
 import json  # noqa: E402
 
 from observability import tables  # noqa: E402
+from tests.airflow_fixtures import airflow_db, dagbag  # noqa: F401  (environment first)
 from tests.seeding import seed_metrics  # noqa: E402
 
 MODELS = ("isolation_forest", "transformer")

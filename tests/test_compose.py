@@ -27,8 +27,21 @@ def _target_exists(cmd: list[str]) -> bool:
 
 def test_expected_services_are_declared():
     expected = {
-        "kafka", "kafka-init", "generator", "ingest", "spark", "detector", "narrator", "ollama", "ollama-init",
-        "postgres", "airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "dashboard",
+        "kafka",
+        "kafka-init",
+        "generator",
+        "ingest",
+        "spark",
+        "detector",
+        "narrator",
+        "ollama",
+        "ollama-init",
+        "postgres",
+        "airflow-init",
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "dashboard",
     }
     assert expected <= set(SERVICES)
 
@@ -78,7 +91,17 @@ def test_image_is_built_from_the_containerfile_with_java():
 
 def test_containerfile_copies_every_package_a_service_runs():
     text = (ROOT / "Containerfile").read_text()
-    for folder in ("observability", "event_generator", "ingest", "spark", "anomaly_detection", "llm", "dashboard", "dags", "scripts"):
+    for folder in (
+        "observability",
+        "event_generator",
+        "ingest",
+        "spark",
+        "anomaly_detection",
+        "llm",
+        "dashboard",
+        "dags",
+        "scripts",
+    ):
         assert f"COPY {folder} ./{folder}" in text
 
 

@@ -28,13 +28,28 @@ def test_every_event_form_is_derived_from_the_one_definition(tmp_path):
     assert EVENT_ARROW_SCHEMA.field("timestamp").type == pa.timestamp("us", tz="UTC")
     # the DuckDB read_json map reads a wire line with each field's type
     path = tmp_path / "events.jsonl"
-    path.write_text(json.dumps({"timestamp": "2024-01-01T00:00:00Z", "service": "a", "status_code": 200,
-                                "latency_ms": 1.5, "trace_id": None}) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "timestamp": "2024-01-01T00:00:00Z",
+                "service": "a",
+                "status_code": 200,
+                "latency_ms": 1.5,
+                "trace_id": None,
+            }
+        )
+        + "\n"
+    )
     mapping = columns.duckdb_json_columns(columns.select(EVENT_COLUMNS, aggregate_duckdb._FIELDS))
-    got = {r[0]: r[1] for r in duckdb.connect().execute(
-        f"DESCRIBE SELECT * FROM read_json('{path}', format='newline_delimited', columns={mapping})").fetchall()}
+    got = {
+        r[0]: r[1]
+        for r in duckdb.connect()
+        .execute(f"DESCRIBE SELECT * FROM read_json('{path}', format='newline_delimited', columns={mapping})")
+        .fetchall()
+    }
     assert list(got) == list(aggregate_duckdb._FIELDS)
     assert got["status_code"] == "INTEGER" and got["latency_ms"] == "DOUBLE" and got["timestamp"] == "VARCHAR"
+
 
 def test_sql_with_default_reads_older_files_without_the_column(tmp_path):
     con = duckdb.connect()
@@ -42,7 +57,9 @@ def test_sql_with_default_reads_older_files_without_the_column(tmp_path):
     con.execute(f"COPY (SELECT 2 AS a, 'client' AS k) TO '{tmp_path}/new.parquet'")
     k = columns.Column("k", "string", default="server")
     only_old = [d[0] for d in con.execute(f"SELECT * FROM '{tmp_path}/old.parquet'").description]
-    assert con.execute(f"SELECT {columns.sql_with_default(k, only_old)} FROM '{tmp_path}/old.parquet'").fetchall() == [("server",)]
+    assert con.execute(f"SELECT {columns.sql_with_default(k, only_old)} FROM '{tmp_path}/old.parquet'").fetchall() == [
+        ("server",)
+    ]
     src = f"read_parquet('{tmp_path}/*.parquet', union_by_name=true)"
     both = [d[0] for d in con.execute(f"SELECT * FROM {src}").description]
     rows = con.execute(f"SELECT a, {columns.sql_with_default(k, both)} FROM {src} ORDER BY a").fetchall()
@@ -51,7 +68,10 @@ def test_sql_with_default_reads_older_files_without_the_column(tmp_path):
 
 def test_heartbeat_names_are_the_ones_health_reads(store):
     assert (health.SPARK_HEARTBEAT, health.DETECTOR_HEARTBEAT, health.NARRATOR_HEARTBEAT) == (
-        tables.SPARK_HEARTBEAT, tables.DETECTOR_HEARTBEAT, tables.NARRATOR_HEARTBEAT)
+        tables.SPARK_HEARTBEAT,
+        tables.DETECTOR_HEARTBEAT,
+        tables.NARRATOR_HEARTBEAT,
+    )
     from llm.narration import CycleResult, Narrator
 
     narrator = Narrator.__new__(Narrator)
@@ -98,9 +118,23 @@ def test_bronze_files_written_before_kind_read_as_server_spans(tmp_path):
     from observability import bronze
 
     t = datetime(2024, 5, 1, 12, 0)
-    old = pd.DataFrame([{"event_id": "a1", "timestamp": t, "service": "api", "endpoint": "/x", "status_code": 200,
-                         "latency_ms": 1.0, "trace_id": None, "span_id": None, "parent_span_id": None,
-                         "error_message": None, "attributes": None}])
+    old = pd.DataFrame(
+        [
+            {
+                "event_id": "a1",
+                "timestamp": t,
+                "service": "api",
+                "endpoint": "/x",
+                "status_code": 200,
+                "latency_ms": 1.0,
+                "trace_id": None,
+                "span_id": None,
+                "parent_span_id": None,
+                "error_message": None,
+                "attributes": None,
+            }
+        ]
+    )
     part = tmp_path / "date=2024-05-01" / "hour=12"
     part.mkdir(parents=True)
     old.to_parquet(part / "part-old.parquet", index=False)

@@ -19,8 +19,15 @@ def windows(spec: dict[str, list[int]], minutes: int, severity: str = "high") ->
     rows = []
     for svc, bad in spec.items():
         for m in range(minutes):
-            rows.append({"service": svc, "window_start": T0 + timedelta(minutes=m), "window_end": T0 + timedelta(minutes=m + 1),
-                         "is_anomaly": m in bad, "severity": severity})
+            rows.append(
+                {
+                    "service": svc,
+                    "window_start": T0 + timedelta(minutes=m),
+                    "window_end": T0 + timedelta(minutes=m + 1),
+                    "is_anomaly": m in bad,
+                    "severity": severity,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -46,7 +53,9 @@ def test_a_fault_across_connected_services_is_one_incident_and_unrelated_ones_st
     assert fault.started_at == T0 + timedelta(minutes=2) and fault.last_anomaly_end == T0 + timedelta(minutes=5)
     assert {k: v for k, v in assigned.items() if v == fault.id}.keys() == {
         ("B", pd.Timestamp(T0 + timedelta(minutes=m))) for m in (2, 3, 4)
-    } | {("A", pd.Timestamp(T0 + timedelta(minutes=m))) for m in (3, 4)} | {("gateway", pd.Timestamp(T0 + timedelta(minutes=4)))}
+    } | {("A", pd.Timestamp(T0 + timedelta(minutes=m))) for m in (3, 4)} | {
+        ("gateway", pd.Timestamp(T0 + timedelta(minutes=4)))
+    }
 
 
 def test_without_the_graph_each_service_keeps_its_own_incident():

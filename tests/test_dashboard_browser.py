@@ -19,7 +19,13 @@ from observability.store import utcnow
 from tests.dashboard_fixtures import NOVEL_SERVICE, TEMPLATE_SUMMARY, seed_dashboard
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 HOST = "127.0.0.1"
 PORTS = range(8600, 8606)  # 8606-8610 are the benchmark's
 REFRESH_SECONDS = 2
@@ -74,7 +80,10 @@ def test_pages_render_in_chromium(dashboard_url, artifacts_dir, store):
 
             # auto-refresh: a new dead-letter reason shows up without reloading the page
             page.evaluate("window.__not_reloaded = true")
-            store.insert_df(tables.DEAD_LETTER, pd.DataFrame([dict(received_at=utcnow(), source="test", reason=NEW_REASON, payload="")]))
+            store.insert_df(
+                tables.DEAD_LETTER,
+                pd.DataFrame([dict(received_at=utcnow(), source="test", reason=NEW_REASON, payload="")]),
+            )
             expect(page.get_by_text(NEW_REASON).first).to_be_visible(timeout=30_000)
             assert page.evaluate("window.__not_reloaded") is True
         finally:

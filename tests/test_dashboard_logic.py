@@ -20,9 +20,17 @@ def test_downsampled_series_match_pandas(store):
     now = utcnow().replace(second=0, microsecond=0)
     df = seed_metrics(store, services=("alpha", "beta"), start=now - timedelta(hours=5), minutes=300, seed=3)
     # a gap: windows missing for 20 minutes must not dilute the rate
-    store.execute(f"DELETE FROM {tables.SERVICE_METRICS} WHERE service = 'beta' AND window_start >= ? AND window_start < ?",
-                  [now - timedelta(minutes=200), now - timedelta(minutes=180)])
-    df = df[~((df.service == "beta") & (df.window_start >= now - timedelta(minutes=200)) & (df.window_start < now - timedelta(minutes=180)))]
+    store.execute(
+        f"DELETE FROM {tables.SERVICE_METRICS} WHERE service = 'beta' AND window_start >= ? AND window_start < ?",
+        [now - timedelta(minutes=200), now - timedelta(minutes=180)],
+    )
+    df = df[
+        ~(
+            (df.service == "beta")
+            & (df.window_start >= now - timedelta(minutes=200))
+            & (df.window_start < now - timedelta(minutes=180))
+        )
+    ]
 
     tr = RANGES["7d"]  # 30-minute buckets
     got = queries.service_series(store, tr, now).set_index(["service", "bucket"]).sort_index()
@@ -33,7 +41,9 @@ def test_downsampled_series_match_pandas(store):
         {
             "request_rate": g.request_count.sum() / (g.size() * 60.0),
             "error_rate": g.error_count.sum() / g.request_count.sum(),
-            "p95_latency_ms": g.apply(lambda x: (x.p95_latency_ms * x.request_count).sum() / x.request_count.sum(), include_groups=False),
+            "p95_latency_ms": g.apply(
+                lambda x: (x.p95_latency_ms * x.request_count).sum() / x.request_count.sum(), include_groups=False
+            ),
         }
     ).sort_index()
     assert len(got) == len(expected) <= 2 * 11
@@ -56,8 +66,13 @@ def _incidents(rows):
 def test_statuses_come_from_data_only():
     now = utcnow()
     snapshot = pd.DataFrame(
-        {"service": ["a", "b", "c"], "last_window": [now] * 3, "request_rate": [1.0, 2.0, None],
-         "error_rate": [0.0, 0.1, None], "p95_latency_ms": [10.0, 20.0, None]}
+        {
+            "service": ["a", "b", "c"],
+            "last_window": [now] * 3,
+            "request_rate": [1.0, 2.0, None],
+            "error_rate": [0.0, 0.1, None],
+            "p95_latency_ms": [10.0, 20.0, None],
+        }
     )
     open_incidents = _incidents([("b", "high", now, "never-seen-db", ["c"])])
     recent = pd.DataFrame({"service": ["a"], "anomalies": [2], "max_score": [0.7], "last_anomaly": [now]})

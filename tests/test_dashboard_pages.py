@@ -196,20 +196,40 @@ def test_incident_page_shows_refused_claims_and_similar_past_incidents(seeded, s
 
     # an earlier payments error surge rooted in database, and an unrelated search incident
     (started,) = store.fetch_one("SELECT started_at FROM incidents WHERE id = ?", [seeded.open_incident])
-    earlier = seed_incident(store, "payments", started - timedelta(minutes=50), minutes=6, anomaly_type="error_surge",
-                            root_cause="database", related=["checkout"])
+    earlier = seed_incident(
+        store,
+        "payments",
+        started - timedelta(minutes=50),
+        minutes=6,
+        anomaly_type="error_surge",
+        root_cause="database",
+        related=["checkout"],
+    )
     facts = {
-        "affected_service": "payments", "root_cause_service": "database",
+        "affected_service": "payments",
+        "root_cause_service": "database",
         "template_reason": "failed the grounding check twice (similar_incident)",
         "rejected_summaries": [{"attempt": 1, "text": "payments had a traffic_drop; related services: search."}],
         "claim_failures": [
-            {"attempt": 1, "kind": "similar_incident", "claim": "traffic_drop", "reason": "it names traffic_drop, the type of a similar past incident"},
-            {"attempt": 1, "kind": "missing_symptom", "claim": "error_surge", "reason": "it never states the error rate"},
+            {
+                "attempt": 1,
+                "kind": "similar_incident",
+                "claim": "traffic_drop",
+                "reason": "it names traffic_drop, the type of a similar past incident",
+            },
+            {
+                "attempt": 1,
+                "kind": "missing_symptom",
+                "claim": "error_surge",
+                "reason": "it never states the error rate",
+            },
         ],
     }
     row = _summary_row(seeded.open_incident, "payments", "Template again.", "template", facts, None)
     row["created_at"] = utcnow()
-    store.insert_df("incident_summaries", pd.DataFrame([row, _summary_row(earlier, "payments", "The earlier one.", "llm", {}, "m")]))
+    store.insert_df(
+        "incident_summaries", pd.DataFrame([row, _summary_row(earlier, "payments", "The earlier one.", "llm", {}, "m")])
+    )
 
     at = open_page("incidents")
     warning = next(w.value for w in at.warning if "Template summary" in w.value)

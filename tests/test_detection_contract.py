@@ -36,8 +36,11 @@ def frames():
     df = metrics_frame(services=SERVICES, start=START, minutes=330, seed=3, incident=("payments", 310, 319))
     cut = START + timedelta(minutes=300)
     history, windows = df[df.window_start < cut], df[df.window_start >= cut].reset_index(drop=True)
-    is_incident = ((windows.service == "payments") & (windows.window_start >= START + timedelta(minutes=310))
-                   & (windows.window_start <= START + timedelta(minutes=319))).to_numpy()
+    is_incident = (
+        (windows.service == "payments")
+        & (windows.window_start >= START + timedelta(minutes=310))
+        & (windows.window_start <= START + timedelta(minutes=319))
+    ).to_numpy()
     return history, windows, is_incident
 
 
@@ -99,9 +102,20 @@ def test_empty_single_event_and_nan_windows_never_crash_or_alarm(name, fitted, f
     last = history.window_start.max()
     single = pd.DataFrame(
         [
-            dict(window_start=last + timedelta(minutes=1 + i), window_end=last + timedelta(minutes=2 + i), service="sparse",
-                 request_count=1, error_count=1, client_error_count=0, error_rate=1.0, avg_latency_ms=None,
-                 p50_latency_ms=None, p95_latency_ms=None, p99_latency_ms=None, max_latency_ms=None)
+            dict(
+                window_start=last + timedelta(minutes=1 + i),
+                window_end=last + timedelta(minutes=2 + i),
+                service="sparse",
+                request_count=1,
+                error_count=1,
+                client_error_count=0,
+                error_rate=1.0,
+                avg_latency_ms=None,
+                p50_latency_ms=None,
+                p95_latency_ms=None,
+                p99_latency_ms=None,
+                max_latency_ms=None,
+            )
             for i in range(3)
         ]
     )
@@ -119,7 +133,13 @@ def test_empty_single_event_and_nan_windows_never_crash_or_alarm(name, fitted, f
 
 
 def test_works_for_a_service_never_seen(name, fitted):
-    df = metrics_frame(services=("brand-new",), start=START + timedelta(minutes=400), minutes=150, seed=5, incident=("brand-new", 140, 149))
+    df = metrics_frame(
+        services=("brand-new",),
+        start=START + timedelta(minutes=400),
+        minutes=150,
+        seed=5,
+        incident=("brand-new", 140, 149),
+    )
     s = fitted[name].score(df)
     inc = np.arange(len(df)) >= 140
     assert s.shape == (len(df),)

@@ -85,7 +85,9 @@ def test_one_window_per_cycle_with_restarts_finds_what_one_batch_run_finds(tmp_p
 
     assert outcome(live) == outcome(batch)
     incidents = live.fetch_df(f"SELECT * FROM {tables.INCIDENTS} ORDER BY started_at, service")
-    assert list(incidents.service) == ["checkout", "search"], "the cascade is one correlated incident, seen at the entry"
+    assert list(incidents.service) == ["checkout", "search"], (
+        "the cascade is one correlated incident, seen at the entry"
+    )
     assert sorted(incidents.related_services[0]) == ["database", "inventory"]
     assert (incidents.status == "resolved").all()
 

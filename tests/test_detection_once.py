@@ -14,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import duckdb
-import pytest
 
 from observability import tables
 from observability.transport import create_reader
@@ -26,8 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_once(data_dir: Path) -> str:
     env = dict(os.environ, DATA_DIR=str(data_dir), TRANSPORT="local")
     env.pop("DUCKDB_PATH", None)
-    proc = subprocess.run([sys.executable, "-m", "anomaly_detection.detector", "--once"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "anomaly_detection.detector", "--once"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
@@ -54,7 +59,9 @@ def test_once_scores_final_windows_groups_incidents_and_is_idempotent(store, set
     assert set(anomalies.anomaly_type) <= {"error_surge", "latency_spike"}
     assert set(anomalies.severity) <= {"low", "medium", "high", "critical"}
     assert ((anomalies.score >= 0.5) & (anomalies.score <= 1)).all()
-    first = anomalies[(anomalies.service == "database") & (anomalies.window_start == START + timedelta(minutes=200))].iloc[0]
+    first = anomalies[
+        (anomalies.service == "database") & (anomalies.window_start == START + timedelta(minutes=200))
+    ].iloc[0]
     assert list(first.sample_trace_ids[:2]) == ["e" * 32, "f" * 32], "error traces come first"
     assert set(json.loads(first.detectors)) >= {"rules", "robust_stats"}
     assert json.loads(first.observed)["error_rate"] > 5 * json.loads(first.baseline)["error_rate"]
@@ -147,22 +154,40 @@ def field(line: str, name: str) -> float:
 def test_continuous_mode_backs_off_while_the_database_stays_locked_then_recovers(store, settings, data_dir):
     seed_cascade(store, minutes=60, fault=(40, 45), watermark_minute=60)
     interval = 0.2
-    env = dict(os.environ, DATA_DIR=str(data_dir), TRANSPORT="local", DETECT_INTERVAL_SECONDS=str(interval),
-               DETECT_LOCK_WAIT_SECONDS="0.3", PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ,
+        DATA_DIR=str(data_dir),
+        TRANSPORT="local",
+        DETECT_INTERVAL_SECONDS=str(interval),
+        DETECT_LOCK_WAIT_SECONDS="0.3",
+        PYTHONUNBUFFERED="1",
+    )
     env.pop("DUCKDB_PATH", None)
     lock = duckdb.connect(str(settings.duckdb_path))  # holds the file: every other process is locked out
-    proc = subprocess.Popen([sys.executable, "-m", "anomaly_detection.detector", "--no-publish"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "anomaly_detection.detector", "--no-publish"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     out = Lines(proc.stdout)
     try:
         failed = out.wait_for("cycle failed, backing off", count=3, timeout=60)
         assert proc.poll() is None, "the detector must not die while the DB is locked"
         assert [field(line, "failures") for line in failed[:3]] == [1, 2, 3]
-        assert [field(line, "wait_seconds") for line in failed[:3]] == [interval * 2, interval * 4, interval * 8], "exponential backoff"
+        assert [field(line, "wait_seconds") for line in failed[:3]] == [interval * 2, interval * 4, interval * 8], (
+            "exponential backoff"
+        )
         assert "StoreBusy" in "".join(failed) or "stayed locked" in "".join(failed)
         assert not out.matching("cycle done"), "no cycle can finish while the file is held"
         lock.close()
-        wait_until(lambda: store.fetch_one(f"SELECT count(*) FROM {tables.DETECTOR_PROGRESS}")[0] == 5, 120, "every service scored")
+        wait_until(
+            lambda: store.fetch_one(f"SELECT count(*) FROM {tables.DETECTOR_PROGRESS}")[0] == 5,
+            120,
+            "every service scored",
+        )
         out.wait_for("cycle done", count=1, timeout=60)
         assert store.fetch_one(f"SELECT count(*) FROM {tables.INCIDENTS}")[0] >= 1
         # After a success the backoff starts over: the next failure is the first again.
@@ -186,7 +211,9 @@ def published_anomaly_ids(settings) -> list[str]:
     """The stable id of every record on the anomalies topic (duplicates kept)."""
     with create_reader(settings) as r:
         topic = settings.anomalies_topic
-        return [json.loads(rec.value)["id"] for p, end in r.end_offsets(topic).items() for rec in r.read(topic, p, 0, end)]
+        return [
+            json.loads(rec.value)["id"] for p, end in r.end_offsets(topic).items() for rec in r.read(topic, p, 0, end)
+        ]
 
 
 def test_kill_between_commit_and_publish_then_restart_publishes_every_anomaly_once(store, settings, data_dir):
@@ -198,8 +225,14 @@ def test_kill_between_commit_and_publish_then_restart_publishes_every_anomaly_on
     seed_cascade(store, minutes=240, fault=(200, 210), watermark_minute=240)
     env = dict(os.environ, DATA_DIR=str(data_dir), TRANSPORT="local", FAULT_POINT="detector.after_commit")
     env.pop("DUCKDB_PATH", None)
-    killed = subprocess.run([sys.executable, "-m", "anomaly_detection.detector", "--once"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-m", "anomaly_detection.detector", "--once"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     committed = sorted(r[0] for r in store.fetch_all(f"SELECT id FROM {tables.ANOMALIES}"))
     assert committed, "the kill came after anomaly rows were committed"

@@ -30,14 +30,20 @@ def test_train_evaluate_promote_then_keep_the_current_when_worse(seeded, setting
     now = START + timedelta(hours=10)
     v1 = retraining.train_candidate("isolation_forest", settings, seeded, now=now, n_estimators=80)
     path = settings.models_dir / "isolation_forest" / v1
-    assert (path / "model.joblib").exists() and (path / "manifest.json").exists() and (path / "training_metrics.json").exists()
+    assert (
+        (path / "model.joblib").exists()
+        and (path / "manifest.json").exists()
+        and (path / "training_metrics.json").exists()
+    )
     m1 = retraining.evaluate_candidate(v1, settings, seeded)
     assert m1["current"] is None and m1["candidate"]["holdout"]["recall"] > 0.3
     assert retraining.promote_if_not_worse(v1, m1, settings, seeded) is True
     assert registry.promoted_version(seeded, "isolation_forest") == v1
 
     # A worse candidate: the same kind of model, but trained on pure noise.
-    v2 = retraining.train_candidate("isolation_forest", settings, seeded, now=now + timedelta(minutes=5), n_estimators=80)
+    v2 = retraining.train_candidate(
+        "isolation_forest", settings, seeded, now=now + timedelta(minutes=5), n_estimators=80
+    )
     bad = joblib.load(settings.models_dir / "isolation_forest" / v2 / "model.joblib")
     rng = np.random.default_rng(0)
     bad.model_.fit(rng.normal(0, 5, size=(500, bad.model_.n_features_in_)))
@@ -49,7 +55,9 @@ def test_train_evaluate_promote_then_keep_the_current_when_worse(seeded, setting
     assert registry.promoted_version(seeded, "isolation_forest") == v1, "the current model stays"
 
     # A better-or-equal candidate replaces it.
-    v3 = retraining.train_candidate("isolation_forest", settings, seeded, now=now + timedelta(minutes=10), n_estimators=80)
+    v3 = retraining.train_candidate(
+        "isolation_forest", settings, seeded, now=now + timedelta(minutes=10), n_estimators=80
+    )
     m3 = retraining.evaluate_candidate(v3, settings, seeded)
     assert retraining.promote_if_not_worse(v3, m3, settings, seeded) is True
     assert registry.promoted_version(seeded, "isolation_forest") == v3
@@ -77,11 +85,18 @@ def test_transformer_versions_weights_and_metrics_and_reloads(seeded, settings):
 
 
 def test_promotion_rule_on_crafted_metrics(seeded, settings):
-    v = retraining.train_candidate("isolation_forest", settings, seeded, now=START + timedelta(hours=10), n_estimators=30)
+    v = retraining.train_candidate(
+        "isolation_forest", settings, seeded, now=START + timedelta(hours=10), n_estimators=30
+    )
     good = {"f1": 0.9, "false_alerts_per_service_day": 0.5}
     worse_f1 = {"f1": 0.7, "false_alerts_per_service_day": 0.5}
     noisier = {"f1": 0.9, "false_alerts_per_service_day": 3.0}
-    for cand, cur, expected in ((good, worse_f1, True), (worse_f1, good, False), (noisier, good, False), (good, good, True)):
+    for cand, cur, expected in (
+        (good, worse_f1, True),
+        (worse_f1, good, False),
+        (noisier, good, False),
+        (good, good, True),
+    ):
         metrics = {"candidate": {"holdout": cand, "scenarios": None}, "current": {"holdout": cur, "scenarios": None}}
         assert retraining.promote_if_not_worse(v, metrics, settings, seeded) is expected
 

@@ -12,8 +12,16 @@ from tests.llm_fixtures import seed_scenario
 
 
 def _log(t, service, body, severity_number=17, severity_text="ERROR", trace_id=None):
-    return dict(timestamp=t, service=service, severity_text=severity_text, severity_number=severity_number,
-                body=body, trace_id=trace_id, span_id=None, attributes=None)
+    return dict(
+        timestamp=t,
+        service=service,
+        severity_text=severity_text,
+        severity_number=severity_number,
+        body=body,
+        trace_id=trace_id,
+        span_id=None,
+        attributes=None,
+    )
 
 
 def test_top_error_lines_are_few_deduplicated_folded_and_truncated(store):
@@ -28,7 +36,9 @@ def test_top_error_lines_are_few_deduplicated_folded_and_truncated(store):
         + [_log(t + timedelta(seconds=20), "payments", "pool exhausted", severity_number=21, severity_text="FATAL")]
         + [_log(t + timedelta(seconds=21), "payments", "only text", severity_number=None, severity_text="error")]
         + [_log(t + timedelta(seconds=22), "payments", "just info", severity_number=9, severity_text="INFO")]
-        + [_log(t + timedelta(seconds=23), "payments", "a warning", severity_number=13, severity_text="ERROR")]  # the number wins
+        + [
+            _log(t + timedelta(seconds=23), "payments", "a warning", severity_number=13, severity_text="ERROR")
+        ]  # the number wins
         + [_log(t + timedelta(seconds=24), "search", "card declined")]  # another service
         + [_log(t - timedelta(hours=1), "payments", "old failure")]  # before the range
     )

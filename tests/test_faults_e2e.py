@@ -57,16 +57,37 @@ def test_a_two_minute_broker_outage_under_load_loses_and_doubles_nothing(data_di
     generator's summary must arrive, and every window's count must be exact after the Spark job."""
     broker = _dedicated_broker(tmp_path)
     suffix = uuid.uuid4().hex[:8]
-    topics = {f"KAFKA_{n}_TOPIC": f"{n.lower()}_{suffix}" for n in
-              ("RAW_EVENTS", "AGGREGATED", "ANOMALIES", "DEAD_LETTER", "LOGS", "METRICS")}
+    topics = {
+        f"KAFKA_{n}_TOPIC": f"{n.lower()}_{suffix}"
+        for n in ("RAW_EVENTS", "AGGREGATED", "ANOMALIES", "DEAD_LETTER", "LOGS", "METRICS")
+    }
     env = job_env(data_dir, TRANSPORT="kafka", KAFKA_BROKER=broker.bootstrap, TOPIC_PARTITIONS=3, **topics)
     raw_topic = topics["KAFKA_RAW_EVENTS_TOPIC"]
     err_path = tmp_path / "generator.err"
     try:
         with open(err_path, "w") as err:
-            gen = subprocess.Popen([sys.executable, "-m", "event_generator", "--speed", "max", "--duration", "5400",
-                                    "--start", GEN_START, "--seed", "4", "--anomaly-probability", "0"],
-                                   cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+            gen = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "event_generator",
+                    "--speed",
+                    "max",
+                    "--duration",
+                    "5400",
+                    "--start",
+                    GEN_START,
+                    "--seed",
+                    "4",
+                    "--anomaly-probability",
+                    "0",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
         deadline = time.monotonic() + 120
         while _records_on(broker.bootstrap, raw_topic) == 0:  # under load: records are flowing
             assert gen.poll() is None, err_path.read_text()[-2000:]
@@ -93,17 +114,28 @@ def test_a_two_minute_broker_outage_under_load_loses_and_doubles_nothing(data_di
         assert len(events) == published  # nothing the generator counted is missing
         duplicates = len(records) - len(events)
 
-        settings = Settings(DATA_DIR=data_dir, TRANSPORT="kafka", KAFKA_BROKER=broker.bootstrap, TOPIC_PARTITIONS=3, **topics)
+        settings = Settings(
+            DATA_DIR=data_dir, TRANSPORT="kafka", KAFKA_BROKER=broker.bootstrap, TOPIC_PARTITIONS=3, **topics
+        )
         pad_partitions(settings, raw_topic, 3, parse_timestamp(GEN_START))  # Tansu hides each partition's last batch
         run_job(env, "--available-now", timeout=600)
         from observability.store import Store
 
         store = Store(Path(env["DATA_DIR"]) / "observability.duckdb")
-        got = store.fetch_df("SELECT window_start, service, request_count FROM service_metrics "
-                             f"WHERE service <> '{PAD_SERVICE}' ORDER BY ALL")
-        rows = [{"timestamp": format_timestamp(e.timestamp_ms), "service": e.service,
-                 "endpoint": e.endpoint, "status_code": e.status_code, "latency_ms": e.latency_ms}
-                for e in events.values()]
+        got = store.fetch_df(
+            "SELECT window_start, service, request_count FROM service_metrics "
+            f"WHERE service <> '{PAD_SERVICE}' ORDER BY ALL"
+        )
+        rows = [
+            {
+                "timestamp": format_timestamp(e.timestamp_ms),
+                "service": e.service,
+                "endpoint": e.endpoint,
+                "status_code": e.status_code,
+                "latency_ms": e.latency_ms,
+            }
+            for e in events.values()
+        ]
         want = expected_metrics(rows)[["window_start", "service", "request_count"]]
         # the windows the watermark closed (the newest minute stays open in a bounded run)
         watermark = store.fetch_one("SELECT max(watermark) FROM stream_progress")[0]
@@ -116,8 +148,18 @@ def test_a_two_minute_broker_outage_under_load_loses_and_doubles_nothing(data_di
         broker.stop()
 
 
-GEN_ARGS = ("--speed", "max", "--duration", "7200", "--start", "2026-03-02T00:00:00Z", "--seed", "8",
-            "--anomaly-probability", "0")
+GEN_ARGS = (
+    "--speed",
+    "max",
+    "--duration",
+    "7200",
+    "--start",
+    "2026-03-02T00:00:00Z",
+    "--seed",
+    "8",
+    "--anomaly-probability",
+    "0",
+)
 
 
 @pytest.mark.e2e
@@ -129,12 +171,23 @@ def test_the_generator_killed_mid_run_leaves_only_whole_events_of_its_stream(dat
 
     reference = tmp_path / "reference.jsonl"
     env = dict(os.environ, DATA_DIR=str(data_dir), TRANSPORT="local", PYTHONPATH=str(ROOT))
-    subprocess.run([sys.executable, "-m", "event_generator", *GEN_ARGS, "--to-file", str(reference)],
-                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "event_generator", *GEN_ARGS, "--to-file", str(reference)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     stream = reference.read_bytes().splitlines()
 
-    gen = subprocess.Popen([sys.executable, "-m", "event_generator", *GEN_ARGS], cwd=ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gen = subprocess.Popen(
+        [sys.executable, "-m", "event_generator", *GEN_ARGS],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log_root = data_dir / "log"
     deadline = time.monotonic() + 120
     while _log_records(log_root) < len(stream) // 4:  # mid-run: a quarter is written
@@ -159,8 +212,14 @@ def test_the_generator_killed_mid_run_leaves_only_whole_events_of_its_stream(dat
         logged += len(values)
     assert 0 < logged < len(stream)
 
-    again = subprocess.run([sys.executable, "-m", "event_generator", "--speed", "max", "--duration", "60", "--seed", "9"],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [sys.executable, "-m", "event_generator", "--speed", "max", "--duration", "60", "--seed", "9"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     added = summary_counts(again.stdout, "generator summary")["published"]
     assert _log_records(log_root) == logged + added  # appended after the cut, nothing lost either side
@@ -181,16 +240,24 @@ INCIDENT_COLUMNS = "id, service, started_at, ended_at, status, peak_severity, ro
 def _detector(data_dir: Path) -> subprocess.Popen:
     env = dict(os.environ, DATA_DIR=str(data_dir), TRANSPORT="local", PYTHONPATH=str(ROOT))
     env.pop("DUCKDB_PATH", None)
-    return subprocess.Popen([sys.executable, "-m", "anomaly_detection.detector", "--once"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "anomaly_detection.detector", "--once"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _detected(data_dir: Path):
     from observability.store import Store
 
     store = Store(data_dir / "observability.duckdb")
-    return (store.fetch_df(f"SELECT {DETECTOR_COLUMNS} FROM anomalies ORDER BY ALL"),
-            store.fetch_df(f"SELECT {INCIDENT_COLUMNS} FROM incidents ORDER BY ALL"))
+    return (
+        store.fetch_df(f"SELECT {DETECTOR_COLUMNS} FROM anomalies ORDER BY ALL"),
+        store.fetch_df(f"SELECT {INCIDENT_COLUMNS} FROM incidents ORDER BY ALL"),
+    )
 
 
 def _published_ids(data_dir: Path) -> set[str]:
@@ -199,8 +266,11 @@ def _published_ids(data_dir: Path) -> set[str]:
     from observability.transport.local_log import LocalLogReader
 
     reader = LocalLogReader(data_dir / "log")
-    return {json.loads(r.value)["id"] for p, end in reader.end_offsets("anomalies").items()
-            for r in reader.read("anomalies", p, 0, end)}
+    return {
+        json.loads(r.value)["id"]
+        for p, end in reader.end_offsets("anomalies").items()
+        for r in reader.read("anomalies", p, 0, end)
+    }
 
 
 @pytest.mark.e2e
@@ -249,19 +319,33 @@ def test_narrator_and_model_server_killed_mid_work_narrate_every_incident_exactl
     while incidents are still pending; both restarted: every incident ends with exactly one summary."""
     from tests.llm_fixtures import TEST_MODEL, free_port, model_server_process, seed_scenario
 
-    ids = [seed_scenario(store, settings.bronze_dir, "payments", minutes_ago=300 - 40 * i, metrics=i == 0)
-           for i in range(6)]
+    ids = [
+        seed_scenario(store, settings.bronze_dir, "payments", minutes_ago=300 - 40 * i, metrics=i == 0)
+        for i in range(6)
+    ]
     port = free_port()
-    env = dict(os.environ, DATA_DIR=str(settings.data_dir), OLLAMA_URL=f"http://127.0.0.1:{port}", OLLAMA_MODEL=TEST_MODEL,
-               NARRATE_INTERVAL_SECONDS="1", PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        DATA_DIR=str(settings.data_dir),
+        OLLAMA_URL=f"http://127.0.0.1:{port}",
+        OLLAMA_MODEL=TEST_MODEL,
+        NARRATE_INTERVAL_SECONDS="1",
+        PYTHONPATH=str(ROOT),
+    )
     env.pop("DUCKDB_PATH", None)
 
     def summaries() -> dict[str, int]:
         return dict(store.fetch_all("SELECT incident_id, count(*) FROM incident_summaries GROUP BY ALL"))
 
     def narrator() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "llm.narrator"], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "llm.narrator"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def wait_for(predicate, what: str, timeout_s: float = 300):
         deadline = time.monotonic() + timeout_s
@@ -316,8 +400,9 @@ def test_the_otlp_receiver_killed_under_load_loses_nothing_it_acknowledged(data_
                 spans = [span(f"GET /w{worker}", trace_id=trace_id, span_id=os.urandom(8)) for _ in range(50)]
                 body = traces(*spans).SerializeToString()
                 try:
-                    r = http.post(rec.http_url + "/v1/traces", content=body,
-                                  headers={"Content-Type": "application/x-protobuf"})
+                    r = http.post(
+                        rec.http_url + "/v1/traces", content=body, headers={"Content-Type": "application/x-protobuf"}
+                    )
                 except httpx.HTTPError:
                     answers["error"] = answers.get("error", 0) + 1
                     stop.wait(0.5)  # back off while the receiver is away, as the SDK's exporter does
@@ -354,7 +439,10 @@ def test_the_otlp_receiver_killed_under_load_loses_nothing_it_acknowledged(data_
     from observability.transport.local_log import LocalLogReader
 
     reader = LocalLogReader(data_dir / "log")
-    logged = {validate_line(r.value).span_id for p, end in reader.end_offsets("raw_events").items()
-              for r in reader.read("raw_events", p, 0, end)}
+    logged = {
+        validate_line(r.value).span_id
+        for p, end in reader.end_offsets("raw_events").items()
+        for r in reader.read("raw_events", p, 0, end)
+    }
     assert answers.get("error", 0) > 0, "no request was cut off by a kill"
     assert acked <= logged, f"{len(acked - logged)} acknowledged spans missing"

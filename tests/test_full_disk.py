@@ -34,8 +34,14 @@ def _logged_event_ids(data_dir: Path) -> list[str]:
 
 
 def _replay(path: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "event_generator", "--replay", str(path), *extra],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "event_generator", "--replay", str(path), *extra],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.disk_size("9m")  # room for the first durable point (10,000 lines), not the second
@@ -68,9 +74,26 @@ def test_the_generator_backs_off_on_a_full_disk_and_resumes_when_space_returns(s
     env = _env(small_disk.path / "data")
     err_path = tmp_path / "generator.err"
     with open(err_path, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "event_generator", "--speed", "max", "--duration", "900",
-                                 "--seed", "3", "--anomaly-probability", "0"],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "event_generator",
+                "--speed",
+                "max",
+                "--duration",
+                "900",
+                "--seed",
+                "3",
+                "--anomaly-probability",
+                "0",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
     try:
         deadline = time.monotonic() + 120
         while "transport error, retrying" not in err_path.read_text():  # the disk filled up

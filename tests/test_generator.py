@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
@@ -20,7 +20,7 @@ from tests.kafka_broker import kafka_broker  # noqa: F401  (session fixture)
 from tests.transport_fixtures import backend_settings, read_topic, record_ts, run_cli, summary_counts  # noqa: F401
 
 START = "2024-05-01T10:00:00Z"
-START_MS = int(datetime(2024, 5, 1, 10, tzinfo=timezone.utc).timestamp() * 1000)
+START_MS = int(datetime(2024, 5, 1, 10, tzinfo=UTC).timestamp() * 1000)
 
 
 def generate(path, *args: str) -> list[dict]:
@@ -33,7 +33,9 @@ def minute_metrics(events: list[dict]) -> pd.DataFrame:
     df["minute"] = (pd.to_datetime(df["timestamp"]) - pd.Timestamp(START)).dt.total_seconds() // 60
     df["server_error"] = df["status_code"] >= 500
     return df.groupby(["service", "minute"]).agg(
-        count=("latency_ms", "size"), error_rate=("server_error", "mean"), p95=("latency_ms", lambda s: s.quantile(0.95))
+        count=("latency_ms", "size"),
+        error_rate=("server_error", "mean"),
+        p95=("latency_ms", lambda s: s.quantile(0.95)),
     )
 
 
@@ -44,8 +46,19 @@ def test_topology_is_consistent():
 
 
 def test_call_graph_invariants(data_dir, tmp_path):
-    events = generate(tmp_path / "g.jsonl", "--duration", "300", "--seed", "11", "--start", START,
-                      "--anomaly-probability", "0", "--scenario", "error_surge:database@2+1")
+    events = generate(
+        tmp_path / "g.jsonl",
+        "--duration",
+        "300",
+        "--seed",
+        "11",
+        "--start",
+        START,
+        "--anomaly-probability",
+        "0",
+        "--scenario",
+        "error_surge:database@2+1",
+    )
     assert len(events) > 5000
     for ev in events[:2000]:
         validate_line(json.dumps(ev).encode(), now_ms=START_MS)
@@ -99,10 +112,22 @@ def test_same_seed_same_events_other_seed_differs(data_dir, tmp_path):
 
 def test_scenario_faults_are_a_diff_on_the_same_traffic(data_dir, tmp_path):
     """Faults change spans, not the random stream: outside the window the events are identical."""
-    clean = generate(tmp_path / "clean.jsonl", "--seed", "9", "--duration", "240", "--start", START,
-                     "--anomaly-probability", "0")
-    faulty = generate(tmp_path / "faulty.jsonl", "--seed", "9", "--duration", "240", "--start", START,
-                      "--anomaly-probability", "0", "--scenario", "error_surge:payments@2+1")
+    clean = generate(
+        tmp_path / "clean.jsonl", "--seed", "9", "--duration", "240", "--start", START, "--anomaly-probability", "0"
+    )
+    faulty = generate(
+        tmp_path / "faulty.jsonl",
+        "--seed",
+        "9",
+        "--duration",
+        "240",
+        "--start",
+        START,
+        "--anomaly-probability",
+        "0",
+        "--scenario",
+        "error_surge:payments@2+1",
+    )
     before = [e for e in clean if e["timestamp"] < "2024-05-01T10:02:00"]
     assert before == [e for e in faulty if e["timestamp"] < "2024-05-01T10:02:00"]
     assert len(clean) == len(faulty)
@@ -110,18 +135,23 @@ def test_scenario_faults_are_a_diff_on_the_same_traffic(data_dir, tmp_path):
 
 def test_named_scenarios_are_clearly_visible_and_labelled(data_dir, settings, tmp_path):
     out = tmp_path / "run.jsonl"
-    scenarios = ["error_surge:payments@6+5", "latency_spike:search@16+5", "traffic_drop:checkout@26+5",
-                 "cascade:database@36+5", "latency_drift:search@46+14"]
+    scenarios = [
+        "error_surge:payments@6+5",
+        "latency_spike:search@16+5",
+        "traffic_drop:checkout@26+5",
+        "cascade:database@36+5",
+        "latency_drift:search@46+14",
+    ]
     args = ["--rate", "6", "--seed", "3", "--start", START, "--duration", str(60 * 60), "--anomaly-probability", "0"]
     for s in scenarios:
         args += ["--scenario", s]
     m = minute_metrics(generate(out, *args))
 
     def window(service, lo, hi):
-        return m.loc[service].loc[lo:hi - 1]
+        return m.loc[service].loc[lo : hi - 1]
 
     def before(service, start):
-        return m.loc[service].loc[start - 5:start - 1]
+        return m.loc[service].loc[start - 5 : start - 1]
 
     # error surge: payments fails 20-40% of requests (was ~0.5%), every minute of the window
     assert (window("payments", 6, 11)["error_rate"] >= 0.15).all()
@@ -158,8 +188,19 @@ def test_named_scenarios_are_clearly_visible_and_labelled(data_dir, settings, tm
 
 def test_random_scenarios_follow_anomaly_probability(data_dir, settings, tmp_path):
     out = tmp_path / "r.jsonl"
-    generate(out, "--rate", "0.5", "--seed", "5", "--start", START, "--duration", str(3 * 3600),
-             "--anomaly-probability", "0.25")
+    generate(
+        out,
+        "--rate",
+        "0.5",
+        "--seed",
+        "5",
+        "--start",
+        START,
+        "--duration",
+        str(3 * 3600),
+        "--anomaly-probability",
+        "0.25",
+    )
     rows = [json.loads(x) for x in (tmp_path / "r.labels.jsonl").read_text().splitlines()]
     windows = sorted({(r["start_time"], r["end_time"], r["scenario_id"]) for r in rows})
     assert len(windows) >= 4
@@ -171,16 +212,49 @@ def test_random_scenarios_follow_anomaly_probability(data_dir, settings, tmp_pat
     n_table = Store.from_settings(settings).fetch_one(f"SELECT count(*) FROM {tables.SCENARIO_LABELS}")[0]
     assert n_table == len(rows)
 
-    generate(tmp_path / "none.jsonl", "--rate", "0.5", "--seed", "5", "--start", START, "--duration", "3600",
-             "--anomaly-probability", "0")
+    generate(
+        tmp_path / "none.jsonl",
+        "--rate",
+        "0.5",
+        "--seed",
+        "5",
+        "--start",
+        START,
+        "--duration",
+        "3600",
+        "--anomaly-probability",
+        "0",
+    )
     assert not (tmp_path / "none.labels.jsonl").exists()
 
 
 def test_clean_traffic_is_calm_and_follows_the_day(data_dir, tmp_path):
-    day = generate(tmp_path / "peak.jsonl", "--rate", "5", "--seed", "8", "--start", "2024-05-01T14:40:00Z",
-                   "--duration", "2400", "--anomaly-probability", "0")
-    night = generate(tmp_path / "night.jsonl", "--rate", "5", "--seed", "8", "--start", "2024-05-01T02:30:00Z",
-                     "--duration", "600", "--anomaly-probability", "0")
+    day = generate(
+        tmp_path / "peak.jsonl",
+        "--rate",
+        "5",
+        "--seed",
+        "8",
+        "--start",
+        "2024-05-01T14:40:00Z",
+        "--duration",
+        "2400",
+        "--anomaly-probability",
+        "0",
+    )
+    night = generate(
+        tmp_path / "night.jsonl",
+        "--rate",
+        "5",
+        "--seed",
+        "8",
+        "--start",
+        "2024-05-01T02:30:00Z",
+        "--duration",
+        "600",
+        "--anomaly-probability",
+        "0",
+    )
     assert len(day) / 4 > 2 * len(night)  # peak ~15:00 UTC, trough ~03:00 UTC
     m = minute_metrics(day)
     for service in topology.SERVICES:

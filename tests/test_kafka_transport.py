@@ -23,9 +23,14 @@ pytestmark = pytest.mark.kafka
 def kafka_settings(kafka_broker, tmp_path):
     suffix = uuid.uuid4().hex[:8]
     return Settings(
-        DATA_DIR=tmp_path, TRANSPORT="kafka", KAFKA_BROKER=kafka_broker, TOPIC_PARTITIONS=3,
-        KAFKA_RAW_EVENTS_TOPIC=f"raw_{suffix}", KAFKA_AGGREGATED_TOPIC=f"agg_{suffix}",
-        KAFKA_ANOMALIES_TOPIC=f"anom_{suffix}", KAFKA_DEAD_LETTER_TOPIC=f"dead_{suffix}",
+        DATA_DIR=tmp_path,
+        TRANSPORT="kafka",
+        KAFKA_BROKER=kafka_broker,
+        TOPIC_PARTITIONS=3,
+        KAFKA_RAW_EVENTS_TOPIC=f"raw_{suffix}",
+        KAFKA_AGGREGATED_TOPIC=f"agg_{suffix}",
+        KAFKA_ANOMALIES_TOPIC=f"anom_{suffix}",
+        KAFKA_DEAD_LETTER_TOPIC=f"dead_{suffix}",
     )
 
 
@@ -43,7 +48,12 @@ def test_keyed_records_round_trip_in_kafka_partition_order(kafka_settings):
     n = 3000
     with create_producer(kafka_settings) as producer:
         for i in range(n):
-            producer.send(topic, json.dumps(good_event(i)).encode(), f"trace-{i % 40}".encode(), timestamp_ms=1_700_000_000_000 + i)
+            producer.send(
+                topic,
+                json.dumps(good_event(i)).encode(),
+                f"trace-{i % 40}".encode(),
+                timestamp_ms=1_700_000_000_000 + i,
+            )
     records = consume(kafka_settings.kafka_broker, topic, n)
     assert len(records) == n
     per_partition: dict[int, list] = {}
@@ -91,7 +101,8 @@ def test_a_large_batch_arrives_complete_in_order_on_kafka_pythons_partitions(kaf
     the partition kafka-python's default partitioner picks, batches that pass the consumer's CRC check."""
     from kafka.partitioner.default import murmur2 as kafka_murmur2
 
-    from observability.transport.kafka import KafkaProducerTransport, create_topics as kafka_create_topics
+    from observability.transport.kafka import KafkaProducerTransport
+    from observability.transport.kafka import create_topics as kafka_create_topics
 
     topic, parts, n = f"big_{uuid.uuid4().hex[:8]}", 5, 30_000
     kafka_create_topics(kafka_broker, [topic], parts)
@@ -99,7 +110,9 @@ def test_a_large_batch_arrives_complete_in_order_on_kafka_pythons_partitions(kaf
     sent: dict[int, list[int]] = {}
     for i in range(n):
         key = f"trace-{i % 997:04x}".encode()
-        producer.send(topic, json.dumps({"i": i, "pad": "z" * (i % 400)}).encode(), key, timestamp_ms=1_700_000_000_000 + i)
+        producer.send(
+            topic, json.dumps({"i": i, "pad": "z" * (i % 400)}).encode(), key, timestamp_ms=1_700_000_000_000 + i
+        )
         sent.setdefault((kafka_murmur2(key) & 0x7FFFFFFF) % parts, []).append(i)
     producer.close()
     records = consume(kafka_broker, topic, n)
@@ -119,7 +132,13 @@ def test_a_large_batch_arrives_complete_in_order_on_kafka_pythons_partitions(kaf
 def test_flush_raises_keeping_records_while_the_broker_is_down_and_delivers_after(tmp_path):
     """A broker outage longer than the retry budget: flush() raises a retriable error, drops nothing,
     and a later flush (after the broker is back) delivers every record once."""
-    from observability.transport.kafka import DeliveryFailed, KafkaProducerTransport, create_topics as kafka_create_topics
+    from observability.transport.kafka import (
+        DeliveryFailed,
+        KafkaProducerTransport,
+    )
+    from observability.transport.kafka import (
+        create_topics as kafka_create_topics,
+    )
     from tests.kafka_broker import TansuBroker, _port_free, _ports
 
     port = next((p for p in reversed(_ports()) if _port_free(p)), None)
@@ -165,7 +184,9 @@ def test_flush_raises_keeping_records_while_the_broker_is_down_and_delivers_afte
         producer.flush()
         thread.join()
         producer.close()
-        assert sorted(r.value for r in consume(broker.bootstrap, "outage", 50)) == sorted(f"w{i}".encode() for i in range(50))
+        assert sorted(r.value for r in consume(broker.bootstrap, "outage", 50)) == sorted(
+            f"w{i}".encode() for i in range(50)
+        )
     finally:
         broker.stop()
 

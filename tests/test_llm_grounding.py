@@ -92,64 +92,182 @@ def test_faithful_summaries_pass(text):
     "text, facts, kind, reason",
     [
         # issue 14: a traffic drop narrated as a "critical error_surge", the traffic fall never mentioned
-        ("checkout had a critical error_surge from 09:10 to 09:16 UTC on 2025-11-23 (6 minutes). The error rate was 1.3%.",
-         DROP, "similar_incident", "it names error_surge, the type of a similar past incident"),
-        ("checkout had a critical error_surge from 09:10 to 09:16 UTC on 2025-11-23 (6 minutes). The error rate was 1.3%.",
-         DROP, "missing_symptom", "it never states traffic (request rate), the defining symptom of traffic_drop"),
+        (
+            "checkout had a critical error_surge from 09:10 to 09:16 UTC on 2025-11-23 (6 minutes). The error rate was 1.3%.",
+            DROP,
+            "similar_incident",
+            "it names error_surge, the type of a similar past incident",
+        ),
+        (
+            "checkout had a critical error_surge from 09:10 to 09:16 UTC on 2025-11-23 (6 minutes). The error rate was 1.3%.",
+            DROP,
+            "missing_symptom",
+            "it never states traffic (request rate), the defining symptom of traffic_drop",
+        ),
         # issue 14: a similar incident's service listed as a related service
-        ("checkout had a traffic_drop: traffic was down to 17 requests/min. Related services: payments.",
-         DROP, "similar_incident", "payments is a service of a similar past incident"),
-        ("payments had an error_surge, error rate up to 28.4%. Related services: checkout and catalog.",
-         FACTS, "similar_incident", "catalog is a service of a similar past incident"),
+        (
+            "checkout had a traffic_drop: traffic was down to 17 requests/min. Related services: payments.",
+            DROP,
+            "similar_incident",
+            "payments is a service of a similar past incident",
+        ),
+        (
+            "payments had an error_surge, error rate up to 28.4%. Related services: checkout and catalog.",
+            FACTS,
+            "similar_incident",
+            "catalog is a service of a similar past incident",
+        ),
         # anomaly type that nobody had
-        ("payments had a latency_spike: the error rate was up to 28.4%.", FACTS, "anomaly_type", "it names latency_spike"),
+        (
+            "payments had a latency_spike: the error rate was up to 28.4%.",
+            FACTS,
+            "anomaly_type",
+            "it names latency_spike",
+        ),
         # services in roles they do not hold
-        ("payments had an error_surge, error rate up to 28.4%. The root cause is checkout.", FACTS, "service_role",
-         "it names checkout as the root cause; the FACTS say the root cause is database"),
-        ("payments had an error_surge, error rate up to 28.4%; checkout was the likely root cause.", FACTS, "service_role",
-         "it names checkout as the root cause"),
-        ("payments had an error_surge, error rate up to 28.4%. The likely root cause is stock.", FACTS, "service_role",
-         "it names stock as the root cause"),  # a name no one knows, copied from an example
-        ("payments had an error_surge, error rate up to 28.4%; the candidates were database and payments.", dict(FACTS, root_cause_candidates="database (score 0.81)"),
-         "service_role", "it names payments as a root-cause candidate; the FACTS' candidates are database"),
-        ("checkout had an error_surge with the error rate up to 28.4%.", FACTS, "service_role",
-         "it says checkout had the anomaly; the FACTS' affected service is payments"),
-        ("payments had an error_surge, error rate up to 28.4%; it is called by database.", FACTS, "service_role",
-         "it names database as a caller of payments"),
-        ("payments had an error_surge, error rate up to 28.4%, with timeouts calling checkout.", FACTS, "service_role",
-         "it names checkout as a service payments calls"),
+        (
+            "payments had an error_surge, error rate up to 28.4%. The root cause is checkout.",
+            FACTS,
+            "service_role",
+            "it names checkout as the root cause; the FACTS say the root cause is database",
+        ),
+        (
+            "payments had an error_surge, error rate up to 28.4%; checkout was the likely root cause.",
+            FACTS,
+            "service_role",
+            "it names checkout as the root cause",
+        ),
+        (
+            "payments had an error_surge, error rate up to 28.4%. The likely root cause is stock.",
+            FACTS,
+            "service_role",
+            "it names stock as the root cause",
+        ),  # a name no one knows, copied from an example
+        (
+            "payments had an error_surge, error rate up to 28.4%; the candidates were database and payments.",
+            dict(FACTS, root_cause_candidates="database (score 0.81)"),
+            "service_role",
+            "it names payments as a root-cause candidate; the FACTS' candidates are database",
+        ),
+        (
+            "checkout had an error_surge with the error rate up to 28.4%.",
+            FACTS,
+            "service_role",
+            "it says checkout had the anomaly; the FACTS' affected service is payments",
+        ),
+        (
+            "payments had an error_surge, error rate up to 28.4%; it is called by database.",
+            FACTS,
+            "service_role",
+            "it names database as a caller of payments",
+        ),
+        (
+            "payments had an error_surge, error rate up to 28.4%, with timeouts calling checkout.",
+            FACTS,
+            "service_role",
+            "it names checkout as a service payments calls",
+        ),
         # a service not in this incident at all
-        ("payments had an error_surge, error rate up to 28.4%; inventory also failed.", FACTS, "service", "service inventory is not"),
-        ("The billing-service timed out while the error rate rose to 28.4%.", FACTS, "service", "service billing-service"),
+        (
+            "payments had an error_surge, error rate up to 28.4%; inventory also failed.",
+            FACTS,
+            "service",
+            "service inventory is not",
+        ),
+        (
+            "The billing-service timed out while the error rate rose to 28.4%.",
+            FACTS,
+            "service",
+            "service billing-service",
+        ),
         ("The auth service returned errors up to 28.4%.", FACTS, "service", "service auth"),
         # figures: invented, or attached to another metric
         ("The error rate rose to 35% on payments.", FACTS, "figure", "number 35% is not in the FACTS"),
         ("Errors rose 4x compared to before.", FACTS, "figure", "number 4 is not in the FACTS"),
         ("The error rate reached 0.29.", FACTS, "figure", "number 0.29"),
-        ("payments had an error_surge; the error rate was up, 1234 requests/min before.", FACTS, "figure",
-         "it gives 1234 for error rate"),
-        ("The error rate was up to 28.4% and p95 latency reached 655 ms.", FACTS, "figure", "it gives 655 for p95 latency"),
-        ("checkout had a traffic_drop; traffic was down, 1.3% before and 17 requests/min during.", DROP, "figure",
-         "it gives 1.3% for request rate"),
+        (
+            "payments had an error_surge; the error rate was up, 1234 requests/min before.",
+            FACTS,
+            "figure",
+            "it gives 1234 for error rate",
+        ),
+        (
+            "The error rate was up to 28.4% and p95 latency reached 655 ms.",
+            FACTS,
+            "figure",
+            "it gives 655 for p95 latency",
+        ),
+        (
+            "checkout had a traffic_drop; traffic was down, 1.3% before and 17 requests/min during.",
+            DROP,
+            "figure",
+            "it gives 1.3% for request rate",
+        ),
         # a figure of the similar incident used about this one
-        ("payments had an error_surge, error rate up to 28.4%, for 9 minutes.", FACTS, "similar_incident", "9 is a figure of a similar past incident"),
+        (
+            "payments had an error_surge, error rate up to 28.4%, for 9 minutes.",
+            FACTS,
+            "similar_incident",
+            "9 is a figure of a similar past incident",
+        ),
         # directions against the facts
-        ("The error rate fell from 0.98% to 28.4%.", FACTS, "direction", "it says error rate went down but the FACTS say up"),
-        ("The error rate rose to 28.4%; traffic dropped to 1190 requests/min.", FACTS, "direction",
-         "it says request rate went down but the FACTS say about the same"),
-        ("The error rate rose, while p95 latency stayed at 320 ms.", FACTS, "direction", "it says p95 latency stayed about the same"),
-        ("checkout had a traffic_drop with traffic up to 17 requests/min.", DROP, "direction", "it says request rate went up but the FACTS say down"),
+        (
+            "The error rate fell from 0.98% to 28.4%.",
+            FACTS,
+            "direction",
+            "it says error rate went down but the FACTS say up",
+        ),
+        (
+            "The error rate rose to 28.4%; traffic dropped to 1190 requests/min.",
+            FACTS,
+            "direction",
+            "it says request rate went down but the FACTS say about the same",
+        ),
+        (
+            "The error rate rose, while p95 latency stayed at 320 ms.",
+            FACTS,
+            "direction",
+            "it says p95 latency stayed about the same",
+        ),
+        (
+            "checkout had a traffic_drop with traffic up to 17 requests/min.",
+            DROP,
+            "direction",
+            "it says request rate went up but the FACTS say down",
+        ),
         # the incident's state: a resolved one called ongoing, an open one called over
-        ("payments had an error_surge (ongoing, 6 minutes so far), the error rate up to 28.4%.", FACTS, "status",
-         "it says the incident is ongoing (ongoing); the FACTS say resolved"),
-        ("checkout had a traffic_drop that has ended; traffic was down to 17 requests/min.", dict(DROP, status="open"), "status",
-         "it says the incident is over (has ended); the FACTS say open"),
+        (
+            "payments had an error_surge (ongoing, 6 minutes so far), the error rate up to 28.4%.",
+            FACTS,
+            "status",
+            "it says the incident is ongoing (ongoing); the FACTS say resolved",
+        ),
+        (
+            "checkout had a traffic_drop that has ended; traffic was down to 17 requests/min.",
+            dict(DROP, status="open"),
+            "status",
+            "it says the incident is over (has ended); the FACTS say open",
+        ),
         # the defining symptom missing
-        ("payments had an error_surge from 18:32 to 18:38 UTC; p95 latency was up to 320 ms.", FACTS, "missing_symptom",
-         "it never states the error rate, the defining symptom of error_surge"),
+        (
+            "payments had an error_surge from 18:32 to 18:38 UTC; p95 latency was up to 320 ms.",
+            FACTS,
+            "missing_symptom",
+            "it never states the error rate, the defining symptom of error_surge",
+        ),
         # quoted text and ids that are not in the facts
-        ('The error rate rose to 28.4%; the top error was "disk full".', FACTS, "quote", 'the quoted "disk full" is not in the FACTS'),
-        ("The error rate rose to 28.4%; see trace 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b.", FACTS, "identifier", "identifier 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b"),
+        (
+            'The error rate rose to 28.4%; the top error was "disk full".',
+            FACTS,
+            "quote",
+            'the quoted "disk full" is not in the FACTS',
+        ),
+        (
+            "The error rate rose to 28.4%; see trace 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b.",
+            FACTS,
+            "identifier",
+            "identifier 9a1f0c7e3b2d4e5f8a6b7c8d9e0f1a2b",
+        ),
         ("   ", FACTS, "empty", "empty summary"),
     ],
 )
@@ -160,9 +278,11 @@ def test_false_claims_fail_with_a_readable_reason(text, facts, kind, reason):
 
 
 def test_a_faithful_traffic_drop_passes():
-    text = ("checkout had a critical traffic_drop from 09:10 to 09:16 UTC on 2025-11-23 (6 minutes). "
-            "Traffic was down, 134 requests/min before and 17 requests/min during. "
-            "The error rate was about the same, 1.3% during, on /api/checkout. The likely root cause is checkout.")
+    text = (
+        "checkout had a critical traffic_drop from 09:10 to 09:16 UTC on 2025-11-23 (6 minutes). "
+        "Traffic was down, 134 requests/min before and 17 requests/min during. "
+        "The error rate was about the same, 1.3% during, on /api/checkout. The likely root cause is checkout."
+    )
     assert failures(text, DROP) == []
 
 
@@ -179,12 +299,17 @@ def test_bookkeeping_and_similar_lines_are_not_facts_of_this_incident():
 
 
 def test_numbers_glued_after_letters_are_names_not_figures():
-    found = [(n.text, n.unit) for n in numbers_in("p95 and p99 on /api/v1/pay rose to 320ms, 5xx up, 1,234.5 req/min, 28%")]
+    found = [
+        (n.text, n.unit) for n in numbers_in("p95 and p99 on /api/v1/pay rose to 320ms, 5xx up, 1,234.5 req/min, 28%")
+    ]
     assert found == [("320", "ms"), ("1,234.5", "rpm"), ("28%", "%")]
 
 
-WITH_LOGS = dict(FACTS, root_cause_candidates="database (score 0.81), checkout (score 0.30)",
-                 error_logs='"pool timeout after 30000 ms" (12 times)')
+WITH_LOGS = dict(
+    FACTS,
+    root_cause_candidates="database (score 0.81), checkout (score 0.30)",
+    error_logs='"pool timeout after 30000 ms" (12 times)',
+)
 
 
 @pytest.mark.parametrize("facts", [FACTS, DROP, WITH_LOGS])

@@ -37,7 +37,12 @@ def run_narrator(data_dir, url, *args, model=TEST_MODEL, timeout=240):
     env = dict(os.environ, DATA_DIR=str(data_dir), OLLAMA_URL=url, OLLAMA_MODEL=model, PYTHONPATH=str(ROOT))
     env.pop("DUCKDB_PATH", None)
     return subprocess.run(
-        [sys.executable, "-m", "llm.narrator", "--once", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "llm.narrator", "--once", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -94,7 +99,9 @@ def test_once_stores_a_grounded_summary_written_by_the_model(store, settings, de
 
 def test_facts_sheet_reads_metrics_bronze_endpoints_traces_and_history(store, settings):
     first = seed_scenario(store, settings.bronze_dir, "payments", related=["checkout"], root_cause="database")
-    spike = seed_scenario(store, settings.bronze_dir, "search", minutes_ago=60, length=4, kind="latency_spike", metrics=False)
+    spike = seed_scenario(
+        store, settings.bronze_dir, "search", minutes_ago=60, length=4, kind="latency_spike", metrics=False
+    )
     again = seed_scenario(store, settings.bronze_dir, "payments", minutes_ago=8, length=3, metrics=False)
     facts = build_facts(store, first, settings.bronze_dir).lines
     assert facts["affected_service"] == "payments" and facts["root_cause_service"] == "database"
@@ -105,16 +112,20 @@ def test_facts_sheet_reads_metrics_bronze_endpoints_traces_and_history(store, se
     assert "/api/payments" in facts["affected_endpoints"]
     assert re.fullmatch(r"[0-9a-f]{32}", facts["sample_trace_ids"])  # one id: the summary cites one
     # worded as the summary says it (same-day form, or both dates when it crosses midnight)
-    assert re.fullmatch(r"from (\d\d:\d\d to \d\d:\d\d UTC on \d{4}-\d\d-\d\d"
-                        r"|\d{4}-\d\d-\d\d \d\d:\d\d UTC to \d{4}-\d\d-\d\d \d\d:\d\d UTC) \(\d+ minutes\)",
-                        facts["time_range"]), facts["time_range"]
+    assert re.fullmatch(
+        r"from (\d\d:\d\d to \d\d:\d\d UTC on \d{4}-\d\d-\d\d"
+        r"|\d{4}-\d\d-\d\d \d\d:\d\d UTC to \d{4}-\d\d-\d\d \d\d:\d\d UTC) \(\d+ minutes\)",
+        facts["time_range"],
+    ), facts["time_range"]
     assert facts["similar_past_incidents"] == []  # the spike is older but unlike it
     # ordered by importance, the defining symptom first, labelled by role
     assert list(facts)[:4] == ["affected_service", "anomaly_types", "symptom", "time_range"]
     assert facts["symptom"] == "error rate " + facts["error_rate"]
     assert list(facts).index("error_rate") < list(facts).index("p95_latency")
     latency = build_facts(store, spike, settings.bronze_dir).lines
-    before, during = re.match(r"up, (\d+) ms before and (\d+) ms during \(peak \d+ ms\)$", latency["p95_latency"]).groups()
+    before, during = re.match(
+        r"up, (\d+) ms before and (\d+) ms during \(peak \d+ ms\)$", latency["p95_latency"]
+    ).groups()
     assert int(during) > 3 * int(before)
     assert latency["top_errors"] == "none recorded"
     assert latency["symptom"] == "p95 latency " + latency["p95_latency"]
@@ -131,8 +142,10 @@ def test_facts_sheet_reads_metrics_bronze_endpoints_traces_and_history(store, se
 
 def test_root_cause_candidates_join_the_facts_under_their_own_label(store, settings):
     incident = seed_scenario(store, settings.bronze_dir, "checkout", related=["payments"], root_cause="database")
-    ranked = [{"service": s, "score": sc, "evidence": "errors seen here first"} for s, sc in
-              [("database", 0.8123), ("payments", 0.4), ("checkout", 0.2), ("search", 0.1)]]
+    ranked = [
+        {"service": s, "score": sc, "evidence": "errors seen here first"}
+        for s, sc in [("database", 0.8123), ("payments", 0.4), ("checkout", 0.2), ("search", 0.1)]
+    ]
     store.execute("UPDATE incidents SET root_cause_candidates = ? WHERE id = ?", [json.dumps(ranked), incident])
     facts = build_facts(store, incident, settings.bronze_dir)
     assert facts.lines["root_cause_candidates"] == "database (score 0.81), payments (score 0.40), checkout (score 0.20)"
@@ -142,7 +155,9 @@ def test_root_cause_candidates_join_the_facts_under_their_own_label(store, setti
     assert grounding.check(text, facts.lines, known_services(store)).ok
     wrong = f"checkout had an error_surge. {symptom} The root cause candidates were database and inventory."
     assert grounding.check(wrong, facts.lines, known_services(store)).by_kind() == {"service": 1}
-    store.execute("UPDATE incidents SET root_cause_candidates = '[1, 2]' WHERE id = ?", [incident])  # not the ranker's shape
+    store.execute(
+        "UPDATE incidents SET root_cause_candidates = '[1, 2]' WHERE id = ?", [incident]
+    )  # not the ranker's shape
     assert "root_cause_candidates" not in build_facts(store, incident, settings.bronze_dir).lines
 
 
@@ -157,7 +172,9 @@ def test_model_server_down_leaves_the_backlog_then_catches_up(store, settings, t
     assert down.returncode == 2, down.stderr[-2000:]
     assert "pending=1" in down.stdout and "model_server=down" in down.stdout
     assert stored(store) == [] and snapshot(store) == before
-    assert store.fetch_one("SELECT detail FROM heartbeats WHERE component = 'narrator'")[0].startswith("backlog=1 model_server=down")
+    assert store.fetch_one("SELECT detail FROM heartbeats WHERE component = 'narrator'")[0].startswith(
+        "backlog=1 model_server=down"
+    )
 
     with model_server(port, data_dir=tmp_path / "srv"):
         up = run_narrator(settings.data_dir, url)
@@ -166,7 +183,9 @@ def test_model_server_down_leaves_the_backlog_then_catches_up(store, settings, t
     assert [r["incident_id"] for r in rows] == [incident]
     assert_grounded(rows[0], known_services(store))
     assert snapshot(store) == before
-    assert store.fetch_one("SELECT detail FROM heartbeats WHERE component = 'narrator'")[0].startswith("backlog=0 model_server=ok")
+    assert store.fetch_one("SELECT detail FROM heartbeats WHERE component = 'narrator'")[0].startswith(
+        "backlog=0 model_server=ok"
+    )
 
 
 def facts_template(facts):
@@ -188,7 +207,9 @@ def seed_huge_error(store, bronze_dir, incident_id, service, chars=40_000):
 def test_a_refused_incident_gets_the_template_and_the_next_ones_are_narrated(store, settings, llm_server):  # noqa: F811
     refused = seed_scenario(store, settings.bronze_dir, "payments", root_cause="database")
     seed_huge_error(store, settings.bronze_dir, refused, "payments")
-    later = seed_scenario(store, settings.bronze_dir, "search", minutes_ago=60, length=4, kind="latency_spike", metrics=False)
+    later = seed_scenario(
+        store, settings.bronze_dir, "search", minutes_ago=60, length=4, kind="latency_spike", metrics=False
+    )
     store.execute("UPDATE incidents SET updated_at = updated_at - INTERVAL 1 HOUR WHERE id = ?", [refused])
     assert pending_incidents(store) == [refused, later]  # the refused one comes first
 
@@ -204,7 +225,9 @@ def test_a_refused_incident_gets_the_template_and_the_next_ones_are_narrated(sto
     assert "refused the request (413)" in reason and "MODEL_SERVER_MAX_PROMPT_CHARS" in reason
     later_facts = assert_grounded(rows[later], known_services(store))
     assert "refused" not in later_facts.get(TEMPLATE_REASON, "")
-    assert store.fetch_one("SELECT detail FROM heartbeats WHERE component = 'narrator'")[0].startswith("backlog=0 model_server=ok")
+    assert store.fetch_one("SELECT detail FROM heartbeats WHERE component = 'narrator'")[0].startswith(
+        "backlog=0 model_server=ok"
+    )
 
 
 def test_a_model_the_server_does_not_serve_is_unavailable_not_a_refusal(store, settings, llm_server):  # noqa: F811
@@ -313,7 +336,10 @@ def test_a_text_wrong_in_one_sentence_is_kept_without_it(store, settings):
     # the headline is never dropped, nor a sentence the symptom depends on: those are retried
     wrong_headline = f"payments had a latency_spike {facts.lines['time_range']}."
     llm = ScriptedLLM([" ".join([wrong_headline, symptom, cause]), " ".join([headline, symptom, cause])])
-    assert summarise(facts, llm, known_services(store)).summary == " ".join([headline, symptom, cause]) and len(llm.calls) == 2
+    assert (
+        summarise(facts, llm, known_services(store)).summary == " ".join([headline, symptom, cause])
+        and len(llm.calls) == 2
+    )
     llm = ScriptedLLM([" ".join([headline, "The error rate was down.", cause])] * 2)
     assert summarise(facts, llm, known_services(store)).generated_by == "template"
 
@@ -324,22 +350,37 @@ def test_a_retry_the_server_refuses_stores_the_template_with_the_reason(store, s
     llm = ScriptedLLM(["Errors rose 7.5x on payments.", LLMRefused("refused the request (413): prompt too long", 413)])
     result = summarise(facts, llm, known_services(store))
     assert result.generated_by == "template" and len(llm.calls) == 2 and len(result.attempts) == 1
-    assert result.facts[TEMPLATE_REASON] == "the model server refused the request: refused the request (413): prompt too long"
+    assert (
+        result.facts[TEMPLATE_REASON]
+        == "the model server refused the request: refused the request (413): prompt too long"
+    )
     grounded = summarise(facts, ScriptedLLM(["Errors rose 7.5x.", "Still 7.5x."]), known_services(store))
     assert grounded.facts[TEMPLATE_REASON] == "failed the grounding check twice (figure, missing_symptom)"
     # a reviewer reads which claims failed, in which attempt, and the refused texts
-    assert grounded.facts["rejected_summaries"] == [{"attempt": 1, "text": "Errors rose 7.5x."}, {"attempt": 2, "text": "Still 7.5x."}]
-    assert {"attempt": 1, "kind": "figure", "claim": "7.5", "reason": "number 7.5 is not in the FACTS"} in grounded.facts["claim_failures"]
+    assert grounded.facts["rejected_summaries"] == [
+        {"attempt": 1, "text": "Errors rose 7.5x."},
+        {"attempt": 2, "text": "Still 7.5x."},
+    ]
+    assert {
+        "attempt": 1,
+        "kind": "figure",
+        "claim": "7.5",
+        "reason": "number 7.5 is not in the FACTS",
+    } in grounded.facts["claim_failures"]
 
 
 def test_the_model_answers_in_a_schema_of_the_facts_parts_and_the_platform_joins_them(store, settings):
     with_errors = seed_scenario(store, settings.bronze_dir, "payments", root_cause="database")
-    without = seed_scenario(store, settings.bronze_dir, "search", minutes_ago=60, length=4, kind="latency_spike", metrics=False)
+    without = seed_scenario(
+        store, settings.bronze_dir, "search", minutes_ago=60, length=4, kind="latency_spike", metrics=False
+    )
     services = known_services(store)
     facts = build_facts(store, with_errors, settings.bronze_dir)
     headline = f"payments had a high-severity error_surge {facts.lines['time_range']}."
     symptom = f"The error rate was {facts.lines['error_rate']}."
-    answer = json.dumps({"headline": headline, "symptom": symptom, "top_error": "", "cause": "The likely root cause is database."})
+    answer = json.dumps(
+        {"headline": headline, "symptom": symptom, "top_error": "", "cause": "The likely root cause is database."}
+    )
     llm = ScriptedLLM([answer])
     result = summarise(facts, llm, services)
     assert result.generated_by == "llm" and result.summary == f"{headline} {symptom} The likely root cause is database."

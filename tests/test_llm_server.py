@@ -69,19 +69,33 @@ def test_a_json_schema_format_constrains_generation(client):
     free = client.chat(model=TEST_MODEL, messages=messages, options={"temperature": 0, "num_predict": 40})
     with pytest.raises(ValueError):
         json.loads(free.message.content)
-    constrained = client.chat(model=TEST_MODEL, messages=messages, format=SCHEMA, options={"temperature": 0, "num_predict": 40})
+    constrained = client.chat(
+        model=TEST_MODEL, messages=messages, format=SCHEMA, options={"temperature": 0, "num_predict": 40}
+    )
     answer = json.loads(constrained.message.content)
     assert set(answer) == {"severity", "minutes"}
     assert answer["severity"] in ("low", "critical") and isinstance(answer["minutes"], int)
-    streamed = "".join(c.message.content for c in client.chat(
-        model=TEST_MODEL, messages=messages, format=SCHEMA, options={"temperature": 0, "num_predict": 40}, stream=True))
+    streamed = "".join(
+        c.message.content
+        for c in client.chat(
+            model=TEST_MODEL,
+            messages=messages,
+            format=SCHEMA,
+            options={"temperature": 0, "num_predict": 40},
+            stream=True,
+        )
+    )
     assert json.loads(streamed) == answer
-    anything = client.chat(model=TEST_MODEL, messages=messages, format="json", options={"temperature": 0, "num_predict": 40})
+    anything = client.chat(
+        model=TEST_MODEL, messages=messages, format="json", options={"temperature": 0, "num_predict": 40}
+    )
     assert anything.message.content.lstrip().startswith("{")
 
 
 def test_num_predict_caps_the_answer(client):
-    r = client.chat(model=TEST_MODEL, messages=[{"role": "user", "content": "Write a long story."}], options={"num_predict": 3})
+    r = client.chat(
+        model=TEST_MODEL, messages=[{"role": "user", "content": "Write a long story."}], options={"num_predict": 3}
+    )
     assert r.eval_count == 3 and r.done_reason == "length"
 
 
@@ -132,7 +146,9 @@ def test_requests_are_serialised_and_all_answered(client):
 
     def ask(i):
         try:
-            results.append(client.chat(model=TEST_MODEL, messages=[{"role": "user", "content": f"Say {i}."}], options=OPTS))
+            results.append(
+                client.chat(model=TEST_MODEL, messages=[{"role": "user", "content": f"Say {i}."}], options=OPTS)
+            )
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -268,7 +284,10 @@ def test_a_prompt_over_the_limit_is_a_413_naming_it(client):
         client.generate(model=TEST_MODEL, prompt="word " * 7000, options={"num_predict": 1})
     assert err.value.status_code == 413 and "MODEL_SERVER_MAX_PROMPT_CHARS=32768" in err.value.error
     with pytest.raises(ollama.ResponseError) as err:
-        client.chat(model=TEST_MODEL, messages=[{"role": "system", "content": "x" * 20_000}, {"role": "user", "content": "y" * 20_000}])
+        client.chat(
+            model=TEST_MODEL,
+            messages=[{"role": "system", "content": "x" * 20_000}, {"role": "user", "content": "y" * 20_000}],
+        )
     assert err.value.status_code == 413
 
 
@@ -334,5 +353,9 @@ def test_a_50_mb_body_is_refused_with_413_before_it_is_sent(llm_server_process, 
 
 def test_a_body_under_the_limit_reaches_the_prompt_check(llm_server):  # noqa: F811
     content = "hello " * ((1024 * 1024 - 200) // 6)
-    r = httpx.post(f"{llm_server}/api/chat", json={"model": M, "messages": [{"role": "user", "content": content}]}, timeout=60)
-    assert r.status_code == 413 and "MODEL_SERVER_MAX_PROMPT_CHARS" in r.json()["error"]  # the prompt limit, not the body's
+    r = httpx.post(
+        f"{llm_server}/api/chat", json={"model": M, "messages": [{"role": "user", "content": content}]}, timeout=60
+    )
+    assert (
+        r.status_code == 413 and "MODEL_SERVER_MAX_PROMPT_CHARS" in r.json()["error"]
+    )  # the prompt limit, not the body's

@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from observability.transport.base import partition_for
 import pytest
 
+from observability.transport.base import partition_for
 from observability.transport.local_log import (
     QUARANTINED_KEY,
     LocalLogProducer,
@@ -45,8 +45,13 @@ print(i, flush=True)
 
 def _writer(root: Path, topic: str, name: str, count: int, partitions: int = 1, batch_bytes: int = 1 << 20):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(root), topic, name, str(count), str(partitions), str(batch_bytes)],
-                            stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(root), topic, name, str(count), str(partitions), str(batch_bytes)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def _read_all(root: Path, topic: str):
@@ -132,6 +137,7 @@ def test_two_producer_processes_lose_nothing_and_offsets_stay_contiguous(tmp_pat
 
 # --- corruption is not a torn tail (issue 20, bug 2) ---------------------------------------------
 
+
 def _fill(root: Path, topic: str, count: int, partitions: int = 1, **kwargs) -> None:
     ensure_topic(root, topic, partitions)
     with LocalLogProducer(root, partitions=partitions, **kwargs) as producer:
@@ -197,7 +203,7 @@ def test_repair_quarantines_the_record_and_every_later_offset_keeps_its_data(tmp
     marker = json.loads(recs[500].value)["quarantined_record"]
     assert marker["offset"] == 500
     record_len = len(encode_record(1_500, b"k", b'{"seq": 500}'))
-    assert Path(marker["file"]).read_bytes() == _flip_bytes(original, pos, where)[pos:pos + record_len]
+    assert Path(marker["file"]).read_bytes() == _flip_bytes(original, pos, where)[pos : pos + record_len]
     assert [json.loads(r.value)["seq"] for r in recs if r.offset != 500] == [i for i in range(1000) if i != 500]
     with LocalLogProducer(tmp_path, partitions=1) as producer:  # appends go on at the next offset
         producer.send("t", b'{"seq": 1000}', b"k", timestamp_ms=5)
@@ -250,8 +256,14 @@ def test_a_short_write_fails_the_flush_leaves_no_torn_record_and_the_retry_write
     import errno
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-c", SHORT_WRITER, str(tmp_path), "50000"], capture_output=True,
-                         text=True, env=env, cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", SHORT_WRITER, str(tmp_path), "50000"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["failed", str(errno.EFBIG), "retried"]
     recs = list(LocalLogReader(tmp_path).read("t", 0, 0, 10**9))

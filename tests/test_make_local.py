@@ -86,9 +86,28 @@ def test_make_local_runs_the_platform_end_to_end(tmp_path):
         # Inject a labelled scenario into 40 minutes of history (event time), published at full speed.
         start = (utcnow() - timedelta(minutes=42)).replace(second=0, microsecond=0)
         gen = subprocess.run(
-            [sys.executable, "-m", "event_generator", "--start", start.isoformat() + "Z", "--duration", "2400",
-             "--speed", "max", "--rate", "20", "--seed", "11", "--scenario", "error_surge:payments@28+8"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+            [
+                sys.executable,
+                "-m",
+                "event_generator",
+                "--start",
+                start.isoformat() + "Z",
+                "--duration",
+                "2400",
+                "--speed",
+                "max",
+                "--rate",
+                "20",
+                "--seed",
+                "11",
+                "--scenario",
+                "error_surge:payments@28+8",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         assert gen.returncode == 0, gen.stderr[-2000:]
 
@@ -111,7 +130,9 @@ def test_make_local_runs_the_platform_end_to_end(tmp_path):
 
         assert _http_ok("http://127.0.0.1:8501/_stcore/health")
         assert _http_ok("http://127.0.0.1:8080/api/v2/monitor/health")
-        health = subprocess.run(["bash", "scripts/health_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        health = subprocess.run(
+            ["bash", "scripts/health_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
         print(health.stdout)
         assert health.returncode == 0, health.stdout + health.stderr
         assert "service_metrics" in health.stdout and "pipeline lag" in health.stdout

@@ -48,8 +48,10 @@ def local_producer(settings) -> LocalLogProducer:
 
 def stage_records(store, ids, topic=TOPIC, fail: bool = False):
     def work(con):
-        con.execute(f"INSERT INTO {tables.SCENARIO_LABELS} VALUES (?, 'error_surge', 's', 's', now(), now(), now())",
-                    [f"data-{ids[0]}"])
+        con.execute(
+            f"INSERT INTO {tables.SCENARIO_LABELS} VALUES (?, 'error_surge', 's', 's', now(), now(), now())",
+            [f"data-{ids[0]}"],
+        )
         outbox.stage(con, topic, [(i, f"key-{i}", {"n": n}) for n, i in enumerate(ids)])
         if fail:
             raise RuntimeError("the data's transaction fails")
@@ -163,7 +165,10 @@ def test_publisher_over_kafka_keeps_rows_while_the_broker_is_away(store, tmp_pat
     stage_records(store, [f"k{i}" for i in range(30)], topic=topic)
     target = {"bootstrap": nowhere}
     publisher = outbox.OutboxPublisher(
-        store, [topic], lambda: KafkaProducerTransport(target["bootstrap"], request_timeout_ms=2000, delivery_timeout_s=2))
+        store,
+        [topic],
+        lambda: KafkaProducerTransport(target["bootstrap"], request_timeout_ms=2000, delivery_timeout_s=2),
+    )
     assert publisher.try_publish() == 0
     assert outbox.unsent_count(store, [topic]) == 30
     target["bootstrap"] = kafka_broker  # the broker is back

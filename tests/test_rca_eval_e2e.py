@@ -12,10 +12,14 @@ import pytest
 
 from tests.spark_fixtures import ROOT, job_env
 
-CANDIDATES = [Path(os.environ["NEZHA_DATA"])] if os.environ.get("NEZHA_DATA") else [
-    ROOT.parent / "shared" / "datasets" / "nezha-trainticket",
-    ROOT.parent.parent / "shared" / "datasets" / "nezha-trainticket",
-]
+CANDIDATES = (
+    [Path(os.environ["NEZHA_DATA"])]
+    if os.environ.get("NEZHA_DATA")
+    else [
+        ROOT.parent / "shared" / "datasets" / "nezha-trainticket",
+        ROOT.parent.parent / "shared" / "datasets" / "nezha-trainticket",
+    ]
+)
 DATA = next((p for p in CANDIDATES if (p / "rca_data").is_dir()), None)
 LINE = re.compile(r"^rca recall=(\d\.\d{3}) precision=(\d\.\d{3}) as1=(\d\.\d{3}) as3=(\d\.\d{3})$", re.M)
 
@@ -24,9 +28,23 @@ LINE = re.compile(r"^rca recall=(\d\.\d{3}) precision=(\d\.\d{3}) as1=(\d\.\d{3}
 @pytest.mark.skipif(DATA is None, reason="the shared Nezha dataset is not here (set NEZHA_DATA)")
 def test_evaluate_rca_on_two_faults(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "anomaly_detection.evaluate", "rca", "--data", str(DATA), "--faults", "2",
-         "--workdir", str(tmp_path / "eval")],
-        cwd=ROOT, env=job_env(tmp_path / "unused"), capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "anomaly_detection.evaluate",
+            "rca",
+            "--data",
+            str(DATA),
+            "--faults",
+            "2",
+            "--workdir",
+            str(tmp_path / "eval"),
+        ],
+        cwd=ROOT,
+        env=job_env(tmp_path / "unused"),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     m = LINE.search(proc.stdout)

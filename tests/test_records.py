@@ -16,8 +16,16 @@ TS = "2026-03-02T10:00:00.250Z"
 
 def test_log_record_round_trips_through_the_wire_form():
     row = validate_log_record(
-        {"timestamp": TS, "service": "cart", "severity_text": "ERROR", "severity_number": 17,
-         "body": {"msg": "boom"}, "trace_id": "AB" * 16, "span_id": "cd" * 8, "attributes": {"k": 1}}
+        {
+            "timestamp": TS,
+            "service": "cart",
+            "severity_text": "ERROR",
+            "severity_number": 17,
+            "body": {"msg": "boom"},
+            "trace_id": "AB" * 16,
+            "span_id": "cd" * 8,
+            "attributes": {"k": 1},
+        }
     )
     assert row["body"] == '{"msg":"boom"}'
     assert row["trace_id"] == "ab" * 16
@@ -45,11 +53,24 @@ def test_bad_log_records_name_the_field(obj, field):
 
 
 def test_histogram_point_checks_its_buckets():
-    good = {"timestamp": TS, "service": "cart", "name": "http.server.duration", "kind": "histogram",
-            "unit": "ms", "count": 3, "sum": 12.5, "bucket_bounds": [5.0, 10.0], "bucket_counts": [1, 1, 1]}
+    good = {
+        "timestamp": TS,
+        "service": "cart",
+        "name": "http.server.duration",
+        "kind": "histogram",
+        "unit": "ms",
+        "count": 3,
+        "sum": 12.5,
+        "bucket_bounds": [5.0, 10.0],
+        "bucket_counts": [1, 1, 1],
+    }
     assert validate_metric_point(good)["bucket_counts"] == [1, 1, 1]
-    for change, field in [({"bucket_counts": [1, 1]}, "bucket_counts"), ({"bucket_bounds": [10.0, 5.0]}, "bucket_bounds"),
-                          ({"count": 4}, "bucket_counts"), ({"sum": float("nan")}, "sum")]:
+    for change, field in [
+        ({"bucket_counts": [1, 1]}, "bucket_counts"),
+        ({"bucket_bounds": [10.0, 5.0]}, "bucket_bounds"),
+        ({"count": 4}, "bucket_counts"),
+        ({"sum": float("nan")}, "sum"),
+    ]:
         with pytest.raises(InvalidEvent, match=f"^{field}:"):
             validate_metric_point({**good, **change})
 

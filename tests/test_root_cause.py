@@ -55,16 +55,34 @@ def build(fault=None, per_minute=20, seed=1) -> pd.DataFrame:
                     client = sid()
                     w = wire(svc, callee)
                     child_rows, child_dur, child_failed = visit(callee, client, cursor + timedelta(milliseconds=w / 2))
-                    spans.append(dict(span_id=client, parent_span_id=entry, service=svc, endpoint="HTTP POST",
-                                      timestamp=cursor, latency_ms=child_dur + w, status_code=500 if child_failed else 200,
-                                      error_message=None))
+                    spans.append(
+                        dict(
+                            span_id=client,
+                            parent_span_id=entry,
+                            service=svc,
+                            endpoint="HTTP POST",
+                            timestamp=cursor,
+                            latency_ms=child_dur + w,
+                            status_code=500 if child_failed else 200,
+                            error_message=None,
+                        )
+                    )
                     spans += child_rows
                     cursor += timedelta(milliseconds=child_dur + w)
                     failed = failed or child_failed
                 dur = (cursor - start).total_seconds() * 1000 + self_ms(svc) / 2
-                spans.append(dict(span_id=entry, parent_span_id=parent, service=svc, endpoint=f"/{svc}", timestamp=start,
-                                  latency_ms=dur, status_code=500 if failed else 200,
-                                  error_message=("disk full" if fail == svc else "upstream failed") if failed else None))
+                spans.append(
+                    dict(
+                        span_id=entry,
+                        parent_span_id=parent,
+                        service=svc,
+                        endpoint=f"/{svc}",
+                        timestamp=start,
+                        latency_ms=dur,
+                        status_code=500 if failed else 200,
+                        error_message=("disk full" if fail == svc else "upstream failed") if failed else None,
+                    )
+                )
                 return spans, dur, failed
 
             spans, _, _ = visit("gateway", None, t)

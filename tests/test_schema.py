@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -39,7 +39,7 @@ def test_optional_fields_default_and_event_id_is_generated():
 
 def test_timestamps_iso_with_offset_and_epoch_ms_agree():
     iso = validate_event(good_event(1, ts_ms=None, timestamp="2024-05-01T12:00:00.250+02:00"), now_ms=NOW_MS)
-    ms = int(datetime(2024, 5, 1, 10, 0, 0, 250000, tzinfo=timezone.utc).timestamp() * 1000)
+    ms = int(datetime(2024, 5, 1, 10, 0, 0, 250000, tzinfo=UTC).timestamp() * 1000)
     epoch = validate_event(good_event(1, ts_ms=ms), now_ms=NOW_MS)
     naive = validate_event(good_event(1, timestamp="2024-05-01T10:00:00.250"), now_ms=NOW_MS)
     assert iso.timestamp_ms == epoch.timestamp_ms == naive.timestamp_ms == ms

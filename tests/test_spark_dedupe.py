@@ -40,8 +40,12 @@ def publish_lines(settings, lines):
 
 def read_range(settings, start, end, horizon):
     opts = transport_options(settings)
-    opts.update(topic=TOPIC, bronze_dir=str(settings.bronze_dir), staging_dir=str(settings.checkpoint_dir / "staging"),
-                dedup_horizon=str(horizon))
+    opts.update(
+        topic=TOPIC,
+        bronze_dir=str(settings.bronze_dir),
+        staging_dir=str(settings.checkpoint_dir / "staging"),
+        dedup_horizon=str(horizon),
+    )
     batches = list(RawEventsStreamReader(opts).read(RangePartition(0, start, end)))
     staged = {(s.start, s.end): s for s in load_manifests(settings.checkpoint_dir / "staging")}[(start, end)]
     return sum(b.num_rows for b in batches), staged

@@ -12,7 +12,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 from kafka.errors import KafkaTimeoutError
@@ -41,8 +41,14 @@ def assert_counted_once(store, settings, events: list[dict], extra_rows: int = 0
     _assert_metrics_match(store, events, by_endpoint=False, exclude_service=exclude_service)
     _assert_metrics_match(store, events, by_endpoint=True, exclude_service=exclude_service)
     assert store.fetch_one("SELECT sum(rows_in) FROM stream_progress")[0] == len(events) + extra_rows
-    got = Counter({(w, p, c): n for w, p, c, n in store.fetch_all(
-        "SELECT window_start, parent_service, child_service, call_count FROM service_dependencies")})
+    got = Counter(
+        {
+            (w, p, c): n
+            for w, p, c, n in store.fetch_all(
+                "SELECT window_start, parent_service, child_service, call_count FROM service_dependencies"
+            )
+        }
+    )
     # Not equality: a call whose parent span fell in the previous micro-batch is not joined (known,
     # also without duplicates); but no call is counted twice.
     expected = expected_edges(events)
@@ -95,8 +101,12 @@ def test_a_lost_acknowledgement_over_kafka_is_counted_once(kafka_broker, data_di
     from observability.transport import create_topics, partition_for
 
     suffix = uuid.uuid4().hex[:8]
-    topics = {f"KAFKA_{n}_TOPIC": f"{n.lower()}_{suffix}" for n in ("RAW_EVENTS", "AGGREGATED", "ANOMALIES", "DEAD_LETTER")}
-    settings = Settings(DATA_DIR=str(data_dir), TRANSPORT="kafka", KAFKA_BROKER=kafka_broker, TOPIC_PARTITIONS=3, **topics)
+    topics = {
+        f"KAFKA_{n}_TOPIC": f"{n.lower()}_{suffix}" for n in ("RAW_EVENTS", "AGGREGATED", "ANOMALIES", "DEAD_LETTER")
+    }
+    settings = Settings(
+        DATA_DIR=str(data_dir), TRANSPORT="kafka", KAFKA_BROKER=kafka_broker, TOPIC_PARTITIONS=3, **topics
+    )
     create_topics(settings)
     now_ms = _minute(int(time.time() * 1000))
     events = make_events(4000, now_ms - 10 * 60_000, 3 * 60_000, seed=43)
@@ -117,14 +127,20 @@ def test_a_lost_acknowledgement_over_kafka_is_counted_once(kafka_broker, data_di
         pad_keys.setdefault(partition_for(f"pad{i}".encode(), 3), f"pad{i}".encode())
         i += 1
     for key in pad_keys.values():
-        pad = {"timestamp": format_timestamp(now_ms - 10 * 60_000), "service": "zz-padding", "status_code": 200, "latency_ms": 1.0}
+        pad = {
+            "timestamp": format_timestamp(now_ms - 10 * 60_000),
+            "service": "zz-padding",
+            "status_code": 200,
+            "latency_ms": 1.0,
+        }
         producer.send(topic, json.dumps(pad).encode(), key=key)
     producer.close()
     assert producer.lost == 1
     on_broker = consume(kafka_broker, topic, len(events) + 1500 + 3)
     assert len(on_broker) == len(events) + 1500 + 3, "the retried batch is on the broker twice"
 
-    env = job_env(data_dir, TRANSPORT="kafka", KAFKA_BROKER=kafka_broker, TOPIC_PARTITIONS=3,
-                  MAX_EVENTS_PER_BATCH=1500, **topics)
+    env = job_env(
+        data_dir, TRANSPORT="kafka", KAFKA_BROKER=kafka_broker, TOPIC_PARTITIONS=3, MAX_EVENTS_PER_BATCH=1500, **topics
+    )
     run_job(env, "--available-now", timeout=400)
     assert_counted_once(store, settings, events, extra_rows=3, exclude_service="zz-padding")

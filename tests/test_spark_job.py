@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timedelta, timezone
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,7 @@ from observability.bronze import read_events
 from observability.dead_letter import make_dead_letter
 from observability.schema import format_timestamp
 from observability.transport import create_producer, create_reader
+from spark.transforms import PERCENTILE_ACCURACY
 from tests.kafka_broker import PAD_SERVICE, kafka_broker, pad_partitions  # noqa: F401  (session fixture)
 from tests.spark_fixtures import (
     INVALID_LINES,
@@ -30,7 +31,6 @@ from tests.spark_fixtures import (
     rank_error,
     run_job,
 )
-from spark.transforms import PERCENTILE_ACCURACY
 
 DATA_TABLES = ("service_metrics", "endpoint_metrics", "trace_samples", "service_dependencies", "dead_letter")
 
@@ -58,9 +58,12 @@ def _minute(ms: int) -> int:
 
 
 def _snapshot(store) -> dict:
-    return {t: store.fetch_df(f"SELECT * EXCLUDE (updated_at) FROM {t}" if t.endswith("metrics") else f"SELECT * FROM {t}")
-            .sort_values(by=list(store.fetch_df(f"SELECT * FROM {t} LIMIT 0").columns[:3])).reset_index(drop=True)
-            for t in DATA_TABLES}
+    return {
+        t: store.fetch_df(f"SELECT * EXCLUDE (updated_at) FROM {t}" if t.endswith("metrics") else f"SELECT * FROM {t}")
+        .sort_values(by=list(store.fetch_df(f"SELECT * FROM {t} LIMIT 0").columns[:3]))
+        .reset_index(drop=True)
+        for t in DATA_TABLES
+    }
 
 
 def _assert_metrics_match(store, events, by_endpoint: bool, exclude_service: str | None = None) -> None:
@@ -97,15 +100,23 @@ def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, t
     events = make_events(15_000, base, 5 * 60_000, seed=5)
     publish(settings, events, [line for line, _ in INVALID_LINES])
     with create_producer(settings) as producer:  # producers' own rejects (e.g. replay)
-        producer.send(settings.dead_letter_topic,
-                      make_dead_letter("replay:events.jsonl:3", "status_code: 700 outside 100-599", b'{"status_code":700}'))
+        producer.send(
+            settings.dead_letter_topic,
+            make_dead_letter("replay:events.jsonl:3", "status_code: 700 outside 100-599", b'{"status_code":700}'),
+        )
         producer.send(settings.dead_letter_topic, b"not a dead-letter record")
     env = job_env(data_dir)
 
     # a reader process queries the shared store the whole time the job writes
     stop_file = tmp_path / "stop-reader"
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(settings.duckdb_path), str(stop_file), "300"],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(settings.duckdb_path), str(stop_file), "300"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         proc = run_job(env, "--available-now")
     finally:
@@ -140,34 +151,58 @@ def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, t
     assert store.fetch_one("SELECT count(*) FROM heartbeats WHERE component = 'spark'")[0] == 1
     # no log or metric records: their queries never started (nor their source processes)
     assert not (settings.checkpoint_dir / "logs").exists() and not (settings.checkpoint_dir / "otel_metrics").exists()
-    t_base = datetime.fromtimestamp(base / 1000, tz=timezone.utc).replace(tzinfo=None)
+    t_base = datetime.fromtimestamp(base / 1000, tz=UTC).replace(tzinfo=None)
     bronze = read_events(settings.bronze_dir, t_base - timedelta(hours=1), t_base + timedelta(hours=2))
     assert len(bronze) == len(events) and set(bronze.event_id) == {e["event_id"] for e in events}
     reasons = set(store.fetch_df("SELECT reason FROM trace_samples").reason)
     assert reasons == {"error", "slow", "normal"}
-    assert store.fetch_one(
-        "SELECT max(n) FROM (SELECT count(*) n FROM trace_samples WHERE reason = 'error' GROUP BY window_start, service)"
-    )[0] <= 20
-    edges = store.fetch_df("SELECT parent_service, child_service, sum(call_count) calls FROM service_dependencies GROUP BY ALL")
+    assert (
+        store.fetch_one(
+            "SELECT max(n) FROM (SELECT count(*) n FROM trace_samples WHERE reason = 'error' GROUP BY window_start, service)"
+        )[0]
+        <= 20
+    )
+    edges = store.fetch_df(
+        "SELECT parent_service, child_service, sum(call_count) calls FROM service_dependencies GROUP BY ALL"
+    )
     assert {("gateway", "checkout"), ("checkout", "payments"), ("search", "inventory")} <= set(
-        zip(edges.parent_service, edges.child_service))
+        zip(edges.parent_service, edges.child_service)
+    )
     with create_reader(settings) as r:
         ends = r.end_offsets(settings.aggregated_topic)
-        published = [json.loads(rec.value) for p, end in ends.items()
-                     for rec in r.read(settings.aggregated_topic, p, 0, end)]
+        published = [
+            json.loads(rec.value) for p, end in ends.items() for rec in r.read(settings.aggregated_topic, p, 0, end)
+        ]
     assert len(published) >= len(store.fetch_df("SELECT 1 FROM service_metrics"))
     assert {"id", "window_start", "service", "endpoint", "request_count", "p95_latency_ms"} <= set(published[0])
-    assert sorted(p["id"] for p in published) == _outbox_ids(store, settings.aggregated_topic), \
+    assert sorted(p["id"] for p in published) == _outbox_ids(store, settings.aggregated_topic), (
         "every staged aggregate published once, under its stable id"
+    )
 
     # 4. late data: rows of a still-open window refine it; rows of a closed window are counted late
     last_window = _minute(max(int(pd.Timestamp(e["timestamp"]).timestamp() * 1000) for e in events))
     assert last_window + 60_000 > int(pd.Timestamp(watermark).timestamp() * 1000)
     before = store.fetch_df("SELECT * FROM service_metrics WHERE service = 'gateway' ORDER BY window_start")
-    refine = [{"timestamp": format_timestamp(last_window + 1000), "service": "gateway", "endpoint": "/late",
-               "status_code": 500, "latency_ms": 1.0} for _ in range(30)]
-    too_late = [{"timestamp": format_timestamp(base + 1000), "service": "gateway", "endpoint": "/late",
-                 "status_code": 200, "latency_ms": 1.0} for _ in range(40)]
+    refine = [
+        {
+            "timestamp": format_timestamp(last_window + 1000),
+            "service": "gateway",
+            "endpoint": "/late",
+            "status_code": 500,
+            "latency_ms": 1.0,
+        }
+        for _ in range(30)
+    ]
+    too_late = [
+        {
+            "timestamp": format_timestamp(base + 1000),
+            "service": "gateway",
+            "endpoint": "/late",
+            "status_code": 200,
+            "latency_ms": 1.0,
+        }
+        for _ in range(40)
+    ]
     publish(settings, refine + too_late)
     run_job(env, "--available-now")
     after = store.fetch_df("SELECT * FROM service_metrics WHERE service = 'gateway' ORDER BY window_start")
@@ -178,7 +213,10 @@ def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, t
     first_w = pd.Timestamp(_minute(base), unit="ms")
     assert a.loc[first_w, "request_count"] == b.loc[first_w, "request_count"]
     assert store.fetch_one("SELECT sum(rows_late) FROM stream_progress")[0] == 40
-    assert len(read_events(settings.bronze_dir, t_base - timedelta(hours=1), t_base + timedelta(hours=2))) == len(events) + 70
+    assert (
+        len(read_events(settings.bronze_dir, t_base - timedelta(hours=1), t_base + timedelta(hours=2)))
+        == len(events) + 70
+    )
 
     # 5. running again with nothing new changes nothing
     snap = _snapshot(store)
@@ -191,8 +229,10 @@ def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, t
 
 
 def _outbox_ids(store, topic: str, sent: bool = True) -> list[str]:
-    return sorted(r[0] for r in store.fetch_all(
-        f"SELECT id FROM outbox WHERE topic = ? AND (sent_at IS NOT NULL) = ?", [topic, sent]))
+    return sorted(
+        r[0]
+        for r in store.fetch_all("SELECT id FROM outbox WHERE topic = ? AND (sent_at IS NOT NULL) = ?", [topic, sent])
+    )
 
 
 def _published(settings, topic: str) -> list[dict]:
@@ -209,9 +249,15 @@ def test_kill_after_commit_then_restart_publishes_every_aggregate_once(data_dir,
     publish(settings, events)
     env = job_env(data_dir, MAX_EVENTS_PER_BATCH=1000)
     topic = settings.aggregated_topic
-    killed = subprocess.run([sys.executable, "-m", "spark.streaming_job", "--available-now"], cwd=ROOT,
-                            env=dict(env, FAULT_POINT="spark.after_commit"), capture_output=True, text=True,
-                            timeout=300, start_new_session=True)
+    killed = subprocess.run(
+        [sys.executable, "-m", "spark.streaming_job", "--available-now"],
+        cwd=ROOT,
+        env=dict(env, FAULT_POINT="spark.after_commit"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-4000:]
     assert store.fetch_one("SELECT count(*) FROM sink_commits WHERE sink LIKE 'metrics:%'")[0] == 1
     staged = _outbox_ids(store, topic, sent=False)
@@ -229,9 +275,12 @@ def test_kill_after_commit_then_restart_publishes_every_aggregate_once(data_dir,
         k = (p["window_start"], p["service"], p["endpoint"])
         if p["batch_id"] >= latest.get(k, {"batch_id": -1})["batch_id"]:
             latest[k] = p
-    m = store.fetch_df("SELECT strftime(window_start, '%Y-%m-%dT%H:%M:%SZ') AS ws, service, request_count FROM service_metrics")
-    assert {(r.ws, r.service): r.request_count for r in m.itertuples()} == \
-        {(k[0], k[1]): v["request_count"] for k, v in latest.items() if k[2] is None}
+    m = store.fetch_df(
+        "SELECT strftime(window_start, '%Y-%m-%dT%H:%M:%SZ') AS ws, service, request_count FROM service_metrics"
+    )
+    assert {(r.ws, r.service): r.request_count for r in m.itertuples()} == {
+        (k[0], k[1]): v["request_count"] for k, v in latest.items() if k[2] is None
+    }
     _assert_metrics_match(store, events, by_endpoint=False)
 
 
@@ -274,8 +323,14 @@ def test_exactly_once_after_sigkill_mid_backlog(data_dir, settings, store):
     events.sort(key=lambda e: e["timestamp"])  # a backlog arrives roughly in time order: nothing is late
     publish(settings, events)
     env = job_env(data_dir, MAX_EVENTS_PER_BATCH=40_000)
-    proc = subprocess.Popen([sys.executable, "-m", "spark.streaming_job", "--available-now"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spark.streaming_job", "--available-now"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 400
         committed = 0
@@ -303,7 +358,7 @@ def test_exactly_once_after_sigkill_mid_backlog(data_dir, settings, store):
     _assert_metrics_match(store, events, by_endpoint=True)
     _assert_percentiles(store, events, sample_windows=20)
     assert store.fetch_one("SELECT sum(rows_in), sum(rows_late) FROM stream_progress") == (len(events), 0)
-    t0 = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc).replace(tzinfo=None)
+    t0 = datetime.fromtimestamp(now_ms / 1000, tz=UTC).replace(tzinfo=None)
     bronze = read_events(settings.bronze_dir, t0 - timedelta(hours=1), t0 + timedelta(hours=1))
     assert len(bronze) == len(events) and bronze.event_id.is_unique
 
@@ -314,10 +369,13 @@ def test_job_over_kafka_transport(kafka_broker, data_dir, store):
     from observability.settings import Settings
 
     suffix = uuid.uuid4().hex[:8]
-    topics = {f"KAFKA_{n}_TOPIC": f"{n.lower()}_{suffix}" for n in ("RAW_EVENTS", "AGGREGATED", "ANOMALIES", "DEAD_LETTER")}
+    topics = {
+        f"KAFKA_{n}_TOPIC": f"{n.lower()}_{suffix}" for n in ("RAW_EVENTS", "AGGREGATED", "ANOMALIES", "DEAD_LETTER")
+    }
     env = job_env(data_dir, TRANSPORT="kafka", KAFKA_BROKER=kafka_broker, TOPIC_PARTITIONS=3, **topics)
-    settings = Settings(DATA_DIR=str(data_dir), TRANSPORT="kafka", KAFKA_BROKER=kafka_broker, TOPIC_PARTITIONS=3,
-                        **topics)
+    settings = Settings(
+        DATA_DIR=str(data_dir), TRANSPORT="kafka", KAFKA_BROKER=kafka_broker, TOPIC_PARTITIONS=3, **topics
+    )
     now_ms = _minute(int(time.time() * 1000))
     events = make_events(3000, now_ms - 10 * 60_000, 3 * 60_000, seed=21)
     publish(settings, events, [line for line, _ in INVALID_LINES[:3]])

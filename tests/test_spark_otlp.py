@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -23,27 +23,45 @@ def _logs(base_ms: int, n: int, offset: int = 0) -> list[dict]:
     out = []
     for i in range(offset, offset + n):
         error = i % 3 == 0
-        out.append({
-            "timestamp": format_timestamp(base_ms + i * 1000),
-            "service": ("checkout", "payments")[i % 2],
-            "severity_text": "ERROR" if error else "INFO",
-            "severity_number": 17 if error else 9,
-            "body": f"payment {i} failed: card declined" if error else f"served request {i}",
-            "trace_id": TRACE.upper() if i % 4 == 0 else None,  # upper case is accepted, stored lower
-            "span_id": SPAN if i % 4 == 0 else None,
-            "attributes": {"http.route": "/pay", "attempt": i} if i % 2 else None,
-        })
+        out.append(
+            {
+                "timestamp": format_timestamp(base_ms + i * 1000),
+                "service": ("checkout", "payments")[i % 2],
+                "severity_text": "ERROR" if error else "INFO",
+                "severity_number": 17 if error else 9,
+                "body": f"payment {i} failed: card declined" if error else f"served request {i}",
+                "trace_id": TRACE.upper() if i % 4 == 0 else None,  # upper case is accepted, stored lower
+                "span_id": SPAN if i % 4 == 0 else None,
+                "attributes": {"http.route": "/pay", "attempt": i} if i % 2 else None,
+            }
+        )
     return out
 
 
 def _metrics(base_ms: int) -> list[dict]:
     ts = format_timestamp(base_ms)
     return [
-        {"timestamp": ts, "service": "checkout", "name": "queue.depth", "kind": "gauge", "unit": "1", "value": 7,
-         "attributes": {"queue": "orders"}},
+        {
+            "timestamp": ts,
+            "service": "checkout",
+            "name": "queue.depth",
+            "kind": "gauge",
+            "unit": "1",
+            "value": 7,
+            "attributes": {"queue": "orders"},
+        },
         {"timestamp": ts, "service": "checkout", "name": "http.server.requests", "kind": "sum", "value": 1250.0},
-        {"timestamp": ts, "service": "payments", "name": "http.server.duration", "kind": "histogram", "unit": "ms",
-         "count": 6, "sum": 240.5, "bucket_bounds": [10.0, 100.0], "bucket_counts": [1, 4, 1]},
+        {
+            "timestamp": ts,
+            "service": "payments",
+            "name": "http.server.duration",
+            "kind": "histogram",
+            "unit": "ms",
+            "count": 6,
+            "sum": 240.5,
+            "bucket_bounds": [10.0, 100.0],
+            "bucket_counts": [1, 4, 1],
+        },
     ]
 
 
@@ -57,12 +75,23 @@ BAD_LOGS = [
 BAD_METRICS = [
     (b'{"timestamp": "2026-01-01T00:00:00Z", "name": "x", "kind": "summary", "value": 1}', "kind"),
     (b'{"timestamp": "2026-01-01T00:00:00Z", "name": "x", "kind": "gauge", "value": NaN}', "value"),
-    (b'{"timestamp": "2026-01-01T00:00:00Z", "name": "h", "kind": "histogram", "count": 3, "sum": 1,'
-     b' "bucket_bounds": [1.0], "bucket_counts": [1, 1]}', "bucket_counts"),
-    (b'{"timestamp": "2026-01-01T00:00:00Z", "name": "h", "kind": "histogram", "count": 18446744073709551615,'
-     b' "sum": 1}', "count"),  # an OTLP fixed64 beyond BIGINT
-    (b'{"timestamp": "2026-01-01T00:00:00Z", "name": "g", "kind": "gauge", "value": 1, "attributes": {"a": '
-     + b"[" * 3000 + b"]" * 3000 + b"}}", "json"),  # nested deeper than the json module's recursion limit
+    (
+        b'{"timestamp": "2026-01-01T00:00:00Z", "name": "h", "kind": "histogram", "count": 3, "sum": 1,'
+        b' "bucket_bounds": [1.0], "bucket_counts": [1, 1]}',
+        "bucket_counts",
+    ),
+    (
+        b'{"timestamp": "2026-01-01T00:00:00Z", "name": "h", "kind": "histogram", "count": 18446744073709551615,'
+        b' "sum": 1}',
+        "count",
+    ),  # an OTLP fixed64 beyond BIGINT
+    (
+        b'{"timestamp": "2026-01-01T00:00:00Z", "name": "g", "kind": "gauge", "value": 1, "attributes": {"a": '
+        + b"[" * 3000
+        + b"]" * 3000
+        + b"}}",
+        "json",
+    ),  # nested deeper than the json module's recursion limit
 ]
 
 
@@ -77,7 +106,7 @@ def _expected(rows: list[dict], validate, fields) -> set[tuple]:
     out = set()
     for obj in rows:
         r = validate(obj)
-        r["timestamp"] = datetime.fromtimestamp(r["timestamp"] / 1000, tz=timezone.utc).replace(tzinfo=None)
+        r["timestamp"] = datetime.fromtimestamp(r["timestamp"] / 1000, tz=UTC).replace(tzinfo=None)
         r["attributes"] = None if r["attributes"] is None else json.dumps(r["attributes"], sort_keys=True)
         for k in ("bucket_bounds", "bucket_counts"):
             if r.get(k) is not None:
@@ -90,7 +119,9 @@ def _stored(store, table: str, fields) -> list[tuple]:
     df = store.fetch_df(f"SELECT * FROM {table}")
     rows = []
     for rec in df.to_dict("records"):
-        rec["attributes"] = None if rec["attributes"] is None else json.dumps(json.loads(rec["attributes"]), sort_keys=True)
+        rec["attributes"] = (
+            None if rec["attributes"] is None else json.dumps(json.loads(rec["attributes"]), sort_keys=True)
+        )
         for k in ("bucket_bounds", "bucket_counts"):
             if k in rec and rec[k] is not None:
                 rec[k] = tuple(rec[k])
@@ -116,16 +147,23 @@ def _reason(validate, raw: bytes) -> str:
 def test_logs_and_metrics_land_exactly_once_with_their_dead_letters(data_dir, settings, store):
     base = int(time.time() * 1000) // 60_000 * 60_000 - 10 * 60_000
     logs, metrics = _logs(base, 40), _metrics(base)
-    surrogate = {"timestamp": format_timestamp(base), "service": "checkout", "severity_text": "WARN",
-                 "body": "bad \udc00 byte", "attributes": {"k\ud800": "v"}}
+    surrogate = {
+        "timestamp": format_timestamp(base),
+        "service": "checkout",
+        "severity_text": "WARN",
+        "body": "bad \udc00 byte",
+        "attributes": {"k\ud800": "v"},
+    }
     _publish(settings, settings.logs_topic, [*logs, *(raw for raw, _ in BAD_LOGS)])
     with create_producer(settings) as producer:  # a lone surrogate is valid JSON: stored with U+FFFD
         producer.send(settings.logs_topic, json.dumps(surrogate).encode(), key=None)
     _publish(settings, settings.metrics_topic, [*metrics, *(raw for raw, _ in BAD_METRICS)])
     env = job_env(data_dir, MAX_EVENTS_PER_BATCH=15)  # several micro-batches per query
     proc = run_job(env, "--available-now")
-    assert f"{len(logs) + 1} logs, {len(metrics)} metric points, {len(BAD_LOGS) + len(BAD_METRICS)} logs/metrics rejected" \
-        in proc.stdout, proc.stdout
+    assert (
+        f"{len(logs) + 1} logs, {len(metrics)} metric points, {len(BAD_LOGS) + len(BAD_METRICS)} logs/metrics rejected"
+        in proc.stdout
+    ), proc.stdout
 
     # 1. exact rows: what the shared validators make of each record
     got_logs = _stored(store, "logs", LOG_FIELDS)
@@ -141,8 +179,10 @@ def test_logs_and_metrics_land_exactly_once_with_their_dead_letters(data_dir, se
 
     # 2. every bad record is a dead letter with the validator's reason, naming its field, and its payload
     dead = store.fetch_df("SELECT source, reason, payload FROM dead_letter ORDER BY source")
-    for topic, bad, validate in ((settings.logs_topic, BAD_LOGS, validate_log_record),
-                                 (settings.metrics_topic, BAD_METRICS, validate_metric_point)):
+    for topic, bad, validate in (
+        (settings.logs_topic, BAD_LOGS, validate_log_record),
+        (settings.metrics_topic, BAD_METRICS, validate_metric_point),
+    ):
         mine = dead[dead.source.str.startswith(f"spark:{topic}:")]
         assert sorted(mine.reason) == sorted(_reason(validate, raw) for raw, _ in bad)
         for raw, field in bad:
@@ -185,9 +225,17 @@ def test_continuous_job_starts_the_logs_query_when_logs_first_arrive(data_dir, s
     from tests.spark_fixtures import ROOT
 
     env = job_env(data_dir, TRIGGER_SECONDS=1)
-    proc = subprocess.Popen([sys.executable, "-m", "spark.streaming_job"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spark.streaming_job"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
+
         def poll(predicate, what: str, timeout: float = 180):
             deadline = time.monotonic() + timeout
             while not predicate():
@@ -203,7 +251,9 @@ def test_continuous_job_starts_the_logs_query_when_logs_first_arrive(data_dir, s
 
         poll(heartbeat_seen, "the job's heartbeat")
         time.sleep(2)  # two more trigger periods with empty record topics: the queries stay unstarted
-        assert not (settings.checkpoint_dir / "logs").exists() and not (settings.checkpoint_dir / "otel_metrics").exists()
+        assert (
+            not (settings.checkpoint_dir / "logs").exists() and not (settings.checkpoint_dir / "otel_metrics").exists()
+        )
         logs = _logs(int(time.time() * 1000) - 60_000, 6)
         _publish(settings, settings.logs_topic, logs)
         poll(lambda: store.fetch_one("SELECT count(*) FROM logs")[0] == len(logs), "the log rows")

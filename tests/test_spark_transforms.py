@@ -55,8 +55,9 @@ def test_window_metrics_counts_errors_and_levels(spark_session):
         (T0 + 30 * s, "db", "/q", 429, 1.0),
     ]
     out = window_metrics(_events_df(spark_session, rows)).toPandas()
-    key = lambda svc, ep, ws: out[(out.service == svc) & (out.endpoint.isna() if ep is None else out.endpoint == ep)
-                                  & (out.window_start == ws)].iloc[0]
+    key = lambda svc, ep, ws: out[
+        (out.service == svc) & (out.endpoint.isna() if ep is None else out.endpoint == ep) & (out.window_start == ws)
+    ].iloc[0]
     api = key("api", None, T0)
     assert api.window_end == T0 + 60 * s
     assert (api.request_count, api.error_count, api.client_error_count) == (4, 2, 1)
@@ -96,7 +97,9 @@ def test_window_metrics_match_duckdb_and_percentiles_within_error(spark_session)
         assert (m.max_latency_ms_x == m.max_latency_ms_y).all()
     # each percentile is a value whose rank is within n / accuracy of the target
     for _, row in got[got.endpoint.isna()].iterrows():
-        lat = df[(df.service == row.service) & (df.timestamp >= row.window_start) & (df.timestamp < row.window_end)].latency_ms
+        lat = df[
+            (df.service == row.service) & (df.timestamp >= row.window_start) & (df.timestamp < row.window_end)
+        ].latency_ms
         for q, col in ((0.5, "p50_latency_ms"), (0.95, "p95_latency_ms"), (0.99, "p99_latency_ms")):
             assert rank_error(lat, row[col], q) <= 1.0 / PERCENTILE_ACCURACY + 1.0 / len(lat)
 
@@ -125,12 +128,18 @@ def test_request_metrics_count_entry_spans_only(spark_session):
     assert svc.loc["api", "max_latency_ms"] == 100.0 and svc.loc["api", "avg_latency_ms"] == 100.0
     endpoints = out[out.endpoint.notna()]
     assert sorted(zip(endpoints.service, endpoints.endpoint)) == [
-        ("api", "/a"), ("cron", "GET"), ("cron", "nightly"), ("worker", "/b"), ("worker", "orders")]
+        ("api", "/a"),
+        ("cron", "GET"),
+        ("cron", "nightly"),
+        ("worker", "/b"),
+        ("worker", "orders"),
+    ]
 
 
 def test_dependency_edges_from_database_client_spans():
     """A CLIENT span with db.system is a call to that database; other client spans
     (no db.system) and non-client spans with db.system make no such edge."""
+
     def with_attrs(event, kind, attrs):
         return {**event, "kind": kind, "attributes": attrs}
 
@@ -138,8 +147,11 @@ def test_dependency_edges_from_database_client_spans():
         _span(_tid(1), _sid(1), None, "orders", 200, 50.0),
         with_attrs(_span(_tid(1), _sid(2), _sid(1), "orders", 200, 9.0), "client", {"db.system": "postgresql"}),
         with_attrs(_span(_tid(1), _sid(3), _sid(1), "orders", 500, 9.0), "CLIENT", {"db.system": "postgresql"}),
-        with_attrs(_span(_tid(1), _sid(4), _sid(1), "orders", 200, 1.0), "client",
-                   {"db.system.name": "redis", "db.system": "redis"}),
+        with_attrs(
+            _span(_tid(1), _sid(4), _sid(1), "orders", 200, 1.0),
+            "client",
+            {"db.system.name": "redis", "db.system": "redis"},
+        ),
         with_attrs(_span(_tid(1), _sid(5), _sid(1), "orders", 200, 1.0), "client", {"http.request.method": "GET"}),
         with_attrs(_span(_tid(1), _sid(6), _sid(1), "orders", 200, 1.0), "internal", {"db.system": "sqlite"}),
         # the http client span's callee (another service) makes the usual parent/child edge
@@ -148,12 +160,14 @@ def test_dependency_edges_from_database_client_spans():
     ]
     edges = side_outputs.compute(_valid_table(events))["edges"]
     w0, w1 = int(T0.timestamp() * 1000), int(T0.timestamp() * 1000) + 60_000
-    assert sorted(map(tuple, edges)) == sorted([
-        (w0, "orders", "postgresql", 2, 1),
-        (w0, "orders", "redis", 1, 0),
-        (w0, "orders", "stock", 1, 0),
-        (w1, "stock", "postgresql", 1, 0),
-    ])
+    assert sorted(map(tuple, edges)) == sorted(
+        [
+            (w0, "orders", "postgresql", 2, 1),
+            (w0, "orders", "redis", 1, 0),
+            (w0, "orders", "stock", 1, 0),
+            (w1, "stock", "postgresql", 1, 0),
+        ]
+    )
 
 
 def _valid_table(events: list[dict]) -> pa.Table:
@@ -166,8 +180,16 @@ def _valid_table(events: list[dict]) -> pa.Table:
 
 
 def _span(trace, span, parent, service, status, latency, second=0):
-    return {"timestamp": (T0 + timedelta(seconds=second)).isoformat() + "Z", "service": service, "endpoint": "/x",
-            "status_code": status, "latency_ms": latency, "trace_id": trace, "span_id": span, "parent_span_id": parent}
+    return {
+        "timestamp": (T0 + timedelta(seconds=second)).isoformat() + "Z",
+        "service": service,
+        "endpoint": "/x",
+        "status_code": status,
+        "latency_ms": latency,
+        "trace_id": trace,
+        "span_id": span,
+        "parent_span_id": parent,
+    }
 
 
 def _tid(i: int) -> str:
@@ -212,11 +234,13 @@ def test_dependency_edges_join_parent_and_child_spans():
     ]
     edges = side_outputs.compute(_valid_table(events))["edges"]
     w0, w1 = int(T0.timestamp() * 1000), int(T0.timestamp() * 1000) + 60_000
-    assert sorted(map(tuple, edges)) == sorted([
-        (w0, "gateway", "checkout", 1, 0),
-        (w0, "checkout", "payments", 1, 1),
-        (w1, "gateway", "checkout", 1, 1),
-    ])
+    assert sorted(map(tuple, edges)) == sorted(
+        [
+            (w0, "gateway", "checkout", 1, 0),
+            (w0, "checkout", "payments", 1, 1),
+            (w1, "gateway", "checkout", 1, 1),
+        ]
+    )
 
 
 def test_late_rows_are_those_of_windows_closed_by_the_watermark():
@@ -240,8 +264,16 @@ def test_plan_end_caps_a_batch_fairly():
 
 def test_validate_fast_judges_like_validate_line():
     now = 1_800_000_000_000
-    good = json.dumps({"timestamp": "2024-01-01T00:00:00Z", "service": "a", "status_code": 200, "latency_ms": 3,
-                       "attributes": {"k": [1, 2]}, "trace_id": "AB" * 16}).encode()
+    good = json.dumps(
+        {
+            "timestamp": "2024-01-01T00:00:00Z",
+            "service": "a",
+            "status_code": 200,
+            "latency_ms": 3,
+            "attributes": {"k": [1, 2]},
+            "trace_id": "AB" * 16,
+        }
+    ).encode()
     fast, _ = validate_fast(good, now)
     assert replace(fast, event_id="x") == replace(validate_line(good, now_ms=now), event_id="x")
     extra = [
@@ -302,12 +334,25 @@ def test_checkpoint_helpers(tmp_path):
 
 
 def _metrics_rows(count: int, endpoint=None) -> pd.DataFrame:
-    return pd.DataFrame([{
-        "window_start": T0, "window_end": T0 + timedelta(minutes=1), "service": "api", "endpoint": endpoint,
-        "request_count": count, "error_count": 1, "client_error_count": 0, "error_rate": 1 / count,
-        "avg_latency_ms": 1.0, "p50_latency_ms": 1.0, "p95_latency_ms": 1.0, "p99_latency_ms": 1.0,
-        "max_latency_ms": 1.0,
-    }])
+    return pd.DataFrame(
+        [
+            {
+                "window_start": T0,
+                "window_end": T0 + timedelta(minutes=1),
+                "service": "api",
+                "endpoint": endpoint,
+                "request_count": count,
+                "error_count": 1,
+                "client_error_count": 0,
+                "error_rate": 1 / count,
+                "avg_latency_ms": 1.0,
+                "p50_latency_ms": 1.0,
+                "p95_latency_ms": 1.0,
+                "p99_latency_ms": 1.0,
+                "max_latency_ms": 1.0,
+            }
+        ]
+    )
 
 
 def test_sink_is_exactly_once_per_batch_and_refines_windows(store):
@@ -315,22 +360,43 @@ def test_sink_is_exactly_once_per_batch_and_refines_windows(store):
 
     sink = DuckDBSink(store, "metrics:test", side_outputs.SAMPLE_CAPS)
     w = T0
-    samples = pd.DataFrame({"window_start": [w] * 25, "service": ["api"] * 25,
-                            "trace_id": [_tid(i) for i in range(25)], "reason": ["error"] * 25,
-                            "sort_key": [float(i) for i in range(25)]})
-    deps = pd.DataFrame({"window_start": [w], "parent_service": ["gw"], "child_service": ["api"],
-                         "call_count": [3], "error_count": [1]})
-    dead = pd.DataFrame({"received_at_ms": [1_700_000_000_000], "source": ["spark:raw_events:0:1"],
-                         "reason": ["json: bad"], "payload": ["x"]})
-    out = BatchOutput(0, _metrics_rows(10), samples=samples.iloc[:15], dependencies=deps, dead_letters=dead,
-                      rows_in=11, rows_rejected=1)
+    samples = pd.DataFrame(
+        {
+            "window_start": [w] * 25,
+            "service": ["api"] * 25,
+            "trace_id": [_tid(i) for i in range(25)],
+            "reason": ["error"] * 25,
+            "sort_key": [float(i) for i in range(25)],
+        }
+    )
+    deps = pd.DataFrame(
+        {"window_start": [w], "parent_service": ["gw"], "child_service": ["api"], "call_count": [3], "error_count": [1]}
+    )
+    dead = pd.DataFrame(
+        {
+            "received_at_ms": [1_700_000_000_000],
+            "source": ["spark:raw_events:0:1"],
+            "reason": ["json: bad"],
+            "payload": ["x"],
+        }
+    )
+    out = BatchOutput(
+        0,
+        _metrics_rows(10),
+        samples=samples.iloc[:15],
+        dependencies=deps,
+        dead_letters=dead,
+        rows_in=11,
+        rows_rejected=1,
+    )
     assert sink.write_batch(out) is True
     assert sink.write_batch(out) is False  # a replayed batch writes nothing
     assert store.fetch_one("SELECT count(*) FROM dead_letter")[0] == 1
     assert store.fetch_one("SELECT call_count FROM service_dependencies")[0] == 3
     # batch 1 refines the window (upsert), adds edges, and keeps the error-sample cap
-    out1 = BatchOutput(1, pd.concat([_metrics_rows(12), _metrics_rows(7, "/a")]), samples=samples.iloc[15:],
-                       dependencies=deps)
+    out1 = BatchOutput(
+        1, pd.concat([_metrics_rows(12), _metrics_rows(7, "/a")]), samples=samples.iloc[15:], dependencies=deps
+    )
     assert sink.write_batch(out1) is True
     assert store.fetch_all("SELECT request_count FROM service_metrics") == [(12,)]
     assert store.fetch_all("SELECT endpoint, request_count FROM endpoint_metrics") == [("/a", 7)]
@@ -338,4 +404,6 @@ def test_sink_is_exactly_once_per_batch_and_refines_windows(store):
     kept = {r[0] for r in store.fetch_all("SELECT trace_id FROM trace_samples")}
     assert kept == {_tid(i) for i in range(20)}
     assert store.fetch_all("SELECT sink, batch_id FROM sink_commits ORDER BY batch_id") == [
-        ("metrics:test", 0), ("metrics:test", 1)]
+        ("metrics:test", 0),
+        ("metrics:test", 1),
+    ]

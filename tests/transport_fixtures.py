@@ -27,8 +27,12 @@ def backend_settings(request, data_dir, monkeypatch):
         suffix = uuid.uuid4().hex[:8]
         monkeypatch.setenv("TRANSPORT", "kafka")
         monkeypatch.setenv("KAFKA_BROKER", bootstrap)
-        for var, name in (("KAFKA_RAW_EVENTS_TOPIC", "raw_events"), ("KAFKA_AGGREGATED_TOPIC", "aggregated_metrics"),
-                          ("KAFKA_ANOMALIES_TOPIC", "anomalies"), ("KAFKA_DEAD_LETTER_TOPIC", "dead_letter")):
+        for var, name in (
+            ("KAFKA_RAW_EVENTS_TOPIC", "raw_events"),
+            ("KAFKA_AGGREGATED_TOPIC", "aggregated_metrics"),
+            ("KAFKA_ANOMALIES_TOPIC", "anomalies"),
+            ("KAFKA_DEAD_LETTER_TOPIC", "dead_letter"),
+        ):
             monkeypatch.setenv(var, f"{name}_{suffix}")
     get_settings.cache_clear()
     yield get_settings()
@@ -62,8 +66,14 @@ def run_cli(*args: str, timeout: float = 120.0):
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return subprocess.run([sys.executable, "-m", "event_generator", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "event_generator", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def summary_counts(stdout: str, prefix: str) -> dict[str, int]:

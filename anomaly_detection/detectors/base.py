@@ -42,7 +42,7 @@ class BaseDetector(ABC):
     #: Rows of history kept per service as context for causal baselines.
     context_windows: int = 240
 
-    def fit(self, history: pd.DataFrame) -> "BaseDetector":
+    def fit(self, history: pd.DataFrame) -> BaseDetector:
         history = features.clean(history) if history is not None and len(history) else _empty()
         self.history_ = history.groupby("service", sort=False).tail(self.context_windows).reset_index(drop=True)
         self.services_ = sorted(history["service"].unique().tolist())
@@ -50,7 +50,7 @@ class BaseDetector(ABC):
         self.is_fitted_ = True
         return self
 
-    def set_context(self, history: pd.DataFrame) -> "BaseDetector":
+    def set_context(self, history: pd.DataFrame) -> BaseDetector:
         """Refresh the recent windows used as baseline context, without re-learning.
 
         Used for a model loaded from the registry: its learned state stays, its
@@ -105,7 +105,9 @@ class BaseDetector(ABC):
 
 
 def _empty() -> pd.DataFrame:
-    return features.clean(pd.DataFrame({"service": pd.Series(dtype=str), "window_start": pd.Series(dtype="datetime64[ns]")}))
+    return features.clean(
+        pd.DataFrame({"service": pd.Series(dtype=str), "window_start": pd.Series(dtype="datetime64[ns]")})
+    )
 
 
 def rounded(d: dict) -> dict:

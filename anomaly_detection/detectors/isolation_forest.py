@@ -89,7 +89,9 @@ class IsolationForestDetector(BaseDetector):
         x = features.model_matrix(f)
         n = len(f)
         if not getattr(self, "ready_", False):
-            return pd.DataFrame({"score": np.zeros(n), "anomaly_type": [None] * n, "baseline": [{}] * n, "observed": [{}] * n})
+            return pd.DataFrame(
+                {"score": np.zeros(n), "anomaly_type": [None] * n, "baseline": [{}] * n, "observed": [{}] * n}
+            )
         raw = -self.model_.score_samples(self._inputs(x))
         score = ramp(raw, self.center_, self.edge_, 2 * self.edge_ - self.center_)
         score[~f["has_baseline"].to_numpy()] = 0.0
@@ -103,7 +105,7 @@ class IsolationForestDetector(BaseDetector):
         (path / "params.json").write_text(json.dumps(self.get_params(), indent=2))
 
     @classmethod
-    def load(cls, path: Path) -> "IsolationForestDetector":
+    def load(cls, path: Path) -> IsolationForestDetector:
         model = joblib.load(Path(path) / "model.joblib")
         if not isinstance(model, cls):
             raise TypeError(f"{path} does not hold an {cls.__name__}")
@@ -123,4 +125,6 @@ def _result(score: np.ndarray, x: np.ndarray, scale: np.ndarray, names=features.
             kind = "traffic_surge" if x[i, top[i]] > 0 else "traffic_drop"
         kinds.append(kind if score[i] > 0 else None)
         observed.append(rounded(dict(zip(names, x[i]))))
-    return pd.DataFrame({"score": score, "anomaly_type": kinds, "baseline": [{n: 0.0 for n in names}] * len(x), "observed": observed})
+    return pd.DataFrame(
+        {"score": score, "anomaly_type": kinds, "baseline": [{n: 0.0 for n in names}] * len(x), "observed": observed}
+    )

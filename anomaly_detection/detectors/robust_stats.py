@@ -51,10 +51,16 @@ class RobustStatsDetector(BaseDetector):
         # Error rate: robust scale of the rate itself, floored by binomial noise.
         keys = frame["service"]
         er = frame["error_rate"].where(frame["request_count"] > 0)
-        _, er_scale = features.rolling_baseline(pd.DataFrame({"service": keys, "er": er}), "er", self.window, self.min_periods)
-        base_err = np.maximum(f["base_error_rate"].fillna(features.ERROR_RATE_FLOOR), features.ERROR_RATE_FLOOR).to_numpy()
+        _, er_scale = features.rolling_baseline(
+            pd.DataFrame({"service": keys, "er": er}), "er", self.window, self.min_periods
+        )
+        base_err = np.maximum(
+            f["base_error_rate"].fillna(features.ERROR_RATE_FLOOR), features.ERROR_RATE_FLOOR
+        ).to_numpy()
         binom = np.sqrt(base_err * (1 - base_err) / np.maximum(req, 1))
-        err_scale = np.maximum.reduce([np.nan_to_num(er_scale.to_numpy(dtype=float), nan=0.0), binom, np.full(len(f), 0.002)])
+        err_scale = np.maximum.reduce(
+            [np.nan_to_num(er_scale.to_numpy(dtype=float), nan=0.0), binom, np.full(len(f), 0.002)]
+        )
         z_err = (frame["error_rate"].to_numpy(dtype=float) - base_err) / err_scale
         z_err = np.where(req >= self.min_requests, z_err, 0.0)
 
@@ -62,7 +68,9 @@ class RobustStatsDetector(BaseDetector):
         z_avg = (f["avg_log_ratio"] / f["scale_log_avg"]).to_numpy(dtype=float)
         z_lat = np.where(req >= 3, np.fmax(z_p95, z_avg), 0.0)
         z_short = (f["p95_short_log_ratio"] / f["scale_log_p95"]).to_numpy(dtype=float)
-        step = np.abs(f.groupby(keys, sort=False)["log_p95"].diff().to_numpy(dtype=float)) / f["scale_log_p95"].to_numpy(dtype=float)
+        step = np.abs(f.groupby(keys, sort=False)["log_p95"].diff().to_numpy(dtype=float)) / f[
+            "scale_log_p95"
+        ].to_numpy(dtype=float)
 
         no_base = ~f["has_baseline"].to_numpy()
         zs = {
@@ -85,7 +93,8 @@ class RobustStatsDetector(BaseDetector):
         base_ms = np.exp(f["base_log_p95"].to_numpy(dtype=float))
         base_cnt = np.expm1(base_req.to_numpy(dtype=float))
         baseline = [
-            rounded({"error_rate": base_err[i], "p95_latency_ms": base_ms[i], "request_count": base_cnt[i]}) for i in range(len(f))
+            rounded({"error_rate": base_err[i], "p95_latency_ms": base_ms[i], "request_count": base_cnt[i]})
+            for i in range(len(f))
         ]
         observed = [
             rounded(

@@ -72,7 +72,9 @@ class RulesDetector(BaseDetector):
         p95 = frame["p95_latency_ms"].to_numpy(dtype=float)
 
         # Error surge: rate over k x baseline, enough volume, and not explainable by chance.
-        base_err = np.maximum(f["base_error_rate"].fillna(features.ERROR_RATE_FLOOR).to_numpy(), features.ERROR_RATE_FLOOR)
+        base_err = np.maximum(
+            f["base_error_rate"].fillna(features.ERROR_RATE_FLOOR).to_numpy(), features.ERROR_RATE_FLOOR
+        )
         ratio = err_rate / base_err
         expected = base_err * req
         p_err = stats.poisson.sf(errors - 1, np.maximum(expected, 1e-9))
@@ -98,7 +100,9 @@ class RulesDetector(BaseDetector):
         p_high = stats.poisson.sf(req - 1, lam)
         s_drop = np.where(vol_ok & (p_low < self.poisson_alpha), ramp(t_ratio, 1.0, self.traffic_drop_ratio, 0.0), 0.0)
         s_surge = np.where(
-            vol_ok & (p_high < self.poisson_alpha), ramp(t_ratio, 1.0, self.traffic_surge_ratio, 2 * self.traffic_surge_ratio), 0.0
+            vol_ok & (p_high < self.poisson_alpha),
+            ramp(t_ratio, 1.0, self.traffic_surge_ratio, 2 * self.traffic_surge_ratio),
+            0.0,
         )
         no_base = ~np.isfinite(expected_req)
         s_drop[no_base] = 0.0
@@ -112,8 +116,22 @@ class RulesDetector(BaseDetector):
         for i in range(len(frame)):
             rows.append(
                 (
-                    rounded({"error_rate": base_err[i], "p95_latency_ms": np.exp(f["base_log_p95"].iat[i]), "sla_ms": sla[i], "request_count": expected_req[i]}),
-                    rounded({"error_rate": err_rate[i], "p95_latency_ms": p95[i], "request_count": req[i], "error_count": errors[i]}),
+                    rounded(
+                        {
+                            "error_rate": base_err[i],
+                            "p95_latency_ms": np.exp(f["base_log_p95"].iat[i]),
+                            "sla_ms": sla[i],
+                            "request_count": expected_req[i],
+                        }
+                    ),
+                    rounded(
+                        {
+                            "error_rate": err_rate[i],
+                            "p95_latency_ms": p95[i],
+                            "request_count": req[i],
+                            "error_count": errors[i],
+                        }
+                    ),
                 )
             )
         return pd.DataFrame(

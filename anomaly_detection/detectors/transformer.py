@@ -36,11 +36,15 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 class _Forecaster(nn.Module):
-    def __init__(self, n_features: int, seq_len: int, d_model: int, n_heads: int, n_layers: int, dropout: float) -> None:
+    def __init__(
+        self, n_features: int, seq_len: int, d_model: int, n_heads: int, n_layers: int, dropout: float
+    ) -> None:
         super().__init__()
         self.inp = nn.Linear(n_features, d_model)
         self.pos = nn.Parameter(torch.zeros(1, seq_len, d_model))
-        layer = nn.TransformerEncoderLayer(d_model, n_heads, dim_feedforward=2 * d_model, dropout=dropout, batch_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d_model, n_heads, dim_feedforward=2 * d_model, dropout=dropout, batch_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.out = nn.Linear(d_model, n_features)
 
@@ -116,12 +120,20 @@ class TransformerDetector(BaseDetector):
             seqs, targets, usable = self._sequences(history)
         else:  # a fresh platform: nothing to learn yet, but shapes must still line up
             nf = len(FORECAST_FEATURES)
-            seqs, targets, usable = np.zeros((0, self.seq_len, nf), np.float32), np.zeros((0, nf), np.float32), np.zeros(0, bool)
+            seqs, targets, usable = (
+                np.zeros((0, self.seq_len, nf), np.float32),
+                np.zeros((0, nf), np.float32),
+                np.zeros(0, bool),
+            )
         idx = np.flatnonzero(usable)
         self.input_clip_ = (
-            np.maximum(np.quantile(np.abs(targets[idx]), 0.995, axis=0), 0.1).tolist() if len(idx) else [1.0] * len(FORECAST_FEATURES)
+            np.maximum(np.quantile(np.abs(targets[idx]), 0.995, axis=0), 0.1).tolist()
+            if len(idx)
+            else [1.0] * len(FORECAST_FEATURES)
         )
-        seqs = np.clip(seqs, -np.asarray(self.input_clip_, dtype=np.float32), np.asarray(self.input_clip_, dtype=np.float32))
+        seqs = np.clip(
+            seqs, -np.asarray(self.input_clip_, dtype=np.float32), np.asarray(self.input_clip_, dtype=np.float32)
+        )
         self.n_train_ = int(len(idx))
         self.ready_ = self.n_train_ >= self.min_train_windows
         self.training_metrics_ = {"n_train": self.n_train_, "device": self.device_}
@@ -133,7 +145,9 @@ class TransformerDetector(BaseDetector):
         n_val = max(1, len(idx) // 10)
         val_idx, train_idx = idx[-n_val:], idx[:-n_val]
         device = torch.device(self.device_)
-        model = _Forecaster(targets.shape[1], self.seq_len, self.d_model, self.n_heads, self.n_layers, self.dropout).to(device)
+        model = _Forecaster(targets.shape[1], self.seq_len, self.d_model, self.n_heads, self.n_layers, self.dropout).to(
+            device
+        )
         opt = torch.optim.Adam(model.parameters(), lr=self.learning_rate)
         xs, ys = torch.from_numpy(seqs), torch.from_numpy(targets)
         gen = torch.Generator().manual_seed(self.seed)
@@ -184,7 +198,9 @@ class TransformerDetector(BaseDetector):
     def _evaluate(self, frame: pd.DataFrame) -> pd.DataFrame:
         n = len(frame)
         if not getattr(self, "ready_", False):
-            return pd.DataFrame({"score": np.zeros(n), "anomaly_type": [None] * n, "baseline": [{}] * n, "observed": [{}] * n})
+            return pd.DataFrame(
+                {"score": np.zeros(n), "anomaly_type": [None] * n, "baseline": [{}] * n, "observed": [{}] * n}
+            )
         seqs, targets, usable = self._sequences(frame)
         resid = self._residuals(seqs, targets)
         score = ramp(self._error(resid), self.center_, self.edge_, 2 * self.edge_ - self.center_)
@@ -208,12 +224,15 @@ class TransformerDetector(BaseDetector):
             },
             "history_": self.history_.to_dict("list"),
         }
-        torch.save({"state": state, "weights": self.model_.state_dict() if self.model_ is not None else None}, path / "model.pt")
+        torch.save(
+            {"state": state, "weights": self.model_.state_dict() if self.model_ is not None else None},
+            path / "model.pt",
+        )
         (path / "params.json").write_text(json.dumps(self.get_params(), indent=2))
         (path / "training_metrics.json").write_text(json.dumps(self.training_metrics_, indent=2))
 
     @classmethod
-    def load(cls, path: Path, device: str | None = None) -> "TransformerDetector":
+    def load(cls, path: Path, device: str | None = None) -> TransformerDetector:
         blob = torch.load(Path(path) / "model.pt", map_location="cpu", weights_only=False)
         state = blob["state"]
         params = dict(state["params"])
@@ -229,7 +248,9 @@ class TransformerDetector(BaseDetector):
         det.training_metrics_ = json.loads((Path(path) / "training_metrics.json").read_text())
         det.model_ = None
         if blob["weights"] is not None:
-            model = _Forecaster(len(FORECAST_FEATURES), det.seq_len, det.d_model, det.n_heads, det.n_layers, det.dropout)
+            model = _Forecaster(
+                len(FORECAST_FEATURES), det.seq_len, det.d_model, det.n_heads, det.n_layers, det.dropout
+            )
             model.load_state_dict(blob["weights"])
             det.model_ = model.to(torch.device(det.device_)).eval()
         return det

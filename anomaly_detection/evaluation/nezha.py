@@ -170,25 +170,29 @@ def block_events(rows: list[dict], errors: dict[tuple[str, str], str]) -> list[d
         else:
             kind = "internal"
         err = errors.get((tid, sid))
-        out.append({
-            "event_id": _event_id(tid, sid),
-            "timestamp": format_timestamp(int(r["StartTimeUnixNano"]) // 1_000_000),
-            "service": service,
-            "endpoint": r["OperationName"] or None,
-            "status_code": 500 if err is not None else 200,
-            "latency_ms": round(int(r["Duration"]) / 1000.0, 3),
-            "trace_id": tid,
-            "span_id": sid,
-            "parent_span_id": pid if _HEX16.match(pid) else None,
-            "error_message": err,
-            "attributes": {"pod": r["PodName"]},
-            "kind": kind,
-        })
+        out.append(
+            {
+                "event_id": _event_id(tid, sid),
+                "timestamp": format_timestamp(int(r["StartTimeUnixNano"]) // 1_000_000),
+                "service": service,
+                "endpoint": r["OperationName"] or None,
+                "status_code": 500 if err is not None else 200,
+                "latency_ms": round(int(r["Duration"]) / 1000.0, 3),
+                "trace_id": tid,
+                "span_id": sid,
+                "parent_span_id": pid if _HEX16.match(pid) else None,
+                "error_message": err,
+                "attributes": {"pod": r["PodName"]},
+                "kind": kind,
+            }
+        )
     out.sort(key=lambda e: (e["timestamp"], e["trace_id"], e["span_id"]))
     return out
 
 
-def day_events(day_dir: Path, construct_dir: Path | None = None, only_blocks: set[int] | None = None) -> Iterator[list[dict]]:
+def day_events(
+    day_dir: Path, construct_dir: Path | None = None, only_blocks: set[int] | None = None
+) -> Iterator[list[dict]]:
     """Events of the fault-free minutes (construct_data), then of each fault block, in time order.
 
     `only_blocks`: indices of the fault blocks to keep (a subset for quick runs).

@@ -95,7 +95,9 @@ def _count(values) -> int:
 
 
 def summary_line(r: RcaResult) -> str:
-    return f"rca recall={r.recall:.3f} precision={r.precision:.3f} as1={r.accuracy_at(1):.3f} as3={r.accuracy_at(3):.3f}"
+    return (
+        f"rca recall={r.recall:.3f} precision={r.precision:.3f} as1={r.accuracy_at(1):.3f} as3={r.accuracy_at(3):.3f}"
+    )
 
 
 def report(r: RcaResult, top: int = 5) -> str:

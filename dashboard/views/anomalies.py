@@ -24,7 +24,10 @@ def _choices(column: str, order=None) -> list[str]:
 c1, c2, c3 = st.columns(3)
 services = c1.multiselect("Service", _choices("service"), placeholder="All services", key="anomaly_services")
 severities = c2.multiselect(
-    "Severity", _choices("severity", order=lambda s: (severity_rank(s), s)), placeholder="All severities", key="anomaly_severities"
+    "Severity",
+    _choices("severity", order=lambda s: (severity_rank(s), s)),
+    placeholder="All severities",
+    key="anomaly_severities",
 )
 types = c3.multiselect("Type", _choices("anomaly_type"), placeholder="All types", key="anomaly_types")
 

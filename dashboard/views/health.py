@@ -29,12 +29,22 @@ def render_lag(now) -> None:
         return
     level = lag_level(lag)
     c1, c2, c3 = st.columns(3)
-    c1.metric("Lag (now − newest event time)", format_duration(lag), help="How far the newest event the stream has processed is behind now.")
+    c1.metric(
+        "Lag (now − newest event time)",
+        format_duration(lag),
+        help="How far the newest event the stream has processed is behind now.",
+    )
     c2.metric("Newest event time", f"{pd.Timestamp(row['max_event_time']):%Y-%m-%d %H:%M:%S}")
     last_batch = pipeline_lag(row["last_batch_at"], now)
-    c3.metric("Last batch", f"{format_duration(last_batch)} ago", help=f"batch {int(row['last_batch_id'])}, {int(row['batches']):,} batches in total")
+    c3.metric(
+        "Last batch",
+        f"{format_duration(last_batch)} ago",
+        help=f"batch {int(row['last_batch_id'])}, {int(row['batches']):,} batches in total",
+    )
     if level == "error":
-        st.error(f"The pipeline is {format_duration(lag)} behind: is the streaming job running?", icon=":material/error:")
+        st.error(
+            f"The pipeline is {format_duration(lag)} behind: is the streaming job running?", icon=":material/error:"
+        )
     elif level == "warning":
         st.warning(f"The pipeline is {format_duration(lag)} behind.", icon=":material/warning:")
 
@@ -61,9 +71,13 @@ def render_checks(now) -> None:
     if not beats.empty:
         st.caption("Service heartbeats")
         st.dataframe(
-            beats.assign(age=[format_duration(pipeline_lag(t, now)) for t in beats["last_seen"]])[["component", "age", "last_seen", "detail"]],
+            beats.assign(age=[format_duration(pipeline_lag(t, now)) for t in beats["last_seen"]])[
+                ["component", "age", "last_seen", "detail"]
+            ],
             hide_index=True,
-            column_config={"last_seen": st.column_config.DatetimeColumn("last seen (UTC)", format="YYYY-MM-DD HH:mm:ss")},
+            column_config={
+                "last_seen": st.column_config.DatetimeColumn("last seen (UTC)", format="YYYY-MM-DD HH:mm:ss")
+            },
             key="table_heartbeats",
         )
 

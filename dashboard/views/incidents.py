@@ -45,7 +45,11 @@ def render_summary(inc) -> None:
     with st.container(border=True):
         st.markdown(_prose(inc.summary))
     who = "the fallback template" if inc.generated_by == "template" else f"the LLM ({inc.model or 'unknown model'})"
-    took = "" if inc.summary_latency_ms is None or pd.isna(inc.summary_latency_ms) else f" in {inc.summary_latency_ms / 1000:.1f} s"
+    took = (
+        ""
+        if inc.summary_latency_ms is None or pd.isna(inc.summary_latency_ms)
+        else f" in {inc.summary_latency_ms / 1000:.1f} s"
+    )
     st.caption(f"Written by {who}{took} at {pd.Timestamp(inc.summary_created_at):%Y-%m-%d %H:%M:%S} UTC")
     render_refused(facts)
 
@@ -111,8 +115,10 @@ def render_scores(anomalies: pd.DataFrame) -> None:
             st.plotly_chart(charts.detector_scores_chart(scores), key="chart_detectors")
     with right:
         peak = anomalies.loc[anomalies["score"].idxmax()]
-        st.markdown(f"**Baseline against observed** (peak window {pd.Timestamp(peak.window_start):%H:%M} UTC, "
-                    f"{ui.md_escape(peak.anomaly_type)}, score {peak.score:.2f})")
+        st.markdown(
+            f"**Baseline against observed** (peak window {pd.Timestamp(peak.window_start):%H:%M} UTC, "
+            f"{ui.md_escape(peak.anomaly_type)}, score {peak.score:.2f})"
+        )
         table = baseline_vs_observed(peak)
         if table.empty:
             st.caption("No baseline recorded.")
@@ -142,9 +148,12 @@ def sample_traces(inc, anomalies: pd.DataFrame, now) -> pd.DataFrame:
     rows = []
     for a in anomalies.itertuples(index=False):
         for trace_id in as_list(a.sample_trace_ids):
-            rows.append({"trace_id": trace_id, "service": a.service, "window_start": a.window_start, "reason": "anomaly sample"})
-    samples = data.trace_samples(incident_services(inc), pd.Timestamp(inc.started_at) - timedelta(minutes=1),
-                                 incident_end(inc, now))
+            rows.append(
+                {"trace_id": trace_id, "service": a.service, "window_start": a.window_start, "reason": "anomaly sample"}
+            )
+    samples = data.trace_samples(
+        incident_services(inc), pd.Timestamp(inc.started_at) - timedelta(minutes=1), incident_end(inc, now)
+    )
     if not samples.empty:
         rows += samples[["trace_id", "service", "window_start", "reason"]].to_dict("records")
     if not rows:
@@ -183,8 +192,10 @@ def render_error_logs(inc, traces: pd.DataFrame, now) -> None:
     end = pd.Timestamp(incident_end(inc, now)).to_pydatetime() + timedelta(minutes=1)
     logs = data.incident_error_logs(incident_services(inc), start, end, traces["trace_id"].tolist())
     if logs.empty:
-        ui.empty_state("No error logs for this incident's services or sample traces "
-                       "(services send logs through the OTLP receiver).")
+        ui.empty_state(
+            "No error logs for this incident's services or sample traces "
+            "(services send logs through the OTLP receiver)."
+        )
         return
     st.caption(f"{len(logs)} error log records, newest first; `trace` rows belong to a sample trace.")
     st.dataframe(
@@ -219,7 +230,9 @@ def render_incident(inc, now) -> None:
     render_facts(inc)
     st.markdown("#### Similar past incidents")
     render_similar(inc)
-    anomalies = data.incident_anomalies(inc.service, inc.started_at, inc.ended_at if not pd.isna(inc.ended_at) else None)
+    anomalies = data.incident_anomalies(
+        inc.service, inc.started_at, inc.ended_at if not pd.isna(inc.ended_at) else None
+    )
     st.markdown("#### Detectors")
     render_scores(anomalies)
     traces = sample_traces(inc, anomalies, now)

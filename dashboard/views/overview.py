@@ -8,7 +8,11 @@ from dashboard import charts, data, ui
 from dashboard.ranges import get_range
 from dashboard.status import DEGRADED, HEALTHY, INCIDENT, as_list, service_statuses
 
-BADGE = {HEALTHY: ("green", ":material/check_circle:"), DEGRADED: ("orange", ":material/warning:"), INCIDENT: ("red", ":material/error:")}
+BADGE = {
+    HEALTHY: ("green", ":material/check_circle:"),
+    DEGRADED: ("orange", ":material/warning:"),
+    INCIDENT: ("red", ":material/error:"),
+}
 TILES_PER_ROW = 5
 
 st.title("Overview")
@@ -29,7 +33,9 @@ def _render_tiles(statuses) -> None:
             color, icon = BADGE[s.status]
             with col.container(border=True):
                 st.markdown(f"**{ui.md_escape(s.service)}**  \n:{color}-badge[{icon} {s.status}]")
-                st.caption(f"{ui.fmt_rate(s.request_rate)} · {ui.fmt_pct(s.error_rate)} errors · p95 {ui.fmt_ms(s.p95_latency_ms)}")
+                st.caption(
+                    f"{ui.fmt_rate(s.request_rate)} · {ui.fmt_pct(s.error_rate)} errors · p95 {ui.fmt_ms(s.p95_latency_ms)}"
+                )
                 st.caption(s.reason)
 
 

@@ -17,8 +17,9 @@ def create_producer(settings: Settings | None = None, **kwargs) -> Producer:
 
     for t in s.topics:
         ensure_topic(s.log_dir, t, s.topic_partitions)
-    return LocalLogProducer(s.log_dir, partitions=s.topic_partitions, fsync=s.log_fsync,
-                            segment_bytes=s.log_segment_bytes, **kwargs)
+    return LocalLogProducer(
+        s.log_dir, partitions=s.topic_partitions, fsync=s.log_fsync, segment_bytes=s.log_segment_bytes, **kwargs
+    )
 
 
 def create_reader(settings: Settings | None = None, **kwargs) -> TopicReader:

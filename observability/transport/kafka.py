@@ -19,7 +19,9 @@ from observability.transport.base import Producer, Record, TopicReader, partitio
 log = get_logger(__name__)
 
 
-def create_topics(bootstrap: str, topics: list[str], partitions: int, replication: int = 1, timeout_s: float = 30) -> list[str]:
+def create_topics(
+    bootstrap: str, topics: list[str], partitions: int, replication: int = 1, timeout_s: float = 30
+) -> list[str]:
     """Create missing topics; returns the names created now."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -77,13 +79,22 @@ class KafkaProducerTransport(Producer):
     acknowledgement can write a batch twice (at-least-once).
     """
 
-    def __init__(self, bootstrap: str, *, linger_ms: int = 100, batch_size: int = 1_000_000,
-                 max_request_size: int = 1024 * 1024, delivery_timeout_s: float = 60.0,
-                 request_timeout_ms: int = 30000, **config) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        linger_ms: int = 100,
+        batch_size: int = 1_000_000,
+        max_request_size: int = 1024 * 1024,
+        delivery_timeout_s: float = 60.0,
+        request_timeout_ms: int = 30000,
+        **config,
+    ) -> None:
         from kafka.net.compat import KafkaNetClient
 
-        self._client = KafkaNetClient(bootstrap_servers=bootstrap, client_id="obs-producer",
-                                      request_timeout_ms=request_timeout_ms, **config)
+        self._client = KafkaNetClient(
+            bootstrap_servers=bootstrap, client_id="obs-producer", request_timeout_ms=request_timeout_ms, **config
+        )
         self._client.get_broker_version(request_timeout_ms)  # fail fast (retriable) if the broker is down
         self.linger_s, self.batch_size, self.max_request_size = linger_ms / 1000, batch_size, max_request_size
         self.delivery_timeout_s, self.request_timeout_ms = delivery_timeout_s, request_timeout_ms
@@ -102,8 +113,9 @@ class KafkaProducerTransport(Producer):
         if key is None:
             self._round_robin += 1
         buf = self._pending.get((topic, p))
-        if self._pending and ((buf is not None and buf[0] + size > self.batch_size)
-                              or time.monotonic() - self._oldest > self.linger_s):
+        if self._pending and (
+            (buf is not None and buf[0] + size > self.batch_size) or time.monotonic() - self._oldest > self.linger_s
+        ):
             self._ship()  # before appending: if it raises, this record was not taken and can be re-sent
             buf = None
         if buf is None:
@@ -151,11 +163,16 @@ class KafkaProducerTransport(Producer):
             for node, tps in by_leader.items():
                 topics: dict[str, list] = {}
                 for t, p in tps:
-                    topics.setdefault(t, []).append(ProduceRequest.TopicProduceData.PartitionProduceData(
-                        index=p, records=batches[(t, p)][0]))
-                request = ProduceRequest(acks=-1, timeout_ms=self.request_timeout_ms, min_version=3, max_version=9,
-                                         topic_data=[ProduceRequest.TopicProduceData(name=t, partition_data=d)
-                                                     for t, d in topics.items()])
+                    topics.setdefault(t, []).append(
+                        ProduceRequest.TopicProduceData.PartitionProduceData(index=p, records=batches[(t, p)][0])
+                    )
+                request = ProduceRequest(
+                    acks=-1,
+                    timeout_ms=self.request_timeout_ms,
+                    min_version=3,
+                    max_version=9,
+                    topic_data=[ProduceRequest.TopicProduceData(name=t, partition_data=d) for t, d in topics.items()],
+                )
                 try:
                     response = self._client.send_and_receive(node, request, timeout_ms=self.request_timeout_ms)
                 except (KafkaError, OSError) as exc:  # connection refused/lost, timeout: retriable
@@ -175,7 +192,9 @@ class KafkaProducerTransport(Producer):
             failure = DeliveryFailed(sum(n for _b, n in batches.values()), cause)
             if not failure.retriable or time.monotonic() + backoff > deadline:
                 raise failure
-            log.warning("kafka: produce failed, retrying", partitions=len(batches), error=str(cause)[:200], retry_in_s=backoff)
+            log.warning(
+                "kafka: produce failed, retrying", partitions=len(batches), error=str(cause)[:200], retry_in_s=backoff
+            )
             time.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
             wait_ms = min(self.request_timeout_ms, max(100, int((deadline - time.monotonic()) * 1000)))
@@ -200,8 +219,15 @@ def _encode_batch(records: list[tuple[int, bytes | None, bytes]]) -> bytearray:
     """One uncompressed v2 record batch (kafka-python's encoder; CRC32C by the `crc32c` C package)."""
     from kafka.record.default_records import DefaultRecordBatchBuilder
 
-    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=-1,
-                                        producer_epoch=-1, base_sequence=-1, batch_size=1 << 62)
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=False,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 62,
+    )
     append = builder.append
     for offset, (ts, key, value) in enumerate(records):
         append(offset, ts, key, value, ())

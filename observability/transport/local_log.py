@@ -348,8 +348,9 @@ class LocalLogProducer(Producer):
         except OSError as exc:
             # The record is taken (buffered); the error reaches the caller from flush().
             self._write_failed = True
-            log.warning("log: write failed, records kept buffered", topic=topic, error=str(exc),
-                        buffered_bytes=self._buffered)
+            log.warning(
+                "log: write failed, records kept buffered", topic=topic, error=str(exc), buffered_bytes=self._buffered
+            )
 
     def _write_all(self) -> None:
         for k in list(self._buffers):
@@ -461,7 +462,9 @@ def _append_index(path: Path, entries: bytes) -> None:
                 f.truncate(aligned)
                 raise
     except OSError as exc:
-        log.warning("log: index append failed (records are written; reads scan further)", path=str(path), error=str(exc))
+        log.warning(
+            "log: index append failed (records are written; reads scan further)", path=str(path), error=str(exc)
+        )
 
 
 class LocalLogReader(TopicReader):

@@ -95,9 +95,13 @@ def repair_at(part: _Partition, corruption: LogCorruption) -> Path:
             count = _bad_record_count(part, base, data, pos, resume, offset)
             kept = part.quarantine(f"{base:020d}-{pos}.corrupt", data[pos:stop])
             markers = b"".join(
-                encode_record(0, QUARANTINED_KEY, json.dumps(
-                    {"quarantined_record": {"file": str(kept), "offset": offset + i, "reason": str(corruption)}}
-                ).encode())
+                encode_record(
+                    0,
+                    QUARANTINED_KEY,
+                    json.dumps(
+                        {"quarantined_record": {"file": str(kept), "offset": offset + i, "reason": str(corruption)}}
+                    ).encode(),
+                )
                 for i in range(count)
             )
             _replace_file(seg, data[:pos] + markers + data[stop:])
@@ -143,8 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m observability.transport.repair",
         description="Check the local log (TRANSPORT=local) for corrupt records and quarantine them.",
     )
-    p.add_argument("log_dir", nargs="?", type=Path, default=None,
-                   help="the log directory (default: $DATA_DIR/log)")
+    p.add_argument("log_dir", nargs="?", type=Path, default=None, help="the log directory (default: $DATA_DIR/log)")
     p.add_argument("--topic", action="append", default=None, help="only this topic (repeatable)")
     p.add_argument("--partition", type=int, action="append", default=None, help="only this partition (repeatable)")
     p.add_argument("--apply", action="store_true", help="quarantine what is found (default: report only)")
