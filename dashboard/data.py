@@ -117,6 +117,12 @@ def _dead_letter_by_reason(db: str, range_key: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def _alert_deliveries(db: str, range_key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    store, tr, now = _store(db), get_range(range_key), utcnow()
+    return queries.alert_channels(store, tr, now), queries.alert_failures(store, tr, now)
+
+
+@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
 def _model_registry(db: str) -> pd.DataFrame:
     return queries.model_registry(_store(db))
 
@@ -181,6 +187,11 @@ def heartbeats() -> pd.DataFrame:
 
 def dead_letter_by_reason(range_key: str) -> pd.DataFrame:
     return _safe("dead letters", _dead_letter_by_reason, _db(), range_key)
+
+
+def alert_deliveries(range_key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-channel notification outcomes, newest failed attempts) in the range."""
+    return _safe("alert deliveries", _alert_deliveries, _db(), range_key, default=lambda: (pd.DataFrame(),) * 2)
 
 
 def model_registry() -> pd.DataFrame:

@@ -257,6 +257,35 @@ def dead_letter_by_reason(src: Source, tr: TimeRange, now: datetime) -> pd.DataF
     return _df(src, sql, [tr.start(now)])
 
 
+def alert_channels(src: Source, tr: TimeRange, now: datetime) -> pd.DataFrame:
+    """Per notification channel in the range: attempts by outcome, the last attempt and last failure."""
+    sql = f"""
+        SELECT channel,
+               count(*) FILTER (WHERE outcome = 'sent') AS sent,
+               count(*) FILTER (WHERE outcome = 'failed') AS failed,
+               count(*) FILTER (WHERE outcome = 'gave_up') AS gave_up,
+               max(attempted_at) AS last_attempt,
+               arg_max(error, attempted_at) FILTER (WHERE outcome <> 'sent') AS last_error
+        FROM {tables.ALERT_DELIVERIES}
+        WHERE attempted_at >= ?
+        GROUP BY channel
+        ORDER BY channel
+    """
+    return _df(src, sql, [tr.start(now)])
+
+
+def alert_failures(src: Source, tr: TimeRange, now: datetime, limit: int = 20) -> pd.DataFrame:
+    """The newest failed or abandoned notification attempts in the range."""
+    sql = f"""
+        SELECT d.attempted_at, d.channel, e.event, e.incident_id, d.attempt, d.outcome, d.status_code, d.error
+        FROM {tables.ALERT_DELIVERIES} d LEFT JOIN {tables.ALERT_EVENTS} e ON e.id = d.event_id
+        WHERE d.outcome <> 'sent' AND d.attempted_at >= ?
+        ORDER BY d.attempted_at DESC
+        LIMIT ?
+    """
+    return _df(src, sql, [tr.start(now), limit])
+
+
 def model_registry(src: Source) -> pd.DataFrame:
     sql = f"""
         SELECT version, model, trained_at, promoted, metrics

@@ -83,6 +83,36 @@ class Settings(BaseSettings):
     model_server_max_body_bytes: int = Field(1024 * 1024, gt=0, alias="MODEL_SERVER_MAX_BODY_BYTES")
     model_server_max_prompt_chars: int = Field(32_768, gt=0, alias="MODEL_SERVER_MAX_PROMPT_CHARS")
 
+    # --- alert notifications (python -m anomaly_detection.notifier) ------------
+    # Channels: comma-separated URLs; empty = that channel is off. Email is on when ALERT_SMTP_HOST
+    # and ALERT_EMAIL_TO are set.
+    alert_webhook_urls: str = Field("", alias="ALERT_WEBHOOK_URLS")
+    alert_slack_webhook_urls: str = Field("", alias="ALERT_SLACK_WEBHOOK_URLS")
+    alert_smtp_host: str = Field("", alias="ALERT_SMTP_HOST")
+    alert_smtp_port: int = Field(25, ge=1, le=65535, alias="ALERT_SMTP_PORT")
+    alert_smtp_user: str = Field("", alias="ALERT_SMTP_USER")
+    alert_smtp_password: str = Field("", alias="ALERT_SMTP_PASSWORD")
+    alert_smtp_starttls: bool = Field(False, alias="ALERT_SMTP_STARTTLS")
+    alert_email_from: str = Field("observability@localhost", alias="ALERT_EMAIL_FROM")
+    alert_email_to: str = Field("", alias="ALERT_EMAIL_TO")
+    # incidents whose peak severity stays below this send nothing
+    alert_min_severity: Literal["low", "medium", "high", "critical"] = Field("medium", alias="ALERT_MIN_SEVERITY")
+    # an incident still open is notified again ("reminder") after this many minutes without a notification; 0 = never
+    alert_repeat_minutes: float = Field(0, ge=0, alias="ALERT_REPEAT_MINUTES")
+    # "HH:MM-HH:MM" in ALERT_TIMEZONE (may wrap midnight): deliveries below critical wait until it ends; empty = none
+    alert_quiet_hours: str = Field("", pattern=r"^$|^\d{1,2}:\d{2}-\d{1,2}:\d{2}$", alias="ALERT_QUIET_HOURS")
+    alert_timezone: str = Field("UTC", alias="ALERT_TIMEZONE")
+    # base of the dashboard links in notifications; empty = http://DASHBOARD_HOST:DASHBOARD_PORT
+    alert_dashboard_url: str = Field("", alias="ALERT_DASHBOARD_URL")
+    alert_interval_seconds: float = Field(15, gt=0, alias="ALERT_INTERVAL_SECONDS")
+    alert_timeout_seconds: float = Field(10, gt=0, alias="ALERT_TIMEOUT_SECONDS")
+    # retry waits: ALERT_RETRY_SECONDS * 2**(attempts-1), at most ALERT_RETRY_MAX_SECONDS; give up after ALERT_MAX_ATTEMPTS
+    alert_retry_seconds: float = Field(30, gt=0, alias="ALERT_RETRY_SECONDS")
+    alert_retry_max_seconds: float = Field(1800, gt=0, alias="ALERT_RETRY_MAX_SECONDS")
+    alert_max_attempts: int = Field(20, ge=1, alias="ALERT_MAX_ATTEMPTS")
+    # incidents last changed before this many minutes ago, never notified, are history: no notification
+    alert_lookback_minutes: float = Field(60, gt=0, alias="ALERT_LOOKBACK_MINUTES")
+
     # --- airflow / dashboard / retention -------------------------------------
     retention_days: int = Field(7, ge=1, alias="RETENTION_DAYS")
     airflow_port: int = Field(8080, alias="AIRFLOW_PORT")

@@ -31,6 +31,8 @@ LOGS = "logs"  # writer: spark (the logs topic; OTLP log records, observability.
 OTEL_METRICS = "otel_metrics"  # writer: spark (the metrics topic; one row per OTLP data point)
 SCHEMA_VERSION = "schema_version"  # writer: store.migrate
 OUTBOX = "outbox"  # writer: each stage that publishes after a commit, its own topics' rows (observability.outbox)
+ALERT_EVENTS = "alert_events"  # writer: anomaly_detection.notifier (one row per (incident, event) to notify)
+ALERT_DELIVERIES = "alert_deliveries"  # writer: anomaly_detection.notifier (every delivery attempt, per channel)
 
 # `heartbeats.component` of each long-running service: written by that service
 # (`Store.heartbeat`), read by `observability.health` and the dashboard.
@@ -38,6 +40,7 @@ SPARK_HEARTBEAT = "spark"
 DETECTOR_HEARTBEAT = "detector"
 NARRATOR_HEARTBEAT = "narrator"
 INGEST_HEARTBEAT = "ingest"  # the OTLP receiver (ingest/)
+NOTIFIER_HEARTBEAT = "notifier"
 
 _METRIC_COLUMNS = """
     request_count BIGINT NOT NULL,
@@ -255,6 +258,34 @@ ALTER TABLE {ANOMALIES} ADD COLUMN IF NOT EXISTS incident_id VARCHAR;  -- the (c
 CREATE INDEX IF NOT EXISTS idx_anomalies_incident ON {ANOMALIES} (incident_id);
 """,
     ),
+    (
+        10,
+        "alert notifications: alert_events (what to notify, once per incident and event), alert_deliveries",
+        f"""
+CREATE TABLE IF NOT EXISTS {ALERT_EVENTS} (
+    id VARCHAR PRIMARY KEY,           -- incident_id|event[|n]: the dedupe key, also the payload's "id"
+    seq BIGINT NOT NULL,              -- delivery order, ascending
+    incident_id VARCHAR NOT NULL,
+    event VARCHAR NOT NULL,           -- opened | escalated | summarised | resolved | reminder
+    severity VARCHAR NOT NULL,        -- the incident's peak severity when the event was derived
+    channels VARCHAR[] NOT NULL,      -- the channels configured then: each gets it once
+    payload JSON NOT NULL,            -- the generic webhook body (Slack text and email are made from it)
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {ALERT_DELIVERIES} (
+    event_id VARCHAR NOT NULL,
+    channel VARCHAR NOT NULL,         -- webhook:HOST#hash | slack:HOST#hash | email:HOST
+    attempt INTEGER NOT NULL,         -- 1, 2, ... per (event_id, channel)
+    attempted_at TIMESTAMP NOT NULL,
+    outcome VARCHAR NOT NULL,         -- sent | failed | gave_up
+    status_code INTEGER,              -- the HTTP status (or SMTP reply code) when there was one
+    error VARCHAR,
+    duration_ms DOUBLE,
+    PRIMARY KEY (event_id, channel, attempt)
+);
+CREATE INDEX IF NOT EXISTS idx_alert_events_incident ON {ALERT_EVENTS} (incident_id);
+""",
+    ),
 ]
 
 SCHEMA_VERSION_DDL = f"""
@@ -285,4 +316,6 @@ ALL_TABLES = (
     OUTBOX,
     LOGS,
     OTEL_METRICS,
+    ALERT_EVENTS,
+    ALERT_DELIVERIES,
 )

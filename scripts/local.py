@@ -38,6 +38,7 @@ def programs(s: Settings) -> dict[str, str]:
         "spark": f"{PY} -m spark.streaming_job",
         "detector": f"{PY} -m anomaly_detection.detector",
         "narrator": f"{PY} -m llm.narrator",
+        "notifier": f"{PY} -m anomaly_detection.notifier",
         "airflow-api-server": f"{airflow} api-server",
         "airflow-scheduler": f"{airflow} scheduler",
         "airflow-dag-processor": f"{airflow} dag-processor",

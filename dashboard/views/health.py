@@ -1,4 +1,4 @@
-"""Health: latest health checks, pipeline lag, dead letters by reason, model registry."""
+"""Health: latest health checks, pipeline lag, dead letters by reason, alert deliveries, model registry."""
 
 from __future__ import annotations
 
@@ -102,6 +102,24 @@ def render_dead_letters(range_key: str) -> None:
         )
 
 
+def render_alerts(range_key: str) -> None:
+    tr = get_range(range_key)
+    st.subheader("Alert notifications")
+    channels, failures = data.alert_deliveries(range_key)
+    if channels.empty:
+        ui.empty_state(
+            f"No notification attempts in the {tr.label.lower()}: the notifier sends incident events "
+            "to the channels set by ALERT_WEBHOOK_URLS, ALERT_SLACK_WEBHOOK_URLS and ALERT_SMTP_HOST."
+        )
+        return
+    last = {"last_attempt": st.column_config.DatetimeColumn("last attempt (UTC)", format="YYYY-MM-DD HH:mm:ss")}
+    st.dataframe(channels, hide_index=True, column_config=last, key="table_alert_channels")
+    if not failures.empty:
+        st.caption("Failed notification attempts (newest first; failed ones are retried with backoff)")
+        at = {"attempted_at": st.column_config.DatetimeColumn("attempted (UTC)", format="YYYY-MM-DD HH:mm:ss")}
+        st.dataframe(failures, hide_index=True, column_config=at, key="table_alert_failures")
+
+
 def render_models() -> None:
     st.subheader("Model registry")
     models = data.model_registry()
@@ -126,6 +144,7 @@ def live_health(range_key: str) -> None:
     render_lag(now)
     render_checks(now)
     render_dead_letters(range_key)
+    render_alerts(range_key)
     render_models()
     ui.updated_caption(now)
 
