@@ -13,6 +13,7 @@ import threading
 import duckdb
 
 from anomaly_detection.service import DetectionService
+from observability import metrics
 from observability.logs import get_logger
 from observability.run_loop import run_loop, stop_on_signals
 from observability.settings import get_settings
@@ -49,13 +50,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def observe(r) -> None:
+    """A detector pass as metrics: windows scored in, anomalies out, lag of the stream's watermark."""
+    metrics.record_batch(
+        metrics.DETECTOR,
+        kind="window",
+        rows_in=r.windows,
+        rows_out=r.anomalies,
+        out_kind="anomaly",
+        newest_event_time=r.watermark,
+    )
+    metrics.EVENTS_OUT.labels(metrics.DETECTOR, "incident_change").inc(r.incidents_changed)
+
+
 def run_forever(service: DetectionService, interval: float, stop: threading.Event | None = None) -> None:
     """Cycle every `interval` seconds until SIGTERM/SIGINT (or `stop`); survive a locked or missing DB
     and a stopped stream, backing off exponentially up to a minute."""
     stop = stop if stop is not None else stop_on_signals()
+    metrics.serve(metrics.DETECTOR, service.settings)
     try:
         run_loop(
-            service.run_once,
+            metrics.instrumented(metrics.DETECTOR, service.run_once, observe),
             interval,
             stop=stop,
             max_backoff=MAX_BACKOFF_SECONDS,

@@ -14,6 +14,7 @@ import threading
 import duckdb
 
 from anomaly_detection.alerting.service import NotifierService
+from observability import metrics
 from observability.logs import get_logger
 from observability.run_loop import run_loop, stop_on_signals
 from observability.settings import get_settings
@@ -43,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
 def run_forever(service: NotifierService, interval: float, stop: threading.Event | None = None) -> None:
     """A cycle every `interval` seconds until SIGTERM/SIGINT; a locked store backs off, never ends it."""
     stop = stop if stop is not None else stop_on_signals()
+    metrics.serve(metrics.NOTIFIER, service.s)
     try:
         run_loop(
-            service.run_once,
+            metrics.instrumented(metrics.NOTIFIER, service.run_once, service.observe),
             interval,
             stop=stop,
             max_backoff=MAX_BACKOFF_SECONDS,

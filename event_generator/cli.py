@@ -199,6 +199,10 @@ def _generate(args, settings, specs, parser) -> int:
     progress = Progress(total, "generate", "s") if args.speed == "max" else None
     gen = Generator(cfg, sink, labels, progress)
     _install_stop(gen.stop)
+    if args.duration is None:  # the long-running service (a bounded run ends before anyone scrapes it)
+        from observability import metrics
+
+        metrics.serve(metrics.GENERATOR, settings)
     log.info(
         "generator starting",
         target=sink.target,

@@ -17,6 +17,7 @@ from event_generator.labels import LabelSink
 from event_generator.scenarios import LabelTracker, Scenario, ScenarioSchedule
 from event_generator.traces import TraceBuilder
 from event_generator.traffic import TrafficShape, latency_load_factor
+from observability import metrics
 from observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -86,6 +87,7 @@ class Generator:
                 for ts_ms, ev in events:
                     self.sink.send(topic, dumps(ev).encode(), ev["trace_id"].encode(), ts_ms)
                 self.result.published += len(events)
+                metrics.EVENTS_OUT.labels(metrics.GENERATOR, "span").inc(len(events))
                 sec += 1
                 now = time.monotonic()
                 if cfg.speed == "realtime" or now - last_flush >= 1.0:

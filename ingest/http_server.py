@@ -27,6 +27,7 @@ from ingest.bodies import BadEncoding, BodyTooLarge, decompress
 from ingest.publish import Publisher, TransportUnavailable
 from ingest.signals import SIGNALS, Signal
 from ingest.workers import Mapper
+from observability import metrics
 from observability.logs import get_logger
 from observability.settings import Settings
 
@@ -49,6 +50,7 @@ def _encode(message: Message, media: str) -> bytes:
 def status_response(http_status: int, code: int, message: str, media: str, headers: dict | None = None) -> Response:
     """A google.rpc.Status body, as the OTLP spec asks for every 4xx and 5xx answer."""
     media = media if media in (PROTOBUF, JSON) else JSON
+    metrics.REJECTS.labels(metrics.INGEST, f"http_{http_status}").inc()
     body = _encode(status_pb2.Status(code=code, message=message), media)
     return Response(body, status_code=http_status, media_type=media, headers=headers)
 

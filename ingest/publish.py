@@ -25,6 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from observability import metrics
 from observability.logs import get_logger
 from observability.settings import Settings
 from observability.transport import Producer, create_producer
@@ -110,6 +111,7 @@ class Publisher:
 
     def publish(self, records, dead_letters=()) -> Future:
         job = _Job(list(records), list(dead_letters))
+        metrics.EVENTS_IN.labels(metrics.INGEST, "record").inc(job.size)
         with self._cond:
             if self._stopping:
                 job.future.set_exception(TransportUnavailable("the receiver is shutting down"))
@@ -179,6 +181,7 @@ class Publisher:
                 log.warning("producer close failed", error=str(exc)[:300])
 
     def _publish(self, batch: list[_Job]) -> None:
+        t0 = time.perf_counter()
         producer = self._connect()
         if producer is None:
             err = TransportUnavailable(f"not connected to the transport: {self.stats.last_error or 'connecting'}")
@@ -204,6 +207,9 @@ class Publisher:
         s.dead_letters += n_dl
         s.flushes += 1
         s.last_ok_monotonic = time.monotonic()
+        metrics.record_batch(
+            metrics.INGEST, seconds=time.perf_counter() - t0, rows_out=n_rec, rejects={"dead_letter": n_dl}
+        )
         if not self.healthy:
             log.info("transport recovered", records=n_rec)
         self.healthy = True
@@ -214,6 +220,7 @@ class Publisher:
         reason = f"{type(exc).__name__}: {exc}"[:500]
         self.stats.failures += 1
         self.stats.last_error = reason
+        metrics.CYCLE_FAILURES.labels(metrics.INGEST).inc()
         if self.healthy:
             log.warning("transport cannot accept, answering unavailable", error=reason)
         self.healthy = False

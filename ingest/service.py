@@ -18,7 +18,7 @@ from ingest.grpc_server import create_server
 from ingest.http_server import create_app
 from ingest.publish import Publisher
 from ingest.workers import Mapper
-from observability import tables
+from observability import metrics, tables
 from observability.logs import configure_logging, get_logger
 from observability.settings import Settings, get_settings
 
@@ -86,6 +86,7 @@ def serve(settings: Settings) -> int:
         mapper.close()
         return 1
     grpc_server.start()
+    metrics.serve(metrics.INGEST, settings)
     heartbeat = Heartbeat(settings, publisher).start()
     config = uvicorn.Config(
         create_app(settings, publisher, mapper),

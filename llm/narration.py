@@ -27,7 +27,7 @@ from llm import grounding, prompt
 from llm.client import LLMRefused, LLMUnavailable, NarratorLLM
 from llm.facts import CLAIM_FAILURES, REJECTED_SUMMARIES, TEMPLATE_REASON, Facts, build_facts, known_services
 from llm.template import template_summary
-from observability import summaries, tables
+from observability import metrics, summaries, tables
 from observability.logs import get_logger
 from observability.run_loop import run_loop
 from observability.store import Store, utcnow
@@ -177,6 +177,16 @@ def store_summary(store: Store, s: Summary) -> str:
     return summary_id
 
 
+def observe_summary(s: Summary, seconds: float) -> None:
+    """Narrator latency by writer, and why the template stood in for the model (a short reason label)."""
+    metrics.NARRATOR_LATENCY.labels(s.generated_by).observe(seconds)
+    metrics.EVENTS_OUT.labels(metrics.NARRATOR, "summary").inc()
+    if s.generated_by == "template":
+        reason = str(s.facts.get(TEMPLATE_REASON, ""))
+        label = "grounding" if "grounding" in reason else "refused" if "refused" in reason else "other"
+        metrics.NARRATOR_FALLBACKS.labels(label).inc()
+
+
 @dataclass
 class CycleResult:
     summarised: int = 0
@@ -217,6 +227,7 @@ class Narrator:
                 )
                 break
             store_summary(self.store, summary)
+            observe_summary(summary, time.monotonic() - started)
             result.summarised += 1
             result.llm += summary.generated_by == "llm"
             result.template += summary.generated_by == "template"
@@ -229,6 +240,9 @@ class Narrator:
                 progress=f"{n + 1}/{len(pending)}",
             )
         result.pending = len(pending_incidents(self.store))
+        metrics.BACKLOG.labels(metrics.NARRATOR).set(result.pending)
+        if result.llm_down:
+            metrics.CYCLE_FAILURES.labels(metrics.NARRATOR).inc()
         self.heartbeat(result)
         return result
 
@@ -239,8 +253,9 @@ class Narrator:
     def run_forever(self, stop: threading.Event) -> None:
         """Every NARRATE_INTERVAL_SECONDS; back off (up to 5 min) while the model server is down."""
         interval = self.settings.narrate_interval_seconds
+        metrics.serve(metrics.NARRATOR, self.settings)
         run_loop(
-            self._logged_cycle,
+            metrics.instrumented(metrics.NARRATOR, self._logged_cycle),
             interval,
             stop=stop,
             failed=lambda r: bool(r.llm_down),

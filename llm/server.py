@@ -36,6 +36,7 @@ from llm.api_requests import BadRequest, ChatRequest, GenerateRequest, ModelRequ
 from llm.body_limit import BodyLimit
 from llm.engine import Cancelled, EngineError, Generation, LlamaEngine, request_options
 from llm.model_files import MODELS, ModelFileError, get_spec
+from observability import metrics
 from observability.logs import get_logger
 
 log = get_logger(__name__)
@@ -143,6 +144,8 @@ def create_app(engine: LlamaEngine, model: ModelInfo, limits: Limits = Limits())
 
         def final(gen: Generation) -> dict:
             total_ms = (time.monotonic() - received) * 1000
+            metrics.MODEL_TOKENS.labels("prompt").inc(gen.prompt_tokens or 0)
+            metrics.MODEL_TOKENS.labels("completion").inc(gen.completion_tokens or 0)
             log.info(
                 "generated",
                 route=route,
@@ -324,7 +327,10 @@ def create_app(engine: LlamaEngine, model: ModelInfo, limits: Limits = Limits())
 
     return Starlette(
         routes=routes,
-        middleware=[Middleware(BodyLimit, max_bytes=limits.max_body_bytes)],
+        middleware=[
+            Middleware(metrics.RequestMetrics, paths=tuple(r.path for r in routes)),
+            Middleware(BodyLimit, max_bytes=limits.max_body_bytes),
+        ],
         exception_handlers={BadRequest: bad_request, _NotFound: not_found, _TooLarge: too_large},
         lifespan=lifespan,
     )
@@ -357,6 +363,7 @@ def serve(settings) -> int:
         return 1
     engine = LlamaEngine(path, threads=settings.llm_threads)
     app = create_app(engine, ModelInfo(settings.ollama_model, path), Limits.from_settings(settings))
+    metrics.serve(metrics.MODEL_SERVER, settings)
     log.info("serving", host=host, port=port, model=settings.ollama_model, file=str(path))
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     log.info("stopped")

@@ -113,6 +113,17 @@ class Settings(BaseSettings):
     # incidents last changed before this many minutes ago, never notified, are history: no notification
     alert_lookback_minutes: float = Field(60, gt=0, alias="ALERT_LOOKBACK_MINUTES")
 
+    # --- the platform's own Prometheus metrics (observability.metrics) ----------
+    # each long-running service serves /metrics on its own port; 0 = off
+    metrics_host: str = Field("127.0.0.1", alias="METRICS_HOST")
+    metrics_port_generator: int = Field(9101, ge=0, le=65535, alias="METRICS_PORT_GENERATOR")
+    metrics_port_ingest: int = Field(9102, ge=0, le=65535, alias="METRICS_PORT_INGEST")
+    metrics_port_spark: int = Field(9103, ge=0, le=65535, alias="METRICS_PORT_SPARK")
+    metrics_port_detector: int = Field(9104, ge=0, le=65535, alias="METRICS_PORT_DETECTOR")
+    metrics_port_narrator: int = Field(9105, ge=0, le=65535, alias="METRICS_PORT_NARRATOR")
+    metrics_port_model_server: int = Field(9106, ge=0, le=65535, alias="METRICS_PORT_MODEL_SERVER")
+    metrics_port_notifier: int = Field(9107, ge=0, le=65535, alias="METRICS_PORT_NOTIFIER")
+
     # --- airflow / dashboard / retention -------------------------------------
     retention_days: int = Field(7, ge=1, alias="RETENTION_DAYS")
     airflow_port: int = Field(8080, alias="AIRFLOW_PORT")

@@ -59,6 +59,19 @@ def health_urls(s: Settings) -> dict[str, str]:
     }
 
 
+def metrics_ports(s: Settings) -> dict[str, int]:
+    """process -> the port of its /metrics (METRICS_PORT_<SERVICE>; 0 = off)."""
+    return {
+        "model-server": s.metrics_port_model_server,
+        "generator": s.metrics_port_generator,
+        "ingest": s.metrics_port_ingest,
+        "spark": s.metrics_port_spark,
+        "detector": s.metrics_port_detector,
+        "narrator": s.metrics_port_narrator,
+        "notifier": s.metrics_port_notifier,
+    }
+
+
 def run_dir(s: Settings) -> Path:
     return s.data_dir / "run"
 
@@ -169,6 +182,8 @@ def start(s: Settings, timeout: float) -> int:
     print(f"airflow UI:  http://127.0.0.1:{s.airflow_port}  (login: admin / {password})")
     print(f"model API:   {s.ollama_url}")
     print(f"OTLP:        http://{s.otlp_host}:{s.otlp_http_port} (HTTP), {s.otlp_host}:{s.otlp_grpc_port} (gRPC)")
+    on = ", ".join(f"{name} :{port}" for name, port in metrics_ports(s).items() if port)
+    print(f"metrics:     http://{s.metrics_host}:PORT/metrics  ({on})")
     print("health:      make health    stop: make local-stop")
     bad = [k for k, v in ok.items() if not v]
     if bad:

@@ -34,6 +34,8 @@ from pathlib import Path
 from observability import tables
 from observability.faults import fault_point
 from observability.logs import get_logger
+from observability.metrics import SPARK, record_batch
+from observability.metrics import serve as serve_metrics
 from observability.outbox import OutboxPublisher
 from observability.run_loop import Backoff, stop_on_signals
 from observability.settings import Settings, get_settings
@@ -186,6 +188,16 @@ class StreamingJob:
             self.totals["batches"] += 1
             if self._progress_bar is not None:
                 self._progress_bar.update(out.rows_in)
+            record_batch(
+                SPARK,
+                seconds=time.monotonic() - t0,
+                kind="span",
+                rows_in=out.rows_in,
+                rows_out=len(metrics),
+                out_kind="window",
+                rejects={"invalid": out.rows_rejected, "late": out.rows_late},
+                newest_event_time=out.max_event_time,
+            )
         log.info(
             "batch committed" if written else "batch already committed",
             batch_id=batch_id,
@@ -246,6 +258,7 @@ class StreamingJob:
         written = sink.write_dead_letters(batch_id, rows)
         if written:
             self.totals["dead_letters_ingested"] += len(rows)
+            record_batch(SPARK, kind="dead_letter", rows_in=len(rows), rows_out=len(rows))
         log.info("dead-letter batch", batch_id=batch_id, rows=len(rows), written=written)
 
     def records_batch(self, stream_name: str, df, batch_id: int) -> None:
@@ -262,6 +275,8 @@ class StreamingJob:
         if written:
             self.totals[stream_name] += records.num_rows
             self.totals["records_rejected"] += dead.num_rows
+            n_in, rejects = records.num_rows + dead.num_rows, {f"{stream_name}_invalid": dead.num_rows}
+            record_batch(SPARK, kind=stream_name, rows_in=n_in, rows_out=records.num_rows, rejects=rejects)
         log.info(
             "batch committed" if written else "batch already committed",
             query=stream_name,
@@ -451,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
         watermark_seconds=settings.watermark_seconds,
         source=settings.spark_source,
     )
+    if not args.available_now:
+        serve_metrics(SPARK, settings)
     t0 = time.monotonic()
     spark = build_session(settings)
     job = StreamingJob(spark, settings, store)

@@ -23,6 +23,10 @@ def data_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("DATA_DIR", str(d))
     monkeypatch.delenv("DUCKDB_PATH", raising=False)
     monkeypatch.setenv("TRANSPORT", "local")
+    # no /metrics servers on the fixed default ports (a running `make local` holds them); a test
+    # that scrapes a service sets its METRICS_PORT_<SERVICE> to a free port
+    for service in ("GENERATOR", "INGEST", "SPARK", "DETECTOR", "NARRATOR", "MODEL_SERVER", "NOTIFIER"):
+        monkeypatch.setenv(f"METRICS_PORT_{service}", "0")
     from observability.settings import get_settings
 
     get_settings.cache_clear()

@@ -68,6 +68,7 @@ class RunningServer:
     url: str
     pid: int
     log_path: Path | None
+    metrics_port: int = 0  # its /metrics (METRICS_PORT_MODEL_SERVER)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
@@ -89,6 +90,7 @@ def model_server_process(
     """Like model_server, yielding a RunningServer (its pid and log too); extra keyword
     arguments are environment variables (MODEL_SERVER_MAX_BODY_BYTES="1000")."""
     url = f"http://127.0.0.1:{port}"
+    env_vars.setdefault("METRICS_PORT_MODEL_SERVER", str(free_port({port})))
     env = dict(os.environ, OLLAMA_URL=url, OLLAMA_MODEL=model, LLM_THREADS="2", PYTHONPATH=str(ROOT), **env_vars)
     if data_dir is not None:
         env["DATA_DIR"] = str(data_dir)
@@ -103,7 +105,7 @@ def model_server_process(
     )
     try:
         wait_ready(url, proc)
-        yield RunningServer(url, proc.pid, log_path)
+        yield RunningServer(url, proc.pid, log_path, int(env_vars["METRICS_PORT_MODEL_SERVER"]))
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -74,7 +74,7 @@ def test_documented_ports_and_volumes():
     assert ports["dashboard"] == ["127.0.0.1:8501:8501"]
     assert ports["airflow-api-server"] == ["127.0.0.1:8080:8080"]
     assert ports["ollama"] == ["127.0.0.1:11434:11434"]
-    assert ports["ingest"] == ["127.0.0.1:4317:4317", "127.0.0.1:4318:4318"]
+    assert ports["ingest"] == ["127.0.0.1:4317:4317", "127.0.0.1:4318:4318", "127.0.0.1:9102:9102"]
     assert set(COMPOSE["volumes"]) == {"kafka-data", "ollama-models", "postgres-data"}
     assert "kafka-data:/var/lib/kafka/data" in SERVICES["kafka"]["volumes"]
     assert SERVICES["kafka"]["image"].startswith("docker.io/apache/kafka:")
@@ -117,3 +117,21 @@ def test_otlp_receiver_listens_on_every_interface_inside_its_container():
     assert env["OTLP_HOST"] == "0.0.0.0"
     assert env["TRANSPORT"] == "kafka" and env["KAFKA_BROKER"] == "kafka:9092"  # the shared app environment kept
     assert "--component" in svc["healthcheck"]["test"] and "ingest" in svc["healthcheck"]["test"]
+
+
+def test_each_service_publishes_its_metrics_port_on_localhost():
+    """/metrics of each project service on its METRICS_PORT_<SERVICE> default, bound on all interfaces inside."""
+    from observability.settings import Settings
+
+    s = Settings()
+    expected = {
+        "generator": s.metrics_port_generator,
+        "ingest": s.metrics_port_ingest,
+        "spark": s.metrics_port_spark,
+        "detector": s.metrics_port_detector,
+        "narrator": s.metrics_port_narrator,
+        "notifier": s.metrics_port_notifier,
+    }
+    for name, port in expected.items():
+        assert f"127.0.0.1:{port}:{port}" in SERVICES[name].get("ports", []), name
+        assert SERVICES[name]["environment"]["METRICS_HOST"] == "0.0.0.0", name

@@ -18,6 +18,7 @@ import duckdb
 from observability import tables
 from observability.transport import create_reader
 from tests.detection_fixtures import START, seed_cascade, set_watermark
+from tests.prometheus_scrape import free_port, scrape, value
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,6 +155,7 @@ def field(line: str, name: str) -> float:
 def test_continuous_mode_backs_off_while_the_database_stays_locked_then_recovers(store, settings, data_dir):
     seed_cascade(store, minutes=60, fault=(40, 45), watermark_minute=60)
     interval = 0.2
+    metrics_port = free_port()
     env = dict(
         os.environ,
         DATA_DIR=str(data_dir),
@@ -161,6 +163,7 @@ def test_continuous_mode_backs_off_while_the_database_stays_locked_then_recovers
         DETECT_INTERVAL_SECONDS=str(interval),
         DETECT_LOCK_WAIT_SECONDS="0.3",
         PYTHONUNBUFFERED="1",
+        METRICS_PORT_DETECTOR=str(metrics_port),
     )
     env.pop("DUCKDB_PATH", None)
     lock = duckdb.connect(str(settings.duckdb_path))  # holds the file: every other process is locked out
@@ -190,6 +193,13 @@ def test_continuous_mode_backs_off_while_the_database_stays_locked_then_recovers
         )
         out.wait_for("cycle done", count=1, timeout=60)
         assert store.fetch_one(f"SELECT count(*) FROM {tables.INCIDENTS}")[0] >= 1
+        # its /metrics, read by Prometheus' parser: the failed cycles, the passes timed, the windows scored
+        samples = scrape(metrics_port)
+        assert value(samples, "observability_cycle_failures_total", stage="detector") >= 3
+        assert value(samples, "observability_batch_duration_seconds_count", stage="detector") >= 4
+        scored = value(samples, "observability_events_in_total", stage="detector", kind="window")
+        assert scored == store.fetch_one(f"SELECT count(*) FROM {tables.SERVICE_METRICS}")[0]
+        assert value(samples, "observability_lag_seconds", stage="detector") > 0
         # After a success the backoff starts over: the next failure is the first again.
         before = len(out.matching("cycle failed, backing off"))  # every line up to "cycle done" is read by now
         lock = hold(settings.duckdb_path)

@@ -19,6 +19,7 @@ from anomaly_detection.alerting.service import NotifierService
 from observability import tables
 from observability.store import utcnow
 from tests.alert_receivers import start_receiver, stop_receiver
+from tests.prometheus_scrape import free_port, scrape, value
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = [
@@ -239,6 +240,7 @@ def test_restart_mid_delivery_sends_nothing_twice_and_loses_nothing(store, setti
             store, f"inc-k{i}", severity="high", service=f"svc{i}", started=utcnow() - timedelta(minutes=10 - i)
         )
     hook.script.extend(["ok", "ok", "hang"])
+    metrics_port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -246,10 +248,13 @@ def test_restart_mid_delivery_sends_nothing_twice_and_loses_nothing(store, setti
         "ALERT_WEBHOOK_URLS": hook.url,
         "ALERT_TIMEOUT_SECONDS": "30",
         "ALERT_INTERVAL_SECONDS": "0.2",
+        "METRICS_PORT_NOTIFIER": str(metrics_port),
     }
     proc = subprocess.Popen([sys.executable, "-m", "anomaly_detection.notifier"], cwd=ROOT, env=env)
     try:
         hook.wait_for(hook.hanging.is_set, timeout=60)
+        samples = scrape(metrics_port)  # its /metrics (Prometheus' parser), counted live while the third hangs
+        assert value(samples, "observability_alert_deliveries_total", channel="webhook", outcome="sent") == 2
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)

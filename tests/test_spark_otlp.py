@@ -222,9 +222,11 @@ def test_continuous_job_starts_the_logs_query_when_logs_first_arrive(data_dir, s
     import subprocess
     import sys
 
+    from tests.prometheus_scrape import free_port, scrape, value
     from tests.spark_fixtures import ROOT
 
-    env = job_env(data_dir, TRIGGER_SECONDS=1)
+    metrics_port = free_port()
+    env = job_env(data_dir, TRIGGER_SECONDS=1, METRICS_PORT_SPARK=metrics_port)
     proc = subprocess.Popen(
         [sys.executable, "-m", "spark.streaming_job"],
         cwd=ROOT,
@@ -257,6 +259,11 @@ def test_continuous_job_starts_the_logs_query_when_logs_first_arrive(data_dir, s
         logs = _logs(int(time.time() * 1000) - 60_000, 6)
         _publish(settings, settings.logs_topic, logs)
         poll(lambda: store.fetch_one("SELECT count(*) FROM logs")[0] == len(logs), "the log rows")
+        # the job's /metrics (Prometheus' parser): the log records in and written, no rejects
+        samples = scrape(metrics_port)
+        assert value(samples, "observability_events_in_total", stage="spark", kind="logs") == len(logs)
+        assert value(samples, "observability_events_out_total", stage="spark", kind="logs") == len(logs)
+        assert value(samples, "observability_service_info", service="spark") == 1
         assert not (settings.checkpoint_dir / "otel_metrics").exists()
     finally:
         proc.send_signal(signal.SIGTERM)  # the driver only: it stops its queries and the JVM itself

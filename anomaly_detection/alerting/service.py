@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from anomaly_detection.alerting import channels as channel_mod
 from anomaly_detection.alerting import delivery, events
-from observability import tables
+from observability import metrics, tables
 from observability.logs import get_logger
 from observability.settings import Settings
 from observability.store import Store, utcnow
@@ -37,13 +37,17 @@ def dashboard_url(s: Settings) -> str:
     return f"http://{host}:{s.dashboard_port}"
 
 
+def count_attempt(channel: str, outcome: str, _result) -> None:
+    metrics.ALERT_DELIVERIES.labels(channel.split(":", 1)[0], outcome).inc()
+
+
 class NotifierService:
     def __init__(self, settings: Settings, store: Store | None = None, on_attempt=None) -> None:
         self.s = settings
         self.store = store or Store.from_settings(settings)
         self.client = channel_mod.http_client(settings)
         self.channels = {c.name: c for c in channel_mod.configured(settings, self.client)}
-        self.on_attempt = on_attempt
+        self.on_attempt = on_attempt or count_attempt
         if not self.channels:
             log.warning("no alert channel configured: events are recorded, nothing is sent")
 
@@ -72,6 +76,11 @@ class NotifierService:
         p = delivery.deliver_pending(self.store, self.s, self.channels, on_attempt=self.on_attempt)
         result.sent, result.failed, result.gave_up, result.held = p.sent, p.failed, p.gave_up, p.held
         return result
+
+    def observe(self, r: CycleResult) -> None:
+        """The cycle's figures as metrics (the loop calls it after each cycle)."""
+        metrics.record_batch(metrics.NOTIFIER, kind="incident_event", rows_in=r.events)
+        metrics.BACKLOG.labels(metrics.NOTIFIER).set(r.held + r.failed)
 
     def heartbeat(self) -> None:
         self.store.heartbeat(tables.NOTIFIER_HEARTBEAT, f"channels={len(self.channels)}")
