@@ -201,6 +201,10 @@ RETENTION_RULES: dict[str, str] = {
         f"committed_at < ? AND batch_id < (SELECT max(c.batch_id) FROM {tables.SINK_COMMITS} c "
         f"WHERE c.sink = {tables.SINK_COMMITS}.sink)"
     ),
+    # the notifier's record of what it sent goes with the incident (after INCIDENTS above): while the
+    # incident is kept, its events and attempts are what stop a restart from notifying it again
+    tables.ALERT_EVENTS: f"created_at < ? AND incident_id NOT IN (SELECT id FROM {tables.INCIDENTS})",
+    tables.ALERT_DELIVERIES: f"event_id NOT IN (SELECT id FROM {tables.ALERT_EVENTS})",
 }
 
 

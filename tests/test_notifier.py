@@ -294,3 +294,20 @@ def test_health_page_shows_failed_deliveries(store, settings, hook):
     failures = by_cols[("attempted_at", "channel")]
     assert list(failures["event"]) == ["opened"] and list(failures["status_code"]) == [500]
     st.cache_data.clear()
+
+
+def test_retention_keeps_the_record_of_kept_incidents_and_drops_that_of_expired_ones(store, settings, hook):
+    from observability.quality import delete_expired_rows
+
+    svc = NotifierService(alert_settings(settings, alert_webhook_urls=hook.url), store)
+    put_incident(
+        store, "inc-keep", severity="high", updated_at=utcnow() + timedelta(hours=1)
+    )  # changed after the cutoff
+    put_incident(store, "inc-gone", severity="high", service="payments")
+    svc.run_once()
+    deleted = delete_expired_rows(store, utcnow() + timedelta(seconds=1))
+    assert (deleted[tables.ALERT_EVENTS], deleted[tables.ALERT_DELIVERIES]) == (1, 1)
+    assert [r[0] for r in deliveries(store)] == ["inc-keep|opened"]
+    assert svc.run_once().sent == 0  # the kept incident's record still stops a second notification
+    svc.close()
+    assert len(hook.delivered()) == 2
