@@ -311,3 +311,35 @@ def test_retention_keeps_the_record_of_kept_incidents_and_drops_that_of_expired_
     assert svc.run_once().sent == 0  # the kept incident's record still stops a second notification
     svc.close()
     assert len(hook.delivered()) == 2
+
+
+def test_an_incident_below_the_minimum_opens_when_it_escalates_to_it():
+    import pandas as pd
+
+    from anomaly_detection.alerting import events
+
+    now = utcnow()
+    row = {
+        "id": "i",
+        "service": "search",
+        "status": "open",
+        "peak_severity": "low",
+        "started_at": now,
+        "ended_at": None,
+        "root_cause_service": None,
+        "related_services": [],
+        "updated_at": now,
+        "root_cause_candidates": None,
+    }
+    kw = {"min_severity": "high", "repeat": None, "now": now, "dashboard_url": "http://d"}
+    assert events.derive(pd.DataFrame([row]), {}, {}, **kw) == []
+    for sev in ("medium", "high", "critical"):
+        row["peak_severity"] = sev
+        got = events.derive(pd.DataFrame([row]), {}, {}, **kw)
+        assert [e.id for e in got] == ([] if sev == "medium" else ["i|opened"])
+    seen = {"i": events.Notified({"opened"}, "high", now)}
+    assert [e.id for e in events.derive(pd.DataFrame([row]), {}, seen, **kw)] == ["i|escalated|critical"]
+    row["status"] = "resolved"
+    seen["i"].events |= {"escalated"}
+    seen["i"].severity = "critical"
+    assert [e.id for e in events.derive(pd.DataFrame([row]), {}, seen, **kw)] == ["i|resolved"]
