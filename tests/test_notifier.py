@@ -339,7 +339,13 @@ def test_an_incident_below_the_minimum_opens_when_it_escalates_to_it():
         assert [e.id for e in got] == ([] if sev == "medium" else ["i|opened"])
     seen = {"i": events.Notified({"opened"}, "high", now)}
     assert [e.id for e in events.derive(pd.DataFrame([row]), {}, seen, **kw)] == ["i|escalated|critical"]
-    row["status"] = "resolved"
+    seen["i"].severity, seen["i"].last_at = "critical", now - timedelta(hours=1)
+    remind = {**kw, "repeat": timedelta(minutes=30)}
+    assert [e.id for e in events.derive(pd.DataFrame([row]), {}, seen, **remind, quiet=True)] == ["i|reminder|1"]
+    row["peak_severity"] = seen["i"].severity = "high"  # below critical: no reminder in quiet hours
+    assert events.derive(pd.DataFrame([row]), {}, seen, **remind, quiet=True) == []
+    assert [e.id for e in events.derive(pd.DataFrame([row]), {}, seen, **remind)] == ["i|reminder|1"]
+    row["status"], row["peak_severity"] = "resolved", "critical"
     seen["i"].events |= {"escalated"}
     seen["i"].severity = "critical"
     assert [e.id for e in events.derive(pd.DataFrame([row]), {}, seen, **kw)] == ["i|resolved"]

@@ -113,12 +113,16 @@ def derive(
     repeat: timedelta | None,
     now: datetime,
     dashboard_url: str,
+    quiet: bool = False,
 ) -> list[AlertEvent]:
-    """The events not yet recorded, in delivery order (pure: the caller records them)."""
+    """The events not yet recorded, in delivery order (pure: the caller records them).
+
+    `quiet` (quiet hours now): no reminders below critical, so none pile up to be sent when they end."""
     out: list[AlertEvent] = []
     for inc in incidents.to_dict("records"):
+        remind = None if quiet and inc["peak_severity"] != "critical" else repeat
         out += _incident_events(
-            inc, summaries.get(inc["id"]), state.get(inc["id"]), min_severity, repeat, now, dashboard_url
+            inc, summaries.get(inc["id"]), state.get(inc["id"]), min_severity, remind, now, dashboard_url
         )
     return out
 

@@ -65,6 +65,7 @@ class NotifierService:
             repeat=timedelta(minutes=self.s.alert_repeat_minutes) if self.s.alert_repeat_minutes else None,
             now=now,
             dashboard_url=dashboard_url(self.s),
+            quiet=delivery.quiet_now(self.s, now),
         )
         recorded = events.record(self.store, new, sorted(self.channels), now)
         if recorded:
