@@ -48,6 +48,7 @@ class NotifierService:
         self.client = channel_mod.http_client(settings)
         self.channels = {c.name: c for c in channel_mod.configured(settings, self.client)}
         self.on_attempt = on_attempt or count_attempt
+        self._migrated = False
         if not self.channels:
             log.warning("no alert channel configured: events are recorded, nothing is sent")
 
@@ -73,6 +74,9 @@ class NotifierService:
         return recorded
 
     def run_once(self) -> CycleResult:
+        if not self._migrated:  # its own tables may be newer than the file (an upgrade)
+            self.store.migrate()
+            self._migrated = True
         result = CycleResult(events=self.derive())
         p = delivery.deliver_pending(self.store, self.s, self.channels, on_attempt=self.on_attempt)
         result.sent, result.failed, result.gave_up, result.held = p.sent, p.failed, p.gave_up, p.held
