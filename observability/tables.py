@@ -30,6 +30,7 @@ MODEL_REGISTRY = "model_registry"  # writer: anomaly_detection training (retrain
 LOGS = "logs"  # writer: spark (the logs topic; OTLP log records, observability.records)
 OTEL_METRICS = "otel_metrics"  # writer: spark (the metrics topic; one row per OTLP data point)
 SCHEMA_VERSION = "schema_version"  # writer: store.migrate
+TRACE_INDEX = "trace_index"  # writer: spark (one row per trace, merged across micro-batches; spark.trace_index)
 OUTBOX = "outbox"  # writer: each stage that publishes after a commit, its own topics' rows (observability.outbox)
 ALERT_EVENTS = "alert_events"  # writer: anomaly_detection.notifier (one row per (incident, event) to notify)
 ALERT_DELIVERIES = "alert_deliveries"  # writer: anomaly_detection.notifier (every delivery attempt, per channel)
@@ -259,6 +260,25 @@ CREATE INDEX IF NOT EXISTS idx_anomalies_incident ON {ANOMALIES} (incident_id);
 """,
     ),
     (
+        7,
+        "trace_index: one row per trace for trace search (spark.trace_index merges it across batches)",
+        f"""
+CREATE TABLE IF NOT EXISTS {TRACE_INDEX} (
+    trace_id VARCHAR PRIMARY KEY,
+    start_time TIMESTAMP NOT NULL,    -- the earliest span's start
+    end_time TIMESTAMP NOT NULL,      -- the latest span end (start + latency)
+    root_service VARCHAR NOT NULL,    -- of the span without a parent; until it arrived, of the earliest span
+    root_endpoint VARCHAR,
+    root_span_id VARCHAR,             -- NULL: no parentless span seen (yet)
+    duration_ms DOUBLE NOT NULL,      -- end_time - start_time
+    span_count BIGINT NOT NULL,
+    error_count BIGINT NOT NULL,      -- spans with status >= 500
+    services VARCHAR[] NOT NULL,      -- every service with a span in the trace, sorted
+    updated_at TIMESTAMP NOT NULL
+);
+""",
+    ),
+    (
         10,
         "alert notifications: alert_events (what to notify, once per incident and event), alert_deliveries",
         f"""
@@ -314,6 +334,7 @@ ALL_TABLES = (
     DATA_QUALITY_RESULTS,
     MODEL_REGISTRY,
     OUTBOX,
+    TRACE_INDEX,
     LOGS,
     OTEL_METRICS,
     ALERT_EVENTS,

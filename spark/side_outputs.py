@@ -123,8 +123,10 @@ def window_counts(con: duckdb.DuckDBPyConnection) -> list[tuple]:
 
 def compute(valid: pa.Table) -> dict[str, list]:
     """All side outputs of one range's valid events (bronze columns)."""
+    from spark import trace_index
+
     if valid.num_rows == 0:
-        return {"samples": [], "edges": [], "window_counts": []}
+        return {"samples": [], "edges": [], "window_counts": [], "traces": []}
     con = _connect()
     try:
         con.register("ev", valid)
@@ -132,6 +134,7 @@ def compute(valid: pa.Table) -> dict[str, list]:
             "samples": [list(r) for r in trace_sample_candidates(con)],
             "edges": [list(r) for r in dependency_edges(con)],
             "window_counts": [list(r) for r in window_counts(con)],
+            "traces": trace_index.partials(con),
         }
     finally:
         con.close()

@@ -22,6 +22,7 @@ import pandas as pd
 from observability import outbox, tables
 from observability.store import Store, utcnow
 from observability.tables import METRIC_VALUE_COLUMNS
+from spark import trace_index
 
 _METRIC_COLS = ("window_start", "window_end", "service", *METRIC_VALUE_COLUMNS, "updated_at")
 
@@ -42,6 +43,7 @@ class BatchOutput:
     watermark: datetime | None = None
     outbox_topic: str = ""  # where the outbox records go once committed
     outbox: list = field(default_factory=list)  # (id, key, value) records (observability.outbox.stage)
+    traces: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-trace partial rows (spark.trace_index)
 
 
 class DuckDBSink:
@@ -84,6 +86,7 @@ class DuckDBSink:
             _upsert(con, tables.ENDPOINT_METRICS, endpoint_rows)
             self._insert_samples(con, out.samples)
             _add_dependencies(con, out.dependencies)
+            trace_index.upsert(con, out.traces, now)
             _insert_dead_letters(con, out.dead_letters)
             outbox.stage(con, out.outbox_topic, out.outbox, now)
             con.execute(

@@ -27,6 +27,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,6 +81,7 @@ class StagedRange:
     edges: list[list]  # call edges (EDGE_COLUMNS)
     window_counts: list[list]  # valid rows per window (WINDOW_COUNT_COLUMNS)
     duplicates: int = 0  # valid events dropped as repeats of an earlier event_id (spark.dedupe)
+    traces: list[list] = dataclass_field(default_factory=list)  # per-trace partial rows (spark.trace_index)
 
     @property
     def name(self) -> str:
@@ -305,6 +307,7 @@ def stage_range(
         side["edges"],
         side["window_counts"],
         duplicates,
+        traces=side["traces"],
     )
     _atomic_write_text(json.dumps(staged.__dict__), Path(staging_dir) / f"{name}.json")
     return staged, valid

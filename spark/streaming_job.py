@@ -219,6 +219,7 @@ class StreamingJob:
         """Everything the batch writes, from what the source staged for its ranges."""
         import pandas as pd
 
+        from spark import trace_index
         from spark.checkpoint import batch_watermark_ms
         from spark.side_outputs import EDGE_COLUMNS, SAMPLE_COLUMNS, late_rows
         from spark.sink import BatchOutput
@@ -240,6 +241,7 @@ class StreamingJob:
             samples=samples,
             dependencies=edges,
             dead_letters=read_rejects(staged).to_pandas(),
+            traces=trace_index.batch_frame(staged),
             rows_in=sum(s.valid + s.rejected for s in staged),
             rows_rejected=sum(s.rejected for s in staged),
             rows_late=sum(late_rows(s.window_counts, late_wm) for s in staged),

@@ -1,0 +1,120 @@
+"""The trace index: one `trace_index` row per trace, merged from every micro-batch's spans.
+
+Where it is computed: in the source's Python worker, beside the other side outputs
+(`spark.side_outputs.compute`), over the range's valid (deduplicated) spans, as one
+partial row per (range, trace). A trace's spans share a partition (producers key by
+trace id) but may straddle ranges and micro-batches, so the sink merges:
+
+- start_time = min, end_time = max (span start + latency), duration_ms = end - start;
+- span_count, error_count (status >= 500) = sums; services = union;
+- the root (service, endpoint, span id) is the span without a parent; until it has
+  arrived, the earliest span's service and endpoint stand in (root_span_id NULL), and a
+  later batch carrying the real root replaces them.
+
+Exactly once: the merge runs inside the batch's sink transaction, with its
+`sink_commits` row (`spark.sink.DuckDBSink.write_batch`): a replayed batch finds the
+commit row and writes nothing, so the sums are never doubled, and a crash before the
+commit leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+from observability import tables
+
+# One partial row per (range, trace); `services` a list. Times are epoch microseconds.
+PARTIAL_COLUMNS = (
+    "trace_id",
+    "start_us",
+    "end_us",
+    "root_service",
+    "root_endpoint",
+    "root_span_id",
+    "span_count",
+    "error_count",
+    "services",
+)
+
+# Over `ev` (bronze columns): the root is the parentless span, else the earliest span.
+PARTIAL_SQL = """
+    SELECT trace_id,
+           min(epoch_us(timestamp)) AS start_us,
+           max(epoch_us(timestamp) + CAST(round(coalesce(latency_ms, 0) * 1000) AS BIGINT)) AS end_us,
+           arg_min(service, (parent_span_id IS NOT NULL, timestamp, span_id)) AS root_service,
+           arg_min(endpoint, (parent_span_id IS NOT NULL, timestamp, span_id)) AS root_endpoint,
+           min(span_id) FILTER (WHERE parent_span_id IS NULL) AS root_span_id,
+           count(*) AS span_count,
+           count(*) FILTER (WHERE status_code >= 500) AS error_count,
+           list_sort(list_distinct(list(service))) AS services
+    FROM ev WHERE trace_id IS NOT NULL
+    GROUP BY trace_id ORDER BY trace_id
+"""
+
+
+def partials(con: duckdb.DuckDBPyConnection) -> list[list]:
+    """The range's partial rows (PARTIAL_COLUMNS), JSON-ready for the range's manifest."""
+    return [list(r) for r in con.execute(PARTIAL_SQL).fetchall()]
+
+
+def batch_frame(staged) -> pd.DataFrame:
+    """The micro-batch's partial rows, from its staged ranges' manifests."""
+    rows = [r for s in staged for r in getattr(s, "traces", [])]
+    return pd.DataFrame(rows, columns=list(PARTIAL_COLUMNS))
+
+
+# Partial rows merged per trace (a trace in several ranges of one batch), in one pass:
+# the best root is the real one (root_span_id set), else the earliest span's.
+_MERGE_BATCH_SQL = """
+    SELECT trace_id,
+           min(start_us) AS start_us,
+           max(end_us) AS end_us,
+           arg_min(root_service, (root_span_id IS NULL, start_us)) AS root_service,
+           arg_min(root_endpoint, (root_span_id IS NULL, start_us)) AS root_endpoint,
+           min(root_span_id) AS root_span_id,
+           sum(span_count)::BIGINT AS span_count,
+           sum(error_count)::BIGINT AS error_count,
+           list_sort(list_distinct(flatten(list(services)))) AS services
+    FROM _trace_partials GROUP BY trace_id
+"""
+
+# The existing row wins the root when it has the real one, or when neither has and it started first.
+_KEEP_OLD_ROOT = (
+    f"{tables.TRACE_INDEX}.root_span_id IS NOT NULL OR (excluded.root_span_id IS NULL "
+    f"AND {tables.TRACE_INDEX}.start_time <= excluded.start_time)"
+)
+
+
+def upsert(con: duckdb.DuckDBPyConnection, partial: pd.DataFrame, now) -> int:
+    """Inside the sink's transaction: merge the batch's partial rows into trace_index; returns traces touched."""
+    if partial is None or partial.empty:
+        return 0
+    t = tables.TRACE_INDEX
+    con.register("_trace_partials", partial[list(PARTIAL_COLUMNS)])
+    try:
+        con.execute(
+            f"""
+            INSERT INTO {t} (trace_id, start_time, end_time, root_service, root_endpoint, root_span_id,
+                             duration_ms, span_count, error_count, services, updated_at)
+            SELECT trace_id, make_timestamp(start_us), make_timestamp(end_us), root_service, root_endpoint,
+                   root_span_id, (end_us - start_us) / 1000.0, span_count, error_count, services, ?
+            FROM ({_MERGE_BATCH_SQL})
+            ON CONFLICT (trace_id) DO UPDATE SET
+                start_time = least({t}.start_time, excluded.start_time),
+                end_time = greatest({t}.end_time, excluded.end_time),
+                duration_ms = (epoch_us(greatest({t}.end_time, excluded.end_time))
+                               - epoch_us(least({t}.start_time, excluded.start_time))) / 1000.0,
+                root_service = CASE WHEN {_KEEP_OLD_ROOT} THEN {t}.root_service ELSE excluded.root_service END,
+                root_endpoint = CASE WHEN {_KEEP_OLD_ROOT} THEN {t}.root_endpoint ELSE excluded.root_endpoint END,
+                root_span_id = coalesce({t}.root_span_id, excluded.root_span_id),
+                span_count = {t}.span_count + excluded.span_count,
+                error_count = {t}.error_count + excluded.error_count,
+                services = list_sort(list_distinct(list_concat({t}.services, excluded.services))),
+                updated_at = excluded.updated_at
+            """,
+            [now],
+        )
+        return int(con.execute("SELECT count(DISTINCT trace_id) FROM _trace_partials").fetchall()[0][0])
+    finally:
+        con.unregister("_trace_partials")

@@ -1,0 +1,223 @@
+"""The trace index: per-range partial rows merged across micro-batches, exactly once.
+
+The unit tests parse real lines (`spark.staging.RangeParser`), compute the range's side
+outputs and commit them through the real sink; the Spark test runs the streaming job in
+process on a local session, in small micro-batches, then replays the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+
+import duckdb
+import pandas as pd
+import pytest
+
+from observability import tables
+from observability.schema import format_timestamp
+from observability.tables import METRIC_VALUE_COLUMNS
+from observability.transport.base import Record
+from spark import side_outputs, trace_index
+from spark.sink import BatchOutput, DuckDBSink
+from spark.staging import StagedRange, parse_records
+from tests.spark_fixtures import make_events, publish
+
+T0_MS = 1_714_564_800_000  # 2024-05-01 12:00 UTC
+
+
+def _sid(name: str | None) -> str | None:
+    """A valid 16-hex span id from a short name ("c1" -> "00000000000000c1")."""
+    return None if name is None else name.encode().hex().rjust(16, "0")
+
+
+def _span(trace, span_id, parent, offset_ms, latency, service, status=200, endpoint="/x"):
+    span_id, parent = _sid(span_id), _sid(parent)
+    return {
+        "event_id": f"{trace[:16]}{span_id}",
+        "timestamp": format_timestamp(T0_MS + offset_ms),
+        "service": service,
+        "endpoint": endpoint,
+        "status_code": status,
+        "latency_ms": latency,
+        "trace_id": trace,
+        "span_id": span_id,
+        "parent_span_id": parent,
+    }
+
+
+def _parsed(events: list[dict]) -> int:
+    records = [
+        Record("raw_events", 0, i, T0_MS + 3_600_000, None, json.dumps(e).encode()) for i, e in enumerate(events)
+    ]
+    return parse_records("raw_events", records).valid_table().num_rows
+
+
+def _range_partials(events: list[dict]) -> list[list]:
+    """What the source ships for a range of these events (parsed as Spark's source parses them)."""
+    records = [
+        Record("raw_events", 0, i, T0_MS + 3_600_000, None, json.dumps(e).encode()) for i, e in enumerate(events)
+    ]
+    return side_outputs.compute(parse_records("raw_events", records).valid_table())["traces"]
+
+
+def _batch(batch_id: int, *ranges: list[dict]) -> BatchOutput:
+    staged = [
+        StagedRange("raw_events", 0, i, i + 1, len(r), 0, None, [], None, [], [], [], traces=_range_partials(r))
+        for i, r in enumerate(ranges)
+    ]
+    return BatchOutput(
+        batch_id,
+        pd.DataFrame(columns=["window_start", "window_end", "service", "endpoint", *METRIC_VALUE_COLUMNS]),
+        traces=trace_index.batch_frame(staged),
+    )
+
+
+def expected_index(events: list[dict]) -> pd.DataFrame:
+    """The independent answer: one GROUP BY over all the spans at once."""
+    df = pd.DataFrame(events)
+    df["ts"] = pd.to_datetime(df["timestamp"], utc=True).dt.tz_localize(None)
+    df["end"] = df["ts"] + pd.to_timedelta(df["latency_ms"], unit="ms")
+    rows = []
+    for trace_id, g in df[df["trace_id"].notna()].groupby("trace_id"):
+        roots = g[g["parent_span_id"].isna()]
+        root = (roots if len(roots) else g).sort_values(["ts", "span_id"]).iloc[0]
+        rows.append(
+            {
+                "trace_id": trace_id,
+                "start_time": g["ts"].min(),
+                "end_time": g["end"].max(),
+                "root_service": root["service"],
+                "root_endpoint": root["endpoint"],
+                "root_span_id": root["span_id"] if len(roots) else None,
+                "duration_ms": (g["end"].max() - g["ts"].min()).total_seconds() * 1000,
+                "span_count": len(g),
+                "error_count": int((g["status_code"] >= 500).sum()),
+                "services": sorted(set(g["service"])),
+            }
+        )
+    return pd.DataFrame(rows).sort_values("trace_id").reset_index(drop=True)
+
+
+def read_index(store) -> pd.DataFrame:
+    got = store.fetch_df(f"SELECT * EXCLUDE (updated_at) FROM {tables.TRACE_INDEX} ORDER BY trace_id")
+    got["services"] = [sorted(v) for v in got["services"]]
+    return got
+
+
+def assert_index_equals(store, events) -> None:
+    got, want = read_index(store), expected_index(events)
+    assert list(got["trace_id"]) == list(want["trace_id"])
+    for col in ("root_service", "root_endpoint", "span_count", "error_count", "services"):
+        assert got[col].tolist() == want[col].tolist(), col
+    assert got["root_span_id"].where(got["root_span_id"].notna(), None).tolist() == want["root_span_id"].tolist()
+    for col in ("start_time", "end_time"):
+        assert (got[col] - want[col]).abs().max() <= pd.Timedelta(microseconds=1), col
+    assert (got["duration_ms"] - want["duration_ms"]).abs().max() < 1e-3
+
+
+def test_a_trace_across_ranges_and_batches_is_merged_once(store):
+    sink = DuckDBSink(store, "metrics:test", side_outputs.SAMPLE_CAPS)
+    # trace a: root in batch 1, children in batch 0 (two ranges); trace b: all in batch 0
+    a_children = [
+        _span("a" * 32, "c1", "r1", 5, 20, "checkout", 503),
+        _span("a" * 32, "c2", "c1", 8, 40, "payments", 500, "/charge"),
+    ]
+    a_root = [_span("a" * 32, "r1", None, 0, 100, "gateway", 500, "/api/pay")]
+    b = [_span("b" * 32, "s1", None, 50, 10, "search"), _span("b" * 32, "s2", "s1", 52, 3, "inventory")]
+    assert _parsed(a_children + a_root + b) == 5  # every line valid
+    first = _batch(0, a_children[:1], a_children[1:] + b)
+    assert sink.write_batch(first) is True
+    row = store.fetch_one(
+        f"SELECT root_service, root_span_id, span_count FROM {tables.TRACE_INDEX} WHERE trace_id = ?", ["a" * 32]
+    )
+    assert row == ("checkout", None, 2)  # root not seen yet: the earliest span stands in
+    assert sink.write_batch(first) is False  # a replayed batch adds nothing
+    assert sink.write_batch(_batch(1, a_root)) is True
+    assert_index_equals(store, a_children + a_root + b)
+    a = read_index(store).iloc[0]
+    assert (a.root_service, a.root_endpoint, a.span_count, a.error_count, a.duration_ms) == (
+        "gateway",
+        "/api/pay",
+        3,
+        3,
+        100.0,
+    )
+
+
+def test_partials_of_generated_traces_split_anywhere_add_up(store):
+    events = make_events(600, T0_MS, 120_000, seed=4, error_share=0.2)
+    random.Random(1).shuffle(events)  # children before parents, traces in pieces
+    sink = DuckDBSink(store, "metrics:test", side_outputs.SAMPLE_CAPS)
+    cuts = [0, 90, 200, 260, 410, len(events)]
+    pieces = [events[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    assert sink.write_batch(_batch(0, pieces[0], pieces[1]))
+    assert sink.write_batch(_batch(1, pieces[2]))
+    assert sink.write_batch(_batch(2, pieces[3], pieces[4]))
+    assert_index_equals(store, events)
+
+
+def test_partial_sql_picks_the_parentless_span_as_root():
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE ev AS SELECT * FROM (VALUES "
+        "('t', 's2', 's1', TIMESTAMP '2024-01-01 00:00:00.001', 'child', '/c', 200, 1.5),"
+        "('t', 's1', NULL, TIMESTAMP '2024-01-01 00:00:00.002', 'root', '/r', 502, 1.5)) "
+        "v(trace_id, span_id, parent_span_id, timestamp, service, endpoint, status_code, latency_ms)"
+    )
+    [row] = trace_index.partials(con)
+    got = dict(zip(trace_index.PARTIAL_COLUMNS, row, strict=True))
+    assert (got["root_service"], got["root_endpoint"], got["root_span_id"]) == ("root", "/r", "s1")
+    assert got["end_us"] - got["start_us"] == 2500 and (got["span_count"], got["error_count"]) == (2, 1)
+    assert got["services"] == ["child", "root"]
+
+
+@pytest.fixture(scope="module")
+def spark_session(tmp_path_factory):
+    from observability.settings import Settings
+    from spark.session import build_session
+
+    spark = build_session(Settings(DATA_DIR=str(tmp_path_factory.mktemp("trace-index"))), app_name="trace-index-tests")
+    yield spark
+    spark.stop()
+
+
+@pytest.mark.e2e
+def test_streaming_job_writes_the_index_across_micro_batches_and_replays_once(
+    spark_session, data_dir, settings, store, monkeypatch
+):
+    from spark.streaming_job import StreamingJob
+
+    events = make_events(500, T0_MS, 60_000, seed=11, error_share=0.2)
+    # the second half of every trace's spans come after all the first halves: traces straddle batches
+    by_trace: dict[str, list[dict]] = {}
+    for e in events:
+        by_trace.setdefault(e["trace_id"], []).append(e)
+    firsts = [e for spans in by_trace.values() for e in spans[: len(spans) // 2 or 1]]
+    seconds = [e for spans in by_trace.values() for e in spans[len(spans) // 2 or 1 :]]
+    publish(settings, firsts + seconds)
+    settings = settings.model_copy(update={"max_events_per_batch": 200})
+    job = StreamingJob(spark_session, settings, store)
+    job.record_topics = {}  # no logs or metric points here
+    try:
+        assert job.run(True, threading.Event()) == 0
+    finally:
+        job.close()
+    batches = store.fetch_one(f"SELECT count(*) FROM {tables.STREAM_PROGRESS}")[0]
+    assert batches >= 3
+    assert_index_equals(store, events)
+
+    # a crash after the DuckDB commit, before Spark's: Spark replays the batch, the index stays
+    before = read_index(store)
+    commits = settings.checkpoint_dir / "metrics" / "commits"
+    last = max(int(p.name) for p in commits.iterdir() if p.name.isdigit())
+    (commits / str(last)).unlink()
+    (commits / f".{last}.crc").unlink(missing_ok=True)
+    job = StreamingJob(spark_session, settings, store)
+    job.record_topics = {}
+    try:
+        assert job.run(True, threading.Event()) == 0
+    finally:
+        job.close()
+    pd.testing.assert_frame_equal(read_index(store), before)
