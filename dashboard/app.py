@@ -24,6 +24,8 @@ PAGES = [
     st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page("views/anomalies.py", title="Anomalies", icon=":material/scatter_plot:", url_path="anomalies"),
     st.Page("views/incidents.py", title="Incidents", icon=":material/report:", url_path="incidents"),
+    st.Page("views/traces.py", title="Traces", icon=":material/timeline:", url_path="traces"),
+    st.Page("views/service_map.py", title="Service map", icon=":material/hub:", url_path="service-map"),
     st.Page("views/health.py", title="Health", icon=":material/monitor_heart:", url_path="health"),
 ]
 

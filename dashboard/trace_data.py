@@ -1,0 +1,135 @@
+"""Cached loaders of the traces page and the service map (`dashboard.data`'s pattern).
+
+`time_span()` is the one place these pages turn the dashboard's time range into
+(start, end): the sidebar range, or `?from=`/`?to=` ISO 8601 times when a link
+carries them (an incident's or an anomaly's time).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import data, trace_queries, ui
+from dashboard.trace_queries import TraceSearch
+from observability.settings import get_settings
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    """ISO 8601 (a trailing Z allowed) -> naive UTC; None for anything else."""
+    if not text:
+        return None
+    try:
+        t = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+
+
+def time_span() -> tuple[datetime, datetime, str]:
+    """(start, end, label) of what these pages show."""
+    start, end = _parse_time(st.query_params.get("from")), _parse_time(st.query_params.get("to"))
+    if start is not None and end is not None and start < end:
+        return start, end, f"{start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} UTC"
+    tr = ui.current_range()
+    now = data.now()
+    return tr.start(now), now, tr.label.lower()
+
+
+def traces_params(service: str | None = None, start=None, end=None) -> dict[str, str]:
+    """The traces page's URL parameters for a service and time span (the other pages' links)."""
+    params: dict[str, str] = {}
+    if service:
+        params["service"] = service
+    if start is not None and end is not None and not pd.isna(start) and not pd.isna(end):
+        params["from"] = pd.Timestamp(start).strftime("%Y-%m-%dT%H:%M:%SZ")
+        params["to"] = pd.Timestamp(end).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return params
+
+
+def traces_url(service: str | None = None, start=None, end=None) -> str:
+    params = traces_params(service, start, end)
+    return "traces" + (f"?{urlencode(params)}" if params else "")
+
+
+TRACES_PAGE = "views/traces.py"
+
+
+def traces_link(label: str, service: str | None = None, start=None, end=None) -> None:
+    """An in-app link to the traces page for a service and time span."""
+    st.page_link(TRACES_PAGE, label=label, icon=":material/timeline:", query_params=traces_params(service, start, end))
+
+
+def _bronze() -> str:
+    return str(get_settings().bronze_dir)
+
+
+@st.cache_data(ttl=data.CACHE_TTL_SECONDS, show_spinner=False)
+def _search(db: str, bronze_dir: str, search: TraceSearch, start, end) -> pd.DataFrame:
+    return trace_queries.search_traces(data._store(db), Path(bronze_dir), search, start, end)
+
+
+@st.cache_data(ttl=data.CACHE_TTL_SECONDS, show_spinner=False)
+def _services(db: str, start, end) -> list[str]:
+    return trace_queries.trace_services(data._store(db), start, end)
+
+
+@st.cache_data(ttl=data.CACHE_TTL_SECONDS, show_spinner=False)
+def _trace_row(db: str, trace_id: str) -> pd.DataFrame:
+    return trace_queries.trace_row(data._store(db), trace_id)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _trace_spans(bronze_dir: str, trace_id: str, start, end) -> pd.DataFrame:
+    return trace_queries.trace_spans(Path(bronze_dir), trace_id, start, end)
+
+
+@st.cache_data(ttl=data.CACHE_TTL_SECONDS, show_spinner=False)
+def _trace_logs(db: str, trace_id: str) -> pd.DataFrame:
+    return trace_queries.trace_logs(data._store(db), trace_id)
+
+
+@st.cache_data(ttl=data.CACHE_TTL_SECONDS, show_spinner=False)
+def _edges(db: str, start, end) -> pd.DataFrame:
+    return trace_queries.service_edges(data._store(db), start, end)
+
+
+@st.cache_data(ttl=data.CACHE_TTL_SECONDS, show_spinner=False)
+def _health(db: str, start, end) -> trace_queries.ServiceHealth:
+    return data._store(db).read(lambda con: trace_queries.service_health(con, start, end))
+
+
+def search(search: TraceSearch, start, end) -> pd.DataFrame:
+    return data._safe("the trace index", _search, data._db(), _bronze(), search, start, end)
+
+
+def services(start, end) -> list[str]:
+    return data._safe("trace services", _services, data._db(), start, end, default=list)
+
+
+def trace_row(trace_id: str) -> pd.DataFrame:
+    return data._safe("the trace index", _trace_row, data._db(), trace_id)
+
+
+def trace_spans(trace_id: str, start, end) -> pd.DataFrame:
+    return data._safe("bronze spans", _trace_spans, _bronze(), trace_id, start, end)
+
+
+def trace_logs(trace_id: str) -> pd.DataFrame:
+    return data._safe("the trace's logs", _trace_logs, data._db(), trace_id)
+
+
+def edges(start, end) -> pd.DataFrame:
+    return data._safe("service dependencies", _edges, data._db(), start, end)
+
+
+def _empty_health() -> trace_queries.ServiceHealth:
+    return trace_queries.ServiceHealth(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+
+
+def health(start, end) -> trace_queries.ServiceHealth:
+    return data._safe("service health", _health, data._db(), start, end, default=_empty_health)
