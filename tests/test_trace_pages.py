@@ -156,3 +156,15 @@ def test_service_map_dot_colours_labels_and_scale():
     assert "10.0% err" in red_edge and 'color="#d62828"' in red_edge
     first = next(line for line in dot.splitlines() if '"svc-00" -> "svc-01"' in line)
     assert "1.0/min" in first and "p95" not in first and "err" not in first
+
+
+def test_incidents_anomalies_and_overview_link_to_their_traces(traces):
+    at = _page("incidents")
+    [link] = [p for p in at.get("page_link") if "during the incident" in p.proto.label]
+    assert "service=payments" in link.proto.query_string and "from=" in link.proto.query_string
+    at = _page("anomalies")
+    urls = at.dataframe[0].value["traces"].tolist()
+    assert urls and all(u.startswith("traces?service=") and "&from=" in u and "&to=" in u for u in urls)
+    at = _page("overview")
+    tiles = [p.proto.query_string for p in at.get("page_link") if p.proto.label == "traces"]
+    assert any("service=payments" in q for q in tiles)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, ui
+from dashboard import charts, data, trace_data, ui
 from dashboard.ranges import get_range
 from dashboard.status import as_list, severity_rank
 
@@ -68,7 +68,8 @@ def live_anomalies(range_key: str, services: list[str], severities: list[str], t
     st.plotly_chart(charts.anomaly_timeline(shown, tr.start(now), now), key="chart_anomalies")
     table = shown.assign(
         sample_traces=[len(as_list(v)) for v in shown["sample_trace_ids"]],
-    )[["window_start", "service", "severity", "anomaly_type", "score", "detected_at", "sample_traces", "id"]]
+        traces=[trace_data.traces_url(r.service, r.window_start, r.window_end) for r in shown.itertuples()],
+    )[["window_start", "service", "severity", "anomaly_type", "score", "detected_at", "sample_traces", "traces", "id"]]
     st.dataframe(
         table,
         hide_index=True,
@@ -77,6 +78,7 @@ def live_anomalies(range_key: str, services: list[str], severities: list[str], t
             "detected_at": st.column_config.DatetimeColumn("detected (UTC)", format="YYYY-MM-DD HH:mm:ss"),
             "score": st.column_config.ProgressColumn("score", min_value=0.0, max_value=1.0, format="%.2f"),
             "anomaly_type": "type",
+            "traces": st.column_config.LinkColumn("traces", display_text="traces of the window"),
         },
         key="table_anomalies",
     )

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, ui
+from dashboard import charts, data, trace_data, ui
 from dashboard.ranges import get_range
 from dashboard.status import as_dict, as_list, baseline_vs_observed, detector_scores, format_duration
 from dashboard.traces import waterfall_rows
@@ -226,6 +226,12 @@ def render_incident(inc, now) -> None:
             f"**Duration:** {format_duration(duration)}{'' if ended else ' (ongoing)'}  \n"
             f"**Likely root cause:** {ui.md_escape(inc.root_cause_service or 'unknown')}  \n"
             f"**Related services:** {ui.md_escape(related)}"
+        )
+        trace_data.traces_link(
+            f"Traces of {inc.service} during the incident",
+            inc.service,
+            pd.Timestamp(inc.started_at) - timedelta(minutes=1),
+            pd.Timestamp(ended or now) + timedelta(minutes=1),
         )
     render_facts(inc)
     st.markdown("#### Similar past incidents")

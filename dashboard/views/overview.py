@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, data, ui
+from dashboard import charts, data, trace_data, ui
 from dashboard.ranges import get_range
 from dashboard.status import DEGRADED, HEALTHY, INCIDENT, as_list, service_statuses
 
@@ -26,7 +26,7 @@ selected = st.multiselect(
 )
 
 
-def _render_tiles(statuses) -> None:
+def _render_tiles(statuses, start, end) -> None:
     for i in range(0, len(statuses), TILES_PER_ROW):
         cols = st.columns(TILES_PER_ROW)
         for col, s in zip(cols, statuses[i : i + TILES_PER_ROW]):
@@ -37,6 +37,7 @@ def _render_tiles(statuses) -> None:
                     f"{ui.fmt_rate(s.request_rate)} · {ui.fmt_pct(s.error_rate)} errors · p95 {ui.fmt_ms(s.p95_latency_ms)}"
                 )
                 st.caption(s.reason)
+                trace_data.traces_link("traces", s.service, start, end)
 
 
 def _touches(incidents, services: list[str]):
@@ -70,7 +71,7 @@ def live_overview(range_key: str, services: list[str]) -> None:
         return
     counts = {k: sum(s.status == k for s in statuses) for k in (INCIDENT, DEGRADED, HEALTHY)}
     st.subheader(f"Services · {counts[INCIDENT]} incident · {counts[DEGRADED]} degraded · {counts[HEALTHY]} healthy")
-    _render_tiles(statuses)
+    _render_tiles(statuses, tr.start(now), now)
 
     series = view.series
     if services and not series.empty:
