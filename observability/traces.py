@@ -187,8 +187,8 @@ def build_tree(rows: Iterable[Mapping[str, Any]]) -> TraceTree:
         root_id = roots[0]
     else:
         root_id = _add_synthetic_root(spans, roots)
-    _sort_children(spans)
     _adjust_skew(spans, root_id)
+    _sort_children(spans)  # by the adjusted starts: the order the findings reason about
     if spans[root_id].synthetic:  # its span follows the adjusted children
         _fit_synthetic_root(spans, root_id)
     order = _depth_first(spans, root_id)

@@ -88,3 +88,67 @@ def test_pages_render_in_chromium(dashboard_url, artifacts_dir, store):
             assert page.evaluate("window.__not_reloaded") is True
         finally:
             browser.close()
+
+
+@pytest.fixture
+def traces_dashboard(store, settings, data_dir, tmp_path):
+    """The seeded dashboard plus traces committed through the job's sink (tests.trace_fixtures)."""
+    from tests.trace_fixtures import seed_traces
+
+    seed_dashboard(store, settings.bronze_dir)
+    seeded = seed_traces(store, settings.bronze_dir, utcnow())
+    port = server.free_port(HOST, PORTS)
+    env = {"DATA_DIR": str(data_dir), "DASHBOARD_REFRESH_SECONDS": "60"}
+    proc = server.start(HOST, port, env=env, log_path=tmp_path / "streamlit.log")
+    try:
+        server.wait_healthy(HOST, port, timeout=60, proc=proc)
+        yield f"http://{HOST}:{port}", seeded
+    finally:
+        server.stop(proc)
+    assert proc.poll() is not None, "streamlit still running"
+
+
+def test_trace_pages_render_in_chromium(traces_dashboard, artifacts_dir):
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is not installed: apt-get install chromium")
+    from playwright.sync_api import expect, sync_playwright
+
+    url, seeded = traces_dashboard
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1500})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            # the search: a results table of the index
+            page.goto(f"{url}/traces?service=payments")
+            expect(page.locator("[data-testid=stMain] h1").first).to_have_text("Traces")
+            expect(page.locator("[data-testid=stDataFrame]").first).to_be_visible(timeout=45_000)
+            expect(page.get_by_text("trace(s), newest first")).to_be_visible()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(artifacts_dir / "dashboard_traces_search.png"))
+            # one trace: waterfall with the critical path, findings, logs
+            page.goto(f"{url}/traces?trace_id={seeded.showcase}")
+            expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=45_000)
+            expect(page.get_by_text("error origin").first).to_be_visible()
+            expect(page.get_by_text("N+1").first).to_be_visible()
+            expect(page.get_by_text("card processor timeout after 150 ms").first).to_be_attached(
+                timeout=15_000
+            )  # a canvas grid cell
+            expect(page.locator(".js-plotly-plot .legendtext", has_text="critical path")).to_have_count(1)
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(artifacts_dir / "dashboard_trace.png"), full_page=True)
+            # the service map, drawn by Graphviz in the browser
+            page.goto(f"{url}/service-map?service=payments")
+            expect(page.locator("[data-testid=stMain] h1").first).to_have_text("Service map")
+            node = page.locator("svg g.node", has_text="payments")
+            expect(node.first).to_be_visible(timeout=45_000)
+            expect(page.locator("svg g.edge")).to_have_count(6)
+            expect(page.locator("svg g.edge text", has_text="/min").first).to_be_visible()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(artifacts_dir / "dashboard_service_map.png"))
+            assert page.locator('[data-testid="stException"]').count() == 0
+            assert page.get_by_text("Page not found").count() == 0
+            assert not errors, errors
+        finally:
+            browser.close()

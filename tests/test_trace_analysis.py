@@ -127,6 +127,21 @@ def test_clock_skew_centres_a_remote_child_and_moves_its_host():
     assert b.start_ms <= c.start_ms and c.end_ms <= b.end_ms
 
 
+def test_siblings_are_ordered_and_judged_by_their_adjusted_starts():
+    # "late" was recorded after "early2", but its clock runs ahead: it really ran between them
+    tree = build_tree(
+        [
+            span("A", None, 0, 100, service="front"),
+            span("early1", "A", 5, 10, service="front"),
+            span("early2", "A", 60, 10, service="front"),
+            span("late", "A", 300, 30, service="back"),  # centred: 35-65, overlapping early2
+        ]
+    )
+    assert tree.spans["A"].children == ["early1", "late", "early2"]
+    [run] = traces.sequential_calls(tree)
+    assert run.span_ids == ("early1", "late")
+
+
 def test_no_skew_for_a_fitting_child_a_longer_child_or_the_same_host():
     tree = build_tree(
         [
