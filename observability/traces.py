@@ -510,7 +510,8 @@ def error_origin(tree: TraceTree) -> ErrorOrigin | None:
     if not candidates:
         return None
     best = min(candidates, key=lambda s: (-s.depth, s.start_ms))
-    return ErrorOrigin(best.span_id, best.service, best.endpoint, best.status_code, best.error_message, best.depth)
+    depth = best.depth - (1 if tree.root.synthetic else 0)  # counted from the recorded root
+    return ErrorOrigin(best.span_id, best.service, best.endpoint, best.status_code, best.error_message, depth)
 
 
 def analyse(tree: TraceTree) -> Findings:
