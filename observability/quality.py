@@ -176,6 +176,7 @@ RETENTION_RULES: dict[str, str] = {
     tables.ENDPOINT_METRICS: "window_start < ?",
     tables.TRACE_SAMPLES: "window_start < ?",
     tables.SERVICE_DEPENDENCIES: "window_start < ?",
+    tables.TRACE_INDEX: "end_time < ?",  # a trace goes once its last span is past the cutoff
     tables.ANOMALIES: "window_start < ?",
     # an incident expires once its last change is older than the cutoff
     tables.INCIDENTS: "updated_at < ?",

@@ -221,3 +221,38 @@ def test_streaming_job_writes_the_index_across_micro_batches_and_replays_once(
     finally:
         job.close()
     pd.testing.assert_frame_equal(read_index(store), before)
+
+
+def test_retention_drops_traces_that_ended_before_the_cutoff(settings, store):
+    from datetime import timedelta
+
+    from observability import quality
+    from observability.store import utcnow
+
+    now = utcnow()
+    cutoff = quality.retention_cutoff(settings, now)
+    rows = pd.DataFrame(
+        {
+            "trace_id": ["old", "straddles", "new"],
+            "start_us": [
+                int((t - pd.Timestamp("1970-01-01")).total_seconds() * 1e6)
+                for t in (pd.Timestamp(cutoff) - timedelta(minutes=5),) * 2 + (pd.Timestamp(cutoff),)
+            ],
+            "end_us": 0,
+            "root_service": "svc",
+            "root_endpoint": "/x",
+            "root_span_id": None,
+            "span_count": 1,
+            "error_count": 0,
+            "services": [["svc"]] * 3,
+        }
+    )
+    offsets = {"old": -timedelta(minutes=1), "straddles": timedelta(minutes=1), "new": timedelta(minutes=2)}
+    rows["end_us"] = [
+        int((pd.Timestamp(cutoff) + offsets[t] - pd.Timestamp("1970-01-01")).total_seconds() * 1e6)
+        for t in rows["trace_id"]
+    ]
+    store.write(lambda con: trace_index.upsert(con, rows, now))
+    deleted = quality.apply_retention(settings, store, now)
+    assert deleted[tables.TRACE_INDEX] == 1
+    assert {r[0] for r in store.fetch_all(f"SELECT trace_id FROM {tables.TRACE_INDEX}")} == {"straddles", "new"}
