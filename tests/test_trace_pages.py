@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,10 +32,26 @@ def _fresh_caches():
     st.cache_resource.clear()
 
 
+@pytest.fixture(scope="module")
+def _seeded_template(tmp_path_factory):
+    """Seeded once per module (a DuckDB file and bronze), copied into each test's DATA_DIR."""
+    from observability.store import Store
+
+    root = tmp_path_factory.mktemp("trace-pages")
+    store = Store(root / "observability.duckdb")
+    store.migrate()
+    seed_dashboard(store, root / "bronze")
+    seeded = seed_traces(store, root / "bronze", utcnow(), n_events=400)
+    return root, seeded
+
+
 @pytest.fixture
-def traces(store, settings):
-    seed_dashboard(store, settings.bronze_dir)
-    return seed_traces(store, settings.bronze_dir, utcnow(), n_events=400)
+def traces(_seeded_template, store, settings):
+    root, seeded = _seeded_template
+    shutil.copyfile(root / "observability.duckdb", settings.duckdb_path)
+    assert not (root / "observability.duckdb.wal").exists()  # closed connections checkpointed it
+    shutil.copytree(root / "bronze", settings.bronze_dir, dirs_exist_ok=True)
+    return seeded
 
 
 def _page(page: str, **params) -> AppTest:
