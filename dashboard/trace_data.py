@@ -64,6 +64,11 @@ def traces_link(label: str, service: str | None = None, start=None, end=None) ->
     st.page_link(TRACES_PAGE, label=label, icon=":material/timeline:", query_params=traces_params(service, start, end))
 
 
+def trace_link(trace_id: str, label: str = "Open in Traces (critical path, findings)") -> None:
+    """An in-app link to one trace on the traces page."""
+    st.page_link(TRACES_PAGE, label=label, icon=":material/timeline:", query_params={"trace_id": trace_id})
+
+
 def _bronze() -> str:
     return str(get_settings().bronze_dir)
 

@@ -148,6 +148,11 @@ def test_trace_pages_render_in_chromium(traces_dashboard, artifacts_dir):
             page.wait_for_timeout(500)
             page.screenshot(path=str(artifacts_dir / "dashboard_service_map.png"))
             assert page.locator('[data-testid="stException"]').count() == 0
+            # clicking a node opens that service's traces
+            page.locator("svg g.node", has_text="inventory").first.click()
+            expect(page.locator("[data-testid=stMain] h1").first).to_have_text("Traces", timeout=45_000)
+            assert "service=inventory" in page.url, page.url
+            expect(page.get_by_text("trace(s), newest first")).to_be_visible(timeout=45_000)
             assert page.get_by_text("Page not found").count() == 0
             assert not errors, errors
         finally:

@@ -179,6 +179,9 @@ def test_incidents_anomalies_and_overview_link_to_their_traces(traces):
     at = _page("incidents")
     [link] = [p for p in at.get("page_link") if "during the incident" in p.proto.label]
     assert "service=payments" in link.proto.query_string and "from=" in link.proto.query_string
+    [trace] = [p for p in at.get("page_link") if p.proto.label.startswith("Open in Traces")]
+    [sample] = [b for b in at.selectbox if (b.key or "").startswith("trace_")]
+    assert trace.proto.query_string == f"trace_id={sample.value}"
     at = _page("anomalies")
     urls = at.dataframe[0].value["traces"].tolist()
     assert urls and all(u.startswith("traces?service=") and "&from=" in u and "&to=" in u for u in urls)

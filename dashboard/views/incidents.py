@@ -167,6 +167,7 @@ def render_traces(inc, traces: pd.DataFrame) -> None:
         return
     labels = {r.trace_id: f"{r.trace_id} · {r.service} · {r.reason}" for r in traces.itertuples(index=False)}
     trace_id = st.selectbox("Sample trace", list(labels), format_func=labels.get, key=f"trace_{inc.id}")
+    trace_data.trace_link(trace_id)
     around = pd.Timestamp(traces.set_index("trace_id").at[trace_id, "window_start"]).to_pydatetime()
     spans = data.trace_spans(trace_id, around, TRACE_SLACK)
     rows = waterfall_rows(spans)
