@@ -191,13 +191,15 @@ def main() -> int:
                 f"{r['bronze_p50_s']:>10.2f}s {r['bronze_p50_s'] / r['index_p50_s']:>5.0f}x"
             )
         # the attribute filter reads bronze for trace ids, then the index
-        w, _, rows = timed(
-            lambda: trace_queries.search_traces(
-                store, bronze, TraceSearch(attribute="region=eu"), end - timedelta(hours=1), end
+        for hours in (1, 24):
+            w, c, rows = timed(
+                lambda h=hours: trace_queries.search_traces(
+                    store, bronze, TraceSearch(attribute="region=eu"), end - timedelta(hours=h), end
+                )
             )
-        )
-        print(f"attribute region=eu over the last hour (bronze + index): {w:.3f} s, {len(rows)} rows")
-        worst = max(r["index_p95_s"] for r in results.values())
+            results[f"attribute region=eu, last {hours} h"] = {"wall_s": w, "cpu_s": c, "rows": len(rows)}
+            print(f"attribute region=eu over the last {hours} h (bronze ids + index): {w:.3f} s, {len(rows)} rows")
+        worst = max(r["index_p95_s"] for r in results.values() if "index_p95_s" in r)
         verdict = "PASS" if worst < GOAL_SECONDS else "FAIL"
         print(f"worst index search p95 {worst:.3f} s (goal < {GOAL_SECONDS:.0f} s): {verdict}; load average {load:.1f}")
         out = ROOT / "bench" / "results"

@@ -52,11 +52,10 @@ def service_map_dot(
     edges: pd.DataFrame, statuses: list[ServiceStatus], selected: str | None = None, link_page: str = "traces"
 ) -> str:
     """DOT for the call graph; `selected` is outlined bold. Each node links to `link_page?service=`."""
-    services = sorted(
-        set(edges["parent_service"]) | set(edges["child_service"]) | {s.service for s in statuses}
-        if not edges.empty
-        else {s.service for s in statuses}
-    )
+    services = {s.service for s in statuses}
+    if not edges.empty:
+        services |= set(edges["parent_service"]) | set(edges["child_service"])
+    services = sorted(services)
     health = node_health(services, statuses)
     max_calls = max([float(v) for v in edges["calls_per_min"]] or [1.0]) if not edges.empty else 1.0
     lines = [

@@ -95,16 +95,24 @@ def search_sql(search: TraceSearch, start: datetime, end: datetime, trace_ids: l
 def traces_with_attribute(
     bronze_dir: Path, key: str, value: str, start: datetime, end: datetime, limit: int = MAX_ATTRIBUTE_TRACES
 ) -> list[str]:
-    """Trace ids with a span carrying attribute `key` = `value` (compared as text) in [start, end)."""
+    """The newest `limit` trace ids with a span carrying attribute `key` = `value` (compared as
+    text) in [start, end): DuckDB over the hour partitions of the span, ids only."""
+    dirs = bronze.partition_dirs(Path(bronze_dir), start, end)
+    if not dirs:
+        return []
     path = "$." + '"' + key.replace('"', '\\"') + '"'
-    df = bronze.read_events(
-        bronze_dir,
-        start,
-        end,
-        "trace_id IS NOT NULL AND json_extract_string(attributes, ?) = ?",
-        [path, value],
-    )
-    return list(dict.fromkeys(df["trace_id"]))[:limit]
+    con = duckdb.connect(":memory:")
+    try:
+        rows = con.execute(
+            f"""SELECT trace_id FROM read_parquet(?, union_by_name = true)
+                WHERE timestamp >= ? AND timestamp < ? AND trace_id IS NOT NULL
+                  AND json_extract_string(attributes, ?) = ?
+                GROUP BY trace_id ORDER BY max(timestamp) DESC LIMIT {int(limit)}""",
+            [[str(d / "*.parquet") for d in dirs], start, end, path, value],
+        ).fetchall()
+    finally:
+        con.close()
+    return [r[0] for r in rows]
 
 
 def search_traces(src: Source, bronze_dir: Path, search: TraceSearch, start: datetime, end: datetime) -> pd.DataFrame:

@@ -31,8 +31,16 @@ from tests.spark_fixtures import (
     rank_error,
     run_job,
 )
+from tests.trace_fixtures import assert_index_equals
 
-DATA_TABLES = ("service_metrics", "endpoint_metrics", "trace_samples", "service_dependencies", "dead_letter")
+DATA_TABLES = (
+    "service_metrics",
+    "endpoint_metrics",
+    "trace_samples",
+    "service_dependencies",
+    "dead_letter",
+    "trace_index",
+)
 
 READER = """
 import os, sys, time
@@ -130,6 +138,7 @@ def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, t
     _assert_metrics_match(store, events, by_endpoint=False)
     _assert_metrics_match(store, events, by_endpoint=True)
     _assert_percentiles(store, events)
+    assert_index_equals(store, events)  # one trace_index row per trace, as a GROUP BY over all spans
 
     # 2. every invalid line is a dead letter with a reason naming the field; producers' rejects too
     dead = store.fetch_df("SELECT * FROM dead_letter")

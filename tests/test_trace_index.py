@@ -23,6 +23,7 @@ from spark import side_outputs, trace_index
 from spark.sink import BatchOutput, DuckDBSink
 from spark.staging import StagedRange, parse_records
 from tests.spark_fixtures import make_events, publish
+from tests.trace_fixtures import assert_index_equals, read_index
 
 T0_MS = 1_714_564_800_000  # 2024-05-01 12:00 UTC
 
@@ -72,49 +73,6 @@ def _batch(batch_id: int, *ranges: list[dict]) -> BatchOutput:
         pd.DataFrame(columns=["window_start", "window_end", "service", "endpoint", *METRIC_VALUE_COLUMNS]),
         traces=trace_index.batch_frame(staged),
     )
-
-
-def expected_index(events: list[dict]) -> pd.DataFrame:
-    """The independent answer: one GROUP BY over all the spans at once."""
-    df = pd.DataFrame(events)
-    df["ts"] = pd.to_datetime(df["timestamp"], utc=True).dt.tz_localize(None)
-    df["end"] = df["ts"] + pd.to_timedelta(df["latency_ms"], unit="ms")
-    rows = []
-    for trace_id, g in df[df["trace_id"].notna()].groupby("trace_id"):
-        roots = g[g["parent_span_id"].isna()]
-        root = (roots if len(roots) else g).sort_values(["ts", "span_id"]).iloc[0]
-        rows.append(
-            {
-                "trace_id": trace_id,
-                "start_time": g["ts"].min(),
-                "end_time": g["end"].max(),
-                "root_service": root["service"],
-                "root_endpoint": root["endpoint"],
-                "root_span_id": root["span_id"] if len(roots) else None,
-                "duration_ms": (g["end"].max() - g["ts"].min()).total_seconds() * 1000,
-                "span_count": len(g),
-                "error_count": int((g["status_code"] >= 500).sum()),
-                "services": sorted(set(g["service"])),
-            }
-        )
-    return pd.DataFrame(rows).sort_values("trace_id").reset_index(drop=True)
-
-
-def read_index(store) -> pd.DataFrame:
-    got = store.fetch_df(f"SELECT * EXCLUDE (updated_at) FROM {tables.TRACE_INDEX} ORDER BY trace_id")
-    got["services"] = [sorted(v) for v in got["services"]]
-    return got
-
-
-def assert_index_equals(store, events) -> None:
-    got, want = read_index(store), expected_index(events)
-    assert list(got["trace_id"]) == list(want["trace_id"])
-    for col in ("root_service", "root_endpoint", "span_count", "error_count", "services"):
-        assert got[col].tolist() == want[col].tolist(), col
-    assert got["root_span_id"].where(got["root_span_id"].notna(), None).tolist() == want["root_span_id"].tolist()
-    for col in ("start_time", "end_time"):
-        assert (got[col] - want[col]).abs().max() <= pd.Timedelta(microseconds=1), col
-    assert (got["duration_ms"] - want["duration_ms"]).abs().max() < 1e-3
 
 
 def test_a_trace_across_ranges_and_batches_is_merged_once(store):

@@ -17,8 +17,7 @@ from dashboard.status import DEGRADED, HEALTHY, INCIDENT, ServiceStatus
 from dashboard.trace_queries import TraceSearch
 from observability.store import utcnow
 from tests.dashboard_fixtures import seed_dashboard
-from tests.test_trace_index import expected_index
-from tests.trace_fixtures import SHOWCASE_QUERY, seed_traces
+from tests.trace_fixtures import SHOWCASE_QUERY, expected_index, seed_traces
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 
