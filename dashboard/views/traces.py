@@ -100,6 +100,7 @@ def render_logs(trace_id: str) -> None:
 def render_trace(trace_id: str) -> None:
     if st.button("Back to the search", icon=":material/arrow_back:", key="trace_back"):
         del st.query_params["trace_id"]
+        st.session_state.pop("trace_id_input", None)  # or the search would open it again
         st.rerun()
     row = trace_data.trace_row(trace_id)
     if row.empty:
