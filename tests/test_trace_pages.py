@@ -187,3 +187,13 @@ def test_incidents_anomalies_and_overview_link_to_their_traces(traces):
     at = _page("overview")
     tiles = [p.proto.query_string for p in at.get("page_link") if p.proto.label == "traces"]
     assert any("service=payments" in q for q in tiles)
+
+
+def test_typing_a_trace_id_opens_it_and_back_returns_to_the_search(traces):
+    at = _page("traces")
+    at.text_input(key="trace_id_input").input(traces.showcase.upper()).run()
+    assert at.query_params["trace_id"] == traces.showcase
+    assert at.get("plotly_chart") and at.subheader[0].value == "gateway /api/checkout"
+    at.button(key="trace_back").click().run()
+    assert "trace_id" not in at.query_params
+    assert not at.get("plotly_chart") and len(at.dataframe[0].value) > 1  # the results again
