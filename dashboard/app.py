@@ -27,6 +27,7 @@ PAGES = [
     st.Page("views/traces.py", title="Traces", icon=":material/timeline:", url_path="traces"),
     st.Page("views/service_map.py", title="Service map", icon=":material/hub:", url_path="service-map"),
     st.Page("views/health.py", title="Health", icon=":material/monitor_heart:", url_path="health"),
+    st.Page("views/sql.py", title="SQL", icon=":material/terminal:", url_path="sql"),
 ]
 
 page = st.navigation(PAGES)

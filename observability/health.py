@@ -165,6 +165,11 @@ def check_narrator(settings: Settings, store: Store, now: datetime) -> CheckResu
     return _heartbeat(NARRATOR_HEARTBEAT, settings, store, now)
 
 
+def check_forecaster(settings: Settings, store: Store, now: datetime) -> CheckResult:
+    """The forecaster's heartbeat (opt-in: `run_all_checks(include_forecaster=True)`, as `make health` asks)."""
+    return _heartbeat(tables.FORECASTER_HEARTBEAT, settings, store, now)
+
+
 def narration_backlog(store: Store) -> tuple[int, datetime | None]:
     """(incidents awaiting a summary, oldest such change): the narrator's own definition."""
     return summaries.backlog(store)
@@ -273,12 +278,14 @@ def run_all_checks(
     now: datetime | None = None,
     include_airflow: bool = False,
     include_ingest: bool = False,
+    include_forecaster: bool = False,
 ) -> list[CheckResult]:
     """Every component check; an error inside a check becomes an unhealthy result."""
     settings = settings or get_settings()
     store = store or Store.from_settings(settings, max_wait_seconds=20)
     now = now or utcnow()
     checks = CHECKS + ((check_airflow,) if include_airflow else ()) + ((check_ingest,) if include_ingest else ())
+    checks += (check_forecaster,) if include_forecaster else ()
     results = []
     for check in checks:
         start = time.perf_counter()

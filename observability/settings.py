@@ -71,6 +71,24 @@ class Settings(BaseSettings):
     service_slas: dict[str, float] = Field(default_factory=dict, alias="SERVICE_SLAS")
     torch_device: str = Field("auto", alias="TORCH_DEVICE")
 
+    # --- forecasts and SLA risk (anomaly_detection.forecaster) ------------------
+    # how often the forecaster looks for a newly completed 5-minute bucket (it refits once per bucket)
+    forecast_interval_seconds: float = Field(60, gt=0, alias="FORECAST_INTERVAL_SECONDS")
+    forecast_history_days: float = Field(3, gt=0, alias="FORECAST_HISTORY_DAYS")
+    # level (%) of the stored prediction intervals (forecasts.lower/upper)
+    forecast_interval_level: int = Field(90, ge=50, le=99, alias="FORECAST_INTERVAL_LEVEL")
+    # a service is at risk when the chance of crossing an SLA within the hour is at least this
+    forecast_risk_probability: float = Field(0.5, gt=0, le=1, alias="FORECAST_RISK_PROBABILITY")
+    forecast_keep_hours: float = Field(24, gt=0, alias="FORECAST_KEEP_HOURS")
+    # JSON object service -> p99 SLA in ms; a service not named gets one learned from its own history
+    service_p99_slas: dict[str, float] = Field(default_factory=dict, alias="SERVICE_P99_SLAS")
+    # the server-error share (5xx / requests) no service should exceed
+    error_rate_sla: float = Field(0.05, gt=0, le=1, alias="ERROR_RATE_SLA")
+
+    # --- SQL console (dashboard page "SQL") ----------------------------------------
+    sql_console_timeout_seconds: float = Field(10, gt=0, alias="SQL_CONSOLE_TIMEOUT_SECONDS")
+    sql_console_max_rows: int = Field(5000, ge=1, alias="SQL_CONSOLE_MAX_ROWS")
+
     # --- llm -------------------------------------------------------------------
     ollama_url: str = Field("http://127.0.0.1:11434", alias="OLLAMA_URL")
     ollama_model: str = Field("qwen2.5-coder:0.5b", alias="OLLAMA_MODEL")

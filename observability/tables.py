@@ -34,6 +34,8 @@ TRACE_INDEX = "trace_index"  # writer: spark (one row per trace, merged across m
 OUTBOX = "outbox"  # writer: each stage that publishes after a commit, its own topics' rows (observability.outbox)
 ALERT_EVENTS = "alert_events"  # writer: anomaly_detection.notifier (one row per (incident, event) to notify)
 ALERT_DELIVERIES = "alert_deliveries"  # writer: anomaly_detection.notifier (every delivery attempt, per channel)
+FORECASTS = "forecasts"  # writer: anomaly_detection.forecaster (next hour per service and metric, with intervals)
+SLA_RISK = "sla_risk"  # writer: anomaly_detection.forecaster (per service and SLA: chance of crossing it in the hour)
 
 # `heartbeats.component` of each long-running service: written by that service
 # (`Store.heartbeat`), read by `observability.health` and the dashboard.
@@ -42,6 +44,10 @@ DETECTOR_HEARTBEAT = "detector"
 NARRATOR_HEARTBEAT = "narrator"
 INGEST_HEARTBEAT = "ingest"  # the OTLP receiver (ingest/)
 NOTIFIER_HEARTBEAT = "notifier"
+FORECASTER_HEARTBEAT = "forecaster"
+
+# `forecasts.metric` / `sla_risk.metric`: what the forecaster predicts, per 5-minute bucket of a service.
+FORECAST_METRICS = ("request_rate", "error_rate", "p95_latency_ms", "p99_latency_ms")
 
 _METRIC_COLUMNS = """
     request_count BIGINT NOT NULL,
@@ -306,6 +312,34 @@ CREATE TABLE IF NOT EXISTS {ALERT_DELIVERIES} (
 CREATE INDEX IF NOT EXISTS idx_alert_events_incident ON {ALERT_EVENTS} (incident_id);
 """,
     ),
+    (
+        11,
+        "forecasts (next hour per service and metric, 5-minute steps, prediction intervals) and sla_risk",
+        f"""
+CREATE TABLE IF NOT EXISTS {FORECASTS} (
+    service VARCHAR NOT NULL,
+    metric VARCHAR NOT NULL,          -- request_rate (requests/s) | error_rate (5xx share) | p95_latency_ms | p99_latency_ms
+    target_time TIMESTAMP NOT NULL,   -- start of the predicted 5-minute bucket
+    predicted DOUBLE NOT NULL,
+    lower DOUBLE NOT NULL,            -- prediction interval at FORECAST_INTERVAL_LEVEL %
+    upper DOUBLE NOT NULL,
+    made_at TIMESTAMP NOT NULL,       -- one value per forecaster run; the newest run per service is the current forecast
+    PRIMARY KEY (service, metric, target_time, made_at)
+);
+CREATE TABLE IF NOT EXISTS {SLA_RISK} (
+    service VARCHAR NOT NULL,
+    metric VARCHAR NOT NULL,          -- the forecast metric the SLA bounds: p99_latency_ms | p95_latency_ms | error_rate
+    sla DOUBLE NOT NULL,
+    sla_source VARCHAR NOT NULL,      -- configured | learned (from the service's own history)
+    probability DOUBLE NOT NULL,      -- chance that some bucket of the next hour is over the SLA (the highest step's)
+    crossing_time TIMESTAMP,          -- first bucket whose chance reaches FORECAST_RISK_PROBABILITY; NULL: none
+    predicted_peak DOUBLE NOT NULL,   -- highest predicted value within the hour
+    at_risk BOOLEAN NOT NULL,         -- probability >= FORECAST_RISK_PROBABILITY
+    made_at TIMESTAMP NOT NULL,       -- the forecaster run (forecasts.made_at) it was computed from
+    PRIMARY KEY (service, metric)
+);
+""",
+    ),
 ]
 
 SCHEMA_VERSION_DDL = f"""
@@ -339,4 +373,6 @@ ALL_TABLES = (
     OTEL_METRICS,
     ALERT_EVENTS,
     ALERT_DELIVERIES,
+    FORECASTS,
+    SLA_RISK,
 )

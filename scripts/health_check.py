@@ -56,7 +56,7 @@ def main() -> int:
     s = get_settings()
     unhealthy = []
 
-    results = run_all_checks(s, include_ingest=True)
+    results = run_all_checks(s, include_ingest=True, include_forecaster=True)
     if args.component:
         results = [r for r in results if args.component in r.component]
         for r in results:

@@ -37,6 +37,7 @@ def programs(s: Settings) -> dict[str, str]:
         "ingest": f"{PY} -m ingest",
         "spark": f"{PY} -m spark.streaming_job",
         "detector": f"{PY} -m anomaly_detection.detector",
+        "forecaster": f"{PY} -m anomaly_detection.forecaster",
         "narrator": f"{PY} -m llm.narrator",
         "notifier": f"{PY} -m anomaly_detection.notifier",
         "airflow-api-server": f"{airflow} api-server",

@@ -8,7 +8,10 @@ from pathlib import Path
 
 from anomaly_detection.evaluation import nab, scenarios
 
-DESCRIPTION = "`python -m anomaly_detection.evaluate scenarios|nab|rca ...`: detection and root-cause quality figures."
+DESCRIPTION = (
+    "`python -m anomaly_detection.evaluate scenarios|nab|rca|forecast ...`: detection, root-cause and forecast "
+    "quality figures."
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument(
         "--sensitivity", action="store_true", help="also re-rank the incidents varying each root-cause hyperparameter"
     )
+    f = sub.add_parser("forecast", help="forecaster accuracy on generator traffic (and NAB): MASE vs seasonal naive")
+    f.add_argument("--workdir", type=Path, default=Path("data/eval_forecast"), help="scratch DATA_DIR (recreated)")
+    f.add_argument("--days", type=float, default=4.0, help="days of generator traffic (history + evaluated)")
+    f.add_argument("--rate", type=float, default=2.0, help="generator root requests per second")
+    f.add_argument("--seed", type=int, default=11)
+    f.add_argument("--nab", type=Path, default=None, help="the NAB dataset folder (its 5-minute series are added)")
     args = p.parse_args(argv)
+    if args.cmd == "forecast":
+        from anomaly_detection.evaluation import forecast
+
+        print(
+            forecast.report(
+                forecast.run(args.workdir, days=args.days, rate=args.rate, seed=args.seed, nab_data=args.nab)
+            )
+        )
+        return 0
     if args.cmd == "rca":
         from anomaly_detection.evaluation import pipeline, rca
 

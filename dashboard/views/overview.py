@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, data, trace_data, ui
+from dashboard import charts, data, sla_panel, trace_data, ui
 from dashboard.ranges import get_range
 from dashboard.status import DEGRADED, HEALTHY, INCIDENT, as_list, service_statuses
 
@@ -96,3 +96,4 @@ def live_overview(range_key: str, services: list[str]) -> None:
 
 
 live_overview(tr.key, selected)
+sla_panel.render_sla_risk()
