@@ -62,8 +62,12 @@ class ForecastService:
         self.settings = settings
         self.store = store or Store.from_settings(settings, max_wait_seconds=settings.detect_lock_wait_seconds)
         self._last_origin: datetime | None = None
+        self._migrated = False
 
     def run_once(self, *, force: bool = False) -> ForecastRun:
+        if not self._migrated:  # an existing DATA_DIR may predate the forecasts tables (migration 11)
+            self.store.migrate()
+            self._migrated = True
         end = cutoff(self.store)
         if end is None:
             log.info("forecaster: no service_metrics yet")

@@ -38,6 +38,10 @@ SEASON_BUCKETS = 288  # one day of 5-minute buckets
 MIN_BUCKETS = 3  # below this a series gets no forecast
 MIN_ETS_BUCKETS = 12  # below this the historic mean stands in for AutoETS
 LOG_METRICS = frozenset({"request_rate", "p95_latency_ms", "p99_latency_ms"})
+# MSTL's interval comes from its trend model alone, so it leaves out the error of a daily season
+# estimated from only a few days: its 90 % interval held 73 % of generator outcomes (`evaluate
+# forecast`, seed 11). Its half-widths are scaled by this factor (in model space): 89-93 % then.
+INTERVAL_WIDENING = {"mstl_daily": 1.5}
 
 
 @dataclass(frozen=True)
@@ -183,9 +187,11 @@ def _rows(fc: pd.DataFrame, ids: dict[str, SeriesKey], level: int) -> pd.DataFra
     out = []
     for uid, g in fc.groupby("unique_id", sort=False):
         key = ids[str(uid)]
-        pred = from_model_space(key.metric, g["fc"].to_numpy(dtype=float))
-        lo = from_model_space(key.metric, g[f"fc-lo-{level}"].to_numpy(dtype=float))
-        hi = from_model_space(key.metric, g[f"fc-hi-{level}"].to_numpy(dtype=float))
+        m = g["fc"].to_numpy(dtype=float)
+        widen = INTERVAL_WIDENING.get(str(g["model"].iloc[0]), 1.0)
+        lo_m = m - widen * (m - g[f"fc-lo-{level}"].to_numpy(dtype=float))
+        hi_m = m + widen * (g[f"fc-hi-{level}"].to_numpy(dtype=float) - m)
+        pred, lo, hi = (from_model_space(key.metric, v) for v in (m, lo_m, hi_m))
         out.append(
             pd.DataFrame(
                 {

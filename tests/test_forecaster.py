@@ -18,6 +18,7 @@ from anomaly_detection import forecasting, sla_risk
 from anomaly_detection.forecast_service import ForecastService
 from observability import forecasts, tables
 from observability.settings import Settings
+from observability.store import Store
 from tests.seeding import metrics_frame, seed_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,9 +164,12 @@ def test_old_runs_are_pruned_and_risk_rows_replaced(store):
     assert set(forecasts.sla_risk(store)["service"]) == {"checkout"}
 
 
-def test_no_windows_yet_is_not_an_error(store):
-    run = ForecastService(Settings(), store).run_once(force=True)
+def test_no_windows_yet_is_not_an_error_and_the_schema_is_created(settings):
+    assert not settings.duckdb_path.exists()  # a fresh DATA_DIR: nothing migrated yet
+    run = ForecastService(settings).run_once(force=True)
     assert not run.refreshed and run.rows == 0
+    versions = Store.from_settings(settings).fetch_all(f"SELECT version FROM {tables.SCHEMA_VERSION}")
+    assert settings.duckdb_path.exists() and (11,) in versions  # migrated: the forecasts tables exist
 
 
 def test_cli_once_prints_its_summary(store, settings):

@@ -122,15 +122,17 @@ ENGINE_REFUSES = [
 ]
 
 
-@pytest.mark.parametrize("sql", ENGINE_REFUSES)
-def test_the_connection_refuses_even_what_the_checker_would_miss(seeded_db, tmp_path, sql):
-    """The second layer: statements run on the console's connection without `check`."""
+def test_the_connection_refuses_even_what_the_checker_would_miss(seeded_db, tmp_path):
+    """The second layer: each statement run on the console's connection without `check`."""
     (tmp_path / "x.csv").write_text("a\n1\n")
     with sql_console.connect(seeded_db) as con:
-        with pytest.raises(duckdb.Error):
-            con.execute(sql.format(tmp=tmp_path)).fetchall()
+        for sql in ENGINE_REFUSES:
+            with pytest.raises(duckdb.Error):
+                con.execute(sql.format(tmp=tmp_path)).fetchall()
+                pytest.fail(f"the connection ran: {sql}")
         assert con.execute("SELECT count(*) FROM service_metrics").fetchone()[0] == 60
         assert con.execute("SELECT current_setting('access_mode')").fetchone()[0] == "read_only"
+        assert con.execute("SELECT current_setting('enable_external_access')").fetchone()[0] is False
     assert not (tmp_path / "out.csv").exists() and not (tmp_path / "other.duckdb").exists()
 
 
