@@ -151,7 +151,7 @@ with editor:
     if st.button("Run", type="primary", key="sql_run"):
         _run(sql)
     _render_saved_controls(sql)
-with docs_col:
+    _render_result()
+with docs_col, st.container(height=720, border=False):
     _render_docs()
-_render_result()
 ui.updated_caption(data.now())
