@@ -16,13 +16,13 @@ from datetime import datetime, timedelta
 import pandas as pd
 
 from anomaly_detection import data, forecasting, sla_risk
-from observability import tables
+from observability import forecasts, tables
 from observability.logs import get_logger
 from observability.settings import Settings
 from observability.store import Store, utcnow
 
 log = get_logger(__name__)
-FORECAST_COLUMNS = ["service", "metric", "target_time", "predicted", "lower", "upper", "made_at"]
+FORECAST_COLUMNS = list(forecasts.FORECAST_COLUMNS)
 
 
 @dataclass

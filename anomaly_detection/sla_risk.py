@@ -24,22 +24,14 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
+from observability import forecasts
+
 CONFIGURED = "configured"
 LEARNED = "learned"
 LEARN_QUANTILE = 0.99
 LEARN_HEADROOM = 1.25
 LEARN_MIN_WINDOWS = 30
-RISK_COLUMNS = [
-    "service",
-    "metric",
-    "sla",
-    "sla_source",
-    "probability",
-    "crossing_time",
-    "predicted_peak",
-    "at_risk",
-    "made_at",
-]
+RISK_COLUMNS = list(forecasts.RISK_COLUMNS)  # the sla_risk table's columns
 
 
 @dataclass(frozen=True)

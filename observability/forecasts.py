@@ -13,8 +13,20 @@ import pandas as pd
 from observability import tables
 from observability.store import Store
 
-RISK_COLUMNS = "service, metric, sla, sla_source, probability, crossing_time, predicted_peak, at_risk, made_at"
-AT_RISK_SQL = f"SELECT {RISK_COLUMNS} FROM {tables.SLA_RISK} WHERE at_risk ORDER BY probability DESC, service, metric"
+FORECAST_COLUMNS = ("service", "metric", "target_time", "predicted", "lower", "upper", "made_at")
+RISK_COLUMNS = (
+    "service",
+    "metric",
+    "sla",
+    "sla_source",
+    "probability",
+    "crossing_time",
+    "predicted_peak",
+    "at_risk",
+    "made_at",
+)
+_RISK_SELECT = ", ".join(RISK_COLUMNS)
+AT_RISK_SQL = f"SELECT {_RISK_SELECT} FROM {tables.SLA_RISK} WHERE at_risk ORDER BY probability DESC, service, metric"
 CURRENT_FORECASTS_SQL = f"""
     SELECT f.service, f.metric, f.target_time, f.predicted, f.lower, f.upper, f.made_at
     FROM {tables.FORECASTS} f
@@ -27,7 +39,7 @@ CURRENT_FORECASTS_SQL = f"""
 def sla_risk(store: Store) -> pd.DataFrame:
     """Every (service, SLA) of the newest assessment, the riskiest first."""
     return store.fetch_df(
-        f"SELECT {RISK_COLUMNS} FROM {tables.SLA_RISK} ORDER BY at_risk DESC, probability DESC, service, metric"
+        f"SELECT {_RISK_SELECT} FROM {tables.SLA_RISK} ORDER BY at_risk DESC, probability DESC, service, metric"
     )
 
 
