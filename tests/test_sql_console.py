@@ -41,6 +41,9 @@ REFUSED = {
     "checkpoint": ("CHECKPOINT", "CALL and CHECKPOINT"),
     "vacuum": ("VACUUM", "VACUUM"),
     "begin": ("BEGIN TRANSACTION", "transactions"),
+    "use": ("USE memory", "SET, RESET and USE"),
+    "prepare": ("PREPARE q AS SELECT 1", "not read-only"),
+    "set variable": ("SET VARIABLE x = 1", "SET, RESET and USE"),
     # file-reading functions and paths
     "read_csv": ("SELECT * FROM read_csv('/etc/passwd')", "read_csv()"),
     "read_csv_auto": ("SELECT * FROM read_csv_auto('/etc/passwd')", "read_csv_auto()"),
