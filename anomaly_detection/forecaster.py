@@ -11,6 +11,7 @@ import threading
 
 import duckdb
 
+from observability import metrics
 from observability.logs import get_logger
 from observability.run_loop import run_loop, stop_on_signals
 from observability.settings import get_settings
@@ -43,11 +44,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def observe(run) -> None:
+    """A forecaster cycle as metrics: forecast rows written, series skipped, SLA pairs at risk, data lag."""
+    if not run.refreshed:
+        return
+    metrics.record_batch(
+        metrics.FORECASTER,
+        kind="series",
+        rows_in=run.series,
+        rows_out=run.rows,
+        out_kind="forecast",
+        rejects={"too_little_history": len(run.skipped)},
+        newest_event_time=run.origin,
+    )
+    metrics.BACKLOG.labels(metrics.FORECASTER).set(len(run.at_risk))
+
+
 def run_forever(service, interval: float, stop: threading.Event | None = None) -> None:
     """Look for a new complete bucket every `interval` seconds until SIGTERM/SIGINT (or `stop`)."""
     stop = stop if stop is not None else stop_on_signals()
+    metrics.serve(metrics.FORECASTER, service.settings)
     run_loop(
-        service.run_once,
+        metrics.instrumented(metrics.FORECASTER, service.run_once, observe),
         interval,
         stop=stop,
         max_backoff=MAX_BACKOFF_SECONDS,

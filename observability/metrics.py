@@ -26,7 +26,7 @@ from observability.logs import get_logger
 log = get_logger(__name__)
 
 # Services with a /metrics port: name -> the Settings field holding it (env METRICS_PORT_<NAME>).
-GENERATOR, INGEST, SPARK, DETECTOR, NARRATOR, MODEL_SERVER, NOTIFIER = (
+GENERATOR, INGEST, SPARK, DETECTOR, NARRATOR, MODEL_SERVER, NOTIFIER, FORECASTER = (
     "generator",
     "ingest",
     "spark",
@@ -34,8 +34,9 @@ GENERATOR, INGEST, SPARK, DETECTOR, NARRATOR, MODEL_SERVER, NOTIFIER = (
     "narrator",
     "model_server",
     "notifier",
+    "forecaster",
 )
-SERVICES = (GENERATOR, INGEST, SPARK, DETECTOR, NARRATOR, MODEL_SERVER, NOTIFIER)
+SERVICES = (GENERATOR, INGEST, SPARK, DETECTOR, NARRATOR, MODEL_SERVER, NOTIFIER, FORECASTER)
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 SERVICE_INFO = Gauge("observability_service_info", "1 for the service this process runs", ["service"])

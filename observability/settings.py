@@ -141,6 +141,7 @@ class Settings(BaseSettings):
     metrics_port_narrator: int = Field(9105, ge=0, le=65535, alias="METRICS_PORT_NARRATOR")
     metrics_port_model_server: int = Field(9106, ge=0, le=65535, alias="METRICS_PORT_MODEL_SERVER")
     metrics_port_notifier: int = Field(9107, ge=0, le=65535, alias="METRICS_PORT_NOTIFIER")
+    metrics_port_forecaster: int = Field(9108, ge=0, le=65535, alias="METRICS_PORT_FORECASTER")
 
     # --- airflow / dashboard / retention -------------------------------------
     retention_days: int = Field(7, ge=1, alias="RETENTION_DAYS")

@@ -70,6 +70,7 @@ def metrics_ports(s: Settings) -> dict[str, int]:
         "detector": s.metrics_port_detector,
         "narrator": s.metrics_port_narrator,
         "notifier": s.metrics_port_notifier,
+        "forecaster": s.metrics_port_forecaster,
     }
 
 

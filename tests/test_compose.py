@@ -131,6 +131,7 @@ def test_each_service_publishes_its_metrics_port_on_localhost():
         "detector": s.metrics_port_detector,
         "narrator": s.metrics_port_narrator,
         "notifier": s.metrics_port_notifier,
+        "forecaster": s.metrics_port_forecaster,
     }
     for name, port in expected.items():
         assert f"127.0.0.1:{port}:{port}" in SERVICES[name].get("ports", []), name

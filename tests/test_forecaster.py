@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -19,6 +21,7 @@ from anomaly_detection.forecast_service import ForecastService
 from observability import forecasts, tables
 from observability.settings import Settings
 from observability.store import Store
+from tests.prometheus_scrape import free_port, value, wait_for_metric
 from tests.seeding import metrics_frame, seed_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,6 +188,35 @@ def test_cli_once_prints_its_summary(store, settings):
     assert "forecaster summary: refreshed=True" in out.stdout and "services=1" in out.stdout
     beat = store.fetch_one(f"SELECT component FROM {tables.HEARTBEATS} WHERE component = 'forecaster'")
     assert beat == ("forecaster",)
+
+
+def test_the_loop_serves_metrics_and_stops_on_sigterm(store, data_dir):
+    seed_metrics(store, services=("payments", "search"), minutes=20, seed=2)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DATA_DIR": str(data_dir),
+        "METRICS_PORT_FORECASTER": str(port),
+        "FORECAST_INTERVAL_SECONDS": "0.5",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "anomaly_detection.forecaster"], cwd=ROOT, env=env)
+    try:
+        samples = wait_for_metric(
+            port, "observability_events_out_total", timeout=90, stage="forecaster", kind="forecast"
+        )
+        # 2 services x 4 metrics, 12 steps each; refitted once: no new bucket in the seeded data
+        assert value(samples, "observability_events_out_total", stage="forecaster", kind="forecast") == 96
+        assert value(samples, "observability_events_in_total", stage="forecaster", kind="series") == 8
+        assert value(samples, "observability_batch_duration_seconds_count", stage="forecaster") >= 1
+        assert value(samples, "observability_service_info", service="forecaster") == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert store.fetch_one(f"SELECT count(DISTINCT made_at) FROM {tables.FORECASTS}")[0] == 1
 
 
 @pytest.fixture
