@@ -19,6 +19,8 @@ from observability.bronze import read_events
 from observability.dead_letter import make_dead_letter
 from observability.schema import format_timestamp
 from observability.transport import create_producer, create_reader
+from spark.checkpoint import committed_offsets
+from spark.progress import backlog
 from spark.transforms import PERCENTILE_ACCURACY
 from tests.kafka_broker import PAD_SERVICE, kafka_broker, pad_partitions  # noqa: F401  (session fixture)
 from tests.spark_fixtures import (
@@ -133,6 +135,9 @@ def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, t
     assert "errors 0" in reader_out and "ERROR" not in reader_out, reader_out
     assert int(reader_out.split("reads")[1].split()[0]) > 0
     assert f"spark: {len(events) + len(INVALID_LINES)} events" in proc.stdout
+    # the progress bar's backlog reads the committed offsets from the checkpoint: nothing is left
+    assert committed_offsets(settings.checkpoint_dir / "metrics") == len(events) + len(INVALID_LINES)
+    assert backlog(settings, settings.checkpoint_dir / "metrics") == 0
 
     # 1. aggregates equal a direct GROUP BY over the input, at both levels
     _assert_metrics_match(store, events, by_endpoint=False)
