@@ -105,7 +105,7 @@ class TansuBroker:
             for k, v in os.environ.items()
             if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "CLUSTER_ID")
         }
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - the broker's output for its life; closed by stop()
         self.proc = subprocess.Popen(
             [
                 broker_binary(),

@@ -143,4 +143,4 @@ def test_bronze_files_written_before_kind_read_as_server_spans(tmp_path):
     assert list(got.columns) == list(EVENT_FIELDS) and got.kind.tolist() == ["server"]
     bronze.write_events(tmp_path, old.assign(event_id="b2", kind="client"))
     got = bronze.read_events(tmp_path, *window)
-    assert dict(zip(got.event_id, got.kind)) == {"a1": "server", "b2": "client"}
+    assert dict(zip(got.event_id, got.kind, strict=True)) == {"a1": "server", "b2": "client"}

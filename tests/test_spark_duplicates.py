@@ -20,7 +20,7 @@ from kafka.errors import KafkaTimeoutError
 from observability.bronze import read_events
 from observability.schema import format_timestamp
 from observability.transport.kafka import KafkaProducerTransport
-from tests.kafka_broker import consume, kafka_broker  # noqa: F401  (session fixture)
+from tests.kafka_broker import consume
 from tests.spark_fixtures import job_env, make_events, publish, run_job
 from tests.test_spark_job import _assert_metrics_match, _minute
 

@@ -22,7 +22,7 @@ from observability.transport import create_producer, create_reader
 from spark.checkpoint import committed_offsets
 from spark.progress import backlog
 from spark.transforms import PERCENTILE_ACCURACY
-from tests.kafka_broker import PAD_SERVICE, kafka_broker, pad_partitions  # noqa: F401  (session fixture)
+from tests.kafka_broker import PAD_SERVICE, pad_partitions
 from tests.spark_fixtures import (
     INVALID_LINES,
     ROOT,
@@ -180,7 +180,7 @@ def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, t
         "SELECT parent_service, child_service, sum(call_count) calls FROM service_dependencies GROUP BY ALL"
     )
     assert {("gateway", "checkout"), ("checkout", "payments"), ("search", "inventory")} <= set(
-        zip(edges.parent_service, edges.child_service)
+        zip(edges.parent_service, edges.child_service, strict=True)
     )
     with create_reader(settings) as r:
         ends = r.end_offsets(settings.aggregated_topic)
