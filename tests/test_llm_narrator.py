@@ -15,7 +15,7 @@ import pytest
 from llm import grounding, prompt
 from llm.client import LLMRefused, LLMUnavailable, NarratorLLM
 from llm.facts import TEMPLATE_REASON, build_facts, known_services
-from llm.narration import Narrator, pending_incidents, summarise
+from llm.summary_writer import Narrator, pending_incidents, summarise
 from observability import bronze
 from observability.store import utcnow
 from tests.llm_fixtures import DEFAULT_MODEL, TEST_MODEL, error_events, free_port, model_server, seed_scenario
