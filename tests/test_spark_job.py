@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -22,7 +21,7 @@ from observability.transport import create_producer, create_reader
 from spark.checkpoint import committed_offsets
 from spark.progress import backlog
 from spark.transforms import PERCENTILE_ACCURACY
-from tests.kafka_broker import PAD_SERVICE, pad_partitions
+from tests.kafka_broker import PAD_SERVICE, fresh_topics, pad_partitions
 from tests.spark_fixtures import (
     INVALID_LINES,
     ROOT,
@@ -382,10 +381,7 @@ def test_exactly_once_after_sigkill_mid_backlog(data_dir, settings, store):
 def test_job_over_kafka_transport(kafka_broker, data_dir, store):
     from observability.settings import Settings
 
-    suffix = uuid.uuid4().hex[:8]
-    topics = {
-        f"KAFKA_{n}_TOPIC": f"{n.lower()}_{suffix}" for n in ("RAW_EVENTS", "AGGREGATED", "ANOMALIES", "DEAD_LETTER")
-    }
+    topics = fresh_topics(("RAW_EVENTS", "AGGREGATED", "ANOMALIES", "DEAD_LETTER"))
     env = job_env(data_dir, TRANSPORT="kafka", KAFKA_BROKER=kafka_broker, TOPIC_PARTITIONS=3, **topics)
     settings = Settings(
         DATA_DIR=str(data_dir), TRANSPORT="kafka", KAFKA_BROKER=kafka_broker, TOPIC_PARTITIONS=3, **topics
