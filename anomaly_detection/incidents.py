@@ -238,7 +238,7 @@ def call_depths(deps: pd.DataFrame) -> dict[str, int]:
     """Depth of each service in the call graph (callers with no caller = 0; longest path)."""
     children: dict[str, set[str]] = {}
     parents: dict[str, set[str]] = {}
-    for p, c in zip(deps.get("parent_service", []), deps.get("child_service", [])):
+    for p, c in zip(deps.get("parent_service", []), deps.get("child_service", []), strict=True):
         if p == c:
             continue
         children.setdefault(p, set()).add(c)
@@ -271,7 +271,9 @@ def relate(
     onset = a.groupby("service")["window_start"].min().to_dict()
     onset.setdefault(inc.service, inc.started_at)
     anomalous = set(onset)
-    edges = [(p, c) for p, c in zip(deps.get("parent_service", []), deps.get("child_service", [])) if p != c]
+    edges = [
+        (p, c) for p, c in zip(deps.get("parent_service", []), deps.get("child_service", []), strict=True) if p != c
+    ]
     neighbours: dict[str, set[str]] = {}
     for p, c in edges:
         if p in anomalous and c in anomalous:

@@ -33,18 +33,11 @@ from dashboard import queries, server  # noqa: E402
 from dashboard.ranges import RANGES  # noqa: E402
 from observability import tables  # noqa: E402
 from observability.store import Store, utcnow  # noqa: E402
+from tests.dashboard_fixtures import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 GOAL_SECONDS = 2.0
 SERVICES = [f"svc-{i:02d}" for i in range(10)]
 DAYS = 7
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 
 def seed(store: Store) -> int:
@@ -146,7 +139,7 @@ def render_times(url: str, runs: int, charts: int, wait_text: str | None = None)
 
     out: dict[str, list[float]] = {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             viewport = {"width": 1500, "height": 1800}
             warm_ctx = browser.new_context(viewport=viewport)

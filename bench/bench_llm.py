@@ -30,7 +30,7 @@ from llm.client import NarratorLLM  # noqa: E402
 from llm.facts import build_facts, known_services  # noqa: E402
 from llm.grounding import check  # noqa: E402
 from llm.model_files import ensure_model_file  # noqa: E402
-from llm.narration import store_summary, summarise  # noqa: E402
+from llm.summary_writer import store_summary, summarise  # noqa: E402
 from llm.template import template_summary  # noqa: E402
 from observability.settings import Settings  # noqa: E402
 from observability.store import Store  # noqa: E402

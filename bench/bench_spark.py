@@ -199,7 +199,7 @@ def run_latency(data_dir: Path, rate: int, seconds: float, warmup: float) -> dic
     store = Store(settings.duckdb_path)
     trigger_s = settings.trigger_seconds
     env = job_env(data_dir)
-    job_log = open(data_dir.parent / "latency-job.log", "w")
+    job_log = open(data_dir.parent / "latency-job.log", "w")  # noqa: SIM115 - the job's stderr for its whole run; closed in the finally below
     proc = subprocess.Popen(
         [sys.executable, "-m", "spark.streaming_job"],
         cwd=ROOT,
@@ -261,9 +261,7 @@ def run_latency(data_dir: Path, rate: int, seconds: float, warmup: float) -> dic
                     # measure once the job has caught up with the start-up backlog (JVM warm-up)
                     row = store.fetch_one("SELECT max(max_event_time) FROM stream_progress")
                     caught_up = (
-                        row
-                        and row[0] is not None
-                        and (tick - row[0].replace(tzinfo=UTC).timestamp() < 3 * trigger_s)
+                        row and row[0] is not None and (tick - row[0].replace(tzinfo=UTC).timestamp() < 3 * trigger_s)
                     )
                     if caught_up or tick - t_start > warmup + 120:
                         measuring, t_measure = True, tick

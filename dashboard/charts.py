@@ -259,7 +259,7 @@ def waterfall_chart(rows: pd.DataFrame) -> go.Figure:
             ),
             text=[
                 f"{d:.0f} ms" + (f" · {int(c)}" if e else "")
-                for d, c, e in zip(rows["duration_ms"], rows["status_code"].fillna(0), errors)
+                for d, c, e in zip(rows["duration_ms"], rows["status_code"].fillna(0), errors, strict=True)
             ],
             textposition="outside",
             customdata=rows[["service", "endpoint", "status_code", "error_message"]].astype(str).values,

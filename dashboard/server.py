@@ -6,6 +6,7 @@ tests and the benchmark, so all three run the exact command a user runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -61,8 +62,8 @@ def start(
 ) -> subprocess.Popen:
     """Launch `streamlit run dashboard/app.py` (or another app) in its own process group."""
     full_env = {**os.environ, **(env or {})}
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    try:
+    # the child keeps its own copy of the log's descriptor: ours closes once it is started
+    with open(log_path, "ab") if log_path else contextlib.nullcontext(subprocess.DEVNULL) as out:
         return subprocess.Popen(
             command(host, port, app=app),
             cwd=ROOT,
@@ -71,9 +72,6 @@ def start(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    finally:
-        if log_path:
-            out.close()
 
 
 def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:

@@ -94,7 +94,7 @@ class LabelSink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         now = datetime.now(UTC).isoformat()
         with open(self.path, "a", encoding="utf-8") as f:
-            for row, ev in zip(rows, shown):
+            for row, ev in zip(rows, shown, strict=True):
                 f.write(
                     json.dumps(
                         {

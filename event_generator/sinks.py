@@ -73,7 +73,7 @@ class FileSink:
     def __init__(self, path: Path, settings: Settings) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "wb")
+        self._f = open(self.path, "wb")  # noqa: SIM115 - open for the sink's life, closed by close()
         self.events_topic = settings.raw_events_topic
         self.dead_letter_topic = settings.dead_letter_topic
         self.target = str(self.path)

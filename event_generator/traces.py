@@ -50,8 +50,8 @@ class TraceBuilder:
         schedule = self.schedule
         eff = schedule.effect(service, start) if schedule.by_service else NO_EFFECT
         # Same draws every time, faults or not.
-        span_id = "%016x" % (r.getrandbits(64) | 1)
-        event_id = "%032x" % r.getrandbits(128)
+        span_id = f"{r.getrandbits(64) | 1:016x}"
+        event_id = f"{r.getrandbits(128):032x}"
         self_ms = r.lognormvariate(_MU[(service, ep.name)], ep.sigma) * load
         pre = self_ms * (0.2 + 0.4 * r.random())  # self time spent before the first call
         rnd = r.random

@@ -2,7 +2,7 @@
 
 xllamacpp embeds llama.cpp's server loop; we only use its in-process request
 handlers (OpenAI-style JSON in, JSON or chunks out) and translate to the Ollama
-API in `llm.server`. The handlers release the GIL while generating, so the HTTP
+API in `llm.ollama_api`. The handlers release the GIL while generating, so the HTTP
 event loop stays responsive; a lock serialises generations because a small CPU
 box is fastest running one at a time (and the prompt prefix stays cached in the
 single slot between narrator calls).

@@ -41,7 +41,7 @@ from pathlib import Path
 from llm import grounding
 from llm.client import NarratorLLM
 from llm.facts import SYMPTOM_METRIC, build_facts, known_services
-from llm.narration import store_summary, summarise
+from llm.summary_writer import store_summary, summarise
 from llm.template import template_summary
 from observability import bronze, tables
 from observability.settings import Settings

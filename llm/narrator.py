@@ -1,4 +1,4 @@
-"""`python -m llm.narrator [--once]`: grounded incident summaries (see llm.narration).
+"""`python -m llm.narrator [--once]`: grounded incident summaries (see llm.summary_writer).
 
 `--once` summarises every pending incident and exits: 0 when none is left
 pending, 2 when the model server could not be reached or does not serve the
@@ -11,7 +11,7 @@ summarised. It prints one line:
 import argparse
 import sys
 
-from llm.narration import Narrator
+from llm.summary_writer import Narrator
 from observability.run_loop import stop_on_signals
 from observability.settings import get_settings
 

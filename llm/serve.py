@@ -1,4 +1,4 @@
-"""`python -m llm.serve`: the local Ollama-compatible model server (see llm.server).
+"""`python -m llm.serve`: the local Ollama-compatible model server (see llm.ollama_api).
 
 Everything it needs comes from the settings (environment or `.env`); the only
 arguments are `--help`, which prints them and starts nothing.
@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llm.serve", description=DESCRIPTION)
     parser.parse_args(argv)
     # imported only now: `--help` must not load llama.cpp
-    from llm.server import serve
+    from llm.ollama_api import serve
     from observability.settings import get_settings
 
     return serve(get_settings())

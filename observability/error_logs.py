@@ -69,4 +69,4 @@ def top_error_lines(src: Source, service: str, start: datetime, end: datetime, l
         GROUP BY line ORDER BY n DESC, last_seen DESC, line LIMIT {int(limit)}
     """
     df = _df(src, sql, [service, start, end])
-    return [(str(line), int(n)) for line, n in zip(df["line"], df["n"])]
+    return [(str(line), int(n)) for line, n in zip(df["line"], df["n"], strict=True)]

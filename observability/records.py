@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import pairwise
 from typing import Any
 
 from observability.columns import Column, names
@@ -180,7 +181,7 @@ def validate_metric_point(obj: Any, *, now_ms: int | None = None) -> dict[str, A
             raise InvalidEvent("bucket_bounds: null bucket")
         if counts and len(counts) != len(bounds) + 1:
             raise InvalidEvent("bucket_counts: must have one more entry than bucket_bounds")
-        if any(lo >= hi for lo, hi in zip(row["bucket_bounds"], row["bucket_bounds"][1:])):
+        if any(lo >= hi for lo, hi in pairwise(row["bucket_bounds"])):
             raise InvalidEvent("bucket_bounds: must be strictly increasing")
         if counts and sum(row["bucket_counts"]) != row["count"]:
             raise InvalidEvent("bucket_counts: must add up to count")

@@ -6,5 +6,7 @@ OTLP logs and metric points -> the `logs` and `otel_metrics` tables.
 `staging` (bronze files and per-range manifests written by the source),
 `transforms` (pure DataFrame functions), `otlp_records` (logs and metrics
 topics: one parse per range), `sink` (DuckDB upsert sink),
-`streaming_job` (wiring, CLI).
+`supervisor` (starts, restarts, stops the queries), `publish` (aggregated-metrics
+records via the outbox), `progress` (terminal progress bar), `checkpoint` (reads
+Spark's checkpoint), `streaming_job` (wiring, CLI).
 """

@@ -34,3 +34,29 @@ def batch_watermark_ms(checkpoint: Path, batch_id: int) -> int:
         return int(json.loads(lines[1]).get("batchWatermarkMs", 0))
     except (FileNotFoundError, IndexError, ValueError):
         return 0
+
+
+def committed_offsets(checkpoint: Path) -> int:
+    """Records the query has committed: the end offsets of its last committed batch, summed.
+
+    Spark writes `<checkpoint>/commits/<batch>` once batch `batch` is done; the
+    batch's offset-log entry holds, on its third line, the source's end offset
+    (our sources: `{"partition": offset}`; Kafka's: `{"topic": {"partition":
+    offset}}`). 0 before the first commit or when the log is unreadable."""
+    commits = Path(checkpoint) / "commits"
+    if not commits.is_dir():
+        return 0
+    ids = sorted(int(p.name) for p in commits.iterdir() if p.name.isdigit())
+    if not ids:
+        return 0
+    try:
+        lines = (Path(checkpoint) / "offsets" / str(ids[-1])).read_text().splitlines()
+        return _sum_offsets(json.loads(lines[2]))
+    except (FileNotFoundError, IndexError, TypeError, ValueError):
+        return 0
+
+
+def _sum_offsets(offsets) -> int:
+    if isinstance(offsets, dict):
+        return sum(_sum_offsets(v) for v in offsets.values())
+    return int(offsets)

@@ -113,7 +113,7 @@ def save_ids(
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     os.replace(tmp, path)
-    for f_start, f_end, old in _files(directory, topic, partition):
+    for _start, f_end, old in _files(directory, topic, partition):
         if f_end <= start - horizon:  # below every later range's horizon (and this one's)
             old.unlink(missing_ok=True)
 

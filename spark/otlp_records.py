@@ -128,7 +128,9 @@ def parse_range(stream: RecordStream, topic: str, records: Iterable[Record]) -> 
             for name in fields:
                 cols[name].append(None)
             for name, value in zip(
-                rejects, (now_ms, f"spark:{topic}:{rec.partition}:{rec.offset}", reason, _payload_text(rec.value))
+                rejects,
+                (now_ms, f"spark:{topic}:{rec.partition}:{rec.offset}", reason, _payload_text(rec.value)),
+                strict=True,
             ):
                 cols[name].append(value)
             continue

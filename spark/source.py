@@ -351,7 +351,9 @@ class _NativeStager:
         by_partition: dict[int, list[Record]] = {}
         for batch in batches:
             d = batch.to_pydict()
-            for p, o, ts, k, v in zip(d["partition"], d["offset"], d["timestamp_ms"], d["key"], d["value"]):
+            for p, o, ts, k, v in zip(
+                d["partition"], d["offset"], d["timestamp_ms"], d["key"], d["value"], strict=True
+            ):
                 by_partition.setdefault(p, []).append(Record(topic, p, o, ts, k, v))
         for p, records in sorted(by_partition.items()):
             records.sort(key=lambda r: r.offset)
@@ -383,6 +385,6 @@ def _event_batches(valid: pa.Table) -> Iterator[pa.RecordBatch]:
     """The aggregation columns of staged bronze rows, as Spark's Arrow input wants them."""
     cols = [
         valid.column(name).cast(field.type) if name == "timestamp" else valid.column(name)
-        for name, field in zip(AGGREGATION_FIELDS, EVENT_ARROW_SCHEMA)
+        for name, field in zip(AGGREGATION_FIELDS, EVENT_ARROW_SCHEMA, strict=True)
     ]
     yield from pa.Table.from_arrays(cols, schema=EVENT_ARROW_SCHEMA).to_batches(max_chunksize=_YIELD_ROWS)

@@ -188,7 +188,7 @@ class RangeParser:
         if ev.attributes is not None:
             row[_ATTRIBUTES] = _attributes_json(ev.attributes)
         c = self._cols
-        for col, value in zip(c, row):
+        for col, value in zip(c, row, strict=True):
             col.append(value)
         if len(c[0]) >= _CHUNK:
             self._flush()
@@ -197,7 +197,7 @@ class RangeParser:
         if not self._cols[0]:
             return
         arrays = []
-        for col, field in zip(self._cols, BRONZE_SCHEMA):
+        for col, field in zip(self._cols, BRONZE_SCHEMA, strict=True):
             if field.name == "timestamp":
                 arrays.append(pa.array(col, pa.int64()).cast(field.type))
             else:
@@ -215,9 +215,9 @@ class RangeParser:
         return pa.array(self._offsets, pa.int64())
 
     def rejects_table(self) -> pa.Table:
-        cols = list(zip(*self.rejects)) if self.rejects else [[], [], [], []]
+        cols = list(zip(*self.rejects, strict=True)) if self.rejects else [[], [], [], []]
         return pa.Table.from_arrays(
-            [pa.array(list(c), f.type) for c, f in zip(cols, REJECT_SCHEMA)], schema=REJECT_SCHEMA
+            [pa.array(list(c), f.type) for c, f in zip(cols, REJECT_SCHEMA, strict=True)], schema=REJECT_SCHEMA
         )
 
 

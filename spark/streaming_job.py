@@ -18,16 +18,18 @@ Two Structured Streaming queries in one Spark application:
 Continuous mode triggers every TRIGGER_SECONDS and restarts a failed query
 with backoff; `--available-now` processes everything available, writes it
 and exits.
+
+This module wires the queries and their batch functions; the parts live beside
+it: `supervisor` (start, restart and stop the queries), `publish` (the
+aggregated-metrics records and their outbox publisher), `progress` (the
+terminal progress bar), `checkpoint` (what is read from Spark's checkpoint).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import threading
 import time
-import uuid
 from datetime import UTC
 from pathlib import Path
 
@@ -36,13 +38,14 @@ from observability.faults import fault_point
 from observability.logs import get_logger
 from observability.metrics import SPARK, record_batch
 from observability.metrics import serve as serve_metrics
-from observability.outbox import OutboxPublisher
-from observability.run_loop import Backoff, stop_on_signals
+from observability.run_loop import stop_on_signals
 from observability.settings import Settings, get_settings
 from observability.store import Store
+from spark.progress import BacklogProgress
+from spark.publish import AggregatePublisher, aggregate_records
+from spark.supervisor import QuerySupervisor, RecordArrivals
 
 log = get_logger("spark.streaming_job")
-_AGGREGATE_NS = uuid.UUID("5b0e7a52-8d3c-4f0e-9a43-2f7c1d9b6e21")
 
 
 class StreamingJob:
@@ -56,10 +59,10 @@ class StreamingJob:
         self.dead_letter_checkpoint = settings.checkpoint_dir / "dead_letters"
         self.staging_dir = settings.checkpoint_dir / "staging" / settings.raw_events_topic
         self.sample_caps = SAMPLE_CAPS
-        self._outbox = OutboxPublisher(store, [settings.aggregated_topic], self._connect)
-        self._probe = None  # a transport reader asking whether record topics have data
+        self.publisher = AggregatePublisher(store, settings)
         self._sinks: dict[str, object] = {}
         self.record_topics = {"logs": settings.logs_topic, "otel_metrics": settings.metrics_topic}
+        self.records_arrived = RecordArrivals(settings, self.record_topics)
         self.totals = {
             "batches": 0,
             "rows_in": 0,
@@ -70,7 +73,7 @@ class StreamingJob:
             "otel_metrics": 0,
             "records_rejected": 0,
         }
-        self._progress_bar = None
+        self.progress = BacklogProgress()  # drawn only by an interactive available-now run
 
     # -- streams ----------------------------------------------------------------
     def _source_options(self, topic: str) -> dict[str, str]:
@@ -169,14 +172,14 @@ class StreamingJob:
             return
         t1 = time.monotonic()
         out = self.batch_output(batch_id, metrics, staged)
-        out.outbox_topic = self.settings.aggregated_topic
+        out.outbox_topic = self.publisher.topic
         out.outbox = aggregate_records(metrics, batch_id, sink.sink)
         t_side = time.monotonic() - t1
         written = sink.write_batch(out)
         clear_manifests(self.staging_dir, staged)
         if written:
             fault_point("spark.after_commit")
-        published = self._outbox.try_publish()  # at least once, stable ids; consumers keep the latest per key
+        published = self.publisher.try_publish()  # at least once, stable ids; consumers keep the latest per key
         self.store.heartbeat(tables.SPARK_HEARTBEAT, f"batch {batch_id}")
         if written:
             for key, value in (
@@ -186,8 +189,7 @@ class StreamingJob:
             ):
                 self.totals[key] += value
             self.totals["batches"] += 1
-            if self._progress_bar is not None:
-                self._progress_bar.update(out.rows_in)
+            self.progress.advance(out.rows_in)
             record_batch(
                 SPARK,
                 seconds=time.monotonic() - t0,
@@ -249,11 +251,6 @@ class StreamingJob:
             watermark=_utc(current_wm) if current_wm else None,
         )
 
-    def _connect(self):
-        from observability.transport import create_producer
-
-        return create_producer(self.settings)
-
     def dead_letter_batch(self, df, batch_id: int) -> None:
         rows = df.toPandas()
         sink = self._sink("dead_letters", self.dead_letter_checkpoint)
@@ -288,136 +285,32 @@ class StreamingJob:
         )
 
     def close(self) -> None:
-        if self._probe is not None:
-            self._probe.close()
-            self._probe = None
-        self._outbox.try_publish()  # a last attempt; what stays unsent goes first on the next run
-        try:
-            self._outbox.close()
-        except Exception as exc:  # noqa: BLE001 - the outbox still holds whatever was not confirmed
-            log.warning("closing the aggregated-metrics producer failed", error=str(exc)[:300])
-        if self._progress_bar is not None:
-            self._progress_bar.close()
+        self.records_arrived.close()
+        self.publisher.close()
+        self.progress.close()
 
     # -- running --------------------------------------------------------------------
-    def records_arrived(self, stream_name: str) -> bool:
-        """A logs or otel_metrics query starts once it has work: its checkpoint exists (it ran
-        before) or its topic holds a record. Until then it costs nothing (a running query keeps
-        a Python source process of ~100 MB)."""
-        if (self.settings.checkpoint_dir / stream_name / "offsets").is_dir():
-            return True
-        if self._probe is None:
-            from observability.transport import create_reader
-
-            self._probe = create_reader(self.settings)
-        return sum(self._probe.end_offsets(self.record_topics[stream_name]).values()) > 0
-
-    def _start_arrived(self, waiting: list[str], queries: dict, starters: dict, available_now: bool) -> list[str]:
-        """Start the waiting record queries whose records arrived; returns those still waiting."""
-        still = []
-        for name in waiting:
-            try:
-                arrived = self.records_arrived(name)
-            except Exception as exc:  # noqa: BLE001 - a broker away: ask again next time
-                log.warning("cannot read the topic's end offsets", query=name, error=str(exc))
-                arrived = False
-            if arrived:
-                log.info("starting query", query=name)
-                queries[name] = starters[name](available_now)
-            elif not available_now:
-                still.append(name)
-        return still
-
-    def backlog(self) -> int:
-        """Raw events not yet committed by the metrics query (for the progress bar)."""
-        from observability.transport import create_reader
-
-        topic = self.settings.raw_events_topic
-        with create_reader(self.settings) as reader:
-            end = sum(reader.end_offsets(topic).values())
-        done = 0
-        offsets = self.metrics_checkpoint / "offsets"
-        commits = self.metrics_checkpoint / "commits"
-        if commits.is_dir():
-            ids = sorted(int(p.name) for p in commits.iterdir() if p.name.isdigit())
-            if ids:
-                lines = (offsets / str(ids[-1])).read_text().splitlines()
-                done = sum(int(v) for v in json.loads(lines[2]).values())
-        return max(0, end - done)
-
-    def run(self, available_now: bool, stop: threading.Event) -> int:
-        if available_now and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self._progress_bar = tqdm(total=self.backlog(), unit="ev", unit_scale=True, desc="spark")
-        self._outbox.try_publish()  # what a killed run committed but did not get sent
+    def starters(self) -> dict:
+        """Each query's name -> a function starting it (`available_now` -> StreamingQuery)."""
         starters = {"metrics": self.start_metrics, "dead_letters": self.start_dead_letters}
         for stream_name in self.record_topics:
             starters[stream_name] = lambda available_now, name=stream_name: self.start_records(name, available_now)
-        queries = {name: starters[name](available_now) for name in ("metrics", "dead_letters")}
-        waiting = self._start_arrived(list(self.record_topics), queries, starters, available_now)
-        backoffs = {name: Backoff(interval=1.0, max_wait=60.0) for name in starters}
-        rc = 0
-        last_beat = 0.0
-        while queries:
-            if stop.is_set():
-                for q in queries.values():
-                    q.stop()
-                break
-            for name, q in list(queries.items()):
-                q.awaitTermination(0.5)
-                if q.isActive:
-                    if backoffs[name].failures and q.lastProgress is not None:
-                        backoffs[name].success()  # the restarted query completed a batch
-                    continue
-                exc = q.exception()
-                if exc is None:
-                    queries.pop(name)  # available-now finished (or stopped)
-                    continue
-                log.error("query failed", query=name, error=str(exc)[:2000])
-                if available_now:
-                    queries.pop(name)
-                    rc = 1
-                    continue
-                delay = backoffs[name].failure()
-                log.info("restarting query", query=name, after_seconds=delay)
-                if stop.wait(delay):
-                    break
-                queries[name] = starters[name](available_now)
-            if not available_now and time.monotonic() - last_beat >= self.settings.trigger_seconds:
-                last_beat = time.monotonic()
-                waiting = self._start_arrived(waiting, queries, starters, available_now)
-                try:
-                    self.store.heartbeat(tables.SPARK_HEARTBEAT, "running")
-                except Exception as exc:  # noqa: BLE001 - a busy store must not stop the job
-                    log.warning("heartbeat failed", error=str(exc))
-        if rc and available_now:
-            for q in queries.values():
-                q.stop()
-        return rc
+        return starters
 
-
-def aggregate_records(metrics, batch_id: int, sink: str) -> list[tuple[str, str, dict]]:
-    """Each updated window row as an (id, key, value) aggregated-metrics record for the outbox.
-
-    The id is derived from (sink, batch, window, service, endpoint): a batch is
-    committed once per sink, so each record is staged once and keeps its id
-    however often it is resent."""
-    records = []
-    for row in metrics.to_dict("records"):
-        endpoint = row["endpoint"] if isinstance(row["endpoint"], str) else None
-        window_start = row["window_start"].strftime("%Y-%m-%dT%H:%M:%SZ")
-        value = {
-            "window_start": window_start,
-            "window_end": row["window_end"].strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "service": row["service"],
-            "endpoint": endpoint,
-            **{k: _jsonable(row[k]) for k in tables.METRIC_VALUE_COLUMNS},
-            "batch_id": batch_id,
-        }
-        record_id = str(uuid.uuid5(_AGGREGATE_NS, f"{sink}|{batch_id}|{window_start}|{row['service']}|{endpoint!r}"))
-        records.append((record_id, f"{row['service']}|{endpoint or '*'}", value))
-    return records
+    def run(self, available_now: bool, stop: threading.Event) -> int:
+        if available_now:
+            self.progress = BacklogProgress.open(self.settings, self.metrics_checkpoint)
+        self.publisher.try_publish()  # what a killed run committed but did not get sent
+        supervisor = QuerySupervisor(
+            self.starters(),
+            available_now=available_now,
+            stop=stop,
+            arrived=self.records_arrived,
+            heartbeat=lambda: self.store.heartbeat(tables.SPARK_HEARTBEAT, "running"),
+            heartbeat_every=self.settings.trigger_seconds,
+        )
+        # the record queries start once their topics have data (see RecordArrivals)
+        return supervisor.run(eager=("metrics", "dead_letters"), lazy=list(self.record_topics))
 
 
 def _utc(ms: int):
@@ -425,17 +318,6 @@ def _utc(ms: int):
     from datetime import datetime
 
     return datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None)
-
-
-def _jsonable(v):
-    try:
-        import math
-
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return None
-        return v.item() if hasattr(v, "item") else v
-    except (TypeError, ValueError):
-        return v
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

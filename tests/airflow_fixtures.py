@@ -107,13 +107,13 @@ DASHBOARD_ROUTES = {"/_stcore/health": ("text/plain", "ok")}
 
 
 @pytest.fixture
-def model_server() -> Iterator[int]:
+def model_server_stand_in() -> Iterator[int]:
     with http_server(MODEL_SERVER_ROUTES) as port:
         yield port
 
 
 @pytest.fixture
-def dashboard_server() -> Iterator[int]:
+def dashboard_stand_in() -> Iterator[int]:
     with http_server(DASHBOARD_ROUTES) as port:
         yield port
 
@@ -158,13 +158,13 @@ def seed_live_platform(settings, store, *, narrated: bool = True) -> None:
 
 
 @pytest.fixture
-def live_platform(settings, store, model_server, dashboard_server, monkeypatch):
+def live_platform(settings, store, model_server_stand_in, dashboard_stand_in, monkeypatch):
     """Settings pointing at real tiny HTTP servers, and a store seeded as a healthy platform."""
     from observability.settings import get_settings
 
-    monkeypatch.setenv("OLLAMA_URL", f"http://127.0.0.1:{model_server}")
+    monkeypatch.setenv("OLLAMA_URL", f"http://127.0.0.1:{model_server_stand_in}")
     monkeypatch.setenv("DASHBOARD_HOST", "127.0.0.1")
-    monkeypatch.setenv("DASHBOARD_PORT", str(dashboard_server))
+    monkeypatch.setenv("DASHBOARD_PORT", str(dashboard_stand_in))
     monkeypatch.setenv("HEALTH_HTTP_TIMEOUT_SECONDS", "2")
     get_settings.cache_clear()
     live = get_settings()

@@ -1,4 +1,13 @@
-"""Shared fixtures: an isolated DATA_DIR per test, real DuckDB files."""
+"""Shared fixtures: an isolated DATA_DIR per test, real DuckDB files.
+
+The fixture modules below are plugins of the whole session, so a test names a
+fixture as an argument and imports only helper functions and constants (no
+`import ... # noqa: F401` whose effect depends on import order).
+`tests.airflow_fixtures` is first and sets Airflow's environment (a temporary
+AIRFLOW_HOME, SQLite DB, the repository's dags/) when imported, before any test
+module can import `airflow`; no code outside Airflow reads those variables, and
+`scripts/airflow_local.py` sets its own for the processes it starts.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +22,15 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 ARTIFACTS = ROOT / "test-artifacts"
+
+pytest_plugins = [
+    "tests.airflow_fixtures",  # environment first: before anything imports airflow
+    "tests.disk_fixtures",
+    "tests.kafka_broker",
+    "tests.llm_fixtures",
+    "tests.otlp_fixtures",
+    "tests.transport_fixtures",
+]
 
 
 @pytest.fixture

@@ -11,12 +11,23 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 
 from observability import bronze, tables
 from observability.store import Store, utcnow
 from tests.seeding import seed_incident, seed_metrics
+
+# the browser the dashboard tests and bench/bench_dashboard.py drive (Debian's, installed by .ci/run)
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 NOVEL_SERVICE = "zz-quantum-ledger"
 SERVICES = ("checkout", "payments", "search", "inventory", "database", NOVEL_SERVICE)

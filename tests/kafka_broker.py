@@ -31,6 +31,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -105,7 +106,7 @@ class TansuBroker:
             for k, v in os.environ.items()
             if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "CLUSTER_ID")
         }
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - the broker's output for its life; closed by stop()
         self.proc = subprocess.Popen(
             [
                 broker_binary(),
@@ -229,6 +230,17 @@ def consume(bootstrap: str, topic: str, expected: int, timeout_s: float = 60.0, 
         return records
     finally:
         consumer.close()
+
+
+#: the topic settings a stage reads (KAFKA_<NAME>_TOPIC)
+TOPIC_SETTINGS = ("RAW_EVENTS", "AGGREGATED", "ANOMALIES", "DEAD_LETTER", "LOGS", "METRICS")
+
+
+def fresh_topics(names: tuple[str, ...] = TOPIC_SETTINGS) -> dict[str, str]:
+    """KAFKA_<NAME>_TOPIC -> a topic of this test's own: the broker lives for the whole session,
+    so a test that counts what a topic holds must not share it with another test."""
+    suffix = uuid.uuid4().hex[:8]
+    return {f"KAFKA_{n}_TOPIC": f"{n.lower()}_{suffix}" for n in names}
 
 
 PAD_SERVICE = "zz-padding"  # a service the comparisons leave out

@@ -10,6 +10,7 @@ actually gets right: the 135M model copies the prompt's worked example.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -94,15 +95,16 @@ def model_server_process(
     env = dict(os.environ, OLLAMA_URL=url, OLLAMA_MODEL=model, LLM_THREADS="2", PYTHONPATH=str(ROOT), **env_vars)
     if data_dir is not None:
         env["DATA_DIR"] = str(data_dir)
-    log_file = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llm.serve"],
-        cwd=ROOT,
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    # the server keeps its own copy of the log's descriptor: ours closes once it is started
+    with open(log_path, "wb") if log_path else contextlib.nullcontext(subprocess.DEVNULL) as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llm.serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_ready(url, proc)
         yield RunningServer(url, proc.pid, log_path, int(env_vars["METRICS_PORT_MODEL_SERVER"]))
@@ -114,8 +116,6 @@ def model_server_process(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
-        if log_path:
-            log_file.close()
 
 
 @pytest.fixture(scope="session")

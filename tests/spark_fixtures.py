@@ -50,7 +50,7 @@ INVALID_LINES = [
 
 
 def _hex(rng: random.Random, n: int) -> str:
-    return "%0*x" % (n, rng.getrandbits(4 * n))
+    return f"{rng.getrandbits(4 * n):0{n}x}"
 
 
 def make_events(n: int, start_ms: int, span_ms: int = 300_000, seed: int = 0, error_share: float = 0.05) -> list[dict]:
@@ -61,36 +61,46 @@ def make_events(n: int, start_ms: int, span_ms: int = 300_000, seed: int = 0, er
         trace_id = _hex(rng, 32)
         t0 = start_ms + rng.randrange(span_ms)
         failing = rng.random() < error_share
-
-        def span(service: str, parent: str | None, depth: int, ts: int) -> None:
-            span_id = _hex(rng, 16)
-            status = 200
-            if failing and (service in ("payments", "inventory") or rng.random() < 0.3):
-                status = rng.choice((500, 502, 503))
-            elif rng.random() < 0.03:
-                status = rng.choice((400, 404, 429))
-            latency = round(rng.lognormvariate(3.0 + 0.2 * depth, 0.6) * (3 if status >= 500 else 1), 3)
-            events.append(
-                {
-                    "event_id": _hex(rng, 32),
-                    "timestamp": format_timestamp(ts),
-                    "service": service,
-                    "endpoint": rng.choice(ENDPOINTS[service]),
-                    "status_code": status,
-                    "latency_ms": latency,
-                    "trace_id": trace_id,
-                    "span_id": span_id,
-                    "parent_span_id": parent,
-                    "error_message": "upstream failed" if status >= 500 else None,
-                    "attributes": {"region": rng.choice(("eu", "us"))},
-                }
-            )
-            for child in CALLS.get(service, ()):
-                if rng.random() < 0.8:
-                    span(child, span_id, depth + 1, ts + rng.randrange(5))
-
-        span("gateway", None, 0, t0)
+        _add_span(rng, events, trace_id, failing, "gateway", None, 0, t0)
     return events
+
+
+def _add_span(
+    rng: random.Random,
+    events: list[dict],
+    trace_id: str,
+    failing: bool,
+    service: str,
+    parent: str | None,
+    depth: int,
+    ts: int,
+) -> None:
+    """One span of a trace and, recursively, the calls it makes (each with probability 0.8)."""
+    span_id = _hex(rng, 16)
+    status = 200
+    if failing and (service in ("payments", "inventory") or rng.random() < 0.3):
+        status = rng.choice((500, 502, 503))
+    elif rng.random() < 0.03:
+        status = rng.choice((400, 404, 429))
+    latency = round(rng.lognormvariate(3.0 + 0.2 * depth, 0.6) * (3 if status >= 500 else 1), 3)
+    events.append(
+        {
+            "event_id": _hex(rng, 32),
+            "timestamp": format_timestamp(ts),
+            "service": service,
+            "endpoint": rng.choice(ENDPOINTS[service]),
+            "status_code": status,
+            "latency_ms": latency,
+            "trace_id": trace_id,
+            "span_id": span_id,
+            "parent_span_id": parent,
+            "error_message": "upstream failed" if status >= 500 else None,
+            "attributes": {"region": rng.choice(("eu", "us"))},
+        }
+    )
+    for child in CALLS.get(service, ()):
+        if rng.random() < 0.8:
+            _add_span(rng, events, trace_id, failing, child, span_id, depth + 1, ts + rng.randrange(5))
 
 
 def publish(settings, events: list[dict], extra_lines: list[bytes] = (), topic: str | None = None) -> None:

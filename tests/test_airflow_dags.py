@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ast  # noqa: E402
+import ast
 
-import pytest  # noqa: E402
+import pytest
 
-from tests.airflow_fixtures import DAG_IDS, DAGS_FOLDER, airflow_db, dagbag  # noqa: F401  (environment first)
+from tests.airflow_fixtures import DAG_IDS, DAGS_FOLDER
 
 SCHEDULES = {"monitoring_dag": "*/5 * * * *", "data_quality_dag": "0 */6 * * *", "retraining_dag": "0 0 * * *"}
 # What a DAG file may import at module level: parsing must stay fast and never touch the data.

@@ -204,15 +204,11 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 60
     for p in procs:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             p.wait(max(1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
     for p in procs:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)  # leftovers only: the group is empty after a clean stop
-        except ProcessLookupError:
-            pass
         p.wait(10)
 
 

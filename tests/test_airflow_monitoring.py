@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import time  # noqa: E402
-from datetime import timedelta  # noqa: E402
+import time
+from datetime import timedelta
 
-import pytest  # noqa: E402
+import pytest
 
-from observability import health, tables  # noqa: E402
-from observability.settings import get_settings  # noqa: E402
-from observability.store import utcnow  # noqa: E402
-from tests.airflow_fixtures import (  # noqa: F401  (environment first, then fixtures)
-    airflow_db,
-    closed_port,
-    dagbag,
-    dashboard_server,
-    live_platform,
-    model_server,
-    run_dag,
-    seed_live_platform,
-)
-from tests.kafka_broker import kafka_broker  # noqa: F401,E402  (fixture)
+from observability import health, tables
+from observability.settings import get_settings
+from observability.store import utcnow
+from tests.airflow_fixtures import closed_port, run_dag
 
 COMPONENTS = {
     "transport",

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import uuid  # noqa: E402
-from datetime import datetime, timedelta  # noqa: E402
+import uuid
+from datetime import datetime, timedelta
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from observability import bronze, quality, tables  # noqa: E402
-from observability.store import utcnow  # noqa: E402
-from tests.airflow_fixtures import airflow_db, dagbag, run_dag  # noqa: F401  (environment first)
-from tests.seeding import metrics_frame, seed_incident, seed_metrics  # noqa: E402
+from observability import bronze, quality, tables
+from observability.store import utcnow
+from tests.airflow_fixtures import run_dag
+from tests.seeding import metrics_frame, seed_incident, seed_metrics
 
 
 def results_by_name(results) -> dict[str, quality.QualityResult]:

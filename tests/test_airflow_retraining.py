@@ -9,11 +9,10 @@ transformer (run conf) keeps the runs quick on a CPU.
 
 from __future__ import annotations
 
-import json  # noqa: E402
+import json
 
-from observability import tables  # noqa: E402
-from tests.airflow_fixtures import airflow_db, dagbag  # noqa: F401  (environment first)
-from tests.seeding import seed_metrics  # noqa: E402
+from observability import tables
+from tests.seeding import seed_metrics
 
 MODELS = ("isolation_forest", "transformer")
 SMALL = {"transformer": {"epochs": 1, "max_train_sequences": 1000}}

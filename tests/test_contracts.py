@@ -72,7 +72,7 @@ def test_heartbeat_names_are_the_ones_health_reads(store):
         tables.DETECTOR_HEARTBEAT,
         tables.NARRATOR_HEARTBEAT,
     )
-    from llm.narration import CycleResult, Narrator
+    from llm.summary_writer import CycleResult, Narrator
 
     narrator = Narrator.__new__(Narrator)
     narrator.store = store
@@ -82,7 +82,7 @@ def test_heartbeat_names_are_the_ones_health_reads(store):
 
 def test_health_and_the_narrator_agree_on_what_awaits_a_summary(store):
     """A change that lands while a summary is being written leaves the incident pending for both."""
-    from llm.narration import pending_incidents
+    from llm.summary_writer import pending_incidents
     from tests.seeding import seed_incident
 
     now = utcnow()
@@ -143,4 +143,4 @@ def test_bronze_files_written_before_kind_read_as_server_spans(tmp_path):
     assert list(got.columns) == list(EVENT_FIELDS) and got.kind.tolist() == ["server"]
     bronze.write_events(tmp_path, old.assign(event_id="b2", kind="client"))
     got = bronze.read_events(tmp_path, *window)
-    assert dict(zip(got.event_id, got.kind)) == {"a1": "server", "b2": "client"}
+    assert dict(zip(got.event_id, got.kind, strict=True)) == {"a1": "server", "b2": "client"}

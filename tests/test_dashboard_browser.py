@@ -8,24 +8,14 @@ then a row written while the health page is open must appear without a reload.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 from dashboard import server
 from observability import tables
 from observability.store import utcnow
-from tests.dashboard_fixtures import NOVEL_SERVICE, TEMPLATE_SUMMARY, seed_dashboard
+from tests.dashboard_fixtures import CHROMIUM, CHROMIUM_ARGS, NOVEL_SERVICE, TEMPLATE_SUMMARY, seed_dashboard
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 HOST = "127.0.0.1"
 PORTS = range(8600, 8606)  # 8606-8610 are the benchmark's
 REFRESH_SECONDS = 2

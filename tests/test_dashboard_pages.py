@@ -143,7 +143,7 @@ def test_incident_with_template_summary_facts_scores_and_waterfall(seeded):
 
     by_key = {c["layout"]["title"]["text"]: c for c in charts(at)}
     detectors = by_key["Detector scores"]["data"][0]
-    scores = dict(zip(values(detectors["y"]), values(detectors["x"])))
+    scores = dict(zip(values(detectors["y"]), values(detectors["x"]), strict=True))
     assert scores == pytest.approx({"rules": 1.0, "robust_stats": 0.8, "isolation_forest": 0.7, "transformer": 0.6})
     baseline = next(d.value for d in at.dataframe if "metric" in d.value.columns)
     row = baseline.set_index("metric").loc["error_rate"]
@@ -166,7 +166,7 @@ def test_incident_error_logs_by_service_window_and_sample_trace(seeded):
     at = open_page("incidents")
     assert at.selectbox(key="incident_id").value == seeded.open_incident
     logs = next(d.value for d in at.dataframe if "body" in d.value.columns)
-    assert dict(zip(logs["body"], logs["matched"])) == seeded.error_logs
+    assert dict(zip(logs["body"], logs["matched"], strict=True)) == seeded.error_logs
     assert list(logs["timestamp"]) == sorted(logs["timestamp"], reverse=True)  # newest first
     trace_rows = logs[logs["matched"] == "trace"]
     assert list(trace_rows["trace_id"]) == [seeded.trace_id] and list(trace_rows["service"]) == ["inventory"]
@@ -251,9 +251,9 @@ def test_health_page(seeded):
     assert re.fullmatch(r"(6\d|[7-9]\d|1[01]\d) s|2 min \d+ s", lag), lag
     tables = {tuple(d.value.columns)[:2]: d.value for d in at.dataframe}
     checks = next(v for k, v in tables.items() if k == ("component", "status"))
-    assert dict(zip(checks["component"], checks["status"])) == {"spark": "healthy", "narrator": "degraded"}
+    assert dict(zip(checks["component"], checks["status"], strict=True)) == {"spark": "healthy", "narrator": "degraded"}
     dead = next(v for k, v in tables.items() if k == ("reason", "records"))
-    assert dict(zip(dead["reason"], dead["records"])) == seeded.dead_letter_reasons
+    assert dict(zip(dead["reason"], dead["records"], strict=True)) == seeded.dead_letter_reasons
     models = next(v for k, v in tables.items() if k == ("version", "model"))
     assert list(models["version"]) == ["tf-0001", "if-0001"]
     assert metrics["Dead letters (last 6 hours)"] == "5"

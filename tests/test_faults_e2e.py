@@ -17,7 +17,7 @@ import pytest
 
 from observability.schema import format_timestamp, parse_timestamp, validate_line
 from observability.settings import Settings
-from tests.kafka_broker import PAD_SERVICE, TansuBroker, _port_free, _ports, consume, pad_partitions
+from tests.kafka_broker import PAD_SERVICE, TansuBroker, _port_free, _ports, consume, fresh_topics, pad_partitions
 from tests.spark_fixtures import ROOT, expected_metrics, job_env, run_job
 from tests.transport_fixtures import summary_counts
 
@@ -56,11 +56,7 @@ def test_a_two_minute_broker_outage_under_load_loses_and_doubles_nothing(data_di
     wakes, and the client sends them again: the lost-acknowledgement case. Every event of the
     generator's summary must arrive, and every window's count must be exact after the Spark job."""
     broker = _dedicated_broker(tmp_path)
-    suffix = uuid.uuid4().hex[:8]
-    topics = {
-        f"KAFKA_{n}_TOPIC": f"{n.lower()}_{suffix}"
-        for n in ("RAW_EVENTS", "AGGREGATED", "ANOMALIES", "DEAD_LETTER", "LOGS", "METRICS")
-    }
+    topics = fresh_topics()
     env = job_env(data_dir, TRANSPORT="kafka", KAFKA_BROKER=broker.bootstrap, TOPIC_PARTITIONS=3, **topics)
     raw_topic = topics["KAFKA_RAW_EVENTS_TOPIC"]
     err_path = tmp_path / "generator.err"

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from observability.schema import validate_line
-from tests.disk_fixtures import small_disk  # noqa: F401  (fixture)
 from tests.event_samples import good_event
 from tests.transport_fixtures import summary_counts
 

@@ -6,6 +6,7 @@ import json
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import pandas as pd
 import pytest
@@ -16,8 +17,7 @@ from event_generator.scenarios import ScenarioSpecError, parse_spec
 from observability import tables
 from observability.schema import validate_line
 from observability.store import Store
-from tests.kafka_broker import kafka_broker  # noqa: F401  (session fixture)
-from tests.transport_fixtures import backend_settings, read_topic, record_ts, run_cli, summary_counts  # noqa: F401
+from tests.transport_fixtures import read_topic, record_ts, run_cli, summary_counts
 
 START = "2024-05-01T10:00:00Z"
 START_MS = int(datetime(2024, 5, 1, 10, tzinfo=UTC).timestamp() * 1000)
@@ -204,7 +204,7 @@ def test_random_scenarios_follow_anomaly_probability(data_dir, settings, tmp_pat
     rows = [json.loads(x) for x in (tmp_path / "r.labels.jsonl").read_text().splitlines()]
     windows = sorted({(r["start_time"], r["end_time"], r["scenario_id"]) for r in rows})
     assert len(windows) >= 4
-    for (_, end, _), (start, _, _) in zip(windows, windows[1:]):
+    for (_, end, _), (start, _, _) in pairwise(windows):
         gap = datetime.fromisoformat(start) - datetime.fromisoformat(end)
         assert gap.total_seconds() >= 15 * 60  # one at a time, with a quiet gap
     assert all(r["origin"] == "random" for r in rows)

@@ -10,7 +10,6 @@ import pytest
 
 from observability.settings import Settings
 from tests import otlp_samples as S
-from tests.disk_fixtures import small_disk  # noqa: F401  (fixture)
 from tests.otlp_fixtures import read_values, start_receiver, stop_receiver, wait_for
 
 PB = {"Content-Type": "application/x-protobuf"}
@@ -25,7 +24,7 @@ def _request(n: int) -> tuple[bytes, set[str]]:
 
 
 @pytest.mark.disk_size("3m")
-def test_full_disk_is_503_then_recovers_with_nothing_acknowledged_lost(small_disk, tmp_path):  # noqa: F811
+def test_full_disk_is_503_then_recovers_with_nothing_acknowledged_lost(small_disk, tmp_path):
     data = small_disk.path / "data"
     data.mkdir()
     rec = start_receiver(data, {"DUCKDB_PATH": str(tmp_path / "db.duckdb")})

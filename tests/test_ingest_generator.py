@@ -13,7 +13,7 @@ import json
 import pytest
 
 from observability.schema import validate_line
-from tests.otlp_fixtures import read_values, receiver  # noqa: F401
+from tests.otlp_fixtures import read_values
 from tests.transport_fixtures import run_cli, summary_counts
 
 FIELDS = ("trace_id", "span_id", "parent_span_id", "service", "endpoint", "status_code", "error_message", "timestamp")
@@ -23,7 +23,7 @@ def _key(ev: dict) -> tuple:
     return tuple(ev[f] for f in FIELDS)
 
 
-def test_generator_traffic_through_the_receiver_matches_the_file_run(receiver, settings, tmp_path):  # noqa: F811
+def test_generator_traffic_through_the_receiver_matches_the_file_run(receiver, settings, tmp_path):
     flags = [
         "--speed",
         "max",

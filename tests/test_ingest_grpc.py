@@ -18,13 +18,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import Me
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
 from tests import otlp_samples as S
-from tests.otlp_fixtures import read_values, receiver, start_receiver, stop_receiver  # noqa: F401
+from tests.otlp_fixtures import read_values, start_receiver, stop_receiver
 
 SMALL_LIMIT = 64 * 1024
 
 
 @pytest.fixture
-def channel(receiver):  # noqa: F811
+def channel(receiver):
     with grpc.insecure_channel(receiver.grpc_target) as ch:
         yield ch
 
@@ -52,7 +52,7 @@ def test_partial_success_rejects_bad_spans_one_by_one(channel, settings):
     assert dl["source"] == "otlp:traces" and dl["reason"] == "span_id: must be 8 bytes, got 0"
 
 
-def test_undecodable_request_is_invalid_argument(channel, receiver):  # noqa: F811
+def test_undecodable_request_is_invalid_argument(channel, receiver):
     raw = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
     with pytest.raises(grpc.RpcError) as err:
         raw(b"\xff\xff\xff\xff", timeout=10)
@@ -77,7 +77,7 @@ def test_requests_over_the_limit_are_resource_exhausted_also_when_compressed(dat
         stop_receiver(rec)
 
 
-def test_unwritable_transport_is_unavailable_with_retry_info(channel, receiver, settings):  # noqa: F811
+def test_unwritable_transport_is_unavailable_with_retry_info(channel, receiver, settings):
     topic_dir = settings.log_dir / settings.raw_events_topic
     aside = topic_dir.with_name(topic_dir.name + ".aside")
     topic_dir.rename(aside)

@@ -24,7 +24,7 @@ from ingest.otlp_json import to_json
 from observability.dead_letter import parse_dead_letter
 from observability.schema import validate_line
 from tests import otlp_samples as S
-from tests.otlp_fixtures import read_values, receiver, start_receiver, stop_receiver  # noqa: F401
+from tests.otlp_fixtures import read_values, start_receiver, stop_receiver
 
 PB = {"Content-Type": "application/x-protobuf"}
 JS = {"Content-Type": "application/json"}
@@ -60,7 +60,7 @@ def small_receiver(data_dir):
     stop_receiver(rec)
 
 
-def test_protobuf_export_is_200_with_an_empty_response_after_publishing(receiver, settings):  # noqa: F811
+def test_protobuf_export_is_200_with_an_empty_response_after_publishing(receiver, settings):
     req = S.traces(
         S.span(
             "GET /api/x", http__request__method="GET", http__route="/api/items/{id}", http__response__status_code=404
@@ -76,7 +76,7 @@ def test_protobuf_export_is_200_with_an_empty_response_after_publishing(receiver
     assert ev["kind"] == "server"
 
 
-def test_json_export_takes_hex_ids_in_any_case_enums_as_ints_and_int64_strings(receiver, settings):  # noqa: F811
+def test_json_export_takes_hex_ids_in_any_case_enums_as_ints_and_int64_strings(receiver, settings):
     start = S.NOW_NS
     body = {
         "resourceSpans": [
@@ -114,7 +114,7 @@ def test_json_export_takes_hex_ids_in_any_case_enums_as_ints_and_int64_strings(r
     assert ev["attributes"]["retries"] == 3
 
 
-def test_partial_success_publishes_the_valid_spans_and_dead_letters_each_reject(receiver, settings):  # noqa: F811
+def test_partial_success_publishes_the_valid_spans_and_dead_letters_each_reject(receiver, settings):
     good = S.span("GET /ok", span_id=bytes.fromhex("0000000000000001"))
     req = S.traces(
         good,
@@ -144,7 +144,7 @@ def test_partial_success_publishes_the_valid_spans_and_dead_letters_each_reject(
     assert names == {"short trace id", "backwards", "long span id"}
 
 
-def test_partial_success_for_logs_and_metrics_in_json(receiver, settings):  # noqa: F811
+def test_partial_success_for_logs_and_metrics_in_json(receiver, settings):
     logs = S.logs({"body": "fine"}, {"body": "bad trace", "trace_id": b"\x01" * 5}, {"body": "no time", "time": 0})
     resp = post(receiver, "/v1/logs", to_json(logs), JS)
     assert resp.status_code == 200
@@ -178,7 +178,7 @@ def test_partial_success_for_logs_and_metrics_in_json(receiver, settings):  # no
         ("/v1/traces", b"\x1f\x8b\x08\x00broken", {**PB, "Content-Encoding": "gzip"}, "gzip"),
     ],
 )
-def test_undecodable_bodies_are_400_with_a_status(receiver, settings, path, body, headers, needle):  # noqa: F811
+def test_undecodable_bodies_are_400_with_a_status(receiver, settings, path, body, headers, needle):
     resp = post(receiver, path, body, headers)
     assert resp.status_code == 400
     assert resp.headers["content-type"] == headers["Content-Type"]
@@ -188,7 +188,7 @@ def test_undecodable_bodies_are_400_with_a_status(receiver, settings, path, body
     assert receiver.health().status_code == 200
 
 
-def test_other_methods_are_405_and_other_content_types_415(receiver):  # noqa: F811
+def test_other_methods_are_405_and_other_content_types_415(receiver):
     resp = httpx.get(receiver.http_url + "/v1/traces")
     assert resp.status_code == 405 and resp.headers["allow"] == "POST"
     resp = httpx.put(receiver.http_url + "/v1/metrics", content=b"", headers=PB)
@@ -200,7 +200,7 @@ def test_other_methods_are_405_and_other_content_types_415(receiver):  # noqa: F
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "zstd"])
-def test_compressed_bodies_are_accepted(receiver, settings, encoding):  # noqa: F811
+def test_compressed_bodies_are_accepted(receiver, settings, encoding):
     raw = S.traces(S.span("GET /zipped")).SerializeToString()
     body = {"gzip": gzip.compress, "deflate": zlib.compress, "zstd": zstandard.ZstdCompressor().compress}[encoding](raw)
     resp = post(receiver, "/v1/traces", body, {**PB, "Content-Encoding": encoding})
@@ -232,7 +232,7 @@ def test_bodies_over_the_limit_are_413_also_after_decompression(small_receiver, 
     assert small_receiver.health().status_code == 200
 
 
-def test_unwritable_transport_is_503_with_retry_after_then_recovers(receiver, settings):  # noqa: F811
+def test_unwritable_transport_is_503_with_retry_after_then_recovers(receiver, settings):
     topic_dir = settings.log_dir / settings.raw_events_topic
     aside = topic_dir.with_name(topic_dir.name + ".aside")
     topic_dir.rename(aside)
@@ -254,7 +254,7 @@ def test_unwritable_transport_is_503_with_retry_after_then_recovers(receiver, se
     assert [e["endpoint"] for e in events(settings)] == ["GET /later"]  # the refused attempts left nothing behind
 
 
-def test_health_reports_ok_with_counters(receiver):  # noqa: F811
+def test_health_reports_ok_with_counters(receiver):
     resp = receiver.health()
     assert resp.status_code == 200
     body = resp.json()

@@ -11,13 +11,13 @@ import uuid
 
 import pytest
 
-from tests.kafka_broker import consume, kafka_broker  # noqa: F401
+from tests.kafka_broker import consume
 from tests.otlp_fixtures import run_shop, start_receiver, stop_receiver
 
 pytestmark = pytest.mark.kafka
 
 
-def test_sdk_app_over_http_into_kafka(data_dir, kafka_broker):  # noqa: F811
+def test_sdk_app_over_http_into_kafka(data_dir, kafka_broker):
     suffix = uuid.uuid4().hex[:8]
     topics = {
         var: f"{name}_{suffix}"

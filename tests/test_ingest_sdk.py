@@ -21,7 +21,7 @@ import pytest
 from observability.records import validate_log_line, validate_metric_line
 from observability.schema import validate_event
 from tests import otlp_samples as S
-from tests.otlp_fixtures import pooled_receiver, read_values, receiver, run_shop, wait_for  # noqa: F401
+from tests.otlp_fixtures import read_values, run_shop, wait_for
 
 ORDERS, ERROR_EVERY = 12, 4
 
@@ -149,7 +149,7 @@ def _mend_log(topic_dir, aside) -> None:
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_transport_failure_is_503_and_the_sdk_retry_delivers_everything(protocol, pooled_receiver, settings):  # noqa: F811
+def test_transport_failure_is_503_and_the_sdk_retry_delivers_everything(protocol, pooled_receiver, settings):
     rec = pooled_receiver
     # one export first, so the producer has its partitions open: the failure then hits a flush with
     # records buffered for several partitions (what a full disk does), not the first send
@@ -190,7 +190,7 @@ def test_transport_failure_is_503_and_the_sdk_retry_delivers_everything(protocol
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_sdk_gzip_compression(protocol, receiver, settings, monkeypatch):  # noqa: F811
+def test_sdk_gzip_compression(protocol, receiver, settings, monkeypatch):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")  # read by the SDK's exporters
     truth, services = run_shop(protocol, _endpoint(receiver, protocol), 3, 2)
     try:

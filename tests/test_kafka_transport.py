@@ -14,7 +14,7 @@ from observability.settings import Settings
 from observability.transport import create_producer, create_reader, create_topics
 from observability.transport.base import partition_for
 from tests.event_samples import good_event
-from tests.kafka_broker import consume, kafka_broker  # noqa: F401  (session fixture)
+from tests.kafka_broker import consume
 
 pytestmark = pytest.mark.kafka
 

@@ -15,20 +15,10 @@ import pytest
 from llm import grounding, prompt
 from llm.client import LLMRefused, LLMUnavailable, NarratorLLM
 from llm.facts import TEMPLATE_REASON, build_facts, known_services
-from llm.narration import Narrator, pending_incidents, summarise
+from llm.summary_writer import Narrator, pending_incidents, summarise
 from observability import bronze
 from observability.store import utcnow
-from tests.llm_fixtures import (  # noqa: F401 (fixtures)
-    DEFAULT_MODEL,
-    TEST_MODEL,
-    default_llm_server,
-    error_events,
-    free_port,
-    llm_server,
-    llm_server_process,
-    model_server,
-    seed_scenario,
-)
+from tests.llm_fixtures import DEFAULT_MODEL, TEST_MODEL, error_events, free_port, model_server, seed_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +58,7 @@ def assert_grounded(row, services):
 
 
 @pytest.mark.e2e
-def test_once_stores_a_grounded_summary_written_by_the_model(store, settings, default_llm_server):  # noqa: F811
+def test_once_stores_a_grounded_summary_written_by_the_model(store, settings, default_llm_server):
     # the platform's default model: SmolLM2-135M copies the worked example's date and trace id,
     # which the grounding check rightly rejects, so with it every summary would be the template
     incident = seed_scenario(store, settings.bronze_dir, "payments", related=["checkout"], root_cause="database")
@@ -204,7 +194,7 @@ def seed_huge_error(store, bronze_dir, incident_id, service, chars=40_000):
 
 
 @pytest.mark.e2e
-def test_a_refused_incident_gets_the_template_and_the_next_ones_are_narrated(store, settings, llm_server):  # noqa: F811
+def test_a_refused_incident_gets_the_template_and_the_next_ones_are_narrated(store, settings, llm_server):
     refused = seed_scenario(store, settings.bronze_dir, "payments", root_cause="database")
     seed_huge_error(store, settings.bronze_dir, refused, "payments")
     later = seed_scenario(
@@ -230,7 +220,7 @@ def test_a_refused_incident_gets_the_template_and_the_next_ones_are_narrated(sto
     )
 
 
-def test_a_model_the_server_does_not_serve_is_unavailable_not_a_refusal(store, settings, llm_server):  # noqa: F811
+def test_a_model_the_server_does_not_serve_is_unavailable_not_a_refusal(store, settings, llm_server):
     # a 404 says nothing about the incident: every incident stays pending, the narrator backs off
     seed_scenario(store, settings.bronze_dir, "payments", root_cause="database")
     proc = run_narrator(settings.data_dir, llm_server, model="qwen2.5-coder:1.5b")
@@ -246,7 +236,7 @@ def counted(llm: NarratorLLM) -> list[httpx.Request]:
     return sent
 
 
-def test_the_client_does_not_retry_a_refusal(llm_server):  # noqa: F811
+def test_the_client_does_not_retry_a_refusal(llm_server):
     llm = NarratorLLM(llm_server, TEST_MODEL, timeout=60, attempts=3)
     sent = counted(llm)
     with pytest.raises(LLMRefused) as err:

@@ -13,7 +13,7 @@ import ollama
 import psutil
 import pytest
 
-from tests.llm_fixtures import TEST_MODEL, llm_server, llm_server_process  # noqa: F401 (fixture)
+from tests.llm_fixtures import TEST_MODEL
 
 OPTS = {"temperature": 0, "num_predict": 12}
 # a raw completion SmolLM2 continues for thousands of tokens at temperature 0 (a chat prompt like
@@ -32,11 +32,11 @@ def wait_for(condition, timeout: float) -> bool:
 
 
 @pytest.fixture(scope="module")
-def client(llm_server):  # noqa: F811
+def client(llm_server):
     return ollama.Client(host=llm_server, timeout=120)
 
 
-def test_tags_and_version(client, llm_server):  # noqa: F811
+def test_tags_and_version(client, llm_server):
     models = client.list().models
     assert [m.model for m in models] == [TEST_MODEL]
     assert models[0].details.format == "gguf" and models[0].size > 50_000_000
@@ -121,12 +121,12 @@ def test_unknown_model_is_a_404(client):
     assert err.value.status_code == 404 and "not found" in err.value.error
 
 
-def test_bad_request_is_a_400(llm_server):  # noqa: F811
+def test_bad_request_is_a_400(llm_server):
     r = httpx.post(f"{llm_server}/api/chat", content=b"{not json")
     assert r.status_code == 400 and "invalid JSON" in r.json()["error"]
 
 
-def test_version_answers_while_a_generation_runs(llm_server):  # noqa: F811
+def test_version_answers_while_a_generation_runs(llm_server):
     long_job = dict(LONG_JOB, options={"temperature": 0, "num_predict": 1500})
     with httpx.stream("POST", f"{llm_server}/api/generate", json=long_job, timeout=120) as stream:
         lines = stream.iter_lines()
@@ -160,7 +160,7 @@ def test_requests_are_serialised_and_all_answered(client):
     assert not errors and len(results) == 3 and all(r.done and r.eval_count > 0 for r in results)
 
 
-def test_a_client_that_times_out_frees_the_model(llm_server_process, client):  # noqa: F811
+def test_a_client_that_times_out_frees_the_model(llm_server_process, client):
     url = llm_server_process.url
     cancelled_before = llm_server_process.log().count("generation cancelled")
     impatient = ollama.Client(host=url, timeout=0.5)
@@ -204,7 +204,7 @@ def test_an_empty_chat_or_prompt_only_loads_the_model(client):
     assert gen.done and gen.done_reason == "load" and gen.response == ""
 
 
-def test_an_engine_error_in_a_stream_is_an_error_line(client, llm_server):  # noqa: F811
+def test_an_engine_error_in_a_stream_is_an_error_line(client, llm_server):
     # under the character limit, but more tokens than the 4096-token context: llama.cpp refuses it
     # after the 200 and the headers went out, so the stream ends with an error line
     rng = random.Random(7)
@@ -255,20 +255,20 @@ WRONG_TYPES = [
 
 
 @pytest.mark.parametrize("path,body,field", WRONG_TYPES, ids=[f"{p}:{f}" for p, _, f in WRONG_TYPES])
-def test_a_wrongly_typed_field_is_a_400_naming_it(llm_server, path, body, field):  # noqa: F811
+def test_a_wrongly_typed_field_is_a_400_naming_it(llm_server, path, body, field):
     r = httpx.post(f"{llm_server}{path}", json=body, timeout=60)
     assert r.status_code == 400, r.text
     assert r.json()["field"] == field and f"'{field}'" in r.json()["error"]
 
 
-def test_not_a_number_is_a_400(llm_server):  # noqa: F811
+def test_not_a_number_is_a_400(llm_server):
     raw = b'{"model": "%s", "messages": [], "options": {"temperature": NaN}}' % M.encode()
     r = httpx.post(f"{llm_server}/api/chat", content=raw)
     assert r.status_code == 400 and r.json()["field"] == "options.temperature"
 
 
 @pytest.mark.parametrize("depth", [40, 100_000])
-def test_deeply_nested_json_is_a_400(llm_server, depth):  # noqa: F811
+def test_deeply_nested_json_is_a_400(llm_server, depth):
     # 100,000 levels make Python's decoder raise RecursionError; 40 decode but are refused
     nested = "[" * depth + "]" * depth
     raw = f'{{"model": "{M}", "messages": [], "format": {{"type": "object", "x": {nested}}}}}'.encode()
@@ -338,7 +338,7 @@ def _body_chunks(total: int, size: int = 256 * 1024, chunked: bool = False):
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_a_50_mb_body_is_refused_with_413_before_it_is_sent(llm_server_process, chunked):  # noqa: F811
+def test_a_50_mb_body_is_refused_with_413_before_it_is_sent(llm_server_process, chunked):
     server = psutil.Process(llm_server_process.pid)
     rss_before = server.memory_info().rss
     framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % FIFTY_MB
@@ -351,7 +351,7 @@ def test_a_50_mb_body_is_refused_with_413_before_it_is_sent(llm_server_process, 
     assert httpx.get(f"{llm_server_process.url}/api/version").status_code == 200
 
 
-def test_a_body_under_the_limit_reaches_the_prompt_check(llm_server):  # noqa: F811
+def test_a_body_under_the_limit_reaches_the_prompt_check(llm_server):
     content = "hello " * ((1024 * 1024 - 200) // 6)
     r = httpx.post(
         f"{llm_server}/api/chat", json={"model": M, "messages": [{"role": "user", "content": content}]}, timeout=60

@@ -19,7 +19,7 @@ import httpx
 
 from observability import metrics
 from tests import otlp_samples as S
-from tests.llm_fixtures import TEST_MODEL, llm_server_process, seed_scenario  # noqa: F401 (fixture)
+from tests.llm_fixtures import TEST_MODEL, seed_scenario
 from tests.otlp_fixtures import start_receiver, stop_receiver
 from tests.prometheus_scrape import free_port, scrape, value, wait_for_metric
 from tests.test_llm_narrator import seed_huge_error
@@ -89,7 +89,7 @@ def test_model_server_and_narrator_report_requests_latency_fallbacks_and_backlog
     store,
     settings,
     data_dir,
-    llm_server_process,  # noqa: F811
+    llm_server_process,
 ):
     """An incident whose facts exceed the server's prompt limit: refused (413) at once, so the
     narrator's template stands in: one summary, its latency, one `refused` fallback."""

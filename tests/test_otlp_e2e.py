@@ -1,28 +1,24 @@
 """End to end with real clients: an app instrumented with the official OpenTelemetry SDK -> the OTLP
 receiver (`python -m ingest`) -> the local log -> the Spark job -> DuckDB, checked against what the app did.
 
-Needs the receiver (`ingest/`) and its fixtures (`tests/otlp_fixtures.py`); skipped, saying so, on a
-checkout without them.
+The `receiver` fixture comes from tests/otlp_fixtures.py (a plugin of tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("ingest.service", reason="the OTLP receiver (ingest/) is not in this checkout")
-otlp = pytest.importorskip("tests.otlp_fixtures", reason="tests/otlp_fixtures.py (the receiver's fixtures) is missing")
-receiver = otlp.receiver  # the fixture
-
-from tests.spark_fixtures import job_env, run_job  # noqa: E402
+from tests.otlp_fixtures import run_shop
+from tests.spark_fixtures import job_env, run_job
 
 ORDERS, ERROR_EVERY = 12, 4
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_sdk_app_through_receiver_and_spark(protocol, receiver, data_dir, settings, store):  # noqa: F811
+def test_sdk_app_through_receiver_and_spark(protocol, receiver, data_dir, settings, store):
     endpoint = receiver.http_url if protocol == "http" else receiver.grpc_target
-    truth, services = otlp.run_shop(protocol, endpoint, ORDERS, ERROR_EVERY)
+    truth, services = run_shop(protocol, endpoint, ORDERS, ERROR_EVERY)
     try:
         run_job(job_env(data_dir), "--available-now")
     finally:

@@ -11,7 +11,6 @@ import pytest
 from observability import outbox, quality, tables
 from observability.transport.base import Producer
 from observability.transport.local_log import LocalLogProducer
-from tests.kafka_broker import kafka_broker  # noqa: F401  (session fixture)
 from tests.transport_fixtures import read_topic
 
 TOPIC = "anomalies"

@@ -8,8 +8,7 @@ import time
 from observability.dead_letter import parse_dead_letter
 from observability.schema import validate_line
 from tests.event_samples import BAD_LINES, NOW_MS, good_event
-from tests.kafka_broker import kafka_broker  # noqa: F401  (session fixture)
-from tests.transport_fixtures import backend_settings, read_topic, record_ts, run_cli, summary_counts  # noqa: F401
+from tests.transport_fixtures import read_topic, record_ts, run_cli, summary_counts
 
 
 def test_bad_lines_rejected_with_reason_good_lines_around_them_published(backend_settings, tmp_path):
@@ -43,7 +42,7 @@ def test_bad_lines_rejected_with_reason_good_lines_around_them_published(backend
     published = [validate_line(r.value) for r in records]
     assert all(len(e.event_id) == 32 for e in published)
     # every good line made it, with its own timestamp as event time and record time
-    by_trace = {e.trace_id: (e, r) for e, r in zip(published, records)}
+    by_trace = {e.trace_id: (e, r) for e, r in zip(published, records, strict=True)}
     assert len(by_trace) == len(good)
     for ev in good:
         got, rec = by_trace[ev["trace_id"]]

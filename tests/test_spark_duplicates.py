@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -20,7 +19,7 @@ from kafka.errors import KafkaTimeoutError
 from observability.bronze import read_events
 from observability.schema import format_timestamp
 from observability.transport.kafka import KafkaProducerTransport
-from tests.kafka_broker import consume, kafka_broker  # noqa: F401  (session fixture)
+from tests.kafka_broker import consume, fresh_topics
 from tests.spark_fixtures import job_env, make_events, publish, run_job
 from tests.test_spark_job import _assert_metrics_match, _minute
 
@@ -100,10 +99,7 @@ def test_a_lost_acknowledgement_over_kafka_is_counted_once(kafka_broker, data_di
     from observability.settings import Settings
     from observability.transport import create_topics, partition_for
 
-    suffix = uuid.uuid4().hex[:8]
-    topics = {
-        f"KAFKA_{n}_TOPIC": f"{n.lower()}_{suffix}" for n in ("RAW_EVENTS", "AGGREGATED", "ANOMALIES", "DEAD_LETTER")
-    }
+    topics = fresh_topics(("RAW_EVENTS", "AGGREGATED", "ANOMALIES", "DEAD_LETTER"))
     settings = Settings(
         DATA_DIR=str(data_dir), TRANSPORT="kafka", KAFKA_BROKER=kafka_broker, TOPIC_PARTITIONS=3, **topics
     )

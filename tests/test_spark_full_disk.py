@@ -10,7 +10,6 @@ import pytest
 
 from observability.settings import Settings
 from observability.store import Store
-from tests.disk_fixtures import small_disk  # noqa: F401  (fixture)
 from tests.spark_fixtures import ROOT, expected_metrics, job_env, make_events, publish
 
 

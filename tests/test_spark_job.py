@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -19,8 +18,10 @@ from observability.bronze import read_events
 from observability.dead_letter import make_dead_letter
 from observability.schema import format_timestamp
 from observability.transport import create_producer, create_reader
+from spark.checkpoint import committed_offsets
+from spark.progress import backlog
 from spark.transforms import PERCENTILE_ACCURACY
-from tests.kafka_broker import PAD_SERVICE, kafka_broker, pad_partitions  # noqa: F401  (session fixture)
+from tests.kafka_broker import PAD_SERVICE, fresh_topics, pad_partitions
 from tests.spark_fixtures import (
     INVALID_LINES,
     ROOT,
@@ -133,6 +134,9 @@ def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, t
     assert "errors 0" in reader_out and "ERROR" not in reader_out, reader_out
     assert int(reader_out.split("reads")[1].split()[0]) > 0
     assert f"spark: {len(events) + len(INVALID_LINES)} events" in proc.stdout
+    # the progress bar's backlog reads the committed offsets from the checkpoint: nothing is left
+    assert committed_offsets(settings.checkpoint_dir / "metrics") == len(events) + len(INVALID_LINES)
+    assert backlog(settings, settings.checkpoint_dir / "metrics") == 0
 
     # 1. aggregates equal a direct GROUP BY over the input, at both levels
     _assert_metrics_match(store, events, by_endpoint=False)
@@ -175,7 +179,7 @@ def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, t
         "SELECT parent_service, child_service, sum(call_count) calls FROM service_dependencies GROUP BY ALL"
     )
     assert {("gateway", "checkout"), ("checkout", "payments"), ("search", "inventory")} <= set(
-        zip(edges.parent_service, edges.child_service)
+        zip(edges.parent_service, edges.child_service, strict=True)
     )
     with create_reader(settings) as r:
         ends = r.end_offsets(settings.aggregated_topic)
@@ -377,10 +381,7 @@ def test_exactly_once_after_sigkill_mid_backlog(data_dir, settings, store):
 def test_job_over_kafka_transport(kafka_broker, data_dir, store):
     from observability.settings import Settings
 
-    suffix = uuid.uuid4().hex[:8]
-    topics = {
-        f"KAFKA_{n}_TOPIC": f"{n.lower()}_{suffix}" for n in ("RAW_EVENTS", "AGGREGATED", "ANOMALIES", "DEAD_LETTER")
-    }
+    topics = fresh_topics(("RAW_EVENTS", "AGGREGATED", "ANOMALIES", "DEAD_LETTER"))
     env = job_env(data_dir, TRANSPORT="kafka", KAFKA_BROKER=kafka_broker, TOPIC_PARTITIONS=3, **topics)
     settings = Settings(
         DATA_DIR=str(data_dir), TRANSPORT="kafka", KAFKA_BROKER=kafka_broker, TOPIC_PARTITIONS=3, **topics

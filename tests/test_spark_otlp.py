@@ -185,7 +185,7 @@ def test_logs_and_metrics_land_exactly_once_with_their_dead_letters(data_dir, se
     ):
         mine = dead[dead.source.str.startswith(f"spark:{topic}:")]
         assert sorted(mine.reason) == sorted(_reason(validate, raw) for raw, _ in bad)
-        for raw, field in bad:
+        for _, field in bad:
             assert mine.reason.str.startswith(field + ":").any(), field
         assert set(mine.payload) == {raw.decode() for raw, _ in bad}
     assert len(dead) == len(BAD_LOGS) + len(BAD_METRICS)

@@ -55,9 +55,11 @@ def test_window_metrics_counts_errors_and_levels(spark_session):
         (T0 + 30 * s, "db", "/q", 429, 1.0),
     ]
     out = window_metrics(_events_df(spark_session, rows)).toPandas()
-    key = lambda svc, ep, ws: out[
-        (out.service == svc) & (out.endpoint.isna() if ep is None else out.endpoint == ep) & (out.window_start == ws)
-    ].iloc[0]
+
+    def key(svc, ep, ws):
+        by_endpoint = out.endpoint.isna() if ep is None else out.endpoint == ep
+        return out[(out.service == svc) & by_endpoint & (out.window_start == ws)].iloc[0]
+
     api = key("api", None, T0)
     assert api.window_end == T0 + 60 * s
     assert (api.request_count, api.error_count, api.client_error_count) == (4, 2, 1)
@@ -127,7 +129,7 @@ def test_request_metrics_count_entry_spans_only(spark_session):
     assert svc.error_count.to_dict() == {"api": 0, "worker": 1, "cron": 0}
     assert svc.loc["api", "max_latency_ms"] == 100.0 and svc.loc["api", "avg_latency_ms"] == 100.0
     endpoints = out[out.endpoint.notna()]
-    assert sorted(zip(endpoints.service, endpoints.endpoint)) == [
+    assert sorted(zip(endpoints.service, endpoints.endpoint, strict=True)) == [
         ("api", "/a"),
         ("cron", "GET"),
         ("cron", "nightly"),
@@ -282,8 +284,8 @@ def test_validate_fast_judges_like_validate_line():
         b'{"timestamp": "2024-01-01T00:00:00Z", "service": "\\ud800", "status_code": 200, "latency_ms": 1}',
     ]
     for line in [raw for raw, _ in INVALID_LINES] + extra:
-        expected = _verdict(lambda: validate_line(line, now_ms=now))
-        assert _verdict(lambda: validate_fast(line, now)[0]) == expected, line
+        expected = _verdict(lambda line=line: validate_line(line, now_ms=now))
+        assert _verdict(lambda line=line: validate_fast(line, now)[0]) == expected, line
 
 
 def _verdict(fn):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from observability import tables
 from observability.store import Store
-from tests.disk_fixtures import small_disk  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 

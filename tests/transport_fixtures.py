@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from tests.kafka_broker import consume, kafka_broker  # noqa: F401  (fixture re-export)
+from tests.kafka_broker import consume
 
 BACKENDS = ["local", pytest.param("kafka", marks=pytest.mark.kafka)]
 

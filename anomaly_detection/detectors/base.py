@@ -60,7 +60,7 @@ class BaseDetector(ABC):
         self.history_ = history.groupby("service", sort=False).tail(self.context_windows).reset_index(drop=True)
         return self
 
-    def _fit(self, history: pd.DataFrame) -> None:  # pragma: no cover - optional hook
+    def _fit(self, history: pd.DataFrame) -> None:  # pragma: no cover  # noqa: B027 - optional hook, a no-op by default
         pass
 
     def score(self, windows: pd.DataFrame) -> np.ndarray:

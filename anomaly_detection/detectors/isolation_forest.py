@@ -124,7 +124,7 @@ def _result(score: np.ndarray, x: np.ndarray, scale: np.ndarray, names=features.
         if kind == "traffic":
             kind = "traffic_surge" if x[i, top[i]] > 0 else "traffic_drop"
         kinds.append(kind if score[i] > 0 else None)
-        observed.append(rounded(dict(zip(names, x[i]))))
+        observed.append(rounded(dict(zip(names, x[i], strict=True))))
     return pd.DataFrame(
         {"score": score, "anomaly_type": kinds, "baseline": [{n: 0.0 for n in names}] * len(x), "observed": observed}
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,7 @@ class TransformerDetector(BaseDetector):
         seqs = np.zeros((n, L, nf), dtype=np.float32)
         services = frame["service"].to_numpy()
         starts = np.r_[0, np.flatnonzero(services[1:] != services[:-1]) + 1, n]
-        for a, b in zip(starts[:-1], starts[1:]):
+        for a, b in pairwise(starts):
             padded = np.vstack([np.zeros((L, nf)), ctx[a:b]])
             for k in range(L):  # seqs[i, k] = row i - L + k (zeros before the service's first row)
                 seqs[a:b, k] = padded[k : k + (b - a)]

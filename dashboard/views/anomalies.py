@@ -63,7 +63,7 @@ def live_anomalies(range_key: str, services: list[str], severities: list[str], t
     by_severity = shown["severity"].value_counts()
     cols = st.columns(1 + len(by_severity))
     cols[0].metric("Anomalies shown", f"{len(shown):,}", help=f"of {len(df):,} in the range")
-    for col, sev in zip(cols[1:], sorted(by_severity.index, key=lambda s: (severity_rank(s), s))):
+    for col, sev in zip(cols[1:], sorted(by_severity.index, key=lambda s: (severity_rank(s), s)), strict=True):
         col.metric(sev, f"{by_severity[sev]:,}")
     st.plotly_chart(charts.anomaly_timeline(shown, tr.start(now), now), key="chart_anomalies")
     table = shown.assign(

@@ -29,7 +29,7 @@ selected = st.multiselect(
 def _render_tiles(statuses, start, end) -> None:
     for i in range(0, len(statuses), TILES_PER_ROW):
         cols = st.columns(TILES_PER_ROW)
-        for col, s in zip(cols, statuses[i : i + TILES_PER_ROW]):
+        for col, s in zip(cols, statuses[i : i + TILES_PER_ROW], strict=False):  # the last row may be short
             color, icon = BADGE[s.status]
             with col.container(border=True):
                 st.markdown(f"**{ui.md_escape(s.service)}**  \n:{color}-badge[{icon} {s.status}]")

@@ -36,7 +36,7 @@ class Producer(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    def discard(self) -> None:
+    def discard(self) -> None:  # noqa: B027 - optional: only a producer that buffers has to release
         """Give the producer up without delivering what it still buffers (after a failed flush,
         when the caller resends those records itself, e.g. the outbox). Default: nothing to release."""
 
@@ -61,7 +61,7 @@ class TopicReader(ABC):
     def read(self, topic: str, partition: int, start: int, end: int) -> Iterator[Record]:
         """Records with start <= offset < end, in offset order."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a reader holding nothing open has nothing to close
         pass
 
     def __enter__(self):

@@ -177,7 +177,7 @@ class _Partition:
         valid data after it (in this segment or a later one)."""
         path = self.seg_path(base)
         try:
-            f = open(path, "rb")
+            f = open(path, "rb")  # noqa: SIM115 - `with f:` below; only the open may skip a missing segment
         except FileNotFoundError:
             return
         with f:

@@ -1,4 +1,5 @@
-"""Narration: find incidents needing a summary, write grounded summaries, track the backlog.
+"""The summary writer behind `python -m llm.narrator`: find incidents needing a summary, write grounded
+summaries, track the backlog.
 
 An incident is pending when it has no summary, or when it changed after the
 facts its latest summary was built from (`incidents.updated_at` newer than the
