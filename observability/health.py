@@ -34,6 +34,7 @@ DETECTOR_HEARTBEAT = tables.DETECTOR_HEARTBEAT
 SPARK_HEARTBEAT = tables.SPARK_HEARTBEAT
 NARRATOR_HEARTBEAT = tables.NARRATOR_HEARTBEAT
 INGEST_HEARTBEAT = tables.INGEST_HEARTBEAT
+INDEXER_HEARTBEAT = tables.INDEXER_HEARTBEAT
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,11 @@ def check_ingest(settings: Settings, store: Store, now: datetime) -> CheckResult
     return result
 
 
+def check_indexer(settings: Settings, store: Store, now: datetime) -> CheckResult:
+    """The search indexer (`python -m llm.indexer`): its heartbeat."""
+    return _heartbeat(INDEXER_HEARTBEAT, settings, store, now)
+
+
 CHECKS: tuple[Callable[[Settings, Store, datetime], CheckResult], ...] = (
     check_transport,
     check_spark_progress,
@@ -279,6 +285,7 @@ def run_all_checks(
     include_airflow: bool = False,
     include_ingest: bool = False,
     include_forecaster: bool = False,
+    include_indexer: bool = False,
 ) -> list[CheckResult]:
     """Every component check; an error inside a check becomes an unhealthy result."""
     settings = settings or get_settings()
@@ -286,6 +293,7 @@ def run_all_checks(
     now = now or utcnow()
     checks = CHECKS + ((check_airflow,) if include_airflow else ()) + ((check_ingest,) if include_ingest else ())
     checks += (check_forecaster,) if include_forecaster else ()
+    checks += (check_indexer,) if include_indexer else ()
     results = []
     for check in checks:
         start = time.perf_counter()

@@ -142,6 +142,16 @@ class Settings(BaseSettings):
     metrics_port_model_server: int = Field(9106, ge=0, le=65535, alias="METRICS_PORT_MODEL_SERVER")
     metrics_port_notifier: int = Field(9107, ge=0, le=65535, alias="METRICS_PORT_NOTIFIER")
     metrics_port_forecaster: int = Field(9108, ge=0, le=65535, alias="METRICS_PORT_FORECASTER")
+    # --- search (llm.indexer, llm.search, the dashboard's Search page) ------------
+    search_index_interval_seconds: float = Field(30, gt=0, alias="SEARCH_INDEX_INTERVAL_SECONDS")
+    # CPU threads the embedding model may use (indexer batches; a query embeds on one)
+    embedding_threads: int = Field(1, ge=1, alias="EMBEDDING_THREADS")
+    embedding_batch_size: int = Field(64, ge=1, le=4096, alias="EMBEDDING_BATCH_SIZE")
+    # results below this cosine similarity are not shown (CLI default, dashboard slider default)
+    search_min_similarity: float = Field(0.25, ge=-1, le=1, alias="SEARCH_MIN_SIMILARITY")
+    # a trace's spans are read this long after its newest bronze file, so a trace split across
+    # micro-batches is indexed whole (the text is rebuilt when more of its spans arrive)
+    search_trace_slack_seconds: float = Field(300, ge=0, alias="SEARCH_TRACE_SLACK_SECONDS")
 
     # --- airflow / dashboard / retention -------------------------------------
     retention_days: int = Field(7, ge=1, alias="RETENTION_DAYS")

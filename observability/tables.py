@@ -36,6 +36,9 @@ ALERT_EVENTS = "alert_events"  # writer: anomaly_detection.notifier (one row per
 ALERT_DELIVERIES = "alert_deliveries"  # writer: anomaly_detection.notifier (every delivery attempt, per channel)
 FORECASTS = "forecasts"  # writer: anomaly_detection.forecaster (next hour per service and metric, with intervals)
 SLA_RISK = "sla_risk"  # writer: anomaly_detection.forecaster (per service and SLA: chance of crossing it in the hour)
+EMBEDDINGS = "embeddings"  # writer: llm.indexer (one row per searchable item: trace, log template, incident)
+EMBEDDING_VECTORS = "embedding_vectors"  # writer: llm.indexer (the content cache: one vector per distinct text)
+EMBEDDING_PROGRESS = "embedding_progress"  # writer: llm.indexer (what each source has been indexed up to)
 
 # `heartbeats.component` of each long-running service: written by that service
 # (`Store.heartbeat`), read by `observability.health` and the dashboard.
@@ -48,6 +51,9 @@ FORECASTER_HEARTBEAT = "forecaster"
 
 # `forecasts.metric` / `sla_risk.metric`: what the forecaster predicts, per 5-minute bucket of a service.
 FORECAST_METRICS = ("request_rate", "error_rate", "p95_latency_ms", "p99_latency_ms")
+INDEXER_HEARTBEAT = "indexer"  # llm.indexer (search embeddings)
+
+EMBEDDING_DIM = 384  # the search model's vector size (observability.embedding_model)
 
 _METRIC_COLUMNS = """
     request_count BIGINT NOT NULL,
@@ -285,6 +291,35 @@ CREATE TABLE IF NOT EXISTS {TRACE_INDEX} (
 """,
     ),
     (
+        9,
+        "search embeddings: embeddings (items), embedding_vectors (one vector per distinct text), embedding_progress",
+        f"""
+CREATE TABLE IF NOT EXISTS {EMBEDDING_VECTORS} (
+    text_id BIGINT PRIMARY KEY,       -- 64-bit hash of the text (observability.search_text.text_id)
+    text VARCHAR NOT NULL,            -- what was embedded
+    embedding FLOAT[{EMBEDDING_DIM}] NOT NULL,  -- unit length: cosine similarity = inner product
+    model VARCHAR NOT NULL,           -- the model that embedded it (a new model re-embeds)
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {EMBEDDINGS} (
+    kind VARCHAR NOT NULL,            -- trace | log | incident
+    item_id VARCHAR NOT NULL,         -- trace id, log template id, incident id
+    service VARCHAR,                  -- trace: its entry service; log: its service; incident: its service
+    services VARCHAR[],               -- every service the item involves (filters match any)
+    time TIMESTAMP NOT NULL,          -- trace start, log template last seen, incident start
+    text_id BIGINT NOT NULL,          -- -> {EMBEDDING_VECTORS}.text_id (vector and text)
+    trace_id VARCHAR,                 -- a trace to open: the trace itself, a log's latest trace
+    updated_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (kind, item_id)
+);
+CREATE TABLE IF NOT EXISTS {EMBEDDING_PROGRESS} (
+    source VARCHAR PRIMARY KEY,       -- bronze file path, or logs | incidents
+    position TIMESTAMP,               -- logs: newest timestamp indexed
+    indexed_at TIMESTAMP NOT NULL
+);
+""",
+    ),
+    (
         10,
         "alert notifications: alert_events (what to notify, once per incident and event), alert_deliveries",
         f"""
@@ -375,4 +410,7 @@ ALL_TABLES = (
     ALERT_DELIVERIES,
     FORECASTS,
     SLA_RISK,
+    EMBEDDINGS,
+    EMBEDDING_VECTORS,
+    EMBEDDING_PROGRESS,
 )

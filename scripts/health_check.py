@@ -56,7 +56,7 @@ def main() -> int:
     s = get_settings()
     unhealthy = []
 
-    results = run_all_checks(s, include_ingest=True, include_forecaster=True)
+    results = run_all_checks(s, include_ingest=True, include_forecaster=True, include_indexer=True)
     if args.component:
         results = [r for r in results if args.component in r.component]
         for r in results:

@@ -40,6 +40,7 @@ def programs(s: Settings) -> dict[str, str]:
         "forecaster": f"{PY} -m anomaly_detection.forecaster",
         "narrator": f"{PY} -m llm.narrator",
         "notifier": f"{PY} -m anomaly_detection.notifier",
+        "indexer": f"{PY} -m llm.indexer",
         "airflow-api-server": f"{airflow} api-server",
         "airflow-scheduler": f"{airflow} scheduler",
         "airflow-dag-processor": f"{airflow} dag-processor",
