@@ -28,6 +28,7 @@ PAGES = [
     st.Page("views/service_map.py", title="Service map", icon=":material/hub:", url_path="service-map"),
     st.Page("views/health.py", title="Health", icon=":material/monitor_heart:", url_path="health"),
     st.Page("views/sql.py", title="SQL", icon=":material/terminal:", url_path="sql"),
+    st.Page("views/search.py", title="Search", icon=":material/search:", url_path="search"),
 ]
 
 page = st.navigation(PAGES)

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, trace_data, ui
+from dashboard import charts, data, search_box, trace_data, ui
 from dashboard.ranges import get_range
 from dashboard.status import as_dict, as_list, baseline_vs_observed, detector_scores, format_duration
 from dashboard.traces import waterfall_rows
@@ -274,9 +274,18 @@ def live_incidents(range_key: str) -> None:
         key="table_incidents",
     )
     by_id = {row.id: row for row in incidents.itertuples(index=False)}
-    chosen = st.selectbox("Incident", list(by_id), format_func=lambda i: _label(by_id[i]), key="incident_id")
+    linked = st.query_params.get("incident_id")  # a search result's link
+    ids = list(by_id)
+    chosen = st.selectbox(
+        "Incident",
+        ids,
+        index=ids.index(linked) if linked in by_id else 0,
+        format_func=lambda i: _label(by_id[i]),
+        key="incident_id",
+    )
     render_incident(by_id[chosen], now)
     ui.updated_caption(now)
 
 
+search_box.search_box("incident_search", kind="incident", label="Search past incidents by meaning")
 live_incidents(tr.key)

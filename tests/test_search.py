@@ -1,0 +1,358 @@
+"""Search by meaning: the pinned model, the indexer and its content cache, the query checks, the CLI,
+and retrieval quality on generator traffic (recall@5 beside plain keyword search)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timedelta
+
+import orjson
+import pandas as pd
+import pytest
+
+from llm import indexer as indexer_mod
+from llm import search as search_cli
+from observability import bronze, embedding_model, search_text, semantic_search, tables
+from observability.store import utcnow
+from tests import search_fixtures
+from tests.search_fixtures import ROOT
+
+embedder = search_fixtures.embedder  # session fixtures: the model, loaded once; indexed generator traffic
+indexed_traffic = search_fixtures.indexed_traffic
+
+# -- the model -----------------------------------------------------------------------
+
+
+def test_a_tampered_model_file_is_refused(tmp_path):
+    src = embedding_model.model_dir()
+    copy = tmp_path / "model"
+    shutil.copytree(src, copy, ignore=shutil.ignore_patterns("model.safetensors"))
+    (copy / "model.safetensors").symlink_to(src / "model.safetensors")
+    embedding_model.verify_files(copy)  # the untouched copy passes
+    config = copy / "config.json"
+    config.write_text(config.read_text().replace('"hidden_act": "gelu"', '"hidden_act": "relu"'))
+    with pytest.raises(embedding_model.EmbeddingModelError, match="config.json: sha256 .* does not match"):
+        embedding_model.load(directory=copy)
+    config.unlink()
+    with pytest.raises(embedding_model.EmbeddingModelError, match="config.json is missing"):
+        embedding_model.verify_files(copy)
+
+
+def test_the_model_gives_unit_384_vectors_that_rank_by_meaning(embedder):
+    v = embedder.encode(["payments timing out", "timeout calling payments", "product not found"])
+    assert v.shape == (3, tables.EMBEDDING_DIM) and v.dtype.name == "float32"
+    assert abs(float((v * v).sum(axis=1).max()) - 1.0) < 1e-4
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.2
+
+
+# -- query checks and text templates -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("", "empty"),
+        ("   \n\t ", "empty"),
+        ("x" * 100_000, "100,000 characters"),
+        ("card\x00declined", "U\\+0000"),
+        ("card\x1b[31mdeclined", "U\\+001B"),
+        ("pay\u202ements", "U\\+202E"),
+        (b"bytes", "must be text"),
+    ],
+)
+def test_bad_queries_get_a_clear_message(query, message):
+    with pytest.raises(semantic_search.BadQuery, match=message):
+        semantic_search.check_query(query)
+
+
+def test_good_queries_are_folded_to_one_line():
+    assert semantic_search.check_query("  card\tdeclined\n at checkout ") == "card declined at checkout"
+    assert semantic_search.check_query("paiement refusé 💳") == "paiement refusé 💳"
+
+
+def test_templates_mask_ids_and_numbers_so_one_situation_is_one_text():
+    a = "order 8f3a9c2e1b7d4f60 failed for user 550e8400-e29b-41d4-a716-446655440000 after 1534.2 ms from 10.0.0.7"
+    b = "order 0b1c2d3e4f5a6b7c failed for user 123e4567-e89b-12d3-a456-426614174000 after 87.9 ms from 10.1.2.3"
+    assert search_text.template(a) == search_text.template(b)
+    assert search_text.template(a) == "order <id> failed for user <id> after <num> ms from <ip>"
+    assert search_text.template("upstream payments returned 503") == "upstream payments returned 503"
+    assert search_text.text_id("x") == search_text.text_id("x") != search_text.text_id("y")
+
+
+# -- the indexer ---------------------------------------------------------------------------
+
+
+def test_indexing_embeds_each_distinct_text_once(indexed_traffic):
+    t = indexed_traffic
+    traces = t.events["trace_id"].nunique()
+    assert t.result.traces == traces and t.result.files == 2
+    counts = dict(t.store.fetch_all(f"SELECT kind, count(*) FROM {tables.EMBEDDINGS} GROUP BY kind"))
+    assert counts["trace"] == traces
+    distinct = t.store.fetch_one(f"SELECT count(DISTINCT text_id) FROM {tables.EMBEDDINGS}")[0]
+    vectors = t.store.fetch_one(f"SELECT count(*) FROM {tables.EMBEDDING_VECTORS}")[0]
+    assert vectors == distinct == t.result.texts_embedded
+    assert vectors < traces / 10  # look-alike traces share one vector
+    column = t.store.fetch_one(
+        "SELECT data_type FROM information_schema.columns WHERE table_name = ? AND column_name = 'embedding'",
+        [tables.EMBEDDING_VECTORS],
+    )[0]
+    assert column == f"FLOAT[{tables.EMBEDDING_DIM}]"
+    # every distinct error message of the traffic is one templated log item
+    messages = {m for m in t.events["error_message"].dropna()}
+    logs = t.store.fetch_all(
+        f"SELECT v.text FROM {tables.EMBEDDINGS} e JOIN {tables.EMBEDDING_VECTORS} v USING (text_id) WHERE kind = 'log'"
+    )
+    assert messages <= {text.split(": ", 1)[1] for (text,) in logs}
+
+
+def test_a_second_run_finds_nothing_new_and_new_spans_reuse_the_cache(indexed_traffic, embedder):
+    t = indexed_traffic
+    ix = indexer_mod.Indexer(t.settings, embedder=embedder, store=t.store)
+    again = ix.run_once()
+    assert (again.traces, again.texts_embedded) == (0, 0)
+    # the same situations an hour later: new traces, no new vectors
+    later = t.events.head(300).copy()
+    later["timestamp"] = (pd.to_datetime(later["timestamp"]) + timedelta(hours=1)).dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    later["trace_id"] = later["trace_id"].str[:-4] + "beef"
+    bronze.write_events(t.settings.bronze_dir, later)
+    more = ix.run_once()
+    assert more.traces == later["trace_id"].nunique() and more.texts_embedded <= 3
+    assert more.texts_cached >= more.traces * 0.5 or more.texts_cached >= 5
+
+
+def test_a_trace_split_across_bronze_files_is_indexed_whole(settings, store, embedder):
+    t0 = datetime(2026, 11, 30, 12, 0, 0)
+    root = {"trace_id": "a" * 32, "span_id": "1" * 16, "parent_span_id": None, "service": "checkout"}
+    child = {"trace_id": "a" * 32, "span_id": "2" * 16, "parent_span_id": "1" * 16, "service": "payments"}
+    spans = [
+        {**root, "endpoint": "POST /api/checkout", "status_code": 502, "latency_ms": 120.0, "timestamp": t0},
+        {
+            **child,
+            "endpoint": "POST /payments/charge",
+            "status_code": 503,
+            "latency_ms": 90.0,
+            "error_message": "payment processor unavailable",
+            "timestamp": t0 + timedelta(milliseconds=5),
+        },
+    ]
+    ix = indexer_mod.Indexer(settings, embedder=embedder, store=store)
+    bronze.write_events(settings.bronze_dir, pd.DataFrame([{"event_id": "e1", **spans[0]}]))
+    assert ix.run_once().traces == 1
+    bronze.write_events(settings.bronze_dir, pd.DataFrame([{"event_id": "e2", **spans[1]}]))
+    assert ix.run_once().traces == 1
+    (text,) = store.fetch_one(
+        f"SELECT v.text FROM {tables.EMBEDDINGS} e JOIN {tables.EMBEDDING_VECTORS} v USING (text_id) "
+        "WHERE kind = 'trace' AND item_id = ?",
+        ["a" * 32],
+    )
+    assert "payment processor unavailable" in text and text.startswith("checkout POST /api/checkout failed")
+    assert store.fetch_one(f"SELECT count(*) FROM {tables.EMBEDDINGS} WHERE kind = 'trace'")[0] == 1
+
+
+def test_incidents_and_log_records_are_indexed_and_reindexed_when_they_change(settings, store, embedder):
+    now = utcnow().replace(microsecond=0)
+    store.execute(
+        f"INSERT INTO {tables.INCIDENTS} (id, service, started_at, status, peak_severity, root_cause_service, "
+        "related_services, updated_at) VALUES ('inc-1', 'checkout', ?, 'open', 'high', 'payments', ['payments'], ?)",
+        [now, now],
+    )
+    store.execute(
+        f"INSERT INTO {tables.ANOMALIES} (id, service, window_start, window_end, detected_at, anomaly_type, "
+        "severity, score) VALUES ('a1', 'checkout', ?, ?, ?, 'error_surge', 'high', 0.9)",
+        [now, now + timedelta(minutes=1), now],
+    )
+    store.execute(
+        f"INSERT INTO {tables.LOGS} (timestamp, service, severity_text, severity_number, body, trace_id) VALUES "
+        "(?, 'payments', 'ERROR', 17, 'charge 4242424242 refused by acquirer after 3 retries', 'ab'), "
+        "(?, 'payments', 'ERROR', 17, 'charge 5555555555 refused by acquirer after 3 retries', 'cd')",
+        [now, now + timedelta(seconds=1)],
+    )
+    ix = indexer_mod.Indexer(settings, embedder=embedder, store=store)
+    first = ix.run_once()
+    assert (first.incidents, first.logs) == (1, 1)  # two log lines, one template
+    rows = dict(store.fetch_all(f"SELECT kind, trace_id FROM {tables.EMBEDDINGS}"))
+    assert rows["log"] == "cd"  # the template's newest record
+    assert ix.run_once().incidents == 0  # unchanged: not rewritten
+    store.execute(
+        f"INSERT INTO {tables.INCIDENT_SUMMARIES} (id, incident_id, service, created_at, summary, generated_by, facts) "
+        "VALUES ('s1', 'inc-1', 'checkout', ?, 'Checkout failed because the payment provider was down.', 'llm', '{}')",
+        [now],
+    )
+    assert ix.run_once().incidents == 1
+    (text,) = store.fetch_one(
+        f"SELECT v.text FROM {tables.EMBEDDINGS} e JOIN {tables.EMBEDDING_VECTORS} v USING (text_id) "
+        "WHERE kind = 'incident'"
+    )
+    assert text.startswith("incident on checkout: error surge. root cause payments") and "provider was down" in text
+
+
+# -- search and the CLI ---------------------------------------------------------------------------
+
+
+def _search(t, embedder, query, **kw):
+    f = semantic_search.Filters(**{"limit": 5, "min_similarity": -1, **kw})
+    v = embedder.encode([query])[0]
+    return t.store.read(lambda con: semantic_search.search(con, v, f, model=embedder.name))
+
+
+def test_filters_by_kind_service_time_and_threshold(indexed_traffic, embedder):
+    t = indexed_traffic
+    only = _search(t, embedder, "payment provider is down", kind="trace", service="payments", limit=20)
+    assert len(only) == 20 and set(only["kind"]) == {"trace"}
+    assert all("payments" in text for text in only["text"])
+    assert list(only["similarity"]) == sorted(only["similarity"], reverse=True)
+    start = datetime(2026, 11, 30, 10, 9)
+    window = _search(t, embedder, "search engine failing", start=start, end=start + timedelta(minutes=3))
+    assert len(window) and all(start <= pd.Timestamp(x) < start + timedelta(minutes=3) for x in window["time"])
+    assert _search(t, embedder, "payment provider is down", min_similarity=0.99).empty
+
+
+def test_cli_prints_json_lines_best_first(indexed_traffic, embedder, monkeypatch, capsysbinary):
+    monkeypatch.setenv("DATA_DIR", str(indexed_traffic.settings.data_dir))
+    monkeypatch.setattr(embedding_model, "load", lambda **_: embedder)  # the session's (real) model
+    from observability.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        rc = search_cli.main(["card declined at checkout", "--limit", "4", "--kind", "log"])
+    finally:
+        get_settings.cache_clear()
+    lines = capsysbinary.readouterr().out.splitlines()
+    assert rc == 0 and len(lines) == 4
+    records = [orjson.loads(line) for line in lines]
+    assert all(list(r) == list(semantic_search.RESULT_FIELDS) for r in records)
+    assert all(r["kind"] == "log" for r in records) and "card declined" in records[0]["text"]
+    assert [r["similarity"] for r in records] == sorted((r["similarity"] for r in records), reverse=True)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", records[0]["time"])
+
+
+@pytest.mark.parametrize("query", ["", "a" * 100_000, "card\x07declined"])
+def test_cli_rejects_bad_queries_with_exit_code_2(query, data_dir):
+    out = subprocess.run(
+        [sys.executable, "-m", "llm.search", query], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith("llm.search: the query ")
+
+
+# -- quality -------------------------------------------------------------------------------------------
+# (query, what a relevant result's text matches): the wording of each query differs from the
+# messages it should find. Relevance is judged on the indexed text.
+LABELLED = [
+    ("bank refused the customer's card", r"card declined"),
+    ("buyer lacks money for the purchase", r"insufficient funds"),
+    ("goods sold out", r"insufficient stock|out of stock"),
+    ("item page missing", r"product not found"),
+    ("discount voucher no longer valid", r"coupon expired"),
+    ("wrong delivery address entered", r"invalid shipping address"),
+    ("user typed an enormous search phrase", r"query too long"),
+    ("sql statements hanging until deadline", r"statement timeout|timeout calling database"),
+    ("no free db connections left", r"connection pool exhausted"),
+    ("payment provider is down", r"payment processor unavailable"),
+    ("card processor answered garbage", r"payment gateway error"),
+    ("the billing gateway sent back nonsense", r"payment gateway error: unexpected response"),
+    ("product lookup index partition crashed", r"search index shard failure"),
+    ("too much load on product lookup nodes", r"search cluster overloaded"),
+    ("two transactions locked each other", r"deadlock detected"),
+    ("placing a purchase crashed unexpectedly", r"order service exception"),
+    ("shop front dropping requests under pressure", r"checkout overloaded, shedding load"),
+    ("stock service crashed", r"inventory service internal error"),
+    ("warehouse cache offline", r"inventory cache unavailable"),
+    ("purchases hang waiting on billing", r"timeout calling payments|payments \S+ /payments/\S+ (error )?504"),
+    ("warehouse dependency broke the purchase flow", r"upstream inventory returned|timeout calling inventory"),
+    ("orders taking seconds to complete", r"\bslow\b"),
+    ("database outage felt by every caller", r"upstream database returned|timeout calling database"),
+]
+
+
+def recall_at_5(t, embedder, keyword: bool = False) -> tuple[float, list[str]]:
+    misses = []
+    f = semantic_search.Filters(limit=5, min_similarity=-1)
+    for query, relevant in LABELLED:
+        if keyword:
+            df = t.store.read(lambda con, q=query: semantic_search.keyword_search(con, q, f))
+        else:
+            df = _search(t, embedder, query)
+        if not any(re.search(relevant, text) for text in df["text"]):
+            misses.append(query)
+    return 1 - len(misses) / len(LABELLED), misses
+
+
+def test_the_labelled_queries_share_few_words_with_their_answers():
+    for query, relevant in LABELLED:
+        answer = set(re.findall(r"[a-z]{4,}", relevant))
+        assert len(set(re.findall(r"[a-z]{4,}", query.lower())) & answer) <= 1, query
+
+
+def test_recall_at_5_over_generator_traffic_beats_keyword_search(indexed_traffic, embedder):
+    recall, misses = recall_at_5(indexed_traffic, embedder)
+    keyword, _ = recall_at_5(indexed_traffic, embedder, keyword=True)
+    print(f"\nsearch quality: {len(LABELLED)} queries, recall@5 embeddings={recall:.2f} keyword(ILIKE)={keyword:.2f}")
+    print(f"missed: {misses}")
+    assert len(LABELLED) >= 20
+    assert recall >= 0.9, misses
+    assert recall > keyword + 0.3
+
+
+# -- the dashboard ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dashboard_on(indexed_traffic, embedder, monkeypatch):
+    """The dashboard reading the indexed traffic, with the session's (real) model."""
+    import streamlit as st
+
+    from observability.settings import get_settings
+
+    monkeypatch.setenv("DATA_DIR", str(indexed_traffic.settings.data_dir))
+    monkeypatch.delenv("DUCKDB_PATH", raising=False)
+    monkeypatch.setattr(embedding_model, "load", lambda **_: embedder)
+    get_settings.cache_clear()
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    get_settings.cache_clear()
+
+
+def _open(page: str):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60).run()
+    at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_search_page_ranks_and_links_results(dashboard_on):
+    at = _open("search")
+    assert at.info  # no query yet: says what to type
+    at.text_input(key="q").set_value("card declined at checkout").run()
+    at.selectbox(key="search_kind").set_value("trace").run()
+    assert not at.exception and not at.error
+    (table,) = [df for df in (d.value for d in at.dataframe)]
+    assert len(table) == 20 and set(table["kind"]) == {"trace"}
+    assert "card declined" in table["text"].iloc[0]
+    assert table["open"].str.fullmatch(r"traces\?trace_id=[0-9a-f]{32}").all()
+    at.slider(key="search_threshold").set_value(0.95).run()
+    assert not at.dataframe and any("Nothing at or above" in i.value for i in at.info)
+
+
+def test_search_page_explains_a_bad_query(dashboard_on):
+    at = _open("search")
+    at.text_input(key="q").set_value("x" * 5000).run()
+    assert not at.exception and not at.dataframe
+    assert any("at most 1,000" in w.value for w in at.warning)
+
+
+def test_incidents_page_has_the_search_box(dashboard_on):
+    at = _open("incidents")
+    at.text_input(key="incident_search_query").set_value("payment provider is down").run()
+    at.selectbox(key="incident_search_kind").set_value("all").run()
+    assert not at.exception
+    (table,) = [d.value for d in at.dataframe]
+    assert len(table) == 10 and "payment processor unavailable" in " ".join(table["text"])
