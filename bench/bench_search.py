@@ -1,0 +1,276 @@
+"""Search figures: indexing throughput with the content cache, and query latency at 100k and 1M.
+
+    .venv/bin/python bench/bench_search.py [--minutes 60] [--rate 10] [--sizes 100000,1000000]
+
+1. Indexing: generator traffic (`--minutes` of event time at `--rate` traces/s, with injected
+   scenarios) in a bronze layer, indexed by the real indexer and model. Printed: traces/s end to
+   end (cold cache: every distinct text embedded once), traces/s again with the cache warm (the
+   same situations an hour later: new traces, no new texts), and the model's own speed on the
+   unique texts (texts/CPU-second). Goal: >= 1,000 traces/s with the cache.
+2. Search: `embeddings` filled with N trace items. Two layouts:
+   - `generator texts`: the N items share the distinct texts the generator's situations produce
+     (what the content cache stores: one vector per distinct text);
+   - `all distinct`: every item has its own vector (N vectors: the real texts' vectors plus
+     noise, renormalised), the worst case.
+   p50/p95 of `observability.semantic_search.search` (DuckDB `array_cosine_similarity`,
+   `SET threads = 1`) beside a same-run brute-force numpy baseline (the same vectors in memory,
+   one BLAS thread, top 10 by inner product). Goals: p95 < 10 ms at 100k, < 50 ms at 1M.
+   The query's own embedding (model, one thread) is printed separately.
+Times are wall clock; CPU seconds and the load average are printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import duckdb  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from llm.indexer import Indexer, vector_table  # noqa: E402
+from observability import bronze, embedding_model, semantic_search, tables  # noqa: E402
+from observability.settings import Settings  # noqa: E402
+from observability.store import Store, _apply_ddl  # noqa: E402
+from tests.search_fixtures import generate_events  # noqa: E402
+
+QUERIES = [
+    "payments timing out",
+    "card declined at checkout",
+    "database connections running out",
+    "search engine broken",
+    "checkout is slow",
+    "stock service crashed",
+    "warehouse cache offline",
+    "payment provider is down",
+    "discount voucher no longer valid",
+    "sql statements hanging until deadline",
+]
+
+
+def cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000, q))
+
+
+# -- 1. indexing ---------------------------------------------------------------------------
+def bench_indexing(tmp: Path, embedder, minutes: int, rate: float):
+    data = tmp / "index" / "data"
+    settings = Settings(DATA_DIR=data)
+    store = Store.from_settings(settings)
+    store.migrate()
+    events = generate_events(tmp / "traffic.jsonl", data, duration=minutes * 60, rate=rate)
+    bronze.write_events(settings.bronze_dir, events)
+    traces = events["trace_id"].nunique()
+    print(f"traffic: {len(events):,} spans, {traces:,} traces, {minutes} min at {rate}/s with 6 scenarios")
+
+    ix = Indexer(settings, embedder=embedder, store=store)
+    w0, c0 = time.perf_counter(), cpu()
+    cold = ix.run_once()
+    wall, cpus = time.perf_counter() - w0, cpu() - c0
+    print(
+        f"index, cold cache: {cold.traces:,} traces + {cold.logs} log items in {wall:.1f} s "
+        f"({cold.traces / wall:,.0f} traces/s; {cpus:.1f} CPU-s, {cold.traces / cpus:,.0f} traces/CPU-s); "
+        f"{cold.texts_embedded} distinct texts embedded, {cold.texts_cached} cache hits"
+    )
+    print(
+        f"model on the unique texts: {cold.texts_embedded} texts in {cold.embed_seconds:.1f} CPU-s "
+        f"= {cold.texts_embedded / max(cold.embed_seconds, 1e-9):,.0f} texts/CPU-s "
+        f"(at that speed, without the cache, {traces:,} traces would take {traces / max(cold.texts_embedded / max(cold.embed_seconds, 1e-9), 1e-9):,.0f} s)"
+    )
+    later = events.copy()
+    later["timestamp"] = (pd.to_datetime(later["timestamp"]) + timedelta(hours=2)).dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    later["trace_id"] = later["trace_id"].str[:-4] + "beef"
+    bronze.write_events(settings.bronze_dir, later)
+    w0, c0 = time.perf_counter(), cpu()
+    warm = ix.run_once()
+    wall, cpus = time.perf_counter() - w0, cpu() - c0
+    print(
+        f"index, warm cache: {warm.traces:,} traces in {wall:.1f} s ({warm.traces / wall:,.0f} traces/s; "
+        f"{warm.traces / cpus:,.0f} traces/CPU-s); {warm.texts_embedded} texts embedded, "
+        f"{warm.texts_cached} cache hits   [goal >= 1,000 traces/s]"
+    )
+    vectors = store.read(
+        lambda con: con.execute(f"SELECT text_id, text, embedding FROM {tables.EMBEDDING_VECTORS}").fetchnumpy()
+    )
+    return vectors
+
+
+# -- 2. search -----------------------------------------------------------------------------
+def build_search_db(path: Path, n: int, base_vectors: np.ndarray, distinct: bool, rng) -> np.ndarray:
+    """A DuckDB file with n trace items; returns the vectors the numpy baseline scans."""
+    if path.exists():
+        path.unlink()
+    con = duckdb.connect(str(path))
+    _apply_ddl(con)
+    k = len(base_vectors)
+    if distinct:
+        chunks = []
+        for i in range(0, n, 100_000):
+            m = min(100_000, n - i)
+            v = base_vectors[rng.integers(0, k, m)] + 0.08 * rng.standard_normal((m, base_vectors.shape[1]), np.float32)
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            chunks.append(v.astype(np.float32))
+            ids = np.arange(i, i + m, dtype=np.int64)
+            tbl = vector_table(ids.tolist(), [f"synthetic text {j}" for j in ids], v, embedding_model.MODEL_NAME)
+            con.register("_v", tbl)
+            con.execute(
+                f"INSERT INTO {tables.EMBEDDING_VECTORS} SELECT text_id, text, embedding::FLOAT[384], model, now() FROM _v"
+            )
+            con.unregister("_v")
+        matrix = np.concatenate(chunks)
+        text_ids = np.arange(n, dtype=np.int64)
+    else:
+        ids = np.arange(k, dtype=np.int64)
+        tbl = vector_table(ids.tolist(), [f"text {j}" for j in ids], base_vectors, embedding_model.MODEL_NAME)
+        con.register("_v", tbl)
+        con.execute(
+            f"INSERT INTO {tables.EMBEDDING_VECTORS} SELECT text_id, text, embedding::FLOAT[384], model, now() FROM _v"
+        )
+        con.unregister("_v")
+        matrix = base_vectors
+        text_ids = rng.integers(0, k, n).astype(np.int64)
+    t0 = datetime(2026, 11, 1)
+    services = np.array(["checkout", "search", "payments", "inventory", "database"])
+    items = pa.table(
+        {
+            "kind": pa.array(["trace"] * n),
+            "item_id": pa.array([f"{i:032x}" for i in range(n)]),
+            "service": pa.array(services[rng.integers(0, 5, n)]),
+            "time": pa.array(pd.to_datetime(t0) + pd.to_timedelta(np.sort(rng.integers(0, 7 * 86400, n)), unit="s")),
+            "text_id": pa.array(text_ids),
+        }
+    )
+    con.register("_i", items)
+    con.execute(
+        f"INSERT INTO {tables.EMBEDDINGS} (kind, item_id, service, services, time, text_id, trace_id, updated_at) "
+        "SELECT kind, item_id, service, [service], time, text_id, item_id, now() FROM _i"
+    )
+    con.close()
+    return matrix
+
+
+def timed(fn, wall: list, cputime: list):
+    t, c = time.perf_counter(), time.thread_time()
+    out = fn()
+    wall.append(time.perf_counter() - t)
+    cputime.append(time.thread_time() - c)
+    return out
+
+
+def bench_search(path: Path, matrix: np.ndarray, query_vectors: np.ndarray, label: str, goal_ms: float) -> None:
+    con = duckdb.connect(str(path), read_only=True)
+    con.execute("SET threads = 1")
+    f = semantic_search.Filters(limit=10, min_similarity=0.25)
+    fs = semantic_search.Filters(limit=10, min_similarity=0.25, service="payments", kind="trace")
+    model = embedding_model.MODEL_NAME
+    times, cpu_t, times_f, cpu_f, times_np = [], [], [], [], []
+    exact = {}
+    for _ in range(3):
+        for i, v in enumerate(query_vectors):
+            exact[i] = timed(lambda v=v: semantic_search.search(con, v, f, model=model), times, cpu_t)
+            timed(lambda v=v: semantic_search.search(con, v, fs, model=model), times_f, cpu_f)
+    print(
+        f"search {label}, exact: p50 {pct(times, 50):.1f} ms p95 {pct(times, 95):.1f} ms "
+        f"(CPU p95 {pct(cpu_t, 95):.1f} ms); with service+kind filters p95 {pct(times_f, 95):.1f} ms "
+        f"(CPU {pct(cpu_f, 95):.1f} ms)   [goal p95 < {goal_ms:.0f} ms: {'meets' if pct(cpu_t, 95) < goal_ms else 'MISSES'} by CPU time]"
+    )
+    if len(matrix) >= 20_000:
+        t = time.perf_counter()
+        with threadpool_limits(2):
+            index = semantic_search.VectorIndex.load(con, model)
+        print(
+            f"  IVF index over {len(index):,} vectors: {len(index.centroids)} lists, {index.probes} probed, built in {time.perf_counter() - t:.1f} s"
+        )
+        times_i, cpu_i, recall = [], [], []
+        with threadpool_limits(1):
+            for _ in range(3):
+                for i, v in enumerate(query_vectors):
+                    got = timed(lambda v=v: semantic_search.search(con, v, f, model=model, index=index), times_i, cpu_i)
+                    want = set(exact[i]["id"])
+                    recall.append(len(want & set(got["id"])) / max(1, len(want)))
+        print(
+            f"search {label}, IVF: p50 {pct(times_i, 50):.1f} ms p95 {pct(times_i, 95):.1f} ms "
+            f"(CPU p95 {pct(cpu_i, 95):.1f} ms); recall@10 vs exact {np.mean(recall):.2f}   "
+            f"[goal p95 < {goal_ms:.0f} ms: {'meets' if pct(cpu_i, 95) < goal_ms else 'MISSES'} by CPU time]"
+        )
+    with threadpool_limits(1):
+        for _ in range(3):
+            for v in query_vectors:
+                t = time.perf_counter()
+                scores = matrix @ v
+                top = np.argpartition(-scores, 10)[:10]
+                top[np.argsort(-scores[top])]
+                times_np.append(time.perf_counter() - t)
+    con.close()
+    print(
+        f"  baseline: numpy brute force over {len(matrix):,} vectors (1 thread) p50 {pct(times_np, 50):.1f} ms "
+        f"p95 {pct(times_np, 95):.1f} ms"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=int, default=60)
+    parser.add_argument("--rate", type=float, default=10)
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--layouts", default="generator,distinct")
+    args = parser.parse_args()
+    print(f"load average at start: {load()}; CPUs: {os.cpu_count()}")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_search_"))
+    try:
+        t = time.perf_counter()
+        embedder = embedding_model.load(threads=1)
+        print(f"model load (sha256 check of every file + sentence-transformers): {time.perf_counter() - t:.1f} s")
+        vectors = bench_indexing(tmp, embedder, args.minutes, args.rate)
+        base = np.stack(vectors["embedding"]).astype(np.float32)
+        times = []
+        for q in QUERIES * 3:
+            t = time.perf_counter()
+            qv = embedder.encode([q])
+            times.append(time.perf_counter() - t)
+        print(f"query embedding (one thread): p50 {pct(times, 50):.1f} ms p95 {pct(times, 95):.1f} ms")
+        qvs = embedder.encode(QUERIES)
+        rng = np.random.default_rng(7)
+        for n in (int(s) for s in args.sizes.split(",")):
+            goal = 10.0 if n <= 100_000 else 50.0
+            for layout in args.layouts.split(","):
+                distinct = layout == "distinct"
+                db = tmp / f"search_{n}_{layout}.duckdb"
+                t = time.perf_counter()
+                matrix = build_search_db(db, n, base, distinct, rng)
+                vec_count = len(matrix)
+                print(f"built {n:,} items, {vec_count:,} vectors ({layout}) in {time.perf_counter() - t:.0f} s")
+                bench_search(db, matrix, qvs, f"{n:,} items / {vec_count:,} vectors", goal)
+                del matrix
+                db.unlink()
+        print(f"load average at the end: {load()}")
+        del qv
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
