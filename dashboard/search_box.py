@@ -23,6 +23,10 @@ from observability.store import Store, StoreBusy
 
 log = get_logger(__name__)
 STORE_WAIT_SECONDS = 10.0
+# from this many distinct vectors on, queries go through an in-memory IVF index (rebuilt every
+# INDEX_TTL_SECONDS, so vectors indexed since are found by the next rebuild)
+INDEX_MIN_VECTORS = 50_000
+INDEX_TTL_SECONDS = 300
 KIND_LABELS = {"all": "everything", "trace": "traces", "log": "log templates", "incident": "incidents"}
 
 
@@ -50,11 +54,21 @@ def link(row) -> str | None:
     return None
 
 
+@st.cache_resource(ttl=INDEX_TTL_SECONDS, show_spinner="Building the search index…")
+def _index(db: str, model: str) -> semantic_search.VectorIndex | None:
+    def build(con):
+        (n,) = con.execute(f"SELECT count(*) FROM {tables.EMBEDDING_VECTORS} WHERE model = ?", [model]).fetchone()
+        return semantic_search.VectorIndex.load(con, model) if n >= INDEX_MIN_VECTORS else None
+
+    return _store(db).read(build)
+
+
 @st.cache_data(ttl=10, show_spinner=False)
 def _search(db: str, query: str, filters: semantic_search.Filters) -> pd.DataFrame:
     embedder = _embedder()
     vector = embedder.encode([query])[0]
-    return _store(db).read(lambda con: semantic_search.search(con, vector, filters, model=embedder.name))
+    index = _index(db, embedder.name)
+    return _store(db).read(lambda con: semantic_search.search(con, vector, filters, model=embedder.name, index=index))
 
 
 def run_search(query: str, filters: semantic_search.Filters) -> pd.DataFrame | None:

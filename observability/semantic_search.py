@@ -155,7 +155,14 @@ class VectorIndex:
     Built from what the table held at build time; a long-lived reader rebuilds it now and then.
     """
 
-    def __init__(self, text_ids: np.ndarray, vectors: np.ndarray, lists: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        text_ids: np.ndarray,
+        vectors: np.ndarray,
+        lists: int | None = None,
+        probes: int | None = None,
+        seed: int = 0,
+    ) -> None:
         n = len(vectors)
         k = max(1, min(n, lists or int(np.sqrt(n))))
         rng = np.random.default_rng(seed)
@@ -173,7 +180,7 @@ class VectorIndex:
         self.vectors = np.ascontiguousarray(vectors[order], dtype=np.float32)
         self.text_ids = np.asarray(text_ids)[order]
         self.offsets = np.searchsorted(owner[order], np.arange(k + 1))
-        self.probes = max(1, min(k, int(np.ceil(k / 32))))
+        self.probes = max(1, min(k, probes or int(np.ceil(k / 32))))
 
     def __len__(self) -> int:
         return len(self.text_ids)

@@ -229,6 +229,26 @@ def test_cli_prints_json_lines_best_first(indexed_traffic, embedder, monkeypatch
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", records[0]["time"])
 
 
+def test_the_ivf_index_finds_what_the_exact_search_finds(indexed_traffic, embedder):
+    import numpy as np
+
+    t = indexed_traffic
+    index = t.store.read(lambda con: semantic_search.VectorIndex.load(con, embedder.name, lists=8, probes=3))
+    assert len(index) == t.store.fetch_one(f"SELECT count(*) FROM {tables.EMBEDDING_VECTORS}")[0]
+    assert sorted(np.diff(index.offsets)) and index.offsets[-1] == len(index)
+    f = semantic_search.Filters(limit=10, min_similarity=-1)
+    same = []
+    for query in ("payment provider is down", "goods sold out", "no free db connections left"):
+        v = embedder.encode([query])[0]
+        exact = t.store.read(lambda con, v=v: semantic_search.search(con, v, f, model=embedder.name))
+        approx = t.store.read(lambda con, v=v: semantic_search.search(con, v, f, model=embedder.name, index=index))
+        assert list(approx.columns) == list(exact.columns)
+        assert approx["similarity"].is_monotonic_decreasing
+        assert approx["similarity"].iloc[0] == pytest.approx(exact["similarity"].iloc[0], abs=1e-5)
+        same.append(len(set(exact["text"]) & set(approx["text"])) / exact["text"].nunique())
+    assert np.mean(same) >= 0.8, same
+
+
 @pytest.mark.parametrize("query", ["", "a" * 100_000, "card\x07declined"])
 def test_cli_rejects_bad_queries_with_exit_code_2(query, data_dir):
     out = subprocess.run(
