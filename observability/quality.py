@@ -206,6 +206,11 @@ RETENTION_RULES: dict[str, str] = {
     # incident is kept, its events and attempts are what stop a restart from notifying it again
     tables.ALERT_EVENTS: f"created_at < ? AND incident_id NOT IN (SELECT id FROM {tables.INCIDENTS})",
     tables.ALERT_DELIVERIES: f"event_id NOT IN (SELECT id FROM {tables.ALERT_EVENTS})",
+    # search: items go with their data (an incident's with the incident); a vector goes once no item
+    # uses it (until then it is the content cache); bronze-file progress once the file is expired too
+    tables.EMBEDDINGS: (f"time < ? AND (kind <> 'incident' OR item_id NOT IN (SELECT id FROM {tables.INCIDENTS}))"),
+    tables.EMBEDDING_VECTORS: f"created_at < ? AND text_id NOT IN (SELECT text_id FROM {tables.EMBEDDINGS})",
+    tables.EMBEDDING_PROGRESS: "indexed_at < ? AND starts_with(source, 'bronze:')",
 }
 
 

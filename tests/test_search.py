@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import datetime, timedelta
 
+import numpy as np
 import orjson
 import pandas as pd
 import pytest
@@ -189,6 +190,28 @@ def test_incidents_and_log_records_are_indexed_and_reindexed_when_they_change(se
     assert text.startswith("incident on checkout: error surge. root cause payments") and "provider was down" in text
 
 
+def test_retention_drops_old_items_and_unused_vectors_only(store):
+    from llm.indexer import vector_table
+    from observability.quality import delete_expired_rows
+
+    old, new = datetime(2026, 1, 1), datetime(2026, 6, 1)
+    vectors = vector_table([1, 2, 3], ["a", "b", "c"], np.eye(3, tables.EMBEDDING_DIM, dtype=np.float32), "m")
+    store.write(
+        lambda con: con.register("_v", vectors).execute(
+            f"INSERT INTO {tables.EMBEDDING_VECTORS} SELECT text_id, text, embedding::FLOAT[384], model, ? FROM _v",
+            [old],
+        )
+    )
+    rows = [("trace", "t-old", old, 1), ("trace", "t-new", new, 2), ("log", "l-old", old, 2)]
+    store.executemany(
+        f"INSERT INTO {tables.EMBEDDINGS} (kind, item_id, service, time, text_id, updated_at) VALUES (?, ?, 's', ?, ?, ?)",
+        [(*r, new) for r in rows],
+    )
+    delete_expired_rows(store, datetime(2026, 3, 1))
+    assert [r[0] for r in store.fetch_all(f"SELECT item_id FROM {tables.EMBEDDINGS}")] == ["t-new"]
+    assert [r[0] for r in store.fetch_all(f"SELECT text_id FROM {tables.EMBEDDING_VECTORS}")] == [2]
+
+
 # -- search and the CLI ---------------------------------------------------------------------------
 
 
@@ -230,8 +253,6 @@ def test_cli_prints_json_lines_best_first(indexed_traffic, embedder, monkeypatch
 
 
 def test_the_ivf_index_finds_what_the_exact_search_finds(indexed_traffic, embedder):
-    import numpy as np
-
     t = indexed_traffic
     index = t.store.read(lambda con: semantic_search.VectorIndex.load(con, embedder.name, lists=8, probes=3))
     assert len(index) == t.store.fetch_one(f"SELECT count(*) FROM {tables.EMBEDDING_VECTORS}")[0]
