@@ -397,3 +397,11 @@ def test_incidents_page_has_the_search_box(dashboard_on):
     assert not at.exception
     (table,) = [d.value for d in at.dataframe]
     assert len(table) == 10 and "payment processor unavailable" in " ".join(table["text"])
+
+
+def test_traces_page_has_the_search_box(dashboard_on):
+    at = _open("traces")
+    at.text_input(key="trace_meaning_query").set_value("bank refused the customer's card").run()
+    assert not at.exception
+    table = at.dataframe[-1].value
+    assert set(table["kind"]) == {"trace"} and "card declined" in table["text"].iloc[0]

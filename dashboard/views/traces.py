@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import trace_data, ui
+from dashboard import search_box, trace_data, ui
 from dashboard.trace_queries import TraceSearch
 from dashboard.trace_view import span_table, waterfall_figure
 from observability.traces import analyse, build_tree
@@ -237,3 +237,4 @@ if chosen:
     render_trace(chosen)
 else:
     render_search()
+    search_box.search_box("trace_meaning", kind="trace", label="Or search traces by meaning")
