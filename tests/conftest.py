@@ -29,6 +29,7 @@ pytest_plugins = [
     "tests.kafka_broker",
     "tests.llm_fixtures",
     "tests.otlp_fixtures",
+    "tests.search_fixtures",
     "tests.transport_fixtures",
 ]
 

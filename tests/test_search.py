@@ -18,11 +18,7 @@ from llm import indexer as indexer_mod
 from llm import search as search_cli
 from observability import bronze, embedding_model, search_text, semantic_search, tables
 from observability.store import utcnow
-from tests import search_fixtures
 from tests.search_fixtures import ROOT
-
-embedder = search_fixtures.embedder  # session fixtures: the model, loaded once; indexed generator traffic
-indexed_traffic = search_fixtures.indexed_traffic
 
 # -- the model -----------------------------------------------------------------------
 
