@@ -70,6 +70,7 @@ MIN_BASELINE_VISITS = 5
 LOOKBACK = timedelta(minutes=60)
 ONSET_SLACK = timedelta(minutes=2)
 MIN_SPAN = timedelta(minutes=3)
+ONSET_HORIZON = timedelta(minutes=5)
 MAX_CANDIDATES = 5
 _MAX_DEPTH = 64
 
@@ -97,6 +98,7 @@ class RootCauseRanker:
     lookback: timedelta = LOOKBACK
     onset_slack: timedelta = ONSET_SLACK
     min_span: timedelta = MIN_SPAN
+    onset_horizon: timedelta = ONSET_HORIZON
 
     def rank(self, spans: pd.DataFrame, start: datetime, end: datetime) -> list[Candidate]:
         """Candidates for the incident [start, end) from spans covering [start - onset_slack - lookback, end)."""
@@ -105,9 +107,30 @@ class RootCauseRanker:
         return self.rank_visits(visits(spans), start, end)
 
     def rank_visits(self, v: pd.DataFrame, start: datetime, end: datetime) -> list[Candidate]:
-        """As `rank`, from precomputed `visits(spans)` (one pass serves many incidents)."""
+        """As `rank`, from precomputed `visits(spans)` (one pass serves many incidents).
+
+        The root cause is where the incident began: services are ranked on its
+        onset, the first `onset_horizon` of it. An incident that runs longer may
+        have taken in a second fault (a connected service failing while it was
+        still open); the leader over its whole span then comes second, when the
+        onset did not already name it first or second.
+        """
         if v.empty:
             return []
+        onset_end = max(start + self.min_span, min(end, start + self.onset_horizon))
+        first = self._rank_between(v, start, onset_end)
+        if max(end, start + self.min_span) <= onset_end:
+            return first[: self.max_candidates]
+        whole = self._rank_between(v, start, end)
+        if whole and whole[0].service not in {c.service for c in first[:2]}:
+            late = whole[0]
+            evidence = f"leads the ranking over the whole incident, not its onset (a later fault?): {late.evidence}"
+            first = [*first[:1], Candidate(late.service, late.score, evidence)] + [
+                c for c in first[1:] if c.service != late.service
+            ]
+        return first[: self.max_candidates]
+
+    def _rank_between(self, v: pd.DataFrame, start: datetime, end: datetime) -> list[Candidate]:
         ts = v["start"]
         end = max(end, start + self.min_span)
         start = start - self.onset_slack
@@ -115,7 +138,7 @@ class RootCauseRanker:
         base = v[(ts >= start - self.lookback) & (ts < start)]
         if cur.empty:
             return []
-        return self._score(cur, base)[: self.max_candidates]
+        return self._score(cur, base)
 
     # -- scoring -----------------------------------------------------------------
     def _bounds(self, base: pd.DataFrame, value: str, keys: list[str], fallback: list[str] | None) -> pd.DataFrame:

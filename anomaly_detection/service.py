@@ -328,12 +328,16 @@ class DetectionService:
 
 
 TRAFFIC_TYPES = frozenset({"traffic_drop", "traffic_surge"})
+# Kinds that travel up the call graph (a slow or failing callee makes its callers slow or fail).
+UPWARD_TYPES = frozenset({"error_surge", "latency_spike", "latency_drift"})
 
 
 def _traffic_origin(inc: incidents.Incident, anomalies: pd.DataFrame) -> list[dict]:
-    """When the spans show no added self time and no errors and the incident is only a traffic change,
-    its origin is its most upstream service: arriving traffic travels down to the callees, while
-    latency and errors travel up to the callers."""
+    """When the spans show no added self time and no errors and the incident is a traffic change
+    seen at its most upstream service, with no latency or error anomaly anywhere in it, its origin
+    is that upstream service: arriving traffic travels down to the callees, while latency and
+    errors travel up to the callers. The callees' own anomalies may be `multivariate` (the models
+    see their traffic shift too); that does not make them the origin."""
     end = inc.ended_at or inc.last_anomaly_end or inc.started_at
     mine = anomalies[
         anomalies["service"].isin(incidents.members(inc))
@@ -341,14 +345,15 @@ def _traffic_origin(inc: incidents.Incident, anomalies: pd.DataFrame) -> list[di
         & (anomalies["window_start"] < end)
     ]
     kinds = set(mine["anomaly_type"].dropna())
-    if not kinds or not kinds <= TRAFFIC_TYPES:
+    at_top = set(mine.loc[mine["service"] == inc.service, "anomaly_type"].dropna())
+    if not at_top & TRAFFIC_TYPES or kinds & UPWARD_TYPES:
         return []
     return [
         {
             "service": inc.service,
             "score": 1.0,
-            "evidence": f"{'/'.join(sorted(kinds))} seen here first, upstream of {len(inc.related_services)} affected services; "
-            "the spans show no added self time and no errors",
+            "evidence": f"{'/'.join(sorted(at_top & TRAFFIC_TYPES))} seen here first, upstream of "
+            f"{len(inc.related_services)} affected services; the spans show no added self time and no errors",
         }
     ]
 

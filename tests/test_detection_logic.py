@@ -213,3 +213,74 @@ def test_scenario_metrics_follow_the_documented_definitions():
     assert m.loc["error_surge", "recall"] == 0.5 and m.loc["error_surge", "median_delay_s"] == 120
     assert m.loc["traffic_drop", "recall"] == 1.0 and m.loc["traffic_drop", "median_delay_s"] == 60
     assert m.loc["all", "precision"] == 2 / 3 and m.loc["all", "false_alerts"] == 1
+
+
+def test_a_traffic_drop_at_the_entry_is_traced_there_though_the_models_flag_its_callee():
+    """Generator traffic_drop:search: search (entry) drops, the database it calls is `multivariate`."""
+    from anomaly_detection.service import _traffic_origin
+
+    minutes = [T0 + timedelta(minutes=m) for m in range(5)]
+    anomalies = pd.DataFrame(
+        {
+            "service": ["search"] * 5 + ["database"] * 5,
+            "window_start": minutes * 2,
+            "anomaly_type": ["traffic_drop"] * 5 + ["multivariate"] * 5,
+        }
+    )
+    inc = incidents.Incident(
+        "i", "search", T0, None, "open", "critical", None, ["database"], T0, T0 + timedelta(minutes=5)
+    )
+    assert [c["service"] for c in _traffic_origin(inc, anomalies)] == ["search"]
+    anomalies.loc[anomalies["service"] == "database", "anomaly_type"] = "error_surge"
+    assert _traffic_origin(inc, anomalies) == [], "errors travel up: a failing callee is no traffic origin"
+
+
+def test_error_surge_rule_judges_a_low_volume_service_but_never_its_first_window():
+    """5 failures of 5 requests against a clean baseline page (the Poisson test carries the volume);
+    a service seen for the first time is not judged on its first window."""
+    from anomaly_detection.detectors import RulesDetector
+
+    def window(minute, req, err):
+        return {
+            "service": "quiet",
+            "window_start": T0 + timedelta(minutes=minute),
+            "request_count": req,
+            "error_count": err,
+            "error_rate": err / req,
+            "avg_latency_ms": 20.0,
+            "p95_latency_ms": 30.0,
+            "p99_latency_ms": 35.0,
+        }
+
+    frame = pd.DataFrame([window(0, 6, 0), window(1, 5, 0), window(2, 5, 5)])
+    v = RulesDetector().evaluate(frame)
+    assert (v["score"] >= 0.5).tolist() == [False, False, True] and v["anomaly_type"].iloc[2] == "error_surge"
+    first = RulesDetector().evaluate(pd.DataFrame([window(0, 18, 6)]))
+    assert first["score"].iloc[0] < 0.5, "a third of the first window failing is that service's normal, for all we know"
+
+
+def test_scenario_root_cause_accuracy_and_incidents_per_scenario():
+    from anomaly_detection.evaluation.scenarios import root_cause_by_type
+
+    lab = pd.DataFrame(
+        {
+            "scenario_type": ["error_surge", "error_surge", "traffic_drop", "traffic_drop"],
+            "service": ["p", "c", "s", "db"],
+            "root_service": ["p", "p", "s", "s"],
+            "start_time": [T0, T0, T0 + timedelta(hours=1), T0 + timedelta(hours=1)],
+            "end_time": [T0 + timedelta(minutes=10)] * 2 + [T0 + timedelta(hours=1, minutes=10)] * 2,
+        }
+    )
+    inc = pd.DataFrame(
+        {
+            "service": ["c", "c", "s"],
+            "started_at": [T0 + timedelta(minutes=1), T0 + timedelta(minutes=4), T0 + timedelta(hours=1)],
+            "ended_at": [T0 + timedelta(minutes=9), T0 + timedelta(minutes=6), T0 + timedelta(hours=1, minutes=5)],
+            "root_cause_service": ["p", "c", "db"],
+            "related_services": [["p"], [], ["db"]],
+        }
+    )
+    r = root_cause_by_type(lab, inc)
+    assert r.loc["error_surge", "rca_accuracy"] == 1.0 and r.loc["error_surge", "incidents_per_scenario"] == 2
+    assert r.loc["traffic_drop", "rca_accuracy"] == 0.0, "the drop at s was blamed on its callee"
+    assert r.loc["all", "scenarios"] == 2 and r.loc["all", "rca_accuracy"] == 0.5

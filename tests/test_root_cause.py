@@ -143,3 +143,18 @@ def test_clean_traffic_names_no_one_with_confidence():
 
 def test_no_spans_no_candidates():
     assert RootCauseRanker().rank(pd.DataFrame(), T0, T0 + timedelta(minutes=1)) == []
+
+
+def test_an_incident_is_ranked_on_its_onset_and_a_later_fault_comes_second():
+    """B slows down first; 8 minutes later, while the incident is still open, C slows down more.
+    The root is where the incident began (B); the later fault's service is named second."""
+    first = build({"extra_self": {"B": 30.0}})
+    later = build({"extra_self": {"C": 120.0}}, seed=2)
+    later["timestamp"] = later["timestamp"] + timedelta(minutes=8)
+    spans = pd.concat([first, later], ignore_index=True)
+    start = T0 + timedelta(minutes=NORMAL_MIN)
+    c = RootCauseRanker(onset_slack=timedelta(0)).rank(spans, start, start + timedelta(minutes=8 + FAULT_MIN))
+    assert [x.service for x in c[:2]] == ["B", "C"]
+    assert "whole incident" in c[1].evidence
+    short = RootCauseRanker(onset_slack=timedelta(0)).rank(spans, start, start + timedelta(minutes=FAULT_MIN))
+    assert short[0].service == "B" and "C" not in [x.service for x in short[:2]]

@@ -22,7 +22,7 @@ class RulesDetector(BaseDetector):
         self,
         *,
         error_ratio: float = 3.0,
-        min_requests: int = 20,
+        min_requests: int = 5,
         min_errors: int = 5,
         sla_factor: float = 2.0,
         slas: dict[str, float] | None = None,
@@ -71,14 +71,26 @@ class RulesDetector(BaseDetector):
         err_rate = frame["error_rate"].to_numpy(dtype=float)
         p95 = frame["p95_latency_ms"].to_numpy(dtype=float)
 
-        # Error surge: rate over k x baseline, enough volume, and not explainable by chance.
+        # Error surge: rate over k x baseline, enough errors, and not explainable by chance
+        # (the Poisson test carries the volume: 5 failures of 5 requests against a 0.5 % baseline
+        # are as clear as 50 of 500). Until `min_periods` windows exist the baseline is the median
+        # of the windows so far: the rules carry a service's first minutes, but a service is never
+        # judged on its very first window (a service that always fails a third of its requests
+        # would otherwise page the moment it is first seen).
+        early = features.rolling_baseline(
+            pd.DataFrame({"service": frame["service"], "er": frame["error_rate"].where(frame["request_count"] > 0)}),
+            "er",
+            self.window,
+            1,
+        )[0]
         base_err = np.maximum(
-            f["base_error_rate"].fillna(features.ERROR_RATE_FLOOR).to_numpy(), features.ERROR_RATE_FLOOR
+            f["base_error_rate"].fillna(early).fillna(features.ERROR_RATE_FLOOR).to_numpy(), features.ERROR_RATE_FLOOR
         )
         ratio = err_rate / base_err
         expected = base_err * req
         p_err = stats.poisson.sf(errors - 1, np.maximum(expected, 1e-9))
-        err_ok = (req >= self.min_requests) & (errors >= self.min_errors) & (p_err < self.poisson_alpha)
+        seen_before = f["history_n"].to_numpy() >= 1
+        err_ok = seen_before & (req >= self.min_requests) & (errors >= self.min_errors) & (p_err < self.poisson_alpha)
         s_err = ramp(ratio, 1.0, self.error_ratio, 2 * self.error_ratio)
         s_err = np.where(err_ok, s_err, np.minimum(s_err, 0.3))
 

@@ -186,9 +186,39 @@ def score_run(store: Store) -> pd.DataFrame:
     labels = store.fetch_df(f"SELECT * FROM {tables.SCENARIO_LABELS}")
     anomalies = store.fetch_df(f"SELECT service, window_start, window_end FROM {tables.ANOMALIES}")
     incidents = store.fetch_df(
-        f"SELECT id, service, started_at, coalesce(ended_at, started_at + INTERVAL 1 hour) AS ended_at, root_cause_service FROM {tables.INCIDENTS}"
+        f"SELECT id, service, started_at, coalesce(ended_at, started_at + INTERVAL 1 hour) AS ended_at, root_cause_service, related_services FROM {tables.INCIDENTS}"
     )
-    return compute_metrics(labels, anomalies, incidents)
+    m = compute_metrics(labels, anomalies, incidents)
+    rc = root_cause_by_type(labels, incidents)
+    return m.join(rc, how="left") if len(m) else m
+
+
+def root_cause_by_type(labels: pd.DataFrame, incidents: pd.DataFrame, tol: timedelta = TOLERANCE) -> pd.DataFrame:
+    """Per scenario type (and `all`): scenarios, root-cause accuracy and median incidents per scenario.
+
+    A scenario is one injection (its labels share type, root service and start). Its incidents
+    are those overlapping it in time (within `tol`) whose services (its own or related) include
+    one of the scenario's; the root cause is right when the earliest of them names the root service.
+    """
+    cols = ["scenarios", "rca_accuracy", "incidents_per_scenario"]
+    if labels.empty:
+        return pd.DataFrame(columns=cols)
+    per = []
+    for (kind, root, start), g in labels.groupby(["scenario_type", "root_service", "start_time"]):
+        services = set(g["service"]) | {root}
+        end = g["end_time"].max()
+        hits = []
+        for inc in incidents.sort_values("started_at").itertuples(index=False):
+            related = inc.related_services if inc.related_services is not None else []
+            if inc.started_at <= end + tol and inc.ended_at + tol >= start and services & {inc.service, *related}:
+                hits.append(inc)
+        per.append((kind, bool(hits) and hits[0].root_cause_service == root, len(hits)))
+    df = pd.DataFrame(per, columns=["type", "right", "n"])
+    out = df.groupby("type").agg(
+        scenarios=("n", "size"), rca_accuracy=("right", "mean"), incidents_per_scenario=("n", "median")
+    )
+    out.loc["all"] = [len(df), df["right"].mean(), df["n"].median()]
+    return out[cols]
 
 
 def compute_metrics(
@@ -335,6 +365,10 @@ def report(result: dict) -> str:
             f"{t:<15}{int(r.labels):>7}{int(r.detected):>6}{r.recall:>8.2f}{int(r.incidents):>7}{int(r.false_alerts):>6}"
             f"{r.precision:>10.2f}{r.f1:>6.2f}{r.median_delay_s:>15.0f}"
         )
+    if "rca_accuracy" in m.columns:
+        lines.append(f"{'type':<15}{'scenarios':>10}{'root_cause_right':>18}{'incidents_per_scenario':>24}")
+        for t, r in m.dropna(subset=["scenarios"]).iterrows():
+            lines.append(f"{t:<15}{int(r.scenarios):>10}{r.rca_accuracy:>18.2f}{r.incidents_per_scenario:>24.1f}")
     c = result["clean"]
     lines.append(
         f"clean traffic: {c['service_days']} service-days, {c['incidents']} incidents, {c['anomalies']} anomalous windows -> "
@@ -346,4 +380,8 @@ def report(result: dict) -> str:
             f"scenario_recall={a.recall:.3f} scenario_precision={a.precision:.3f} scenario_f1={a.f1:.3f} "
             f"median_delay_s={a.median_delay_s:.0f} false_alerts_per_service_day={c['false_alerts_per_service_day']}"
         )
+        if "rca_accuracy" in m.columns and pd.notna(a.get("rca_accuracy")):
+            lines.append(
+                f"scenario_rca_accuracy={a.rca_accuracy:.3f} incidents_per_scenario={a.incidents_per_scenario:.1f}"
+            )
     return "\n".join(lines)
