@@ -133,7 +133,7 @@ def incidents(src: Source, tr: TimeRange, now: datetime) -> pd.DataFrame:
             QUALIFY row_number() OVER (PARTITION BY incident_id ORDER BY created_at DESC) = 1
         )
         SELECT i.id, i.service, i.started_at, i.ended_at, i.status, i.peak_severity,
-               i.root_cause_service, i.related_services, i.updated_at,
+               i.root_cause_service, i.related_services, i.root_cause_candidates, i.updated_at,
                s.summary, s.generated_by, s.model, s.summary_created_at, s.summary_latency_ms, s.facts
         FROM {tables.INCIDENTS} i LEFT JOIN latest_summary s ON s.incident_id = i.id
         WHERE i.status = 'open' OR coalesce(i.ended_at, ?) >= ?

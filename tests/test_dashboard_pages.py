@@ -269,3 +269,28 @@ def test_empty_store_shows_empty_states(request, settings, page, migrated):
     assert not at.exception and not at.error
     assert not charts(at)
     assert at.info, "an empty page must say why it is empty"
+
+
+def test_incident_page_shows_ranked_root_cause_candidates_and_correlated_services(seeded, store):
+    candidates = [
+        {"service": "database", "score": 0.82, "evidence": "self time +300 ms per visit (median over 40)"},
+        {
+            "service": "payments",
+            "score": 0.11,
+            "evidence": "own errors: 3 of 40 visits failed while their callees were healthy",
+        },
+    ]
+    store.execute(
+        "UPDATE incidents SET root_cause_candidates = ? WHERE id = ?", [json.dumps(candidates), seeded.open_incident]
+    )
+    at = open_page("incidents")
+    assert at.selectbox(key="incident_id").value == seeded.open_incident
+    table = next(d.value for d in at.dataframe if "evidence" in d.value.columns)
+    assert table[["rank", "service"]].values.tolist() == [[1, "database"], [2, "payments"]]
+    assert table["score"].tolist() == pytest.approx([0.82, 0.11])
+    assert "self time +300 ms" in table["evidence"].iloc[0]
+    assert "**Related services:** checkout" in markdown_text(at)
+
+    at.selectbox(key="incident_id").set_value(seeded.resolved_incident).run()
+    assert not at.exception
+    assert any("No ranked root-cause candidates" in m.value for m in at.info)

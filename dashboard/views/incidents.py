@@ -1,10 +1,12 @@
 """Incidents: each one with its summary (and, when the model's text was refused, the
 claims that failed the check), facts, similar past incidents, detector scores,
-baseline against observed, related services, root cause, a waterfall of a sample
+baseline against observed, related services, root cause and its ranked candidates
+(score and evidence), a waterfall of a sample
 trace, and its error logs (OTLP logs of its services and sample traces)."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pandas as pd
@@ -90,6 +92,36 @@ def render_similar(inc) -> None:
             "summary": st.column_config.TextColumn("summary", width="large"),
         },
         key="table_similar",
+    )
+
+
+def root_cause_candidates(inc) -> pd.DataFrame:
+    """The detector's ranked candidates (incidents.root_cause_candidates JSON), best first."""
+    raw = getattr(inc, "root_cause_candidates", None)
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raw = None
+    rows = [c for c in raw if isinstance(c, dict)] if isinstance(raw, list) else []
+    table = pd.DataFrame(rows, columns=["service", "score", "evidence"])
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table
+
+
+def render_candidates(inc) -> None:
+    table = root_cause_candidates(inc)
+    if table.empty:
+        ui.empty_state("No ranked root-cause candidates (no spans of this incident in the bronze layer).")
+        return
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            "score": st.column_config.ProgressColumn("score", min_value=0.0, max_value=1.0, format="%.2f"),
+            "evidence": st.column_config.TextColumn("evidence", width="large"),
+        },
+        key="table_root_cause_candidates",
     )
 
 
@@ -234,6 +266,8 @@ def render_incident(inc, now) -> None:
             pd.Timestamp(inc.started_at) - timedelta(minutes=1),
             pd.Timestamp(ended or now) + timedelta(minutes=1),
         )
+    st.markdown("#### Root-cause candidates")
+    render_candidates(inc)
     render_facts(inc)
     st.markdown("#### Similar past incidents")
     render_similar(inc)
