@@ -189,15 +189,20 @@ class RootCauseRanker:
         blamed_callee = set(cur.loc[slow_any | cur["failed"], "caller"].dropna())
         cur["own_error"] = cur["own_error"] & ~cur["span_id"].isin(blamed_callee)
         added = self._server_time(cur, base)
+        slow_excess = self._slow_excess(cur, base, set(added))
         for svc, ms in self._gap_time(cur, base, set(added)).items():
             added[svc] = added.get(svc, 0.0) + ms
         errors = self._own_errors(cur, base)
         base_msgs = set(base["error_message"].dropna())
         total_added = sum(added.values())
         total_err = sum(e[0] for e in errors.values())
-        # weights of the signals this incident shows (a pure latency fault can score 1)
-        w_lat, w_err = float(total_added > 0), self.error_weight * float(total_err > 0)
-        if w_lat + w_err == 0:
+        # Each signal weighs as many abnormal visits as it shows beyond its baseline: excess slow
+        # visits for time, excess own errors (x error_weight) for errors. A signal the incident does
+        # not show drops out (a pure latency fault can score 1), and a trivial but significant
+        # slowdown (a few extra slow visits among thousands) cannot outweigh hundreds of failures.
+        w_lat = slow_excess if total_added > 0 else 0.0
+        w_err = self.error_weight * total_err
+        if w_lat + w_err <= 0:
             return []
         total_added, total_err = total_added or 1.0, total_err or 1.0
         cands = []
@@ -223,13 +228,26 @@ class RootCauseRanker:
         return [Candidate(svc, min(1.0, s), ev) for s, svc, ev in cands]
 
     def _significant(self, cur: pd.DataFrame, base: pd.DataFrame, by: str, flag: str, known: str) -> dict:
-        """Keys whose share of flagged rows rose significantly (z >= min_z) over the baseline share."""
+        """key -> its excess flagged rows over the baseline share (rise x rows) where that rise is
+        significant (z >= min_z), else 0 (so the value is also a truth value)."""
         base_share = base[base[known]].groupby(by)[flag].mean().to_dict()
         out = {}
         for k, g in cur[cur[known]].groupby(by):
-            _, z = _rise(int(g[flag].sum()), len(g), base_share.get(k, 0.05))
-            out[k] = z >= self.min_z
+            rise, z = _rise(int(g[flag].sum()), len(g), base_share.get(k, 0.05))
+            out[k] = rise * len(g) if z >= self.min_z else 0.0
         return out
+
+    def _slow_excess(self, cur: pd.DataFrame, base: pd.DataFrame, slow_inside: set[str]) -> float:
+        """Excess slow visits behind the incident's added self time: of the services slower inside
+        and of the call edges slower on the wire (the weight of the time signal in the score)."""
+        srv = self._significant(cur, base, "service", "srv_slow", "srv_known")
+        total = sum(v for k, v in srv.items() if k in slow_inside)
+        calls = cur[cur["caller_service"].notna() & cur["gap_known"]]
+        if len(calls):
+            extra = calls.groupby("edge")["gap_extra"].sum()
+            gap = self._significant(calls, base[base["caller_service"].notna()], "edge", "gap_slow", "gap_known")
+            total += sum(v for k, v in gap.items() if extra.get(k, 0.0) > 0)
+        return float(total)
 
     def _server_time(self, cur: pd.DataFrame, base: pd.DataFrame) -> dict[str, float]:
         """Extra time spent inside each service (its server spans minus its calls), where significant."""

@@ -327,6 +327,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="process everything available now, write it, and exit (replays, tests, backfills)",
     )
+    p.add_argument(
+        "--no-final-flush",
+        action="store_true",
+        help="with --available-now: keep the last minute open (the input continues later); by default the "
+        "watermark moves to the end of the input so every window is final (spark/final_flush.py)",
+    )
     return p.parse_args(argv)
 
 
@@ -357,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     job = StreamingJob(spark, settings, store)
     try:
         rc = job.run(args.available_now, stop)
+        if args.available_now and rc == 0 and not args.no_final_flush and not stop.is_set():
+            from spark.final_flush import flush
+
+            flush(store, settings)
     finally:
         job.close()
         spark.stop()

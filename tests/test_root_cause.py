@@ -39,7 +39,11 @@ def build(fault=None, per_minute=20, seed=1) -> pd.DataFrame:
             t = T0 + timedelta(minutes=minute, seconds=i * 60 / per_minute)
 
             def self_ms(svc, faulty=faulty):
-                return SELF[svc] * rng.uniform(0.9, 1.1) + (faulty or {}).get("extra_self", {}).get(svc, 0.0)
+                extra = (faulty or {}).get("extra_self", {}).get(svc, 0.0)
+                share = (faulty or {}).get("share")  # the extra self time on this share of visits only
+                if extra and share is not None and rng.random() >= share:
+                    extra = 0.0
+                return SELF[svc] * rng.uniform(0.9, 1.1) + extra
 
             def wire(a, b, faulty=faulty):
                 return WIRE * rng.uniform(0.9, 1.1) + (faulty or {}).get("extra_wire", {}).get((a, b), 0.0)
@@ -92,8 +96,8 @@ def build(fault=None, per_minute=20, seed=1) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def ranking(fault, **kw):
-    spans = build(fault)
+def ranking(fault, per_minute=20, **kw):
+    spans = build(fault, per_minute=per_minute)
     start = T0 + timedelta(minutes=NORMAL_MIN)
     return RootCauseRanker(onset_slack=timedelta(0), **kw).rank(spans, start, start + timedelta(minutes=FAULT_MIN))
 
@@ -158,3 +162,12 @@ def test_an_incident_is_ranked_on_its_onset_and_a_later_fault_comes_second():
     assert "whole incident" in c[1].evidence
     short = RootCauseRanker(onset_slack=timedelta(0)).rank(spans, start, start + timedelta(minutes=FAULT_MIN))
     assert short[0].service == "B" and "C" not in [x.service for x in short[:2]]
+
+
+def test_hundreds_of_own_errors_outweigh_a_trivial_significant_slowdown():
+    """`make local`'s error_surge:payments was blamed on a service a few of whose thousands of
+    visits were slower: any added self time weighed as much as all the errors. Each signal now
+    weighs its excess abnormal visits."""
+    c = ranking({"fail": "B", "extra_self": {"C": 60.0}, "share": 0.03}, per_minute=200)
+    assert [x.service for x in c[:2]] == ["B", "C"], c
+    assert c[0].score > 0.8
