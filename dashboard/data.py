@@ -19,7 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import queries
-from dashboard.ranges import get_range
+from dashboard.ranges import RANGES, Window, get_range, resolve
 from observability.logs import get_logger
 from observability.settings import get_settings
 from observability.store import Store, StoreBusy, utcnow
@@ -55,20 +55,37 @@ def now() -> datetime:
     return utcnow()
 
 
+# A page passes its Window (or, as before, a preset key such as "6h"); the cache
+# is keyed by the range's expressions, resolved inside it, so a live range
+# ("now-6h".."now") is shared by every open tab and moves with each refresh.
+RangeArg = Window | str
+
+
+def _exprs(r: RangeArg) -> tuple[str, str]:
+    if isinstance(r, Window):
+        return r.from_expr, r.to_expr
+    tr = RANGES.get(r) or get_range(None)
+    return tr.from_expr, tr.to_expr
+
+
+def _window(from_expr: str, to_expr: str) -> Window:
+    return resolve(from_expr, to_expr, utcnow())
+
+
 # --- cached query wrappers (keyed by the database path and plain arguments) -----
 @st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
-def _overview(db: str, range_key: str) -> queries.Overview:
-    return queries.overview(_store(db), get_range(range_key), utcnow())
+def _overview(db: str, from_expr: str, to_expr: str) -> queries.Overview:
+    return queries.overview(_store(db), _window(from_expr, to_expr), utcnow())
 
 
 @st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
-def _incidents(db: str, range_key: str) -> pd.DataFrame:
-    return queries.incidents(_store(db), get_range(range_key), utcnow())
+def _incidents(db: str, from_expr: str, to_expr: str) -> pd.DataFrame:
+    return queries.incidents(_store(db), _window(from_expr, to_expr), utcnow())
 
 
 @st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
-def _anomalies(db: str, range_key: str) -> pd.DataFrame:
-    return queries.anomalies(_store(db), get_range(range_key), utcnow())
+def _anomalies(db: str, from_expr: str, to_expr: str) -> pd.DataFrame:
+    return queries.anomalies(_store(db), _window(from_expr, to_expr), utcnow())
 
 
 @st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
@@ -112,14 +129,19 @@ def _heartbeats(db: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
-def _dead_letter_by_reason(db: str, range_key: str) -> pd.DataFrame:
-    return queries.dead_letter_by_reason(_store(db), get_range(range_key), utcnow())
+def _dead_letter_by_reason(db: str, from_expr: str, to_expr: str) -> pd.DataFrame:
+    return queries.dead_letter_by_reason(_store(db), _window(from_expr, to_expr), utcnow())
 
 
 @st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
-def _alert_deliveries(db: str, range_key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    store, tr, now = _store(db), get_range(range_key), utcnow()
-    return queries.alert_channels(store, tr, now), queries.alert_failures(store, tr, now)
+def _newest_data(db: str, what: str):
+    return queries.newest_data(_store(db), what)
+
+
+@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
+def _alert_deliveries(db: str, from_expr: str, to_expr: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    store, win, now = _store(db), _window(from_expr, to_expr), utcnow()
+    return queries.alert_channels(store, win, now), queries.alert_failures(store, win, now)
 
 
 @st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
@@ -132,16 +154,21 @@ def _empty_overview() -> queries.Overview:
     return queries.Overview(*(pd.DataFrame() for _ in range(4)))
 
 
-def overview(range_key: str) -> queries.Overview:
-    return _safe("the overview", _overview, _db(), range_key, default=_empty_overview)
+def overview(r: RangeArg) -> queries.Overview:
+    return _safe("the overview", _overview, _db(), *_exprs(r), default=_empty_overview)
 
 
-def incidents(range_key: str) -> pd.DataFrame:
-    return _safe("incidents", _incidents, _db(), range_key)
+def incidents(r: RangeArg) -> pd.DataFrame:
+    return _safe("incidents", _incidents, _db(), *_exprs(r))
 
 
-def anomalies(range_key: str) -> pd.DataFrame:
-    return _safe("anomalies", _anomalies, _db(), range_key)
+def anomalies(r: RangeArg) -> pd.DataFrame:
+    return _safe("anomalies", _anomalies, _db(), *_exprs(r))
+
+
+def newest_data(what: str) -> datetime | None:
+    """When the newest row behind a page is (`queries.NEWEST_DATA` keys), or None."""
+    return _safe("the newest data", _newest_data, _db(), what, default=lambda: None)
 
 
 def incident_anomalies(service: str, started_at, ended_at) -> pd.DataFrame:
@@ -185,13 +212,13 @@ def heartbeats() -> pd.DataFrame:
     return _safe("heartbeats", _heartbeats, _db())
 
 
-def dead_letter_by_reason(range_key: str) -> pd.DataFrame:
-    return _safe("dead letters", _dead_letter_by_reason, _db(), range_key)
+def dead_letter_by_reason(r: RangeArg) -> pd.DataFrame:
+    return _safe("dead letters", _dead_letter_by_reason, _db(), *_exprs(r))
 
 
-def alert_deliveries(range_key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def alert_deliveries(r: RangeArg) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-channel notification outcomes, newest failed attempts) in the range."""
-    return _safe("alert deliveries", _alert_deliveries, _db(), range_key, default=lambda: (pd.DataFrame(),) * 2)
+    return _safe("alert deliveries", _alert_deliveries, _db(), *_exprs(r), default=lambda: (pd.DataFrame(),) * 2)
 
 
 def model_registry() -> pd.DataFrame:

@@ -1,5 +1,9 @@
 """Every dashboard query, as plain functions of (Store, range, now) -> DataFrame.
 
+A range is a relative preset (`TimeRange`, up to now) or a resolved `Window`
+(any start and end, e.g. a day of replayed history); `ranges.bounds` gives
+both as (start, end).
+
 No Streamlit here, so the benchmark and tests call them directly. Reads go
 through `Store.fetch_df` (short read-only connections). Aggregation and
 downsampling happen in DuckDB; only chart-sized frames reach Python.
@@ -14,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from dashboard.ranges import TimeRange
+from dashboard.ranges import TimeRange, Window, bounds
 from observability import bronze, error_logs, similar, tables
 from observability.store import Store
 
@@ -46,20 +50,22 @@ class Overview:
     recent_anomalies: pd.DataFrame
 
 
-def overview(store: Store, tr: TimeRange, now: datetime) -> Overview:
+def overview(store: Store, tr: TimeRange | Window, now: datetime) -> Overview:
     """The overview's four queries on one short read-only connection (opening
-    the file costs more than each of these queries)."""
+    the file costs more than each of these queries). Status colours are as of
+    the range's end (now for a live range)."""
+    _, end = bounds(tr, now)
     return store.read(
         lambda con: Overview(
             series=service_series(con, tr, now),
             snapshot=service_snapshot(con, tr, now),
             incidents=incidents(con, tr, now),
-            recent_anomalies=recent_anomaly_counts(con, now),
+            recent_anomalies=recent_anomaly_counts(con, min(end, now)),
         )
     )
 
 
-def service_series(src: Source, tr: TimeRange, now: datetime) -> pd.DataFrame:
+def service_series(src: Source, tr: TimeRange | Window, now: datetime) -> pd.DataFrame:
     """Per service and time bucket: request rate, error rate, p50/p95/p99.
 
     Rate is requests per second over the windows present in the bucket.
@@ -80,20 +86,20 @@ def service_series(src: Source, tr: TimeRange, now: datetime) -> pd.DataFrame:
                {lat["p95"]} AS p95_latency_ms,
                {lat["p99"]} AS p99_latency_ms
         FROM {tables.SERVICE_METRICS}
-        WHERE window_start >= ? AND window_start <= ?
+        WHERE window_start >= ? AND window_start < ?
         GROUP BY ALL
         ORDER BY service, bucket
     """
-    return _df(src, sql, [tr.start(now), now])
+    return _df(src, sql, list(bounds(tr, now)))
 
 
-def service_snapshot(src: Source, tr: TimeRange, now: datetime) -> pd.DataFrame:
+def service_snapshot(src: Source, tr: TimeRange | Window, now: datetime) -> pd.DataFrame:
     """One row per service seen in the range: last window and its recent figures."""
     sql = f"""
         WITH seen AS (
             SELECT service, max(window_start) AS last_window
             FROM {tables.SERVICE_METRICS}
-            WHERE window_start >= ? AND window_start <= ?
+            WHERE window_start >= ? AND window_start < ?
             GROUP BY service
         ), recent AS (
             SELECT m.service,
@@ -108,21 +114,21 @@ def service_snapshot(src: Source, tr: TimeRange, now: datetime) -> pd.DataFrame:
         FROM seen LEFT JOIN recent USING (service)
         ORDER BY seen.service
     """
-    return _df(src, sql, [tr.start(now), now, TILE_WINDOW])
+    return _df(src, sql, [*bounds(tr, now), TILE_WINDOW])
 
 
 def recent_anomaly_counts(src: Source, now: datetime, lookback: timedelta = STATUS_LOOKBACK) -> pd.DataFrame:
-    """Anomalies per service in the last few minutes (drives "degraded")."""
+    """Anomalies per service in the few minutes up to `now` (drives "degraded")."""
     sql = f"""
         SELECT service, count(*) AS anomalies, max(score) AS max_score, max(window_start) AS last_anomaly
         FROM {tables.ANOMALIES}
-        WHERE window_start >= ?
+        WHERE window_start >= ? AND window_start <= ?
         GROUP BY service
     """
-    return _df(src, sql, [now - lookback])
+    return _df(src, sql, [now - lookback, now])
 
 
-def incidents(src: Source, tr: TimeRange, now: datetime) -> pd.DataFrame:
+def incidents(src: Source, tr: TimeRange | Window, now: datetime) -> pd.DataFrame:
     """Incidents overlapping the range (and every open one), newest first,
     each with its latest summary (NULL columns when none is written yet)."""
     sql = f"""
@@ -136,10 +142,11 @@ def incidents(src: Source, tr: TimeRange, now: datetime) -> pd.DataFrame:
                i.root_cause_service, i.related_services, i.root_cause_candidates, i.updated_at,
                s.summary, s.generated_by, s.model, s.summary_created_at, s.summary_latency_ms, s.facts
         FROM {tables.INCIDENTS} i LEFT JOIN latest_summary s ON s.incident_id = i.id
-        WHERE i.status = 'open' OR coalesce(i.ended_at, ?) >= ?
+        WHERE i.started_at < ? AND (i.status = 'open' OR coalesce(i.ended_at, ?) >= ?)
         ORDER BY i.started_at DESC
     """
-    return _df(src, sql, [now, tr.start(now)])
+    start, end = bounds(tr, now)
+    return _df(src, sql, [end, now, start])
 
 
 SIMILAR_COLUMNS = ["id", "started_at", "service", "anomaly_types", "minutes", "root_cause_service", "shared", "summary"]
@@ -169,16 +176,16 @@ def similar_incidents(src: Source, incident_id: str, limit: int = 5) -> pd.DataF
     return pd.DataFrame(rows, columns=SIMILAR_COLUMNS)
 
 
-def anomalies(src: Source, tr: TimeRange, now: datetime) -> pd.DataFrame:
+def anomalies(src: Source, tr: TimeRange | Window, now: datetime) -> pd.DataFrame:
     sql = f"""
         SELECT id, service, window_start, window_end, detected_at, anomaly_type, severity, score,
                detectors, baseline, observed, sample_trace_ids
         FROM {tables.ANOMALIES}
-        WHERE window_start >= ? AND window_start <= ?
+        WHERE window_start >= ? AND window_start < ?
         ORDER BY window_start DESC
         LIMIT {MAX_ANOMALY_ROWS}
     """
-    return _df(src, sql, [tr.start(now), now])
+    return _df(src, sql, list(bounds(tr, now)))
 
 
 def incident_anomalies(
@@ -221,6 +228,23 @@ def trace_spans(bronze_dir: Path, trace_id: str, around: datetime, slack: timede
     return bronze.read_trace(Path(bronze_dir), trace_id, around=around, slack=slack)
 
 
+# What each page's "newest data" hint reads: (table, time column).
+NEWEST_DATA = {
+    "metrics": (tables.SERVICE_METRICS, "window_start"),
+    "anomalies": (tables.ANOMALIES, "window_start"),
+    "incidents": (tables.INCIDENTS, "started_at"),
+    "dead_letters": (tables.DEAD_LETTER, "received_at"),
+}
+
+
+def newest_data(src: Source, what: str) -> datetime | None:
+    """When the newest row of a page's data is (so an empty range can offer to jump there)."""
+    table, column = NEWEST_DATA[what]
+    df = _df(src, f"SELECT max({column}) AS newest FROM {table}")
+    value = None if df.empty else df.iloc[0]["newest"]
+    return None if value is None or pd.isna(value) else pd.Timestamp(value).to_pydatetime()
+
+
 def pipeline_progress(src: Source) -> pd.DataFrame:
     """Newest event time the stream has seen, and its last batch (one row)."""
     sql = f"""
@@ -246,18 +270,18 @@ def heartbeats(src: Source) -> pd.DataFrame:
     return _df(src, f"SELECT component, last_seen, detail FROM {tables.HEARTBEATS} ORDER BY component")
 
 
-def dead_letter_by_reason(src: Source, tr: TimeRange, now: datetime) -> pd.DataFrame:
+def dead_letter_by_reason(src: Source, tr: TimeRange | Window, now: datetime) -> pd.DataFrame:
     sql = f"""
         SELECT reason, count(*) AS records, max(received_at) AS last_received
         FROM {tables.DEAD_LETTER}
-        WHERE received_at >= ?
+        WHERE received_at >= ? AND received_at < ?
         GROUP BY reason
         ORDER BY records DESC, reason
     """
-    return _df(src, sql, [tr.start(now)])
+    return _df(src, sql, list(bounds(tr, now)))
 
 
-def alert_channels(src: Source, tr: TimeRange, now: datetime) -> pd.DataFrame:
+def alert_channels(src: Source, tr: TimeRange | Window, now: datetime) -> pd.DataFrame:
     """Per notification channel in the range: attempts by outcome, the last attempt and last failure."""
     sql = f"""
         SELECT channel,
@@ -267,23 +291,23 @@ def alert_channels(src: Source, tr: TimeRange, now: datetime) -> pd.DataFrame:
                max(attempted_at) AS last_attempt,
                arg_max(error, attempted_at) FILTER (WHERE outcome <> 'sent') AS last_error
         FROM {tables.ALERT_DELIVERIES}
-        WHERE attempted_at >= ?
+        WHERE attempted_at >= ? AND attempted_at < ?
         GROUP BY channel
         ORDER BY channel
     """
-    return _df(src, sql, [tr.start(now)])
+    return _df(src, sql, list(bounds(tr, now)))
 
 
-def alert_failures(src: Source, tr: TimeRange, now: datetime, limit: int = 20) -> pd.DataFrame:
+def alert_failures(src: Source, tr: TimeRange | Window, now: datetime, limit: int = 20) -> pd.DataFrame:
     """The newest failed or abandoned notification attempts in the range."""
     sql = f"""
         SELECT d.attempted_at, d.channel, e.event, e.incident_id, d.attempt, d.outcome, d.status_code, d.error
         FROM {tables.ALERT_DELIVERIES} d LEFT JOIN {tables.ALERT_EVENTS} e ON e.id = d.event_id
-        WHERE d.outcome <> 'sent' AND d.attempted_at >= ?
+        WHERE d.outcome <> 'sent' AND d.attempted_at >= ? AND d.attempted_at < ?
         ORDER BY d.attempted_at DESC
         LIMIT ?
     """
-    return _df(src, sql, [tr.start(now), limit])
+    return _df(src, sql, [*bounds(tr, now), limit])
 
 
 def model_registry(src: Source) -> pd.DataFrame:

@@ -1,13 +1,13 @@
 """Cached loaders of the traces page and the service map (`dashboard.data`'s pattern).
 
 `time_span()` is the one place these pages turn the dashboard's time range into
-(start, end): the sidebar range, or `?from=`/`?to=` ISO 8601 times when a link
-carries them (an incident's or an anomaly's time).
+(start, end): `ui.current_window()`, the sidebar's from/to, which a link's
+`?from=`/`?to=` (an incident's or an anomaly's time) sets.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -19,25 +19,13 @@ from dashboard.trace_queries import TraceSearch
 from observability.settings import get_settings
 
 
-def _parse_time(text: str | None) -> datetime | None:
-    """ISO 8601 (a trailing Z allowed) -> naive UTC; None for anything else."""
-    if not text:
-        return None
-    try:
-        t = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
-
-
 def time_span() -> tuple[datetime, datetime, str]:
-    """(start, end, label) of what these pages show."""
-    start, end = _parse_time(st.query_params.get("from")), _parse_time(st.query_params.get("to"))
-    if start is not None and end is not None and start < end:
-        return start, end, f"{start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} UTC"
-    tr = ui.current_range()
-    now = data.now()
-    return tr.start(now), now, tr.label.lower()
+    """(start, end, label) of what these pages show: the dashboard's range
+    (`ui.current_window`: the sidebar's from/to, which a link's `?from=`/`?to=` sets)."""
+    win = ui.current_window()
+    if win.preset:
+        return win.start, win.end, win.label.lower()
+    return win.start, win.end, f"{win.start:%Y-%m-%d %H:%M} – {win.end:%Y-%m-%d %H:%M} UTC"
 
 
 def traces_params(service: str | None = None, start=None, end=None) -> dict[str, str]:

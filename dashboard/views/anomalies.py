@@ -6,12 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, trace_data, ui
-from dashboard.ranges import get_range
 from dashboard.status import as_list, severity_rank
 
 st.title("Anomalies")
-tr = ui.current_range()
-options = data.anomalies(tr.key)
+options = data.anomalies(ui.current_window())
 
 
 def _choices(column: str, order=None) -> list[str]:
@@ -47,12 +45,17 @@ def filter_anomalies(df: pd.DataFrame, services: list[str], severities: list[str
 
 
 @st.fragment(run_every=ui.refresh_seconds())
-def live_anomalies(range_key: str, services: list[str], severities: list[str], types: list[str]) -> None:
-    tr = get_range(range_key)
+def live_anomalies(services: list[str], severities: list[str], types: list[str]) -> None:
+    win = ui.current_window()
     now = data.now()
-    df = data.anomalies(range_key)
+    df = data.anomalies(win)
     if df.empty:
-        ui.empty_state(f"No anomalies in the {tr.label.lower()}. The detector flags them as metric windows arrive.")
+        ui.empty_range(
+            f"No anomalies {win.phrase}. The detector flags them as metric windows arrive.",
+            win,
+            data.newest_data("anomalies"),
+            key="jump_anomalies",
+        )
         ui.updated_caption(now)
         return
     shown = filter_anomalies(df, services, severities, types)
@@ -65,7 +68,7 @@ def live_anomalies(range_key: str, services: list[str], severities: list[str], t
     cols[0].metric("Anomalies shown", f"{len(shown):,}", help=f"of {len(df):,} in the range")
     for col, sev in zip(cols[1:], sorted(by_severity.index, key=lambda s: (severity_rank(s), s)), strict=True):
         col.metric(sev, f"{by_severity[sev]:,}")
-    st.plotly_chart(charts.anomaly_timeline(shown, tr.start(now), now), key="chart_anomalies")
+    st.plotly_chart(charts.anomaly_timeline(shown, win.start, min(win.end, now)), key="chart_anomalies")
     table = shown.assign(
         sample_traces=[len(as_list(v)) for v in shown["sample_trace_ids"]],
         traces=[trace_data.traces_url(r.service, r.window_start, r.window_end) for r in shown.itertuples()],
@@ -85,4 +88,4 @@ def live_anomalies(range_key: str, services: list[str], severities: list[str], t
     ui.updated_caption(now)
 
 
-live_anomalies(tr.key, services, severities, types)
+live_anomalies(services, severities, types)

@@ -6,7 +6,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, ui
-from dashboard.ranges import get_range
 from dashboard.status import format_duration, lag_level, pipeline_lag
 
 STATUS_STYLE = {
@@ -16,7 +15,6 @@ STATUS_STYLE = {
 }
 
 st.title("Health")
-tr = ui.current_range()
 
 
 def render_lag(now) -> None:
@@ -82,14 +80,18 @@ def render_checks(now) -> None:
         )
 
 
-def render_dead_letters(range_key: str) -> None:
-    tr = get_range(range_key)
+def render_dead_letters(win) -> None:
     st.subheader("Dead letters")
-    by_reason = data.dead_letter_by_reason(range_key)
+    by_reason = data.dead_letter_by_reason(win)
     if by_reason.empty:
-        ui.empty_state(f"No dead letters in the {tr.label.lower()}: every record was valid.")
+        ui.empty_range(
+            f"No dead letters {win.phrase}: every record was valid.",
+            win,
+            data.newest_data("dead_letters"),
+            key="jump_dead_letters",
+        )
         return
-    st.metric(f"Dead letters ({tr.label.lower()})", f"{int(by_reason['records'].sum()):,}")
+    st.metric(f"Dead letters ({win.label[0].lower() + win.label[1:]})", f"{int(by_reason['records'].sum()):,}")
     left, right = st.columns([3, 2])
     with left:
         st.plotly_chart(charts.dead_letter_chart(by_reason), key="chart_dead_letters")
@@ -102,13 +104,12 @@ def render_dead_letters(range_key: str) -> None:
         )
 
 
-def render_alerts(range_key: str) -> None:
-    tr = get_range(range_key)
+def render_alerts(win) -> None:
     st.subheader("Alert notifications")
-    channels, failures = data.alert_deliveries(range_key)
+    channels, failures = data.alert_deliveries(win)
     if channels.empty:
         ui.empty_state(
-            f"No notification attempts in the {tr.label.lower()}: the notifier sends incident events "
+            f"No notification attempts {win.phrase}: the notifier sends incident events "
             "to the channels set by ALERT_WEBHOOK_URLS, ALERT_SLACK_WEBHOOK_URLS and ALERT_SMTP_HOST."
         )
         return
@@ -139,14 +140,15 @@ def render_models() -> None:
 
 
 @st.fragment(run_every=ui.refresh_seconds())
-def live_health(range_key: str) -> None:
+def live_health() -> None:
     now = data.now()
     render_lag(now)
     render_checks(now)
-    render_dead_letters(range_key)
-    render_alerts(range_key)
+    win = ui.current_window()
+    render_dead_letters(win)
+    render_alerts(win)
     render_models()
     ui.updated_caption(now)
 
 
-live_health(tr.key)
+live_health()

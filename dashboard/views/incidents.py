@@ -13,14 +13,12 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, search_box, trace_data, ui
-from dashboard.ranges import get_range
 from dashboard.status import as_dict, as_list, baseline_vs_observed, detector_scores, format_duration
 from dashboard.traces import waterfall_rows
 
 TRACE_SLACK = timedelta(minutes=15)
 
 st.title("Incidents")
-tr = ui.current_range()
 
 
 def _label(row) -> str:
@@ -284,12 +282,17 @@ def render_incident(inc, now) -> None:
 
 
 @st.fragment(run_every=ui.refresh_seconds())
-def live_incidents(range_key: str) -> None:
-    tr = get_range(range_key)
+def live_incidents() -> None:
+    win = ui.current_window()
     now = data.now()
-    incidents = data.incidents(range_key)
+    incidents = data.incidents(win)
     if incidents.empty:
-        ui.empty_state(f"No incidents in the {tr.label.lower()}. Anomalies close together on a service open one.")
+        ui.empty_range(
+            f"No incidents {win.phrase}. Anomalies close together on a service open one.",
+            win,
+            data.newest_data("incidents"),
+            key="jump_incidents",
+        )
         ui.updated_caption(now)
         return
     overview = incidents.assign(
@@ -322,4 +325,4 @@ def live_incidents(range_key: str) -> None:
 
 
 search_box.search_box("incident_search", kind="incident", label="Search past incidents by meaning")
-live_incidents(tr.key)
+live_incidents()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts, data, sla_panel, trace_data, ui
-from dashboard.ranges import get_range
 from dashboard.status import DEGRADED, HEALTHY, INCIDENT, as_list, service_statuses
 
 BADGE = {
@@ -16,8 +15,7 @@ BADGE = {
 TILES_PER_ROW = 5
 
 st.title("Overview")
-tr = ui.current_range()
-known_services = data.overview(tr.key).snapshot
+known_services = data.overview(ui.current_window()).snapshot
 selected = st.multiselect(
     "Services",
     sorted(known_services["service"]) if not known_services.empty else [],
@@ -53,47 +51,51 @@ def _touches(incidents, services: list[str]):
 
 
 @st.fragment(run_every=ui.refresh_seconds())
-def live_overview(range_key: str, services: list[str]) -> None:
-    tr = get_range(range_key)
+def live_overview(services: list[str]) -> None:
+    win = ui.current_window()
     now = data.now()
-    view = data.overview(range_key)
+    view = data.overview(win)
     snapshot, incidents, recent = view.snapshot, view.incidents, view.recent_anomalies
     open_incidents = incidents[incidents["status"] == "open"] if not incidents.empty else incidents
     statuses = service_statuses(snapshot, open_incidents, recent)
     if services:
         statuses = [s for s in statuses if s.service in services]
     if not statuses:
-        ui.empty_state(
-            f"No service metrics in the {tr.label.lower()} yet. Tiles and charts appear once the "
-            "streaming job has closed its first 1-minute window (start the platform with `make local`)."
-        )
+        newest = data.newest_data("metrics")
+        if newest is None:
+            ui.empty_state(
+                f"No service metrics {win.phrase} yet. Tiles and charts appear once the "
+                "streaming job has closed its first 1-minute window (start the platform with `make local`)."
+            )
+        else:
+            ui.empty_range(f"No service metrics {win.phrase}.", win, newest, key="jump_overview")
         ui.updated_caption(now)
         return
     counts = {k: sum(s.status == k for s in statuses) for k in (INCIDENT, DEGRADED, HEALTHY)}
     st.subheader(f"Services · {counts[INCIDENT]} incident · {counts[DEGRADED]} degraded · {counts[HEALTHY]} healthy")
-    _render_tiles(statuses, tr.start(now), now)
+    _render_tiles(statuses, win.start, min(win.end, now))
 
     series = view.series
     if services and not series.empty:
         series = series[series["service"].isin(services)]
     if series.empty:
-        ui.empty_state(f"No metric windows in the {tr.label.lower()}.")
+        ui.empty_state(f"No metric windows {win.phrase}.")
         ui.updated_caption(now)
         return
     shaded = _touches(incidents, services)
-    start = tr.start(now)
+    start, end = win.start, min(win.end, now)
     st.caption(
-        f"{tr.label}, {tr.bucket_minutes}-minute buckets. Shaded: incidents "
+        f"{win.label}, {win.bucket_minutes}-minute buckets. Shaded: incidents "
         f"({len(shaded)} in range). Percentiles of multi-minute buckets are request-weighted means."
     )
     left, right = st.columns(2)
     with left:
-        st.plotly_chart(charts.request_rate_chart(series, shaded, now, start), key="chart_requests")
+        st.plotly_chart(charts.request_rate_chart(series, shaded, end, start), key="chart_requests")
     with right:
-        st.plotly_chart(charts.error_rate_chart(series, shaded, now, start), key="chart_errors")
-    st.plotly_chart(charts.latency_chart(series, shaded, now, start), key="chart_latency")
+        st.plotly_chart(charts.error_rate_chart(series, shaded, end, start), key="chart_errors")
+    st.plotly_chart(charts.latency_chart(series, shaded, end, start), key="chart_latency")
     ui.updated_caption(now)
 
 
-live_overview(tr.key, selected)
+live_overview(selected)
 sla_panel.render_sla_risk()
