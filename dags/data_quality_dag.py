@@ -2,8 +2,10 @@
 
 Validation (impossible values, window gaps, duplicate keys, dead-letter
 growth) goes to `data_quality_results` and fails the run on a failed check;
-retention deletes what is older than RETENTION_DAYS (rows and bronze
-partitions) whatever validation found, then checkpoints DuckDB. Logic lives in
+retention deletes what is older than its layer's age (BRONZE_RETENTION_DAYS,
+SILVER_RETENTION_DAYS, GOLD_RETENTION_DAYS; RETENTION_DAYS for operational
+rows), rows and Parquet partitions, whatever validation found, then
+checkpoints DuckDB. Logic lives in
 `observability.quality`.
 """
 
@@ -48,7 +50,7 @@ def data_quality_dag():
 
     @task
     def apply_retention() -> dict[str, int]:
-        """Delete rows and bronze partitions older than RETENTION_DAYS; record the counts."""
+        """Delete rows and bronze/silver/gold partitions past their layer's age; record the counts."""
         from observability import quality
         from observability.settings import get_settings
         from observability.store import Store, utcnow
@@ -57,7 +59,7 @@ def data_quality_dag():
         store = Store.from_settings(settings)
         now = utcnow()
         deleted = quality.apply_retention(settings, store, now)
-        quality.record(quality.retention_results(deleted, quality.retention_cutoff(settings, now)), store)
+        quality.record(quality.retention_results(deleted, quality.retention_cutoffs(settings, now)), store)
         return deleted
 
     @task

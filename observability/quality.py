@@ -4,8 +4,10 @@ Validation looks at the last `QUALITY_LOOKBACK_HOURS` of data for values no
 real window can have, missing windows of services that are sending, duplicate
 keys and a growing dead-letter stream, and writes one `data_quality_results`
 row per check (status pass | warn | fail). Retention deletes what is older
-than `RETENTION_DAYS` from DuckDB and drops whole bronze hour partitions past
-that age, then checkpoints DuckDB so the file gives the space back. Both are
+than its layer's age from DuckDB (gold: GOLD_RETENTION_DAYS, bronze:
+BRONZE_RETENTION_DAYS, operational rows: RETENTION_DAYS), drops whole bronze
+hour partitions and silver and gold date partitions past their layer's age,
+then checkpoints DuckDB so the file gives the space back. Both are
 idempotent: a rerun records a fresh verdict and deletes nothing new.
 """
 
@@ -170,61 +172,98 @@ def failures(results: list[QualityResult]) -> list[QualityResult]:
 
 
 # -- retention ---------------------------------------------------------------------
-# table -> SQL predicate selecting the rows that expired before the cutoff `?`.
-RETENTION_RULES: dict[str, str] = {
-    tables.SERVICE_METRICS: "window_start < ?",
-    tables.ENDPOINT_METRICS: "window_start < ?",
-    tables.TRACE_SAMPLES: "window_start < ?",
-    tables.SERVICE_DEPENDENCIES: "window_start < ?",
-    tables.TRACE_INDEX: "end_time < ?",  # a trace goes once its last span is past the cutoff
-    tables.ANOMALIES: "window_start < ?",
+# Each table belongs to one layer, and each layer has its own age limit:
+# gold (aggregates, anomalies, incidents, error text: GOLD_RETENTION_DAYS, a year),
+# bronze (raw OTLP log records and metric points, like the bronze span Parquet:
+# BRONZE_RETENTION_DAYS) and operational rows (RETENTION_DAYS). Silver and gold
+# Parquet go by whole date partitions (`observability.layers`).
+GOLD, SILVER, BRONZE, OPERATIONAL = "gold", "silver", "bronze", "operational"
+
+# table -> (layer, SQL predicate selecting the rows that expired before the cutoff `?`).
+RETENTION_RULES: dict[str, tuple[str, str]] = {
+    tables.SERVICE_METRICS: (GOLD, "window_start < ?"),
+    tables.ENDPOINT_METRICS: (GOLD, "window_start < ?"),
+    tables.TRACE_SAMPLES: (GOLD, "window_start < ?"),
+    tables.SERVICE_DEPENDENCIES: (GOLD, "window_start < ?"),
+    tables.ERROR_MESSAGES: (GOLD, "window_start < ?"),
+    # a trace goes once its last span is past the cutoff: the index points into bronze
+    tables.TRACE_INDEX: (BRONZE, "end_time < ?"),
+    tables.ANOMALIES: (GOLD, "window_start < ?"),
     # an incident expires once its last change is older than the cutoff
-    tables.INCIDENTS: "updated_at < ?",
+    tables.INCIDENTS: (GOLD, "updated_at < ?"),
     # summaries go with their incident; an old summary also goes unless it is
     # the latest one of an incident that is kept (a stale narrator must not
     # leave a kept incident without any summary)
     tables.INCIDENT_SUMMARIES: (
+        GOLD,
         f"incident_id NOT IN (SELECT id FROM {tables.INCIDENTS}) OR (created_at < ? AND id NOT IN ("
-        f"SELECT arg_max(id, created_at) FROM {tables.INCIDENT_SUMMARIES} GROUP BY incident_id))"
+        f"SELECT arg_max(id, created_at) FROM {tables.INCIDENT_SUMMARIES} GROUP BY incident_id))",
     ),
-    tables.DEAD_LETTER: "received_at < ?",
-    tables.LOGS: "timestamp < ?",
-    tables.OTEL_METRICS: "timestamp < ?",
+    tables.LOGS: (BRONZE, "timestamp < ?"),
+    tables.OTEL_METRICS: (BRONZE, "timestamp < ?"),
+    tables.DEAD_LETTER: (OPERATIONAL, "received_at < ?"),
     # keep the newest progress row: it is the pipeline's last sign of life
-    tables.STREAM_PROGRESS: f"processed_at < ? AND batch_id < (SELECT max(batch_id) FROM {tables.STREAM_PROGRESS})",
-    tables.HEALTH_CHECKS: "checked_at < ?",
-    tables.DATA_QUALITY_RESULTS: "checked_at < ?",
+    tables.STREAM_PROGRESS: (
+        OPERATIONAL,
+        f"processed_at < ? AND batch_id < (SELECT max(batch_id) FROM {tables.STREAM_PROGRESS})",
+    ),
+    tables.HEALTH_CHECKS: (OPERATIONAL, "checked_at < ?"),
+    tables.DATA_QUALITY_RESULTS: (OPERATIONAL, "checked_at < ?"),
+    # sent outbox records are on their topic; unsent ones are kept however old (they are still owed)
+    tables.OUTBOX: (OPERATIONAL, "sent_at < ?"),
     # a week-old micro-batch is long committed in Spark's checkpoint and never replayed;
     # keep each sink's newest commit all the same
-    # sent outbox records are on their topic; unsent ones are kept however old (they are still owed)
-    tables.OUTBOX: "sent_at < ?",
     tables.SINK_COMMITS: (
+        OPERATIONAL,
         f"committed_at < ? AND batch_id < (SELECT max(c.batch_id) FROM {tables.SINK_COMMITS} c "
-        f"WHERE c.sink = {tables.SINK_COMMITS}.sink)"
+        f"WHERE c.sink = {tables.SINK_COMMITS}.sink)",
     ),
     # the notifier's record of what it sent goes with the incident (after INCIDENTS above): while the
     # incident is kept, its events and attempts are what stop a restart from notifying it again
-    tables.ALERT_EVENTS: f"created_at < ? AND incident_id NOT IN (SELECT id FROM {tables.INCIDENTS})",
-    tables.ALERT_DELIVERIES: f"event_id NOT IN (SELECT id FROM {tables.ALERT_EVENTS})",
+    tables.ALERT_EVENTS: (
+        OPERATIONAL,
+        f"created_at < ? AND incident_id NOT IN (SELECT id FROM {tables.INCIDENTS})",
+    ),
+    tables.ALERT_DELIVERIES: (OPERATIONAL, f"event_id NOT IN (SELECT id FROM {tables.ALERT_EVENTS})"),
     # search: items go with their data (an incident's with the incident); a vector goes once no item
     # uses it (until then it is the content cache); bronze-file progress once the file is expired too
-    tables.EMBEDDINGS: (f"time < ? AND (kind <> 'incident' OR item_id NOT IN (SELECT id FROM {tables.INCIDENTS}))"),
-    tables.EMBEDDING_VECTORS: f"created_at < ? AND text_id NOT IN (SELECT text_id FROM {tables.EMBEDDINGS})",
-    tables.EMBEDDING_PROGRESS: "indexed_at < ? AND starts_with(source, 'bronze:')",
+    tables.EMBEDDINGS: (
+        OPERATIONAL,
+        f"time < ? AND (kind <> 'incident' OR item_id NOT IN (SELECT id FROM {tables.INCIDENTS}))",
+    ),
+    tables.EMBEDDING_VECTORS: (
+        OPERATIONAL,
+        f"created_at < ? AND text_id NOT IN (SELECT text_id FROM {tables.EMBEDDINGS})",
+    ),
+    tables.EMBEDDING_PROGRESS: (OPERATIONAL, "indexed_at < ? AND starts_with(source, 'bronze:')"),
 }
 
 
 def retention_cutoff(settings: Settings, now: datetime | None = None) -> datetime:
+    """The cutoff of operational rows (RETENTION_DAYS)."""
     return (now or utcnow()) - timedelta(days=settings.retention_days)
 
 
-def delete_expired_rows(store: Store, cutoff: datetime) -> dict[str, int]:
-    """Delete every expired row in one transaction; returns rows deleted per table (in rule order)."""
+def retention_cutoffs(settings: Settings, now: datetime | None = None) -> dict[str, datetime]:
+    """layer -> the time before which its data has expired."""
+    now = now or utcnow()
+    return {
+        GOLD: now - timedelta(days=settings.gold_retention_days),
+        SILVER: now - timedelta(days=settings.silver_retention_days),
+        BRONZE: now - timedelta(days=settings.bronze_retention_days),
+        OPERATIONAL: retention_cutoff(settings, now),
+    }
+
+
+def delete_expired_rows(store: Store, cutoff: datetime | dict[str, datetime]) -> dict[str, int]:
+    """Delete every expired row in one transaction (one cutoff for all, or one per layer);
+    returns rows deleted per table (in rule order)."""
+    cutoffs = cutoff if isinstance(cutoff, dict) else dict.fromkeys((GOLD, SILVER, BRONZE, OPERATIONAL), cutoff)
 
     def work(con) -> dict[str, int]:
         deleted = {}
-        for table, predicate in RETENTION_RULES.items():
-            params = [cutoff] * predicate.count("?")
+        for table, (layer, predicate) in RETENTION_RULES.items():
+            params = [cutoffs[layer]] * predicate.count("?")
             before = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             con.execute(f"DELETE FROM {table} WHERE {predicate}", params)
             deleted[table] = before - con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
@@ -267,19 +306,31 @@ def checkpoint(store: Store) -> None:
 def apply_retention(
     settings: Settings | None = None, store: Store | None = None, now: datetime | None = None
 ) -> dict[str, int]:
-    """Delete expired rows and bronze partitions; returns counts (`bronze_partitions` included)."""
+    """Delete expired rows (per layer) and Parquet partitions; returns counts
+    (`bronze_partitions`, `silver_partitions`, `gold_partitions` included)."""
+    from observability import layers
+
     settings = settings or get_settings()
     store = store or Store.from_settings(settings)
-    cutoff = retention_cutoff(settings, now)
-    deleted = delete_expired_rows(store, cutoff)
-    deleted["bronze_partitions"] = drop_bronze_partitions(settings.bronze_dir, cutoff)
-    log.info("retention applied", cutoff=cutoff.isoformat(), **deleted)
+    cutoffs = retention_cutoffs(settings, now)
+    deleted = delete_expired_rows(store, cutoffs)
+    deleted["bronze_partitions"] = drop_bronze_partitions(settings.bronze_dir, cutoffs[BRONZE])
+    deleted["silver_partitions"] = layers.drop_date_partitions(settings.silver_dir, cutoffs[SILVER])
+    deleted["gold_partitions"] = layers.drop_date_partitions(settings.gold_dir / "traces", cutoffs[GOLD])
+    log.info("retention applied", **{f"cutoff_{k}": v.isoformat() for k, v in cutoffs.items()}, **deleted)
     return deleted
 
 
-def retention_results(deleted: dict[str, int], cutoff: datetime) -> list[QualityResult]:
+def _layer_of(name: str) -> str:
+    if name in RETENTION_RULES:
+        return RETENTION_RULES[name][0]
+    return name.removesuffix("_partitions")  # bronze_partitions -> bronze
+
+
+def retention_results(deleted: dict[str, int], cutoff: datetime | dict[str, datetime]) -> list[QualityResult]:
     """Retention counts as `data_quality_results` rows, so each run's deletions are on record."""
-    return [
-        QualityResult(f"retention:{name}", PASS, n, f"deleted {n} older than {cutoff:%Y-%m-%d %H:%M}")
-        for name, n in deleted.items()
-    ]
+    results = []
+    for name, n in deleted.items():
+        at = cutoff[_layer_of(name)] if isinstance(cutoff, dict) else cutoff
+        results.append(QualityResult(f"retention:{name}", PASS, n, f"deleted {n} older than {at:%Y-%m-%d %H:%M}"))
+    return results

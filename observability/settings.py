@@ -154,7 +154,17 @@ class Settings(BaseSettings):
     search_trace_slack_seconds: float = Field(300, ge=0, alias="SEARCH_TRACE_SLACK_SECONDS")
 
     # --- airflow / dashboard / retention -------------------------------------
+    # operational rows (dead letters, progress, health checks, quality results, outbox, commits)
     retention_days: int = Field(7, ge=1, alias="RETENTION_DAYS")
+    # per layer (observability.layers): bronze = raw span Parquet and raw OTLP logs/metrics rows;
+    # silver = enriched span Parquet; gold = aggregates, anomalies, incidents, error_messages, sampled traces
+    bronze_retention_days: int = Field(7, ge=1, alias="BRONZE_RETENTION_DAYS")
+    silver_retention_days: int = Field(90, ge=1, alias="SILVER_RETENTION_DAYS")
+    gold_retention_days: int = Field(365, ge=1, alias="GOLD_RETENTION_DAYS")
+    # gold trace sampling, decided per trace by a hash of its id (a kept trace is kept whole)
+    sample_error_rate: float = Field(1.0, ge=0, le=1, alias="SAMPLE_ERROR_RATE")
+    sample_slow_rate: float = Field(0.5, ge=0, le=1, alias="SAMPLE_SLOW_RATE")
+    sample_normal_rate: float = Field(0.01, ge=0, le=1, alias="SAMPLE_NORMAL_RATE")
     airflow_port: int = Field(8080, alias="AIRFLOW_PORT")
     airflow_admin_password: str | None = Field(None, alias="AIRFLOW_ADMIN_PASSWORD")
     dashboard_host: str = Field("127.0.0.1", alias="DASHBOARD_HOST")
@@ -192,6 +202,16 @@ class Settings(BaseSettings):
     @property
     def bronze_dir(self) -> Path:
         return self.data_dir / "bronze"
+
+    @property
+    def silver_dir(self) -> Path:
+        """Enriched spans (observability.layers), `date=YYYY-MM-DD/service=NAME/`."""
+        return self.data_dir / "silver"
+
+    @property
+    def gold_dir(self) -> Path:
+        """Sampled whole traces (observability.layers), `traces/date=YYYY-MM-DD/`."""
+        return self.data_dir / "gold"
 
     @property
     def models_dir(self) -> Path:

@@ -31,6 +31,7 @@ LOGS = "logs"  # writer: spark (the logs topic; OTLP log records, observability.
 OTEL_METRICS = "otel_metrics"  # writer: spark (the metrics topic; one row per OTLP data point)
 SCHEMA_VERSION = "schema_version"  # writer: store.migrate
 TRACE_INDEX = "trace_index"  # writer: spark (one row per trace, merged across micro-batches; spark.trace_index)
+ERROR_MESSAGES = "error_messages"  # writer: spark (gold: error text per window, never aggregated away)
 OUTBOX = "outbox"  # writer: each stage that publishes after a commit, its own topics' rows (observability.outbox)
 ALERT_EVENTS = "alert_events"  # writer: anomaly_detection.notifier (one row per (incident, event) to notify)
 ALERT_DELIVERIES = "alert_deliveries"  # writer: anomaly_detection.notifier (every delivery attempt, per channel)
@@ -291,6 +292,21 @@ CREATE TABLE IF NOT EXISTS {TRACE_INDEX} (
 """,
     ),
     (
+        8,
+        "gold layer: error_messages (error text per window, with a sample trace kept in gold)",
+        f"""
+CREATE TABLE IF NOT EXISTS {ERROR_MESSAGES} (
+    window_start TIMESTAMP NOT NULL,  -- 1-minute window of the failing spans
+    service VARCHAR NOT NULL,
+    endpoint VARCHAR NOT NULL,
+    error_message VARCHAR NOT NULL,
+    count BIGINT NOT NULL,            -- spans with this message, added up across micro-batches
+    sample_trace_id VARCHAR,          -- one trace with it, a gold-sampled one when there is any
+    PRIMARY KEY (window_start, service, endpoint, error_message)
+);
+""",
+    ),
+    (
         9,
         "search embeddings: embeddings (items), embedding_vectors (one vector per distinct text), embedding_progress",
         f"""
@@ -413,4 +429,5 @@ ALL_TABLES = (
     EMBEDDINGS,
     EMBEDDING_VECTORS,
     EMBEDDING_PROGRESS,
+    ERROR_MESSAGES,
 )

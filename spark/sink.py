@@ -1,7 +1,7 @@
 """The DuckDB sink: one short transaction per micro-batch, exactly once.
 
 Everything a micro-batch produces (window rows, trace samples, dependency
-edges, dead letters, its stream_progress row, and the aggregated-metrics
+edges, error messages, dead letters, its stream_progress row, and the aggregated-metrics
 records it will publish, staged in the outbox; or a logs / metrics batch's
 records and dead letters) is written in ONE DuckDB transaction together with a
 `sink_commits(sink, batch_id)` row. A replayed
@@ -19,7 +19,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from observability import outbox, tables
+from observability import layers, outbox, tables
 from observability.store import Store, utcnow
 from observability.tables import METRIC_VALUE_COLUMNS
 from spark import trace_index
@@ -44,6 +44,7 @@ class BatchOutput:
     outbox_topic: str = ""  # where the outbox records go once committed
     outbox: list = field(default_factory=list)  # (id, key, value) records (observability.outbox.stage)
     traces: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-trace partial rows (spark.trace_index)
+    error_messages: pd.DataFrame = field(default_factory=pd.DataFrame)  # observability.layers.ERROR_MESSAGE_COLUMNS
 
 
 class DuckDBSink:
@@ -88,6 +89,7 @@ class DuckDBSink:
             _add_dependencies(con, out.dependencies)
             trace_index.upsert(con, out.traces, now)
             _insert_dead_letters(con, out.dead_letters)
+            layers.insert_error_messages(con, out.error_messages)
             outbox.stage(con, out.outbox_topic, out.outbox, now)
             con.execute(
                 f"""INSERT OR REPLACE INTO {tables.STREAM_PROGRESS}

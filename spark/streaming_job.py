@@ -172,6 +172,9 @@ class StreamingJob:
             return
         t1 = time.monotonic()
         out = self.batch_output(batch_id, metrics, staged)
+        from observability.layers import write_batch_layers  # silver and gold, before the commit (issue 15)
+
+        out.error_messages = write_batch_layers(self.settings, [f for s in staged for f in s.bronze_files])
         out.outbox_topic = self.publisher.topic
         out.outbox = aggregate_records(metrics, batch_id, sink.sink)
         t_side = time.monotonic() - t1

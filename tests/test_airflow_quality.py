@@ -180,7 +180,17 @@ def surviving_labels(store) -> dict[str, set]:
     return {t: {r[0] for r in store.fetch_all(f"SELECT {c} FROM {t}")} for t, c in q.items()}
 
 
+def one_age(settings, days: int = 7):
+    """Every layer at the same age, so one cutoff tests every table's boundary."""
+    return settings.model_copy(
+        update=dict(
+            retention_days=days, bronze_retention_days=days, silver_retention_days=days, gold_retention_days=days
+        )
+    )
+
+
 def test_retention_deletes_exactly_what_expired(settings, store):
+    settings = one_age(settings)
     assert quality.retention_cutoff(settings, NOW) == CUTOFF
     seed_around_cutoff(settings, store, CUTOFF)
     deleted = quality.apply_retention(settings, store, NOW)
@@ -208,6 +218,7 @@ def test_retention_deletes_exactly_what_expired(settings, store):
 
 
 def test_retention_keeps_the_newest_progress_row_and_latest_summary_of_kept_incident(settings, store):
+    settings = one_age(settings)
     old = CUTOFF - timedelta(days=2)
     store.executemany(f"INSERT INTO {tables.STREAM_PROGRESS} VALUES (?, ?, 10, 0, 0, NULL, NULL)", [[1, old], [2, old]])
     store.execute(
@@ -226,17 +237,61 @@ def test_retention_keeps_the_newest_progress_row_and_latest_summary_of_kept_inci
     assert store.fetch_all(f"SELECT id FROM {tables.INCIDENT_SUMMARIES}") == [("only",)]
 
 
+def test_each_layer_keeps_its_own_age(settings, store):
+    """Defaults: bronze 7 days, silver 90, gold 365, operational rows RETENTION_DAYS (7)."""
+    assert (settings.bronze_retention_days, settings.silver_retention_days, settings.gold_retention_days) == (
+        7,
+        90,
+        365,
+    )
+    month_old, two_years_old = NOW - timedelta(days=30), NOW - timedelta(days=730)
+    for t in (month_old, two_years_old):
+        store.insert_df(
+            tables.SERVICE_METRICS, metrics_frame(services=("checkout",), start=t.replace(second=0), minutes=1)
+        )
+        store.execute(
+            f"INSERT INTO {tables.ERROR_MESSAGES} VALUES (?, 'checkout', '/pay', 'timeout', 3, 'trace-x')", [t]
+        )
+        store.execute(
+            f"INSERT INTO {tables.LOGS} (timestamp, service, severity_text, body) VALUES (?, 'checkout', 'ERROR', 'x')",
+            [t],
+        )
+        store.execute(f"INSERT INTO {tables.DEAD_LETTER} VALUES (?, 'test', 'bad', 'x')", [t])
+    for root, days in ((settings.silver_dir, (80, 100)), (settings.gold_dir / "traces", (300, 400))):
+        for d in days:
+            (root / f"date={NOW - timedelta(days=d):%Y-%m-%d}" / "service=checkout").mkdir(parents=True)
+    deleted = quality.apply_retention(settings, store, NOW)
+    # gold: the month-old window and its error text stay (a year), the two-year-old ones go
+    assert store.fetch_all(f"SELECT window_start FROM {tables.SERVICE_METRICS}") == [(month_old.replace(second=0),)]
+    assert store.fetch_all(f"SELECT window_start FROM {tables.ERROR_MESSAGES}") == [(month_old,)]
+    # bronze logs and operational rows: a week
+    assert store.fetch_one(f"SELECT count(*) FROM {tables.LOGS}")[0] == 0
+    assert store.fetch_one(f"SELECT count(*) FROM {tables.DEAD_LETTER}")[0] == 0
+    assert [p.name for p in settings.silver_dir.iterdir()] == [f"date={NOW - timedelta(days=80):%Y-%m-%d}"]
+    assert [p.name for p in (settings.gold_dir / "traces").iterdir()] == [f"date={NOW - timedelta(days=300):%Y-%m-%d}"]
+    assert (deleted["silver_partitions"], deleted["gold_partitions"], deleted[tables.ERROR_MESSAGES]) == (1, 1, 1)
+    recorded = {
+        r.check_name: r.detail for r in quality.retention_results(deleted, quality.retention_cutoffs(settings, NOW))
+    }
+    assert recorded["retention:error_messages"].endswith(f"{NOW - timedelta(days=365):%Y-%m-%d %H:%M}")
+    assert recorded["retention:silver_partitions"].endswith(f"{NOW - timedelta(days=90):%Y-%m-%d %H:%M}")
+
+
 # -- the DAG -----------------------------------------------------------------------------------
 def test_data_quality_dag_validates_and_applies_retention(dagbag, settings, store):
     seed_metrics(store, minutes=90)
-    cutoff = utcnow() - timedelta(days=settings.retention_days)
+    now = utcnow()
+    cutoff = now - timedelta(days=settings.gold_retention_days)  # aggregates are gold: a year
     expired = metrics_frame(services=("checkout",), start=(cutoff - timedelta(minutes=10)).replace(second=0), minutes=3)
     kept = metrics_frame(services=("checkout",), start=(cutoff + timedelta(minutes=5)).replace(second=0), minutes=3)
     store.insert_df(tables.SERVICE_METRICS, pd.concat([expired, kept]))
+    old_silver = settings.silver_dir / f"date={now - timedelta(days=settings.silver_retention_days + 2):%Y-%m-%d}"
+    old_silver.mkdir(parents=True)
+    bronze_cutoff = now - timedelta(days=settings.bronze_retention_days)
     events = pd.DataFrame(
         {
             "event_id": ["a", "b"],
-            "timestamp": [cutoff - timedelta(hours=1), cutoff + timedelta(hours=1)],
+            "timestamp": [bronze_cutoff - timedelta(hours=1), bronze_cutoff + timedelta(hours=1)],
             "service": "checkout",
             "endpoint": "/pay",
             "status_code": 200,
@@ -254,8 +309,11 @@ def test_data_quality_dag_validates_and_applies_retention(dagbag, settings, stor
     assert before - after == 3
     oldest = store.fetch_one(f"SELECT min(window_start) FROM {tables.SERVICE_METRICS}")[0]
     assert oldest == kept["window_start"].min()
-    left = bronze.read_events(settings.bronze_dir, cutoff - timedelta(hours=2), cutoff + timedelta(hours=2))
+    left = bronze.read_events(
+        settings.bronze_dir, bronze_cutoff - timedelta(hours=2), bronze_cutoff + timedelta(hours=2)
+    )
     assert list(left["event_id"]) == ["b"]
+    assert not old_silver.exists()
     recorded = dict(store.fetch_all(f"SELECT check_name, status FROM {tables.DATA_QUALITY_RESULTS}"))
     assert recorded["window_gaps"] == "pass" and recorded["impossible_values:percentile_order"] == "pass"
     assert (

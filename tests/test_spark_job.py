@@ -34,6 +34,7 @@ from tests.spark_fixtures import (
     rank_error,
     run_job,
 )
+from tests.test_layers import assert_layers_of_job
 from tests.trace_fixtures import assert_index_equals
 
 DATA_TABLES = (
@@ -169,6 +170,7 @@ def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, t
     t_base = datetime.fromtimestamp(base / 1000, tz=UTC).replace(tzinfo=None)
     bronze = read_events(settings.bronze_dir, t_base - timedelta(hours=1), t_base + timedelta(hours=2))
     assert len(bronze) == len(events) and set(bronze.event_id) == {e["event_id"] for e in events}
+    assert_layers_of_job(settings, store, events, t_base - timedelta(hours=1), t_base + timedelta(hours=2))
     reasons = set(store.fetch_df("SELECT reason FROM trace_samples").reason)
     assert reasons == {"error", "slow", "normal"}
     assert (

@@ -1,0 +1,395 @@
+"""Context-preserving layers beside bronze: silver (enriched spans) and gold (sampled whole traces, error text).
+
+- bronze (`observability.bronze`): every valid span, as received, for BRONZE_RETENTION_DAYS.
+- silver (`$DATA_DIR/silver/date=YYYY-MM-DD/service=NAME/part-*.parquet`): every span
+  plus its context — the parent's service and endpoint (`parent_service`,
+  `parent_endpoint`), its `depth` in the trace (0 = root, or the topmost span
+  whose parent is not known), its `self_time_ms` (duration minus the union of
+  its children's intervals, clipped to it) and `is_entry_span` (a service's
+  request: `observability.schema.ENTRY_SPAN_SQL`). Kept SILVER_RETENTION_DAYS.
+- gold (`$DATA_DIR/gold/traces/date=YYYY-MM-DD/part-*.parquet`, silver columns plus
+  `sample_reason`): whole traces kept by biased sampling, decided per trace
+  from a hash of its trace id (`keep_reason`), so every micro-batch that sees a
+  part of a kept trace keeps that part too; and the `error_messages` table
+  (per window, service, endpoint and message: a count and a sample trace id),
+  so error text is never aggregated away. Kept GOLD_RETENTION_DAYS, with the
+  aggregate tables.
+
+The Spark job calls `write_batch_layers` once per micro-batch, before its
+DuckDB commit, with the bronze files the batch staged. File names derive from
+the batch's offset ranges, so a replayed batch rewrites the same files
+(idempotent) and the error_messages rows go in the sink's transaction
+(exactly once). Context comes from the batch's traces as bronze holds them
+(the batch's hours and the hour before), so a trace split across micro-batches
+still gets its parents and depth; a parent's self time counts the children
+known when its own batch was written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from observability.columns import sql_with_default
+from observability.schema import ENTRY_SPAN_SQL, EVENT_COLUMNS, EVENT_FIELDS
+from observability.settings import Settings
+
+SILVER_EXTRA = ("parent_service", "parent_endpoint", "depth", "self_time_ms", "is_entry_span")
+SILVER_COLUMNS = (*EVENT_FIELDS, *SILVER_EXTRA)
+GOLD_COLUMNS = (*SILVER_COLUMNS, "sample_reason")
+ERROR_MESSAGE_COLUMNS = ("window_start", "service", "endpoint", "error_message", "count", "sample_trace_id")
+REASONS = ("error", "slow", "normal")
+MAX_DEPTH = 256  # a parent cycle in bad data stops here instead of recursing for ever
+_HASH_SPACE = 2**32
+
+
+@dataclass(frozen=True)
+class SampleRates:
+    error: float = 1.0
+    slow: float = 0.5
+    normal: float = 0.01
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SampleRates:
+        return cls(settings.sample_error_rate, settings.sample_slow_rate, settings.sample_normal_rate)
+
+
+def trace_fraction(trace_id: str) -> float:
+    """A trace id's fixed place in [0, 1): the same in every batch, process and run."""
+    return int(hashlib.md5(trace_id.lower().encode()).hexdigest()[:8], 16) / _HASH_SPACE
+
+
+def keep_reason(trace_id: str, has_error: bool, is_slow: bool, rates: SampleRates) -> str | None:
+    """Why gold keeps a trace, or None. A trace is in the error class when a span failed
+    (status >= 500), in the slow class when an entry span was over its service's p99 or
+    SLA, and every trace is in the normal class; it is kept when its fraction is below the
+    rate of a class it is in (the reason is the first such class)."""
+    u = trace_fraction(trace_id)
+    for reason, member, rate in (
+        ("error", has_error, rates.error),
+        ("slow", is_slow, rates.slow),
+        ("normal", True, rates.normal),
+    ):
+        if member and u < rate:
+            return reason
+    return None
+
+
+# --- computing a batch's layers -------------------------------------------------------
+def _source(con, files: list[str]) -> str:
+    """A SELECT of bronze rows in bronze column order (older files get defaults)."""
+    present = [
+        d[0] for d in con.execute("SELECT * FROM read_parquet(?, union_by_name=true) LIMIT 0", [files]).description
+    ]
+    cols = ", ".join(sql_with_default(c, present) for c in EVENT_COLUMNS)
+    return f"SELECT {cols} FROM read_parquet({_sql_list(files)}, union_by_name=true)"
+
+
+def _sql_list(items: list[str]) -> str:
+    return "[" + ", ".join("'" + i.replace("'", "''") + "'" for i in items) + "]"
+
+
+def context_files(bronze_dir: Path, start: datetime, end: datetime) -> list[str]:
+    """Bronze files of the hours [start - 1 h, end]: where the rest of a batch's traces lie."""
+    from observability.bronze import partition_dirs
+
+    return sorted(
+        str(f) for d in partition_dirs(bronze_dir, start - timedelta(hours=1), end) for f in d.glob("*.parquet")
+    )
+
+
+ENRICH_SQL = f"""
+CREATE OR REPLACE TEMP TABLE enriched AS
+WITH spans AS (SELECT * FROM ctx WHERE trace_id IS NOT NULL AND span_id IS NOT NULL),
+parents AS (
+    SELECT DISTINCT ON (trace_id, span_id) trace_id, span_id, service, endpoint, timestamp, latency_ms FROM spans
+),
+tree AS (
+    WITH RECURSIVE walk(trace_id, span_id, depth) AS (
+        SELECT s.trace_id, s.span_id, 0 FROM spans s
+        WHERE s.parent_span_id IS NULL
+           OR NOT EXISTS (SELECT 1 FROM parents p WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id)
+        UNION ALL
+        SELECT c.trace_id, c.span_id, w.depth + 1 FROM spans c
+        JOIN walk w ON c.trace_id = w.trace_id AND c.parent_span_id = w.span_id AND c.span_id <> w.span_id
+        WHERE w.depth < {MAX_DEPTH}
+    )
+    SELECT trace_id, span_id, min(depth) AS depth FROM walk GROUP BY ALL
+),
+kids AS (  -- each child's interval clipped to its parent's, in ms since the epoch
+    SELECT c.trace_id, c.parent_span_id AS span_id,
+           greatest(epoch_us(c.timestamp), epoch_us(p.timestamp)) / 1000.0 AS s,
+           least(epoch_us(c.timestamp) / 1000.0 + c.latency_ms, epoch_us(p.timestamp) / 1000.0 + p.latency_ms) AS e
+    FROM spans c JOIN parents p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
+    WHERE c.span_id <> p.span_id
+),
+ordered AS (
+    SELECT *, max(e) OVER (PARTITION BY trace_id, span_id ORDER BY s, e
+                           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
+    FROM kids WHERE e > s
+),
+islands AS (
+    SELECT *, sum(CASE WHEN reach IS NULL OR s > reach THEN 1 ELSE 0 END)
+              OVER (PARTITION BY trace_id, span_id ORDER BY s, e) AS island
+    FROM ordered
+),
+covered AS (
+    SELECT trace_id, span_id, sum(hi - lo) AS covered_ms
+    FROM (SELECT trace_id, span_id, island, min(s) AS lo, max(e) AS hi FROM islands GROUP BY ALL)
+    GROUP BY ALL
+)
+SELECT x.*, p.service AS parent_service, p.endpoint AS parent_endpoint,
+       coalesce(t.depth, 0) AS depth,
+       greatest(x.latency_ms - coalesce(c.covered_ms, 0), 0) AS self_time_ms,
+       {ENTRY_SPAN_SQL} AS is_entry_span
+FROM ctx x
+LEFT JOIN parents p ON p.trace_id = x.trace_id AND p.span_id = x.parent_span_id AND x.parent_span_id <> x.span_id
+LEFT JOIN tree t ON t.trace_id = x.trace_id AND t.span_id = x.span_id
+LEFT JOIN covered c ON c.trace_id = x.trace_id AND c.span_id = x.span_id
+"""
+
+TRACE_FLAGS_SQL = """
+WITH thresholds AS (
+    SELECT service, quantile_cont(latency_ms, 0.99) AS p99 FROM enriched WHERE is_entry_span GROUP BY service
+)
+SELECT e.trace_id,
+       bool_or(e.status_code >= 500) AS has_error,
+       bool_or(e.is_entry_span AND (e.latency_ms > t.p99 OR e.latency_ms > coalesce(s.sla_ms, 'inf'::DOUBLE)))
+           AS is_slow
+FROM enriched e LEFT JOIN thresholds t USING (service) LEFT JOIN slas s USING (service)
+WHERE e.trace_id IS NOT NULL
+GROUP BY e.trace_id
+"""
+
+ERROR_MESSAGES_SQL = """
+SELECT time_bucket(INTERVAL 1 MINUTE, b.timestamp) AS window_start, b.service, coalesce(b.endpoint, '') AS endpoint,
+       b.error_message, count(*) AS count,
+       arg_min(b.trace_id, (k.trace_id IS NULL, b.timestamp)) AS sample_trace_id
+FROM batch b LEFT JOIN kept k USING (trace_id)
+WHERE b.error_message IS NOT NULL
+GROUP BY ALL
+ORDER BY ALL
+"""
+
+
+@dataclass
+class BatchLayers:
+    silver: pa.Table
+    gold: pa.Table
+    error_messages: pd.DataFrame
+    kept: dict[str, str]  # trace_id -> reason
+
+
+def compute_layers(
+    batch_files: list[str],
+    context: list[str],
+    rates: SampleRates,
+    slas: dict[str, float] | None = None,
+) -> BatchLayers:
+    """Silver rows of the batch's spans, gold rows of its kept traces (whole, from the context
+    files), and its error_messages rows. `context` are bronze files holding the rest of the
+    batch's traces (the batch's own files are always included)."""
+    con = duckdb.connect(":memory:", config={"threads": 1, "memory_limit": "1GB"})
+    try:
+        con.execute(f"CREATE TEMP TABLE batch AS {_source(con, batch_files)}")
+        files = sorted(set(context) | set(batch_files))
+        con.execute(
+            f"""CREATE TEMP TABLE ctx AS
+                SELECT DISTINCT ON (event_id) * FROM ({_source(con, files)})
+                WHERE trace_id IN (SELECT trace_id FROM batch WHERE trace_id IS NOT NULL)
+                UNION ALL BY NAME SELECT * FROM batch WHERE trace_id IS NULL"""
+        )
+        con.execute(ENRICH_SQL)
+        sla_rows = pd.DataFrame({"service": list((slas or {}).keys()), "sla_ms": list((slas or {}).values())})
+        con.register("slas", sla_rows.astype({"service": "object", "sla_ms": "float64"}))
+        flags = con.execute(TRACE_FLAGS_SQL).fetchall()
+        kept = {t: r for t, err, slow in flags if (r := keep_reason(t, bool(err), bool(slow), rates))}
+        con.register("kept", pd.DataFrame({"trace_id": list(kept), "sample_reason": list(kept.values())}, dtype=object))
+        cols = ", ".join(SILVER_COLUMNS)
+        silver = con.sql(
+            f"SELECT {cols} FROM enriched WHERE event_id IN (SELECT event_id FROM batch) ORDER BY timestamp"
+        ).to_arrow_table()
+        gold = con.sql(
+            f"SELECT {cols}, k.sample_reason FROM enriched JOIN kept k USING (trace_id) ORDER BY trace_id, timestamp"
+        ).to_arrow_table()
+        errors = con.execute(ERROR_MESSAGES_SQL).df()
+        return BatchLayers(silver, gold, errors, kept)
+    finally:
+        con.close()
+
+
+def _partition_value(value: str) -> str:
+    return quote(str(value), safe="")
+
+
+def _write(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)  # a reader never sees half a file; a rerun replaces it whole
+
+
+def write_silver(silver_dir: Path, rows: pa.Table, name: str) -> list[Path]:
+    """`date=YYYY-MM-DD/service=NAME/part-<name>.parquet` (the service URL-quoted in the path)."""
+    if rows.num_rows == 0:
+        return []
+    df = rows.to_pandas()
+    df["_date"] = pd.to_datetime(df["timestamp"]).dt.strftime("%Y-%m-%d")
+    out = []
+    for (date, service), part in df.groupby(["_date", "service"], sort=True):
+        path = Path(silver_dir) / f"date={date}" / f"service={_partition_value(service)}" / f"part-{name}.parquet"
+        _write(pa.Table.from_pandas(part.drop(columns="_date"), preserve_index=False).cast(rows.schema), path)
+        out.append(path)
+    return out
+
+
+def write_gold(gold_dir: Path, rows: pa.Table, name: str) -> list[Path]:
+    """`traces/date=YYYY-MM-DD/part-<name>.parquet`, by the date of each trace's first span."""
+    if rows.num_rows == 0:
+        return []
+    df = rows.to_pandas()
+    df["_date"] = df.groupby("trace_id")["timestamp"].transform("min").dt.strftime("%Y-%m-%d")
+    out = []
+    for date, part in df.groupby("_date", sort=True):
+        path = Path(gold_dir) / "traces" / f"date={date}" / f"part-{name}.parquet"
+        _write(pa.Table.from_pandas(part.drop(columns="_date"), preserve_index=False).cast(rows.schema), path)
+        out.append(path)
+    return out
+
+
+def batch_name(bronze_files: list[str]) -> str:
+    """A stable name for a micro-batch's files: the hash of its bronze files (its offset ranges)."""
+    return hashlib.sha1("\n".join(sorted(Path(f).name for f in bronze_files)).encode()).hexdigest()[:20]
+
+
+def write_batch_layers(settings: Settings, bronze_files: list[str]) -> pd.DataFrame:
+    """The Spark job's hook: write silver and gold for a micro-batch's bronze files and
+    return its error_messages rows (for the sink's transaction)."""
+    files = [f for f in bronze_files if Path(f).exists()]
+    if not files:
+        return pd.DataFrame(columns=list(ERROR_MESSAGE_COLUMNS))
+    con = duckdb.connect(":memory:")
+    try:
+        start, end = con.execute("SELECT min(timestamp), max(timestamp) FROM read_parquet(?)", [files]).fetchone()
+    finally:
+        con.close()
+    layers = compute_layers(
+        files,
+        context_files(settings.bronze_dir, start, end),
+        SampleRates.from_settings(settings),
+        settings.service_slas,
+    )
+    name = batch_name(files)
+    write_silver(settings.silver_dir, layers.silver, name)
+    write_gold(settings.gold_dir, layers.gold, name)
+    return layers.error_messages
+
+
+def insert_error_messages(con, rows: pd.DataFrame) -> None:
+    """Inside the sink's transaction: counts add up across micro-batches; the first sample stays."""
+    from observability import tables
+
+    if rows is None or rows.empty:
+        return
+    con.register("_errors", rows[list(ERROR_MESSAGE_COLUMNS)])
+    con.execute(
+        f"""
+        INSERT INTO {tables.ERROR_MESSAGES} ({", ".join(ERROR_MESSAGE_COLUMNS)})
+        SELECT * FROM _errors
+        ON CONFLICT (window_start, service, endpoint, error_message) DO UPDATE SET
+            count = count + excluded.count,
+            sample_trace_id = coalesce(sample_trace_id, excluded.sample_trace_id)
+        """
+    )
+    con.unregister("_errors")
+
+
+# --- reading --------------------------------------------------------------------------
+def _days(start: datetime, end: datetime) -> list[str]:
+    d, out = start.date(), []
+    while d <= end.date():
+        out.append(f"{d:%Y-%m-%d}")
+        d += timedelta(days=1)
+    return out
+
+
+def silver_files(silver_dir: Path, start: datetime, end: datetime, service: str | None = None) -> list[str]:
+    svc = f"service={_partition_value(service)}" if service else "service=*"
+    return sorted(str(f) for day in _days(start, end) for f in Path(silver_dir).glob(f"date={day}/{svc}/*.parquet"))
+
+
+def gold_files(gold_dir: Path, start: datetime, end: datetime) -> list[str]:
+    return sorted(
+        str(f) for day in _days(start, end) for f in (Path(gold_dir) / "traces").glob(f"date={day}/*.parquet")
+    )
+
+
+def _read(files: list[str], columns: tuple[str, ...], where: str, params: list) -> pd.DataFrame:
+    if not files:
+        return pd.DataFrame(columns=list(columns))
+    con = duckdb.connect(":memory:")
+    try:
+        sql = f"SELECT DISTINCT ON (event_id) {', '.join(columns)} FROM read_parquet(?, union_by_name=true)"
+        if where:
+            sql += f" WHERE {where}"
+        return con.execute(f"SELECT * FROM ({sql}) ORDER BY timestamp", [files, *params]).df()
+    finally:
+        con.close()
+
+
+def read_silver(silver_dir: Path, start: datetime, end: datetime, service: str | None = None) -> pd.DataFrame:
+    """Silver spans with start <= timestamp < end (optionally of one service)."""
+    return _read(
+        silver_files(silver_dir, start, end, service), SILVER_COLUMNS, "timestamp >= ? AND timestamp < ?", [start, end]
+    )
+
+
+def read_gold_trace(
+    gold_dir: Path, trace_id: str, around: datetime, slack: timedelta = timedelta(days=1)
+) -> pd.DataFrame:
+    """All spans of one gold-sampled trace (each once), or an empty frame when it was not kept."""
+    return _read(gold_files(gold_dir, around - slack, around + slack), GOLD_COLUMNS, "trace_id = ?", [trace_id.lower()])
+
+
+def error_path(spans: pd.DataFrame, span_id: str) -> list[str] | None:
+    """Span ids from the trace's root down to `span_id` (the error path), or None when a
+    link is missing (the path cannot be rebuilt from these spans)."""
+    parent = dict(zip(spans["span_id"], spans["parent_span_id"], strict=True))
+    if span_id not in parent:
+        return None
+    path = [span_id]
+    while (p := parent.get(path[-1])) is not None and not pd.isna(p):
+        if p not in parent or p in path:
+            return None
+        path.append(p)
+    return path[::-1]
+
+
+# --- retention ------------------------------------------------------------------------
+def expired_date_partitions(root: Path, cutoff: datetime) -> list[Path]:
+    """`date=YYYY-MM-DD` folders under root whose whole day ended by the cutoff."""
+    out = []
+    for d in sorted(Path(root).glob("date=*")):
+        try:
+            day = datetime.strptime(d.name[5:], "%Y-%m-%d")
+        except ValueError:
+            continue
+        if day + timedelta(days=1) <= cutoff:
+            out.append(d)
+    return out
+
+
+def drop_date_partitions(root: Path, cutoff: datetime) -> int:
+    dropped = expired_date_partitions(root, cutoff)
+    for d in dropped:
+        shutil.rmtree(d, ignore_errors=True)
+    return len(dropped)

@@ -1,0 +1,180 @@
+"""Silver and gold layers (observability.layers) on real bronze Parquet and a real DuckDB."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from observability import bronze, layers, tables
+from observability.layers import SampleRates, keep_reason, trace_fraction
+
+T0 = datetime(2026, 3, 2, 4, 0, 30)
+
+
+def span(trace, sid, parent, service, endpoint, offset_ms, latency, status=200, error=None, kind="server"):
+    return dict(
+        event_id=uuid.uuid4().hex,
+        timestamp=T0 + timedelta(milliseconds=offset_ms),
+        service=service,
+        endpoint=endpoint,
+        status_code=status,
+        latency_ms=latency,
+        trace_id=trace,
+        span_id=sid,
+        parent_span_id=parent,
+        kind=kind,
+        error_message=error,
+        attributes=None,
+    )
+
+
+def failing_trace(trace: str) -> list[dict]:
+    """gateway(0-100) -> checkout(10-60) -> payments(20-50, 500) and a parallel inventory(30-70);
+    checkout's client span to the database (kind client) inside payments' call."""
+    return [
+        span(trace, "a" * 16, None, "gateway", "/api/pay", 0, 100.0),
+        span(trace, "b" * 16, "a" * 16, "checkout", "/checkout", 10, 50.0),
+        span(trace, "c" * 16, "b" * 16, "payments", "/charge", 20, 30.0, 500, "card declined: timeout"),
+        span(trace, "d" * 16, "a" * 16, "inventory", "/stock", 30, 40.0),
+        span(trace, "e" * 16, "c" * 16, "payments", "SELECT cards", 25, 20.0, kind="client"),
+    ]
+
+
+def test_sampling_is_a_fixed_hash_and_biased():
+    rates = SampleRates(error=1.0, slow=0.5, normal=0.01)
+    ids = [uuid.UUID(int=i).hex for i in range(4000)]
+    assert all(0 <= trace_fraction(t) < 1 for t in ids)
+    assert trace_fraction(ids[7]) == trace_fraction(ids[7].upper())  # ids are case-insensitive hex
+    assert all(keep_reason(t, True, False, rates) == "error" for t in ids)  # every error trace, no cap
+    slow = sum(keep_reason(t, False, True, rates) is not None for t in ids) / len(ids)
+    normal = sum(keep_reason(t, False, False, rates) is not None for t in ids) / len(ids)
+    assert 0.45 < slow < 0.55 and 0.005 < normal < 0.02
+    # monotone: a trace kept as normal is kept whatever else a later batch learns about it
+    for t in ids:
+        if keep_reason(t, False, False, rates):
+            assert keep_reason(t, True, True, rates) and keep_reason(t, False, True, rates)
+    assert keep_reason(ids[0], True, True, SampleRates(0.0, 0.0, 0.0)) is None
+
+
+def test_silver_context_self_time_and_error_messages(tmp_path):
+    root = tmp_path / "bronze"
+    ok_trace, bad_trace = "1" * 32, "2" * 32
+    ok = [span(ok_trace, "f" * 16, None, "gateway", "/api/cart", 500, 20.0)]
+    bronze.write_events(root, pd.DataFrame(failing_trace(bad_trace) + ok))
+    files = [str(f) for f in root.rglob("*.parquet")]
+    got = layers.compute_layers(files, [], SampleRates(1.0, 0.0, 0.0))
+
+    silver = got.silver.to_pandas().set_index("span_id")
+    assert len(silver) == 6
+    row = silver.loc["c" * 16]
+    assert (row.parent_service, row.parent_endpoint, row.depth) == ("checkout", "/checkout", 2)
+    assert silver.loc["a" * 16].depth == 0 and pd.isna(silver.loc["a" * 16].parent_service)
+    assert silver.loc["e" * 16].depth == 3
+    # gateway 100 ms, children checkout [10, 60] and inventory [30, 70] overlap: union 60 ms
+    assert silver.loc["a" * 16].self_time_ms == pytest.approx(40.0)
+    assert silver.loc["c" * 16].self_time_ms == pytest.approx(10.0)  # 30 - the 20 ms database call
+    assert silver.loc["e" * 16].self_time_ms == pytest.approx(20.0)  # a leaf
+    entry = silver["is_entry_span"].to_dict()
+    assert entry["e" * 16] is False or entry["e" * 16] == 0  # a client span is work inside a request
+    assert all(entry[s] for s in ("a" * 16, "b" * 16, "c" * 16, "d" * 16, "f" * 16))
+
+    # only error traces kept (slow and normal rates 0), whole
+    assert got.kept == {bad_trace: "error"}
+    gold = got.gold.to_pandas()
+    assert set(gold["span_id"]) == {c * 16 for c in "abcde"} and set(gold["sample_reason"]) == {"error"}
+    path = layers.error_path(gold, "c" * 16)
+    assert path == ["a" * 16, "b" * 16, "c" * 16]
+
+    errors = got.error_messages
+    assert errors.to_dict("records") == [
+        dict(
+            window_start=datetime(2026, 3, 2, 4, 0),
+            service="payments",
+            endpoint="/charge",
+            error_message="card declined: timeout",
+            count=1,
+            sample_trace_id=bad_trace,
+        )
+    ]
+
+
+def test_a_trace_split_across_batches_keeps_its_context_and_is_kept_whole(tmp_path, settings):
+    """The parent arrived in an earlier micro-batch: silver still names it, gold keeps all spans."""
+    spans = failing_trace("3" * 32)
+    first, second = pd.DataFrame(spans[:2]), pd.DataFrame(spans[2:])  # the failing spans come later
+    bronze.write_events(settings.bronze_dir, first)
+    files_1 = [str(f) for f in settings.bronze_dir.rglob("*.parquet")]
+    errors_1 = layers.write_batch_layers(settings, files_1)
+    assert errors_1.empty
+    bronze.write_events(settings.bronze_dir, second)
+    files_2 = sorted(set(map(str, settings.bronze_dir.rglob("*.parquet"))) - set(files_1))
+    errors_2 = layers.write_batch_layers(settings, files_2)
+    assert list(errors_2["count"]) == [1]
+
+    silver = layers.read_silver(settings.silver_dir, T0 - timedelta(minutes=1), T0 + timedelta(minutes=1))
+    assert len(silver) == 5  # each span once, though batch 2 read batch 1's spans for context
+    c = silver.set_index("span_id").loc["c" * 16]
+    assert (c.parent_service, c.depth) == ("checkout", 2)
+    assert sorted(p.name for p in settings.silver_dir.iterdir()) == ["date=2026-03-02"]
+    assert {p.name for p in (settings.silver_dir / "date=2026-03-02").iterdir()} == {
+        "service=gateway",
+        "service=checkout",
+        "service=payments",
+        "service=inventory",
+    }
+    gold = layers.read_gold_trace(settings.gold_dir, "3" * 32, T0)
+    assert sorted(gold["span_id"]) == [c * 16 for c in "abcde"]  # whole, each span once
+    assert layers.error_path(gold, "c" * 16) == ["a" * 16, "b" * 16, "c" * 16]
+    # a rerun of a batch (a replay) rewrites the same files: nothing doubles
+    layers.write_batch_layers(settings, files_2)
+    assert len(layers.read_silver(settings.silver_dir, T0 - timedelta(minutes=1), T0 + timedelta(minutes=1))) == 5
+    assert len(list(settings.gold_dir.rglob("*.parquet"))) == 1
+
+
+def test_error_messages_add_up_in_the_table(store):
+    row = dict(
+        window_start=datetime(2026, 3, 2, 4),
+        service="payments",
+        endpoint="/charge",
+        error_message="timeout",
+        count=2,
+        sample_trace_id="t1",
+    )
+    for sample in ("t1", "t2"):
+        store.write(
+            lambda con, s=sample: layers.insert_error_messages(con, pd.DataFrame([{**row, "sample_trace_id": s}]))
+        )
+    assert store.fetch_all(f"SELECT count, sample_trace_id FROM {tables.ERROR_MESSAGES}") == [(4, "t1")]
+
+
+def test_date_partitions_expire_by_whole_days(tmp_path):
+    for day in ("2026-03-01", "2026-03-02", "2026-03-03"):
+        (tmp_path / f"date={day}").mkdir()
+    (tmp_path / "date=garbage").mkdir()
+    assert layers.drop_date_partitions(tmp_path, datetime(2026, 3, 3, 0, 0)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["date=2026-03-03", "date=garbage"]
+
+
+def assert_layers_of_job(settings, store, events: list[dict], start: datetime, end: datetime) -> None:
+    """After a real Spark job run (tests/test_spark_job.py): silver holds every span once with
+    its parent's service, gold every error trace whole, error_messages every error text."""
+    silver = layers.read_silver(settings.silver_dir, start, end)
+    assert sorted(silver["event_id"]) == sorted(e["event_id"] for e in events)
+    service_of = {e["span_id"]: e["service"] for e in events}
+    children = silver.dropna(subset=["parent_span_id"])
+    assert list(children["parent_service"]) == [service_of[p] for p in children["parent_span_id"]]
+    assert (silver.loc[silver["parent_span_id"].isna(), "depth"] == 0).all() and silver["depth"].max() >= 2
+    spans_per_trace = pd.Series([e["trace_id"] for e in events]).value_counts()
+    error_traces = {e["trace_id"] for e in events if e["status_code"] >= 500}
+    gold = layers._read(layers.gold_files(settings.gold_dir, start, end), layers.GOLD_COLUMNS, "", [])
+    kept = gold.groupby("trace_id").size()
+    assert error_traces <= set(kept.index)  # SAMPLE_ERROR_RATE=1.0: every error trace
+    assert (kept == spans_per_trace[kept.index]).all()  # each kept whole
+    assert set(gold.loc[gold["trace_id"].isin(error_traces), "sample_reason"]) == {"error"}
+    n_errors = sum(1 for e in events if e.get("error_message"))
+    assert store.fetch_one(f"SELECT sum(count) FROM {tables.ERROR_MESSAGES}")[0] == n_errors
+    samples = {r[0] for r in store.fetch_all(f"SELECT sample_trace_id FROM {tables.ERROR_MESSAGES}")}
+    assert samples <= set(kept.index)  # each message's sample trace can be rebuilt from gold
