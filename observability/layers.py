@@ -20,9 +20,9 @@ DuckDB commit, with the bronze files the batch staged. File names derive from
 the batch's offset ranges, so a replayed batch rewrites the same files
 (idempotent) and the error_messages rows go in the sink's transaction
 (exactly once). Context comes from the batch's traces as bronze holds them
-(the batch's hours and the hour before), so a trace split across micro-batches
-still gets its parents and depth; a parent's self time counts the children
-known when its own batch was written.
+(CONTEXT_SLACK, 10 minutes, either side of the batch's spans), so a trace split
+across micro-batches still gets its parents, depth and sampling verdict; a
+parent's self time counts the children known when its own batch was written.
 """
 
 from __future__ import annotations
@@ -98,13 +98,15 @@ def _sql_list(items: list[str]) -> str:
     return "[" + ", ".join("'" + i.replace("'", "''") + "'" for i in items) + "]"
 
 
+# How far before and after a batch's spans the rest of their traces are looked for in bronze.
+CONTEXT_SLACK = timedelta(minutes=10)
+
+
 def context_files(bronze_dir: Path, start: datetime, end: datetime) -> list[str]:
-    """Bronze files of the hours [start - 1 h, end]: where the rest of a batch's traces lie."""
+    """Bronze files of the hours overlapping [start, end]: where the rest of a batch's traces lie."""
     from observability.bronze import partition_dirs
 
-    return sorted(
-        str(f) for d in partition_dirs(bronze_dir, start - timedelta(hours=1), end) for f in d.glob("*.parquet")
-    )
+    return sorted(str(f) for d in partition_dirs(bronze_dir, start, end) for f in d.glob("*.parquet"))
 
 
 ENRICH_SQL = f"""
@@ -194,10 +196,12 @@ def compute_layers(
     context: list[str],
     rates: SampleRates,
     slas: dict[str, float] | None = None,
+    slack: timedelta = CONTEXT_SLACK,
 ) -> BatchLayers:
     """Silver rows of the batch's spans, gold rows of its kept traces (whole, from the context
     files), and its error_messages rows. `context` are bronze files holding the rest of the
-    batch's traces (the batch's own files are always included)."""
+    batch's traces (the batch's own files are always included); spans more than `slack`
+    before or after the batch's are not looked at (row-group statistics skip them)."""
     con = duckdb.connect(":memory:", config={"threads": 1, "memory_limit": "1GB"})
     try:
         con.execute(f"CREATE TEMP TABLE batch AS {_source(con, batch_files)}")
@@ -205,8 +209,11 @@ def compute_layers(
         con.execute(
             f"""CREATE TEMP TABLE ctx AS
                 SELECT DISTINCT ON (event_id) * FROM ({_source(con, files)})
-                WHERE trace_id IN (SELECT trace_id FROM batch WHERE trace_id IS NOT NULL)
-                UNION ALL BY NAME SELECT * FROM batch WHERE trace_id IS NULL"""
+                WHERE timestamp >= (SELECT min(timestamp) FROM batch) - ?
+                  AND timestamp <= (SELECT max(timestamp) FROM batch) + ?
+                  AND trace_id IN (SELECT trace_id FROM batch WHERE trace_id IS NOT NULL)
+                UNION ALL BY NAME SELECT * FROM batch WHERE trace_id IS NULL""",
+            [slack, slack],
         )
         con.execute(ENRICH_SQL)
         sla_rows = pd.DataFrame({"service": list((slas or {}).keys()), "sla_ms": list((slas or {}).values())})
@@ -234,7 +241,7 @@ def _partition_value(value: str) -> str:
 def _write(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, compression="zstd")
     tmp.replace(path)  # a reader never sees half a file; a rerun replaces it whole
 
 
@@ -282,12 +289,8 @@ def write_batch_layers(settings: Settings, bronze_files: list[str]) -> pd.DataFr
         start, end = con.execute("SELECT min(timestamp), max(timestamp) FROM read_parquet(?)", [files]).fetchone()
     finally:
         con.close()
-    layers = compute_layers(
-        files,
-        context_files(settings.bronze_dir, start, end),
-        SampleRates.from_settings(settings),
-        settings.service_slas,
-    )
+    context = context_files(settings.bronze_dir, start - CONTEXT_SLACK, end + CONTEXT_SLACK)
+    layers = compute_layers(files, context, SampleRates.from_settings(settings), settings.service_slas)
     name = batch_name(files)
     write_silver(settings.silver_dir, layers.silver, name)
     write_gold(settings.gold_dir, layers.gold, name)
