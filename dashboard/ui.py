@@ -97,16 +97,7 @@ def range_selector() -> Window | None:
         return None
     _date_time_picker(win)
     st.sidebar.caption(f"{win.label} · {win.bucket_minutes}-minute buckets")
-    _keep_in_url(win)
     return win
-
-
-def _keep_in_url(win: Window) -> None:
-    """Put a non-default range in the URL on every page (navigating between pages drops
-    the query string), so the address bar can always be shared or bookmarked."""
-    for key, value, default in ((FROM_KEY, win.from_expr, DEFAULT_FROM), (TO_KEY, win.to_expr, DEFAULT_TO)):
-        if value != default and st.query_params.get(key) != value:
-            st.query_params[key] = value
 
 
 def _date_time_picker(win: Window) -> None:

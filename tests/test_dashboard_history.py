@@ -127,6 +127,10 @@ def test_presets_and_unreadable_ranges(replayed):
     )
     assert all(len(t["x"]) == 120 for t in plotly(at)[0]["data"])
 
+    # an old ?range=7d link (the bench's, bookmarks) still opens that preset
+    at = open_app({"range": "7d"})
+    assert (at.text_input(key="from").value, at.selectbox(key="range").value) == ("now-7d", "7d")
+
     at = open_app({"from": "yesterday"})
     assert not at.exception
     assert any("cannot read time 'yesterday'" in e.value for e in at.error)
