@@ -30,6 +30,16 @@ EDGE_COLUMNS = ("window_start_ms", "parent_service", "child_service", "call_coun
 WINDOW_COUNT_COLUMNS = ("window_start_ms", "rows")
 
 
+# md5_number(trace_id) % 10000, the trace's sampling bucket, computed from the hash's two 64-bit
+# halves: (hi * 2^64 + lo) mod m = ((hi mod m) * (2^64 mod m) + lo mod m) mod m. The same number,
+# ~20x cheaper than DuckDB's 128-bit modulo (which was most of this module's CPU); 2^64 mod 10000
+# is 1616 (tests/test_spark_vector_parse.py checks the two forms agree).
+_BUCKET = (
+    "((((md5_number(trace_id) >> 64)::UBIGINT % 10000) * 1616"
+    " + (md5_number(trace_id) & 18446744073709551615::UHUGEINT)::UBIGINT % 10000) % 10000)"
+)
+
+
 def _connect() -> duckdb.DuckDBPyConnection:
     return duckdb.connect(":memory:", config={"threads": 1, "memory_limit": "512MB"})
 
@@ -48,7 +58,7 @@ def trace_sample_candidates(con: duckdb.DuckDBPyConnection) -> list[tuple]:
                    bool_or(status_code >= 500) AS has_error,
                    max(latency_ms) AS max_latency,
                    min(epoch_ms(timestamp)) AS first_seen_ms,
-                   md5_number(trace_id) % 10000 AS bucket
+                   {_BUCKET} AS bucket
             FROM ev WHERE trace_id IS NOT NULL
             GROUP BY ALL
         ),

@@ -53,6 +53,7 @@ def transport_options(settings) -> dict[str, str]:
         "kafka_broker": settings.kafka_broker,
         "max_rows": str(settings.max_events_per_batch),
         "dedup_horizon": str(settings.dedup_horizon_events),
+        "parse": settings.spark_parse,
     }
 
 
@@ -158,17 +159,27 @@ class _TopicStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             self._reader = None
 
 
+def parse_range(options: dict, reader, topic: str, partition: int, start: int, end: int):
+    """One offset range read and judged once: vectorised (`spark.vector_parse`) or line by line."""
+    from spark.staging import parse_records
+
+    if options.get("parse", "vector") == "per_line":
+        return parse_records(topic, reader.read(topic, partition, start, end))
+    from spark.vector_parse import VectorParsedRange
+
+    offsets, timestamps, values = reader.read_values(topic, partition, start, end)
+    return VectorParsedRange(topic, partition, offsets, timestamps, values, int(time.time() * 1000))
+
+
 class RawEventsStreamReader(_TopicStreamReader):
     def read(self, partition: RangePartition) -> Iterator[pa.RecordBatch]:
         from spark.dedupe import seen_before
-        from spark.staging import parse_records, stage_range
+        from spark.staging import stage_range
 
         staging_dir, horizon = Path(self.options["staging_dir"]), int(self.options.get("dedup_horizon", 0))
         reader = open_reader(self.options)
         try:
-            parser = parse_records(
-                self.topic, reader.read(self.topic, partition.partition, partition.start, partition.end)
-            )
+            parser = parse_range(self.options, reader, self.topic, partition.partition, partition.start, partition.end)
             seen = (
                 seen_before(reader, staging_dir, self.topic, partition.partition, partition.start, horizon)
                 if horizon

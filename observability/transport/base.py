@@ -61,6 +61,16 @@ class TopicReader(ABC):
     def read(self, topic: str, partition: int, start: int, end: int) -> Iterator[Record]:
         """Records with start <= offset < end, in offset order."""
 
+    def read_values(self, topic: str, partition: int, start: int, end: int) -> tuple[list[int], list[int], list[bytes]]:
+        """`read()` as three columns (offsets, timestamps ms, values) for a reader that parses a
+        whole range at once; backends override it when they can skip the per-record objects."""
+        offsets, timestamps, values = [], [], []
+        for rec in self.read(topic, partition, start, end):
+            offsets.append(rec.offset)
+            timestamps.append(rec.timestamp_ms)
+            values.append(rec.value)
+        return offsets, timestamps, values
+
     def close(self) -> None:  # noqa: B027 - optional: a reader holding nothing open has nothing to close
         pass
 
