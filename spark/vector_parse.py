@@ -32,6 +32,7 @@ from observability.schema import DEFAULT_ENDPOINT, DEFAULT_KIND, MAX_FUTURE, MAX
 from observability.transport.base import Record
 
 _MAX_BRACKETS = 64
+_CHUNK = 32_768  # lines decoded at a time
 _FUTURE_MS = MAX_FUTURE.total_seconds() * 1000
 _ISO_Z = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?Z$"
 # Attribute JSON that orjson.dumps writes back byte for byte (at most one key, so no duplicate;
@@ -279,9 +280,16 @@ class VectorParsedRange:
 
         offsets = np.asarray(offsets, dtype=np.int64)
         timestamps = np.asarray(timestamps, dtype=np.int64)
-        accepted, positions = accepted_rows(topic, partition, offsets, now_column(timestamps, wall_ms), values)
-        if not accepted.num_columns:
-            accepted = BRONZE_SCHEMA.empty_table()
+        now_ms = now_column(timestamps, wall_ms)
+        tables, found = [], []
+        for lo in range(0, len(values), _CHUNK):  # chunks bound the decoded structs' memory
+            hi = min(lo + _CHUNK, len(values))
+            part, at = accepted_rows(topic, partition, offsets[lo:hi], now_ms[lo:hi], values[lo:hi])
+            if part.num_columns and part.num_rows:
+                tables.append(part)
+                found.append(at + lo)
+        accepted = pa.concat_tables(tables) if tables else BRONZE_SCHEMA.empty_table()
+        positions = np.concatenate(found) if found else np.array([], dtype=np.int64)
         fallback = RangeParser(topic)
         for rec in deferred_records(topic, partition, offsets, timestamps, values, positions):
             fallback.add(rec, wall_ms)

@@ -146,7 +146,11 @@ def _mutations(rng: random.Random, line: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_fuzzed_lines_get_the_same_verdict(seed):
+def test_fuzzed_lines_get_the_same_verdict(seed, monkeypatch):
+    from spark import vector_parse
+
+    if seed == 2:
+        monkeypatch.setattr(vector_parse, "_CHUNK", 97)  # many chunks: positions and order across them
     rng = random.Random(seed)
     seeds = [good_line(i) for i in range(20)] + [raw for _, raw, _ in BAD_LINES if len(raw) < 10_000]
     values = [_mutations(rng, rng.choice(seeds)) for _ in range(1500)]
