@@ -171,3 +171,20 @@ def test_sampling_bucket_is_md5_number_mod_10000():
         [ids],
     ).fetchone()
     assert rows == (0,)
+
+
+def test_read_values_is_read_as_columns(tmp_path):
+    from observability.transport.base import TopicReader
+    from observability.transport.local_log import LocalLogProducer, LocalLogReader
+
+    with LocalLogProducer(tmp_path, partitions=1, segment_bytes=4096) as producer:  # several segments
+        for i in range(300):
+            producer.send("t", good_line(i), key=None if i % 3 else f"k{i}".encode())
+        producer.flush()
+    reader = LocalLogReader(tmp_path)
+    for start, end in ((0, 300), (17, 230), (299, 300), (5, 5)):
+        records = list(reader.read("t", 0, start, end))
+        expected = ([r.offset for r in records], [r.timestamp_ms for r in records], [r.value for r in records])
+        assert reader.read_values("t", 0, start, end) == expected
+        assert TopicReader.read_values(reader, "t", 0, start, end) == expected  # the generic form
+    assert len(reader.read_values("t", 0, 0, 300)[2]) == 300
