@@ -176,6 +176,19 @@ def test_incident_error_logs_by_service_window_and_sample_trace(seeded):
     assert any("No error logs" in i.value for i in at.info)
 
 
+def test_incident_link_from_a_notification_opens_that_incident(seeded):
+    """The notifier links `…/incidents?incident=<id>`: the page opens on it, not on the newest."""
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at.query_params["incident"] = seeded.resolved_incident
+    at.switch_page("views/incidents.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="incident_id").value == seeded.resolved_incident
+    assert LLM_SUMMARY in markdown_text(at)
+    at.query_params["incident"] = "gone42"  # past the range (or retention): said, and the newest shown
+    at.switch_page("views/incidents.py").run()
+    assert any("Incident gone42 is not" in i.value for i in at.info)
+
+
 def test_incident_llm_summary_has_no_template_marker(seeded):
     at = open_page("incidents")
     at.selectbox(key="incident_id").set_value(seeded.resolved_incident).run()

@@ -281,6 +281,11 @@ def render_incident(inc, now) -> None:
     render_error_logs(inc, traces, now)
 
 
+def linked_incident() -> str | None:
+    """The incident a link opens: `?incident=` (notifications) or `?incident_id=` (search results)."""
+    return st.query_params.get("incident") or st.query_params.get("incident_id")
+
+
 @st.fragment(run_every=ui.refresh_seconds())
 def live_incidents() -> None:
     win = ui.current_window()
@@ -311,8 +316,10 @@ def live_incidents() -> None:
         key="table_incidents",
     )
     by_id = {row.id: row for row in incidents.itertuples(index=False)}
-    linked = st.query_params.get("incident_id")  # a search result's link
+    linked = linked_incident()
     ids = list(by_id)
+    if linked and linked not in by_id:
+        st.info(f"Incident {ui.md_escape(linked)} is not {win.phrase}: widen the time range to see it.")
     chosen = st.selectbox(
         "Incident",
         ids,
