@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     alert_email_to: str = Field("", alias="ALERT_EMAIL_TO")
     # incidents whose peak severity stays below this send nothing
     alert_min_severity: Literal["low", "medium", "high", "critical"] = Field("medium", alias="ALERT_MIN_SEVERITY")
+    # a low-severity "forecast" notification when an SLA turns at risk (sla_risk.at_risk), once per episode;
+    # ALERT_MIN_SEVERITY does not apply to it (it is for incidents)
+    alert_forecasts: bool = Field(True, alias="ALERT_FORECASTS")
     # an incident still open is notified again ("reminder") after this many minutes without a notification; 0 = never
     alert_repeat_minutes: float = Field(0, ge=0, alias="ALERT_REPEAT_MINUTES")
     # "HH:MM-HH:MM" in ALERT_TIMEZONE (may wrap midnight): deliveries below critical wait until it ends; empty = none

@@ -116,6 +116,53 @@ def test_lifecycle_sends_each_event_once_to_every_channel(store, settings, hook,
     assert outcomes == {"sent"} and len(deliveries(store)) == 8
 
 
+def put_risk(store, service, metric="p99_latency_ms", *, at_risk=True, probability=0.8):
+    """Write one sla_risk row as a forecaster run does (it replaces the assessment each run)."""
+    store.execute(
+        f"""INSERT OR REPLACE INTO {tables.SLA_RISK} (service, metric, sla, sla_source, probability, crossing_time,
+            predicted_peak, at_risk, made_at) VALUES (?, ?, 800.0, 'configured', ?, ?, ?, ?, ?)""",
+        [service, metric, probability, utcnow() + timedelta(minutes=25) if at_risk else None, 950.0, at_risk, utcnow()],
+    )
+
+
+def test_sla_risk_sends_one_forecast_per_episode(store, settings, hook, slack):
+    s = alert_settings(settings, alert_webhook_urls=hook.url, alert_slack_webhook_urls=slack.url)
+    put_risk(store, "search", at_risk=False, probability=0.1)  # assessed, not at risk: silent
+    put_risk(store, "checkout")
+    off = NotifierService(s.model_copy(update={"alert_forecasts": False}), store)
+    assert off.run_once().events == 0  # ALERT_FORECASTS=false: no forecast notifications
+    off.close()
+
+    svc = NotifierService(s, store)
+    assert svc.run_once().sent == 2  # the webhook and the Slack hook
+    put_risk(store, "checkout", probability=0.9)  # the forecaster refreshed it, still at risk
+    assert (svc.run_once().events, svc.run_once().sent) == (0, 0)
+    svc.close()
+    restarted = NotifierService(s, store)
+    assert restarted.run_once().events == 0  # a restart sends nothing again
+    put_risk(store, "checkout", at_risk=False, probability=0.2)  # the risk cleared
+    cleared = restarted.run_once()
+    assert (cleared.events, cleared.sent) == (1, 0)  # recorded, sent nowhere
+    put_risk(store, "checkout", probability=0.7)  # and returned: a new episode
+    assert restarted.run_once().sent == 2
+    restarted.close()
+
+    got = hook.delivered()
+    assert [b["id"] for b in got] == [
+        "forecast:checkout:p99_latency_ms|forecast|1",
+        "forecast:checkout:p99_latency_ms|forecast|2",
+    ]
+    first = got[0]
+    assert first["event"] == "forecast" and first["incident"] is None
+    assert first["forecast"]["service"] == "checkout" and first["forecast"]["probability"] == 0.8
+    assert first["forecast"]["sla"] == 800.0 and first["forecast"]["crossing_time"]
+    assert first["title"] == "[LOW] checkout: p99_latency_ms forecast to cross its SLA"
+    texts = [b["text"] for b in slack.delivered()]
+    assert texts[0].startswith("*[LOW] checkout: p99_latency_ms forecast to cross its SLA*")
+    assert "80% chance of crossing the configured SLA 800" in texts[0] and "70% chance" in texts[1]
+    assert [r[3] for r in deliveries(store)] == ["sent"] * 4
+
+
 def test_failure_and_hang_are_retried_until_the_receiver_recovers(store, settings, hook):
     s = alert_settings(settings, alert_webhook_urls=hook.url, alert_timeout_seconds=0.5)
     hook.script.extend(["fail", "hang"])

@@ -51,6 +51,7 @@ class AlertEvent:
     event: str
     severity: str
     payload: dict
+    deliver: bool = True  # False: recorded for the notifier's own memory (a cleared forecast), sent nowhere
 
 
 def event_id(incident_id: str, event: str, suffix: str | int | None = None) -> str:
@@ -200,7 +201,16 @@ def record(store: Store, events: list[AlertEvent], channels: list[str], now: dat
             f"""INSERT INTO {tables.ALERT_EVENTS} (id, seq, incident_id, event, severity, channels, payload, created_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
             [
-                [e.id, base + i + 1, e.incident_id, e.event, e.severity, channels, json.dumps(e.payload), now]
+                [
+                    e.id,
+                    base + i + 1,
+                    e.incident_id,
+                    e.event,
+                    e.severity,
+                    channels if e.deliver else [],
+                    json.dumps(e.payload),
+                    now,
+                ]
                 for i, e in enumerate(fresh)
             ],
         )
@@ -211,6 +221,10 @@ def record(store: Store, events: list[AlertEvent], channels: list[str], now: dat
 
 def text(payload: dict) -> str:
     """Plain text of a notification (Slack and email): title, facts, likely causes, summary, link."""
+    if payload.get("forecast"):  # an SLA risk, not an incident
+        from anomaly_detection.alerting import forecast_events  # it imports this module
+
+        return forecast_events.text(payload)
     inc = payload["incident"]
     lines = [payload["title"], f"status: {inc['status']}, started {inc['started_at']} UTC"]
     if inc["ended_at"]:

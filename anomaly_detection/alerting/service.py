@@ -1,4 +1,4 @@
-"""One notifier cycle: derive new incident events, record them, deliver what is due."""
+"""One notifier cycle: derive new incident and forecast events, record them, deliver what is due."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from anomaly_detection.alerting import channels as channel_mod
-from anomaly_detection.alerting import delivery, events
+from anomaly_detection.alerting import delivery, events, forecast_events
 from observability import metrics, tables
 from observability.logs import get_logger
 from observability.settings import Settings
@@ -54,11 +54,20 @@ class NotifierService:
 
     def derive(self) -> int:
         now = utcnow()
+        new = self.incident_events(now)
+        if self.s.alert_forecasts:
+            new += forecast_events.pending_events(self.store, now, dashboard_url(self.s))
+        recorded = events.record(self.store, new, sorted(self.channels), now)
+        if recorded:
+            log.info("alert events recorded", events=recorded, kinds=sorted({e.event for e in new}))
+        return recorded
+
+    def incident_events(self, now) -> list[events.AlertEvent]:
         incidents = events.candidate_incidents(self.store, now, timedelta(minutes=self.s.alert_lookback_minutes))
         if incidents.empty:
-            return 0
+            return []
         ids = incidents["id"].tolist()
-        new = events.derive(
+        return events.derive(
             incidents,
             events.latest_summaries(self.store, ids),
             events.notified_state(self.store, ids),
@@ -68,10 +77,6 @@ class NotifierService:
             dashboard_url=dashboard_url(self.s),
             quiet=delivery.quiet_now(self.s, now),
         )
-        recorded = events.record(self.store, new, sorted(self.channels), now)
-        if recorded:
-            log.info("incident events recorded", events=recorded, kinds=sorted({e.event for e in new}))
-        return recorded
 
     def run_once(self) -> CycleResult:
         if not self._migrated:  # its own tables may be newer than the file (an upgrade)
