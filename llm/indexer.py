@@ -16,7 +16,9 @@ model) is never embedded again, so 1,000 traces that look alike cost one embeddi
 `--once` indexes what is there, prints one line
 `indexed traces=<n> logs=<n> incidents=<n> texts_embedded=<n> texts_cached=<n> seconds=<s>`
 and exits 0. Without it the service loops every SEARCH_INDEX_INTERVAL_SECONDS and writes the
-`indexer` heartbeat; SIGTERM finishes the cycle and exits.
+`indexer` heartbeat, and serves /metrics on METRICS_PORT_INDEXER (items written per kind,
+texts embedded and cached, embedding CPU time, cycle durations); SIGTERM finishes the
+cycle and exits.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from observability import bronze, search_text, tables
+from observability import bronze, metrics, search_text, tables
 from observability.logs import get_logger
 from observability.run_loop import run_loop, stop_on_signals
 from observability.settings import Settings, get_settings
@@ -278,14 +280,25 @@ class Indexer:
         self.store.heartbeat(tables.INDEXER_HEARTBEAT, f"vectors={len(self.known())}")
 
     def run_forever(self, stop) -> int:
+        metrics.serve(metrics.INDEXER, self.settings)
         return run_loop(
-            self.cycle,
+            metrics.instrumented(metrics.INDEXER, self.cycle, observe),
             self.settings.search_index_interval_seconds,
             stop=stop,
             expected=(StoreBusy, StoreUnwritable, duckdb.IOException),
             heartbeat=self.heartbeat,
             logger=log,
         )
+
+
+def observe(result: IndexResult) -> None:
+    """A cycle's figures as metrics: items written per kind, texts embedded or cached, embedding CPU time."""
+    for kind in ("traces", "logs", "incidents"):
+        metrics.record_batch(metrics.INDEXER, kind=kind.rstrip("s"), rows_out=getattr(result, kind))
+    metrics.SEARCH_TEXTS.labels("embedded").inc(result.texts_embedded)
+    metrics.SEARCH_TEXTS.labels("cached").inc(result.texts_cached)
+    metrics.SEARCH_EMBED_SECONDS.inc(result.embed_seconds)
+    metrics.EVENTS_IN.labels(metrics.INDEXER, "bronze_file").inc(result.files)
 
 
 _ITEM_COLUMNS = ("kind", "item_id", "service", "services", "time", "text", "text_id", "trace_id")

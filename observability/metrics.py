@@ -26,7 +26,7 @@ from observability.logs import get_logger
 log = get_logger(__name__)
 
 # Services with a /metrics port: name -> the Settings field holding it (env METRICS_PORT_<NAME>).
-GENERATOR, INGEST, SPARK, DETECTOR, NARRATOR, MODEL_SERVER, NOTIFIER, FORECASTER = (
+GENERATOR, INGEST, SPARK, DETECTOR, NARRATOR, MODEL_SERVER, NOTIFIER, FORECASTER, INDEXER = (
     "generator",
     "ingest",
     "spark",
@@ -35,8 +35,9 @@ GENERATOR, INGEST, SPARK, DETECTOR, NARRATOR, MODEL_SERVER, NOTIFIER, FORECASTER
     "model_server",
     "notifier",
     "forecaster",
+    "indexer",
 )
-SERVICES = (GENERATOR, INGEST, SPARK, DETECTOR, NARRATOR, MODEL_SERVER, NOTIFIER, FORECASTER)
+SERVICES = (GENERATOR, INGEST, SPARK, DETECTOR, NARRATOR, MODEL_SERVER, NOTIFIER, FORECASTER, INDEXER)
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 SERVICE_INFO = Gauge("observability_service_info", "1 for the service this process runs", ["service"])
@@ -66,6 +67,14 @@ ALERT_DELIVERIES = Counter(
     "observability_alert_deliveries_total",
     "Notification attempts by channel kind (webhook | slack | email) and outcome (sent | failed | gave_up)",
     ["channel", "outcome"],
+)
+SEARCH_TEXTS = Counter(
+    "observability_search_texts_total",
+    "Distinct texts of the items the indexer wrote: embedded, or found in the content cache",
+    ["outcome"],
+)
+SEARCH_EMBED_SECONDS = Counter(
+    "observability_search_embed_cpu_seconds_total", "CPU time the indexer spent embedding texts"
 )
 BACKLOG = Gauge("observability_backlog", "Work waiting after the stage's last cycle", ["stage"])
 HTTP_REQUESTS = Counter("observability_http_requests_total", "HTTP requests served", ["path", "code"])

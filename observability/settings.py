@@ -148,6 +148,7 @@ class Settings(BaseSettings):
     metrics_port_model_server: int = Field(9106, ge=0, le=65535, alias="METRICS_PORT_MODEL_SERVER")
     metrics_port_notifier: int = Field(9107, ge=0, le=65535, alias="METRICS_PORT_NOTIFIER")
     metrics_port_forecaster: int = Field(9108, ge=0, le=65535, alias="METRICS_PORT_FORECASTER")
+    metrics_port_indexer: int = Field(9109, ge=0, le=65535, alias="METRICS_PORT_INDEXER")
     # --- search (llm.indexer, llm.search, the dashboard's Search page) ------------
     search_index_interval_seconds: float = Field(30, gt=0, alias="SEARCH_INDEX_INTERVAL_SECONDS")
     # CPU threads the embedding model may use (indexer batches; a query embeds on one)

@@ -72,6 +72,7 @@ def metrics_ports(s: Settings) -> dict[str, int]:
         "narrator": s.metrics_port_narrator,
         "notifier": s.metrics_port_notifier,
         "forecaster": s.metrics_port_forecaster,
+        "indexer": s.metrics_port_indexer,
     }
 
 

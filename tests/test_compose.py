@@ -132,6 +132,7 @@ def test_each_service_publishes_its_metrics_port_on_localhost():
         "narrator": s.metrics_port_narrator,
         "notifier": s.metrics_port_notifier,
         "forecaster": s.metrics_port_forecaster,
+        "indexer": s.metrics_port_indexer,
     }
     for name, port in expected.items():
         assert f"127.0.0.1:{port}:{port}" in SERVICES[name].get("ports", []), name

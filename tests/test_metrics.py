@@ -2,8 +2,9 @@
 
 The generator, the OTLP receiver, the model server and the narrator are started
 here as the real processes; the detector (tests/test_detection_once.py), the
-Spark job (tests/test_spark_otlp.py) and the notifier (tests/test_notifier.py)
-are scraped in tests that already start them.
+Spark job (tests/test_spark_otlp.py), the notifier (tests/test_notifier.py)
+and the search indexer (tests/test_search.py) are scraped in tests that already
+start them.
 """
 
 from __future__ import annotations

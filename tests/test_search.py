@@ -18,6 +18,7 @@ from llm import indexer as indexer_mod
 from llm import search as search_cli
 from observability import bronze, embedding_model, search_text, semantic_search, tables
 from observability.store import utcnow
+from tests.prometheus_scrape import scrape, value
 from tests.search_fixtures import ROOT
 
 # -- the model -----------------------------------------------------------------------
@@ -184,6 +185,61 @@ def test_incidents_and_log_records_are_indexed_and_reindexed_when_they_change(se
         "WHERE kind = 'incident'"
     )
     assert text.startswith("incident on checkout: error surge. root cause payments") and "provider was down" in text
+
+
+def test_the_indexer_service_serves_its_metrics(settings, store, embedder):
+    """`python -m llm.indexer`'s loop (run here in a thread, with the session's model): its /metrics
+    counts items written, texts embedded and cached, and cycles, read with Prometheus' parser."""
+    import threading
+
+    from prometheus_client import REGISTRY
+
+    from tests.prometheus_scrape import free_port, wait_for_metric
+
+    now = utcnow().replace(microsecond=0)
+    store.execute(
+        f"INSERT INTO {tables.LOGS} (timestamp, service, severity_text, severity_number, body, trace_id) VALUES "
+        "(?, 'payments', 'ERROR', 17, 'charge 4242 refused by acquirer', 'ab'), "
+        "(?, 'search', 'ERROR', 17, 'index shard 7 unavailable', 'cd')",
+        [now, now],
+    )
+    ix = indexer_mod.Indexer(settings, embedder=embedder, store=store)
+    ix.run_once()  # these two texts are in the cache now
+    store.execute(
+        f"INSERT INTO {tables.LOGS} (timestamp, service, severity_text, severity_number, body, trace_id) VALUES "
+        "(?, 'payments', 'ERROR', 17, 'charge 4242 refused by acquirer', 'ef'), "
+        "(?, 'search', 'ERROR', 17, 'index shard 7 unavailable', 'gh'), "
+        "(?, 'checkout', 'ERROR', 17, 'cart service timed out', 'ij')",
+        [now + timedelta(seconds=2)] * 3,
+    )
+    names = [
+        ("observability_events_out_total", {"stage": "indexer", "kind": "log"}),
+        ("observability_search_texts_total", {"outcome": "embedded"}),
+        ("observability_search_texts_total", {"outcome": "cached"}),
+        ("observability_batch_duration_seconds_count", {"stage": "indexer"}),
+    ]
+    before = [REGISTRY.get_sample_value(n, labels) or 0 for n, labels in names]
+    port = free_port()
+    stop = threading.Event()
+    service = indexer_mod.Indexer(
+        settings.model_copy(update={"metrics_port_indexer": port, "search_index_interval_seconds": 0.1}),
+        embedder=embedder,
+        store=store,
+    )
+    loop = threading.Thread(target=service.run_forever, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        wait_for_metric(port, names[3][0], lambda v: v is not None and v >= before[3] + 2, **names[3][1])
+    finally:
+        stop.set()
+        loop.join(30)
+    samples = scrape(port)  # after the loop ended: every cycle's figures are in
+    logs, embedded, cached, cycles = (
+        (value(samples, n, **labels) or 0) - b for (n, labels), b in zip(names, before, strict=True)
+    )
+    # each cycle rewrites the three log templates (re-read within the slack); one new text is embedded once
+    assert cycles >= 2 and logs == 3 * cycles
+    assert (embedded, cached) == (1, 3 * cycles - 1)
 
 
 def test_retention_drops_old_items_and_unused_vectors_only(store):
