@@ -1,6 +1,7 @@
 """`python -m anomaly_detection.notifier [--once]`: notify incident events to every alert channel.
 
-Opened, escalated, summarised and resolved incidents (and reminders) go to the
+Opened, escalated, summarised and resolved incidents (and reminders), and SLAs the
+forecaster puts at risk (a low-severity `forecast`, `ALERT_FORECASTS`), go to the
 generic webhooks (`ALERT_WEBHOOK_URLS`), Slack-compatible webhooks
 (`ALERT_SLACK_WEBHOOK_URLS`) and email (`ALERT_SMTP_HOST`, `ALERT_EMAIL_TO`);
 see `anomaly_detection.alerting`.
