@@ -219,10 +219,13 @@ RETENTION_RULES: dict[str, tuple[str, str]] = {
         f"WHERE c.sink = {tables.SINK_COMMITS}.sink)",
     ),
     # the notifier's record of what it sent goes with the incident (after INCIDENTS above): while the
-    # incident is kept, its events and attempts are what stop a restart from notifying it again
+    # incident is kept, its events and attempts are what stop a restart from notifying it again;
+    # a forecast (SLA risk) key keeps its newest event: it says whether its risk episode is still open
     tables.ALERT_EVENTS: (
         OPERATIONAL,
-        f"created_at < ? AND incident_id NOT IN (SELECT id FROM {tables.INCIDENTS})",
+        f"created_at < ? AND incident_id NOT IN (SELECT id FROM {tables.INCIDENTS}) "
+        f"AND seq NOT IN (SELECT max(seq) FROM {tables.ALERT_EVENTS} "
+        f"WHERE starts_with(incident_id, '{tables.ALERT_FORECAST_KEY_PREFIX}') GROUP BY incident_id)",
     ),
     tables.ALERT_DELIVERIES: (OPERATIONAL, f"event_id NOT IN (SELECT id FROM {tables.ALERT_EVENTS})"),
     # search: items go with their data (an incident's with the incident); a vector goes once no item

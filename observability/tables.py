@@ -35,6 +35,8 @@ ERROR_MESSAGES = "error_messages"  # writer: spark (gold: error text per window,
 OUTBOX = "outbox"  # writer: each stage that publishes after a commit, its own topics' rows (observability.outbox)
 ALERT_EVENTS = "alert_events"  # writer: anomaly_detection.notifier (one row per (incident, event) to notify)
 ALERT_DELIVERIES = "alert_deliveries"  # writer: anomaly_detection.notifier (every delivery attempt, per channel)
+# alert_events.incident_id of an SLA-risk `forecast` event (no incident): forecast:<service>:<metric>
+ALERT_FORECAST_KEY_PREFIX = "forecast:"
 FORECASTS = "forecasts"  # writer: anomaly_detection.forecaster (next hour per service and metric, with intervals)
 SLA_RISK = "sla_risk"  # writer: anomaly_detection.forecaster (per service and SLA: chance of crossing it in the hour)
 EMBEDDINGS = "embeddings"  # writer: llm.indexer (one row per searchable item: trace, log template, incident)

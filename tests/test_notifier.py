@@ -360,6 +360,23 @@ def test_retention_keeps_the_record_of_kept_incidents_and_drops_that_of_expired_
     assert len(hook.delivered()) == 2
 
 
+def test_retention_keeps_an_open_forecast_episode_so_it_is_not_sent_again(store, settings, hook):
+    from observability.quality import delete_expired_rows
+
+    svc = NotifierService(alert_settings(settings, alert_webhook_urls=hook.url), store)
+    put_risk(store, "checkout")
+    svc.run_once()
+    put_risk(store, "checkout", at_risk=False)
+    svc.run_once()  # episode 1 cleared
+    put_risk(store, "checkout")
+    svc.run_once()  # episode 2 open
+    deleted = delete_expired_rows(store, utcnow() + timedelta(seconds=1))
+    assert deleted[tables.ALERT_EVENTS] == 2  # episode 1's forecast and its cleared marker
+    assert svc.run_once().events == 0  # the kept newest event: episode 2 is still open
+    svc.close()
+    assert [b["id"] for b in hook.delivered()] == [f"forecast:checkout:p99_latency_ms|forecast|{n}" for n in (1, 2)]
+
+
 def test_an_incident_below_the_minimum_opens_when_it_escalates_to_it():
     import pandas as pd
 

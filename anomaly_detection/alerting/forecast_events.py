@@ -7,7 +7,9 @@ incident by `forecast:<service>:<metric>`: a `forecast` event (numbered per
 episode, delivered) when the pair turns at risk, and a `forecast_cleared`
 marker (recorded, never delivered) once it no longer is. A refreshed forecast
 or a restart while the risk lasts therefore derives nothing; a risk that
-clears and returns is a new episode and notifies again.
+clears and returns is a new episode and notifies again. Retention keeps the newest
+event of each key (observability.quality), so a risk lasting past RETENTION_DAYS
+is not notified again either.
 
 `ALERT_FORECASTS` switches them on or off; `ALERT_MIN_SEVERITY` applies to
 incidents only (forecasts are `low` by definition and would otherwise be muted
@@ -27,7 +29,7 @@ from observability.store import Store
 
 FORECAST, FORECAST_CLEARED = "forecast", "forecast_cleared"
 FORECAST_SEVERITY = "low"
-KEY_PREFIX = "forecast:"
+KEY_PREFIX = tables.ALERT_FORECAST_KEY_PREFIX
 
 
 @dataclass(frozen=True)
