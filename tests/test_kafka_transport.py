@@ -14,23 +14,17 @@ from observability.settings import Settings
 from observability.transport import create_producer, create_reader, create_topics
 from observability.transport.base import partition_for
 from tests.event_samples import good_event
-from tests.kafka_broker import consume
+from tests.kafka_broker import consume, fresh_topics
 
 pytestmark = pytest.mark.kafka
 
 
 @pytest.fixture
 def kafka_settings(kafka_broker, tmp_path):
-    suffix = uuid.uuid4().hex[:8]
+    # every topic of this test's own (logs and metrics too): the session's broker already holds the
+    # shared names when another Kafka test ran first, and the admin step would then create fewer
     return Settings(
-        DATA_DIR=tmp_path,
-        TRANSPORT="kafka",
-        KAFKA_BROKER=kafka_broker,
-        TOPIC_PARTITIONS=3,
-        KAFKA_RAW_EVENTS_TOPIC=f"raw_{suffix}",
-        KAFKA_AGGREGATED_TOPIC=f"agg_{suffix}",
-        KAFKA_ANOMALIES_TOPIC=f"anom_{suffix}",
-        KAFKA_DEAD_LETTER_TOPIC=f"dead_{suffix}",
+        DATA_DIR=tmp_path, TRANSPORT="kafka", KAFKA_BROKER=kafka_broker, TOPIC_PARTITIONS=3, **fresh_topics()
     )
 
 
