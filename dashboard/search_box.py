@@ -23,10 +23,6 @@ from observability.store import Store, StoreBusy
 
 log = get_logger(__name__)
 STORE_WAIT_SECONDS = 10.0
-# from this many distinct vectors on, queries go through an in-memory IVF index (rebuilt every
-# INDEX_TTL_SECONDS, so vectors indexed since are found by the next rebuild)
-INDEX_MIN_VECTORS = 50_000
-INDEX_TTL_SECONDS = 300
 KIND_LABELS = {"all": "everything", "trace": "traces", "log": "log templates", "incident": "incidents"}
 
 
@@ -54,21 +50,13 @@ def link(row) -> str | None:
     return None
 
 
-@st.cache_resource(ttl=INDEX_TTL_SECONDS, show_spinner="Building the search index…")
-def _index(db: str, model: str) -> semantic_search.VectorIndex | None:
-    def build(con):
-        (n,) = con.execute(f"SELECT count(*) FROM {tables.EMBEDDING_VECTORS} WHERE model = ?", [model]).fetchone()
-        return semantic_search.VectorIndex.load(con, model) if n >= INDEX_MIN_VECTORS else None
-
-    return _store(db).read(build)
-
-
 @st.cache_data(ttl=10, show_spinner=False)
 def _search(db: str, query: str, filters: semantic_search.Filters) -> pd.DataFrame:
     embedder = _embedder()
     vector = embedder.encode([query])[0]
-    index = _index(db, embedder.name)
-    return _store(db).read(lambda con: semantic_search.search(con, vector, filters, model=embedder.name, index=index))
+    probes = get_settings().search_index_probes or None
+    # the IVF index the indexer persisted, when there is one (nothing is built here)
+    return _store(db).read(lambda con: semantic_search.search(con, vector, filters, model=embedder.name, probes=probes))
 
 
 def run_search(query: str, filters: semantic_search.Filters) -> pd.DataFrame | None:
@@ -114,8 +102,17 @@ def render_results(query: str, filters: semantic_search.Filters, key: str) -> pd
         },
         key=f"table_{key}",
     )
-    st.caption(f"{len(df)} results, best first, by cosine similarity of all-MiniLM-L6-v2 embeddings.")
+    st.caption(
+        f"{len(df)} results, best first, by cosine similarity of all-MiniLM-L6-v2 embeddings; {how_searched(df)}."
+    )
     return df
+
+
+def how_searched(df: pd.DataFrame) -> str:
+    """`index=ivf (probed 4 of 120 lists)` or `index=exact (every vector scored)`."""
+    if df.attrs.get("index") == semantic_search.IVF:
+        return f"index=ivf (probed {df.attrs.get('probed')} of {df.attrs.get('lists')} lists)"
+    return "index=exact (every vector scored)"
 
 
 def search_box(key: str, *, kind: str | None = None, label: str = "Search by meaning", limit: int = 10) -> None:

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from observability import bronze, metrics, search_text, tables
+from observability import bronze, metrics, search_text, tables, vector_index
 from observability.logs import get_logger
 from observability.run_loop import run_loop, stop_on_signals
 from observability.settings import Settings, get_settings
@@ -104,6 +104,8 @@ class Indexer:
         self.store = store or Store.from_settings(settings)
         self._embedder = embedder
         self._known: set[int] | None = None  # text ids with a vector for this model (the cache)
+        self._centroids: vector_index.Centroids | None = None  # the persisted IVF lists, once loaded
+        self._centroids_loaded = False
 
     # -- the model and its cache -------------------------------------------------
     @property
@@ -144,7 +146,40 @@ class Indexer:
         vectors = self.embedder.encode(list(texts.values()))
         result.embed_seconds += time.process_time() - started
         result.texts_embedded += len(texts)
-        return vector_table(list(texts), list(texts.values()), vectors, self.model_name)
+        centroids = self.centroids()
+        clusters = centroids.assign(vectors) if centroids is not None else None
+        return vector_table(list(texts), list(texts.values()), vectors, self.model_name, clusters)
+
+    # -- the search index (observability.vector_index) ------------------------------------------
+    def centroids(self) -> vector_index.Centroids | None:
+        if not self._centroids_loaded:
+            self._centroids = self.store.read(lambda con: vector_index.load(con, self.model_name))
+            self._centroids_loaded = True
+        return self._centroids
+
+    def maintain_index(self) -> bool:
+        """Train (or retrain) the IVF index when the vector count calls for it; True if it did."""
+        s, centroids = self.settings, self.centroids()
+        count = len(self.known())
+        trained_on = centroids.trained_on if centroids is not None else None
+        if not vector_index.needs_training(
+            count, trained_on, s.search_index_min_vectors, s.search_index_retrain_growth
+        ):
+            return False
+        started, cpu = time.monotonic(), time.process_time()
+        text_ids, vectors = self.store.read(lambda con: vector_index.read_vectors(con, self.model_name))
+        trained, assignment = vector_index.train(text_ids, vectors, lists=s.search_index_lists or None)
+        self.store.write(lambda con: vector_index.save(con, self.model_name, trained, assignment, utcnow()))
+        self._centroids, self._centroids_loaded = trained, True
+        log.info(
+            "search index trained",
+            vectors=len(vectors),
+            lists=len(trained),
+            previous_vectors=trained_on,
+            seconds=round(time.monotonic() - started, 2),
+            cpu_seconds=round(time.process_time() - cpu, 2),
+        )
+        return True
 
     # -- writing ---------------------------------------------------------------------
     def write(self, items: list[Items], vectors: pa.Table | None, progress: list[tuple]) -> None:
@@ -156,8 +191,10 @@ class Indexer:
             if vectors is not None:
                 con.register("_vectors", vectors)
                 con.execute(
-                    f"INSERT OR IGNORE INTO {tables.EMBEDDING_VECTORS} (text_id, text, embedding, model, created_at) "
-                    f"SELECT text_id, text, embedding::FLOAT[{tables.EMBEDDING_DIM}], model, ? FROM _vectors",
+                    f"INSERT OR IGNORE INTO {tables.EMBEDDING_VECTORS} "
+                    "(text_id, text, embedding, model, created_at, cluster_id) "
+                    f"SELECT text_id, text, embedding::FLOAT[{tables.EMBEDDING_DIM}], model, ?, cluster_id "
+                    "FROM _vectors",
                     [now],
                 )
                 con.unregister("_vectors")
@@ -258,6 +295,7 @@ class Indexer:
         self.index_traces(result, max_files)
         self.index_logs(result)
         self.index_incidents(result)
+        self.maintain_index()
         result.seconds = time.monotonic() - started
         if result.traces or result.logs or result.incidents:
             log.info("indexed", **{k: v for k, v in result.__dict__.items()})
@@ -331,7 +369,10 @@ FROM {tables.INCIDENTS} i LEFT JOIN latest l ON l.incident_id = i.id
 """
 
 
-def vector_table(text_ids: list[int], texts: list[str], vectors: np.ndarray, model: str) -> pa.Table:
+def vector_table(
+    text_ids: list[int], texts: list[str], vectors: np.ndarray, model: str, clusters: np.ndarray | None = None
+) -> pa.Table:
+    """Rows for `embedding_vectors`; `clusters`: each vector's IVF list (None: no index yet)."""
     flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
     return pa.table(
         {
@@ -339,6 +380,7 @@ def vector_table(text_ids: list[int], texts: list[str], vectors: np.ndarray, mod
             "text": pa.array(texts, pa.string()),
             "embedding": pa.FixedSizeListArray.from_arrays(flat, tables.EMBEDDING_DIM),
             "model": pa.array([model] * len(texts), pa.string()),
+            "cluster_id": pa.array(clusters, pa.int32()) if clusters is not None else pa.nulls(len(texts), pa.int32()),
         }
     )
 

@@ -5,6 +5,7 @@ Prints one JSON object per line, best first:
 incident id; `time` ISO 8601 UTC). A bad query (empty, over 1,000 characters, control
 characters) or a bad flag prints why on stderr and exits 2; nothing found prints nothing and
 exits 0 (stderr says so). The model loads from the pinned wheel (sha256-checked), offline.
+Uses the IVF index the indexer persisted when there is one (`--explain` says which search ran).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ def parser() -> argparse.ArgumentParser:
         "--min-similarity", type=float, default=None, help="cosine similarity threshold (default SEARCH_MIN_SIMILARITY)"
     )
     p.add_argument("--keyword", action="store_true", help="plain keyword search (ILIKE) instead, for comparison")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="say on stderr how it searched (index=ivf lists=.. probed=.. | index=exact)",
+    )
     return p
 
 
@@ -69,11 +75,16 @@ def main(argv: list[str] | None = None) -> int:
 
         embedder = embedding_model.load(threads=1)
         vector = embedder.encode([query])[0]
-        df = store.read(lambda con: semantic_search.search(con, vector, filters, model=embedder.name))
+        probes = settings.search_index_probes or None  # the persisted IVF index, when the indexer built one
+        df = store.read(lambda con: semantic_search.search(con, vector, filters, model=embedder.name, probes=probes))
     out = sys.stdout.buffer
     for record in semantic_search.as_records(df):
         out.write(orjson.dumps(record) + b"\n")
     out.flush()
+    if args.explain:
+        a = df.attrs
+        how = f"index=ivf lists={a['lists']} probed={a['probed']}" if a.get("index") == "ivf" else "index=exact"
+        print(f"llm.search: {how if not args.keyword else 'index=keyword'} results={len(df)}", file=sys.stderr)
     if df.empty:
         print("llm.search: no results (is `python -m llm.indexer` running? lower --min-similarity?)", file=sys.stderr)
     return 0

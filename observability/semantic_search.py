@@ -2,7 +2,8 @@
 
 The indexer (`python -m llm.indexer`) stores one unit vector per distinct text in
 `embedding_vectors` and one row per item in `embeddings`. A search embeds the query with the
-same model, scores every distinct text with `array_cosine_similarity` (DuckDB core), keeps
+same model, scores the distinct texts with `array_cosine_similarity` (DuckDB core; every text,
+or with the persisted IVF index only those of the lists nearest the query), keeps
 those at or above the threshold, joins the items and applies the filters (kind, service,
 time range), best first (ties: newest first). Shared by the CLI (`python -m llm.search`) and
 the dashboard, so both rank alike.
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from observability import tables
+from observability import tables, vector_index
 
 KINDS = ("trace", "log", "incident")
 MAX_QUERY_CHARS = 1000  # the model reads ~256 tokens; a longer query is a paste, not a question
@@ -90,121 +91,83 @@ class Filters:
 
 _COLUMNS = "e.kind, e.item_id AS id, e.service, e.time, {score} AS similarity, v.text, e.trace_id"
 FIRST_TEXTS = 32  # distinct texts taken per round; more rounds only when the filters leave too few items
+EXACT, IVF = "exact", "ivf"  # how step 1 ran: `df.attrs["index"]` of a search's result
 
 
 def search(
-    con, vector: np.ndarray, filters: Filters, model: str | None = None, index: VectorIndex | None = None
+    con, vector: np.ndarray, filters: Filters, model: str | None = None, probes: int | None = None
 ) -> pd.DataFrame:
     """Items nearest to a unit query vector (columns RESULT_FIELDS + trace_id), best first.
 
     Two steps, because many items share one text: (1) the best distinct texts at or above the
     threshold by `array_cosine_similarity`, FIRST_TEXTS of them (x4 per round); (2) their items
     that pass the filters, best text first, newest first. A round that fills the limit, or that
-    already took every text above the threshold, is the last. With an `index` (a long-lived
-    process over many vectors), step 1 is the index's: the probed lists only (approximate), scored
-    by inner product in numpy (the vectors are unit length, so it is the cosine similarity).
+    already took every text above the threshold, is the last. When the indexer has persisted an
+    IVF index for `model` (observability.vector_index), step 1 scores only the vectors filed
+    under the `probes` nearest lists (approximate); a round that found too few widens the probe
+    x4 until every list is probed. No index: every vector is scored (exact).
+    `df.attrs`: {"index": "ivf" | "exact", "lists": k, "probed": lists probed in the last round}.
     """
     vec = np.asarray(vector, dtype=np.float32).reshape(-1)
     if vec.shape[0] != tables.EMBEDDING_DIM:
         raise ValueError(f"query vector has {vec.shape[0]} dimensions, expected {tables.EMBEDDING_DIM}")
     where, params = filters.where()
-    model_sql = "AND model = ?" if model else ""
-    texts_sql = f"""
-        SELECT text_id, similarity FROM (
-            SELECT text_id, array_cosine_similarity(embedding, ?::FLOAT[{tables.EMBEDDING_DIM}]) AS similarity
-            FROM {tables.EMBEDDING_VECTORS} WHERE TRUE {model_sql}
-        ) WHERE similarity >= ? ORDER BY similarity DESC, text_id LIMIT ?
-    """
-    # the texts are read for the final rows only (reading every text would cost more than ranking)
-    items_sql = f"""
-        WITH best AS (
-            SELECT e.kind, e.item_id, e.service, e.time, h.similarity, e.trace_id, e.text_id
-            FROM _hits h JOIN {tables.EMBEDDINGS} e ON e.text_id = h.text_id
-            WHERE {where}
-            ORDER BY h.similarity DESC, e.time DESC, e.kind, e.item_id
-            LIMIT {int(filters.limit)}
-        )
-        SELECT e.kind, e.item_id AS id, e.service, e.time, e.similarity, v.text, e.trace_id
-        FROM best e JOIN {tables.EMBEDDING_VECTORS} v ON v.text_id = e.text_id
-        ORDER BY e.similarity DESC, e.time DESC, e.kind, e.item_id
-    """
+    centroids = vector_index.load(con, model)
+    probe = vector_index.probes_for(centroids, probes) if centroids is not None else 0
     take = FIRST_TEXTS
     while True:
-        if index is not None:
-            hits = index.nearest(vec, take, float(filters.min_similarity))
-        else:
-            args = [vec.tolist(), *([model] if model else []), float(filters.min_similarity), take]
-            hits = con.sql(texts_sql, params=args).to_arrow_table()
+        lists = centroids.nearest(vec, probe) if centroids is not None and probe < len(centroids) else None
+        hits = _best_texts(con, vec, model, float(filters.min_similarity), take, lists)
         con.register("_hits", hits)
         try:
-            found = con.execute(items_sql, params).df()
+            found = con.execute(_ITEMS_SQL.format(where=where, limit=int(filters.limit)), params).df()
         finally:
             con.unregister("_hits")
-        if len(found) >= filters.limit or hits.num_rows < take:
+        found.attrs.update(
+            index=EXACT if centroids is None else IVF,
+            lists=len(centroids) if centroids is not None else 0,
+            probed=len(lists) if lists is not None else len(centroids or ()),
+        )
+        if len(found) >= filters.limit or (hits.num_rows < take and lists is None):
             return found
-        take *= 4
+        if hits.num_rows < take:
+            probe *= 4  # the probed lists hold too few texts above the threshold: widen
+        else:
+            take *= 4
 
 
-class VectorIndex:
-    """An in-memory inverted-file index (IVF) over `embedding_vectors`, for step 1 at scale.
-
-    k-means (spherical, a few rounds on a sample) splits the vectors into ~sqrt(n) lists; a query
-    scans the `probes` lists whose centroids are nearest, so ~probes/sqrt(n) of the vectors, and
-    scores those vectors exactly. Approximate: a neighbour filed in a
-    list that was not probed is missed (the bench prints recall against the exact search).
-    Built from what the table held at build time; a long-lived reader rebuilds it now and then.
+def _best_texts(con, vec: np.ndarray, model: str | None, min_similarity: float, take: int, lists) -> pa.Table:
+    """Step 1: (text_id, similarity) of the `take` best texts, among the given lists' only if any."""
+    conds, args = [], [vec.tolist()]
+    if model:
+        conds.append("model = ?")
+        args.append(model)
+    if lists is not None:
+        # unfiled vectors (cluster_id NULL) are always scored, so nothing inserted is ever unreachable
+        conds.append("(list_contains(?::INTEGER[], cluster_id) OR cluster_id IS NULL)")
+        args.append(lists)
+    sql = f"""
+        SELECT text_id, similarity FROM (
+            SELECT text_id, array_cosine_similarity(embedding, ?::FLOAT[{tables.EMBEDDING_DIM}]) AS similarity
+            FROM {tables.EMBEDDING_VECTORS} WHERE {" AND ".join(conds) or "TRUE"}
+        ) WHERE similarity >= ? ORDER BY similarity DESC, text_id LIMIT ?
     """
+    return con.sql(sql, params=[*args, min_similarity, take]).to_arrow_table()
 
-    def __init__(
-        self,
-        text_ids: np.ndarray,
-        vectors: np.ndarray,
-        lists: int | None = None,
-        probes: int | None = None,
-        seed: int = 0,
-    ) -> None:
-        n = len(vectors)
-        k = max(1, min(n, lists or int(np.sqrt(n))))
-        rng = np.random.default_rng(seed)
-        sample = vectors[rng.choice(n, min(n, 64 * k), replace=False)]
-        centroids = sample[rng.choice(len(sample), k, replace=False)].copy()
-        for _ in range(5):
-            owner = np.argmax(sample @ centroids.T, axis=1)
-            sums = np.zeros_like(centroids)
-            np.add.at(sums, owner, sample)
-            norms = np.linalg.norm(sums, axis=1, keepdims=True)
-            centroids = np.where(norms > 0, sums / np.maximum(norms, 1e-12), centroids)
-        owner = np.concatenate([np.argmax(vectors[i : i + 65536] @ centroids.T, axis=1) for i in range(0, n, 65536)])
-        order = np.argsort(owner, kind="stable")
-        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
-        self.vectors = np.ascontiguousarray(vectors[order], dtype=np.float32)
-        self.text_ids = np.asarray(text_ids)[order]
-        self.offsets = np.searchsorted(owner[order], np.arange(k + 1))
-        self.probes = max(1, min(k, probes or int(np.ceil(k / 32))))
 
-    def __len__(self) -> int:
-        return len(self.text_ids)
-
-    @classmethod
-    def load(cls, con, model: str, **kwargs) -> VectorIndex:
-        table = con.sql(
-            f"SELECT text_id, embedding FROM {tables.EMBEDDING_VECTORS} WHERE model = ?", params=[model]
-        ).to_arrow_table()
-        vectors = table.column("embedding").combine_chunks().values.to_numpy().reshape(-1, tables.EMBEDDING_DIM)
-        return cls(table.column("text_id").to_numpy(), vectors, **kwargs)
-
-    def nearest(self, vector: np.ndarray, count: int, min_similarity: float) -> pa.Table:
-        """(text_id, similarity) of the `count` best probed vectors at or above the threshold."""
-        near = np.argsort(-(self.centroids @ vector))[: self.probes]
-        spans = [(self.offsets[c], self.offsets[c + 1]) for c in near]
-        rows = np.concatenate([np.arange(a, b) for a, b in spans])
-        scores = np.concatenate([self.vectors[a:b] @ vector for a, b in spans])  # slices: no copy
-        keep = scores >= min_similarity
-        rows, scores = rows[keep], scores[keep]
-        if len(rows) > count:
-            top = np.argpartition(-scores, count)[:count]
-            rows, scores = rows[top], scores[top]
-        return pa.table({"text_id": self.text_ids[rows], "similarity": scores.astype(np.float64)})
+# the texts are read for the final rows only (reading every text would cost more than ranking)
+_ITEMS_SQL = f"""
+    WITH best AS (
+        SELECT e.kind, e.item_id, e.service, e.time, h.similarity, e.trace_id, e.text_id
+        FROM _hits h JOIN {tables.EMBEDDINGS} e ON e.text_id = h.text_id
+        WHERE {{where}}
+        ORDER BY h.similarity DESC, e.time DESC, e.kind, e.item_id
+        LIMIT {{limit}}
+    )
+    SELECT e.kind, e.item_id AS id, e.service, e.time, e.similarity, v.text, e.trace_id
+    FROM best e JOIN {tables.EMBEDDING_VECTORS} v ON v.text_id = e.text_id
+    ORDER BY e.similarity DESC, e.time DESC, e.kind, e.item_id
+"""
 
 
 _WORD = re.compile(r"[a-z0-9]{3,}")

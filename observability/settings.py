@@ -159,6 +159,14 @@ class Settings(BaseSettings):
     # a trace's spans are read this long after its newest bronze file, so a trace split across
     # micro-batches is indexed whole (the text is rebuilt when more of its spans arrive)
     search_trace_slack_seconds: float = Field(300, ge=0, alias="SEARCH_TRACE_SLACK_SECONDS")
+    # the persisted IVF index (observability.vector_index): the indexer trains it once a model has
+    # this many distinct vectors, retrains it when the count has grown by this factor since; a
+    # query scores the vectors of the SEARCH_INDEX_PROBES nearest lists (0: lists/32, at least 1)
+    # of SEARCH_INDEX_LISTS
+    search_index_min_vectors: int = Field(20_000, ge=1, alias="SEARCH_INDEX_MIN_VECTORS")
+    search_index_retrain_growth: float = Field(2.0, gt=1, alias="SEARCH_INDEX_RETRAIN_GROWTH")
+    search_index_probes: int = Field(0, ge=0, alias="SEARCH_INDEX_PROBES")
+    search_index_lists: int = Field(0, ge=0, alias="SEARCH_INDEX_LISTS")  # 0: sqrt(vectors)
 
     # --- airflow / dashboard / retention -------------------------------------
     # operational rows (dead letters, progress, health checks, quality results, outbox, commits)

@@ -42,6 +42,7 @@ SLA_RISK = "sla_risk"  # writer: anomaly_detection.forecaster (per service and S
 EMBEDDINGS = "embeddings"  # writer: llm.indexer (one row per searchable item: trace, log template, incident)
 EMBEDDING_VECTORS = "embedding_vectors"  # writer: llm.indexer (the content cache: one vector per distinct text)
 EMBEDDING_PROGRESS = "embedding_progress"  # writer: llm.indexer (what each source has been indexed up to)
+EMBEDDING_CENTROIDS = "embedding_centroids"  # writer: llm.indexer (the search IVF index: k-means centroids per model)
 
 # `heartbeats.component` of each long-running service: written by that service
 # (`Store.heartbeat`), read by `observability.health` and the dashboard.
@@ -393,6 +394,21 @@ CREATE TABLE IF NOT EXISTS {SLA_RISK} (
 );
 """,
     ),
+    (
+        14,
+        "search IVF index: embedding_centroids (k-means lists per model); embedding_vectors.cluster_id",
+        f"""
+CREATE TABLE IF NOT EXISTS {EMBEDDING_CENTROIDS} (
+    model VARCHAR NOT NULL,           -- the model whose vectors were clustered
+    cluster_id INTEGER NOT NULL,      -- 0 .. lists-1; {EMBEDDING_VECTORS}.cluster_id points here
+    centroid FLOAT[{EMBEDDING_DIM}] NOT NULL,  -- unit length (spherical k-means)
+    trained_on BIGINT NOT NULL,       -- vectors of this model when it was trained (retrained when it grows)
+    trained_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (model, cluster_id)
+);
+ALTER TABLE {EMBEDDING_VECTORS} ADD COLUMN IF NOT EXISTS cluster_id INTEGER;  -- nearest centroid; NULL: no index yet (always scored)
+""",
+    ),
 ]
 
 SCHEMA_VERSION_DDL = f"""
@@ -431,5 +447,6 @@ ALL_TABLES = (
     EMBEDDINGS,
     EMBEDDING_VECTORS,
     EMBEDDING_PROGRESS,
+    EMBEDDING_CENTROIDS,
     ERROR_MESSAGES,
 )
