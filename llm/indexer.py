@@ -170,6 +170,9 @@ class Indexer:
         text_ids, vectors = self.store.read(lambda con: vector_index.read_vectors(con, self.model_name))
         trained, assignment = vector_index.train(text_ids, vectors, lists=s.search_index_lists or None)
         self.store.write(lambda con: vector_index.save(con, self.model_name, trained, assignment, utcnow()))
+        # fold the updated cluster_id column into the file: left as update chains in the WAL, the
+        # readers' filter on it would not skip the unprobed rows' vectors
+        self.store.write(lambda con: con.execute("CHECKPOINT"))
         self._centroids, self._centroids_loaded = trained, True
         log.info(
             "search index trained",

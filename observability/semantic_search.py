@@ -22,6 +22,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from observability import tables, vector_index
 
@@ -104,8 +105,9 @@ def search(
     that pass the filters, best text first, newest first. A round that fills the limit, or that
     already took every text above the threshold, is the last. When the indexer has persisted an
     IVF index for `model` (observability.vector_index), step 1 scores only the vectors filed
-    under the `probes` nearest lists (approximate); a round that found too few widens the probe
-    x4 until every list is probed. No index: every vector is scored (exact).
+    under the `probes` nearest lists (approximate); when filters (kind, service, time) leave too
+    few items of those lists' texts, the next round probes x4 as many lists, up to all of them.
+    No index: every vector is scored (exact).
     `df.attrs`: {"index": "ivf" | "exact", "lists": k, "probed": lists probed in the last round}.
     """
     vec = np.asarray(vector, dtype=np.float32).reshape(-1)
@@ -128,10 +130,10 @@ def search(
             lists=len(centroids) if centroids is not None else 0,
             probed=len(lists) if lists is not None else len(centroids or ()),
         )
-        if len(found) >= filters.limit or (hits.num_rows < take and lists is None):
+        if len(found) >= filters.limit or (hits.num_rows < take and (lists is None or where == "TRUE")):
             return found
         if hits.num_rows < take:
-            probe *= 4  # the probed lists hold too few texts above the threshold: widen
+            probe *= 4  # the filters left too few items of the probed lists' texts: widen
         else:
             take *= 4
 
@@ -146,13 +148,15 @@ def _best_texts(con, vec: np.ndarray, model: str | None, min_similarity: float, 
         # unfiled vectors (cluster_id NULL) are always scored, so nothing inserted is ever unreachable
         conds.append("(list_contains(?::INTEGER[], cluster_id) OR cluster_id IS NULL)")
         args.append(lists)
+    # the threshold is applied to the top `take`, not in the scan: as a scan filter DuckDB would
+    # score rows before the list filter removed them (same rows either way)
     sql = f"""
-        SELECT text_id, similarity FROM (
-            SELECT text_id, array_cosine_similarity(embedding, ?::FLOAT[{tables.EMBEDDING_DIM}]) AS similarity
-            FROM {tables.EMBEDDING_VECTORS} WHERE {" AND ".join(conds) or "TRUE"}
-        ) WHERE similarity >= ? ORDER BY similarity DESC, text_id LIMIT ?
+        SELECT text_id, array_cosine_similarity(embedding, ?::FLOAT[{tables.EMBEDDING_DIM}]) AS similarity
+        FROM {tables.EMBEDDING_VECTORS} WHERE {" AND ".join(conds) or "TRUE"}
+        ORDER BY similarity DESC, text_id LIMIT {int(take)}
     """
-    return con.sql(sql, params=[*args, min_similarity, take]).to_arrow_table()
+    top = con.sql(sql, params=args).to_arrow_table()
+    return top.filter(pc.greater_equal(top.column("similarity"), min_similarity))
 
 
 # the texts are read for the final rows only (reading every text would cost more than ranking)
