@@ -11,6 +11,11 @@ Each cycle reads what is new and writes, in one transaction per source, the item
   idempotent), one item per (service, severity, templated body).
 - incidents: every incident whose text (summary, services, anomaly types, root cause) changed.
 
+The search index: at the end of a cycle the indexer trains the persisted IVF index
+(observability.vector_index) once there are SEARCH_INDEX_MIN_VECTORS vectors, and retrains it when
+their count has grown SEARCH_INDEX_RETRAIN_GROWTH times; in between, each new vector is filed under
+its nearest centroid as it is inserted, so readers never build anything.
+
 The content cache: texts are keyed by a 64-bit hash; a text whose vector exists (for this
 model) is never embedded again, so 1,000 traces that look alike cost one embedding.
 `--once` indexes what is there, prints one line
