@@ -6,7 +6,8 @@ process per query) and the dashboard use it alike and nothing is built on the qu
 
 - `embedding_centroids` holds ~sqrt(n) unit centroids per model, from spherical k-means on a
   sample (seeded: the same vectors give the same lists);
-- `embedding_vectors.cluster_id` files each vector under its nearest centroid.
+- `embedding_vectors.cluster_id` files each vector under its nearest centroid; training rewrites
+  the model's rows in list order, so each list's vectors lie together in the file.
 
 The indexer (`llm.indexer`, the only writer) trains it once a model has SEARCH_INDEX_MIN_VECTORS
 vectors, files each new vector under its nearest centroid as it inserts it, and retrains when the
@@ -160,11 +161,25 @@ def save(con, model: str, centroids: Centroids, assignment: pa.Table, now) -> No
             f"SELECT ?, cluster_id, centroid::FLOAT[{tables.EMBEDDING_DIM}], ?, ? FROM _centroids",
             [model, centroids.trained_on, now],
         )
+        # rewritten in list order rather than UPDATEd in place: a list's vectors then lie together
+        # in the file, so a query fetches a few runs of rows instead of rows scattered over all of
+        # it (vectors inserted after training are appended, in arrival order, until the next one)
+        columns = "text_id, text, embedding, model, created_at, cluster_id"
         con.execute(
-            f"UPDATE {tables.EMBEDDING_VECTORS} v SET cluster_id = a.cluster_id FROM _assignment a "
-            "WHERE v.text_id = a.text_id AND v.model = ?",
+            f"CREATE TEMP TABLE _refiled AS SELECT v.text_id, v.text, v.embedding, v.model, v.created_at, "
+            f"a.cluster_id FROM {tables.EMBEDDING_VECTORS} v JOIN _assignment a ON a.text_id = v.text_id "
+            "WHERE v.model = ?",
             [model],
         )
+        con.execute(
+            f"DELETE FROM {tables.EMBEDDING_VECTORS} WHERE model = ? AND text_id IN (SELECT text_id FROM _refiled)",
+            [model],
+        )
+        con.execute(
+            f"INSERT INTO {tables.EMBEDDING_VECTORS} ({columns}) SELECT {columns} FROM _refiled "
+            "ORDER BY cluster_id, text_id"
+        )
+        con.execute("DROP TABLE _refiled")
     finally:
         con.unregister("_centroids")
         con.unregister("_assignment")
