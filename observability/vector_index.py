@@ -127,9 +127,9 @@ def assign(vectors: np.ndarray, centroids: np.ndarray, ids: np.ndarray | None = 
 
 
 def read_vectors(con, model: str) -> tuple[np.ndarray, np.ndarray]:
-    """(text_ids, vectors) of every vector of `model`."""
+    """(text_ids, vectors) of every vector of `model`, by text id (the seeded sample is then reproducible)."""
     table = con.sql(
-        f"SELECT text_id, embedding FROM {tables.EMBEDDING_VECTORS} WHERE model = ?", params=[model]
+        f"SELECT text_id, embedding FROM {tables.EMBEDDING_VECTORS} WHERE model = ? ORDER BY text_id", params=[model]
     ).to_arrow_table()
     vectors = table.column("embedding").combine_chunks().values.to_numpy().reshape(-1, tables.EMBEDDING_DIM)
     return table.column("text_id").to_numpy(), np.ascontiguousarray(vectors, dtype=np.float32)

@@ -385,8 +385,8 @@ def ivf_traffic(indexed_traffic, embedder, tmp_path, monkeypatch):
 
     data = tmp_path / "data"
     shutil.copytree(indexed_traffic.settings.data_dir, data)
-    # ~200 vectors in 8 lists, 5 probed: a query scores ~5/8 of them (at 100k-1M: sqrt(n) lists, 1/32 probed)
-    env = {"SEARCH_INDEX_MIN_VECTORS": "50", "SEARCH_INDEX_LISTS": "8", "SEARCH_INDEX_PROBES": "5"}
+    # ~200 vectors in 8 lists, 6 probed: a query scores ~3/4 of them (at 100k-1M: sqrt(n) lists, 1/32 probed)
+    env = {"SEARCH_INDEX_MIN_VECTORS": "50", "SEARCH_INDEX_LISTS": "8", "SEARCH_INDEX_PROBES": "6"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     settings = Settings(DATA_DIR=data, **env)
@@ -431,7 +431,7 @@ def test_search_uses_the_persisted_index_with_the_exact_search_quality(indexed_t
         v = embedder.encode([query])[0]
         exact = indexed_traffic.store.read(lambda con, v=v: semantic_search.search(con, v, f, model=embedder.name))
         approx = ivf_traffic.store.read(
-            lambda con, v=v: semantic_search.search(con, v, f, model=embedder.name, probes=5)
+            lambda con, v=v: semantic_search.search(con, v, f, model=embedder.name, probes=6)
         )
         assert exact.attrs["index"] == "exact"
         assert approx.attrs["index"] == "ivf" and approx.attrs["probed"] < approx.attrs["lists"]
@@ -466,7 +466,7 @@ def test_cli_uses_the_persisted_index_and_prints_what_exact_search_prints(
 
     ivf, how = cli(ivf_traffic.settings.data_dir)
     exact, how_exact = cli(indexed_traffic.settings.data_dir)
-    assert re.search(r"index=ivf lists=\d+ probed=5 results=3", how), how
+    assert re.search(r"index=ivf lists=\d+ probed=6 results=3", how), how
     assert "index=exact results=3" in how_exact
     assert all(list(r) == list(semantic_search.RESULT_FIELDS) for r in ivf)
     assert ivf[0] == exact[0] and "payment processor unavailable" in ivf[0]["text"]
@@ -488,7 +488,7 @@ def test_items_indexed_after_training_are_filed_and_found(ivf_traffic, embedder)
     assert t.store.fetch_one(f"SELECT max(trained_on) FROM {tables.EMBEDDING_CENTROIDS}")[0] < len(t.indexer.known())
     v = embedder.encode(["message queue consumers keep reshuffling their partitions"])[0]
     f = semantic_search.Filters(limit=3, min_similarity=-1)
-    found = t.store.read(lambda con: semantic_search.search(con, v, f, model=embedder.name, probes=5))
+    found = t.store.read(lambda con: semantic_search.search(con, v, f, model=embedder.name, probes=6))
     assert found.attrs["index"] == "ivf" and "rebalancing storm" in found["text"].iloc[0]
 
 
@@ -578,7 +578,7 @@ def test_search_page_uses_the_persisted_index(ivf_traffic, embedder, monkeypatch
         assert not at.exception and not at.error
         (table,) = [d.value for d in at.dataframe]
         assert "card declined" in table["text"].iloc[0]
-        assert any(re.search(r"index=ivf \(probed 5 of \d+ lists\)", c.value) for c in at.caption)
+        assert any(re.search(r"index=ivf \(probed 6 of \d+ lists\)", c.value) for c in at.caption)
     finally:
         st.cache_data.clear()
         st.cache_resource.clear()
