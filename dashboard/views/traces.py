@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import search_box, trace_data, ui
-from dashboard.trace_queries import TraceSearch
+from dashboard.trace_queries import MAX_RESULTS, RESULT_COLUMNS, TraceSearch
 from dashboard.trace_view import span_table, waterfall_figure
 from observability.traces import analyse, build_tree
 
@@ -192,7 +192,7 @@ def render_search() -> None:
         return
     st.caption(
         f"{len(results)} trace(s), newest first, in the {span_label}"
-        + (" (the first 200)" if len(results) >= 200 else "")
+        + (f" (the first {MAX_RESULTS})" if len(results) >= MAX_RESULTS else "")
         + ". Select a row to open its trace."
     )
     shown = results.assign(
@@ -200,18 +200,7 @@ def render_search() -> None:
         services=[", ".join(v) for v in results["services"]],
     )
     picked = st.dataframe(
-        shown[
-            [
-                "start_time",
-                "root_service",
-                "root_endpoint",
-                "duration_ms",
-                "span_count",
-                "error_count",
-                "services",
-                "open",
-            ]
-        ],
+        shown[[c for c in RESULT_COLUMNS if c != "trace_id"] + ["open"]],
         hide_index=True,
         on_select="rerun",
         selection_mode="single-row",
