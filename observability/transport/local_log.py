@@ -477,7 +477,8 @@ class LocalLogReader(TopicReader):
     def end_offsets(self, topic: str) -> dict[int, int]:
         return {p: _Partition(self.root / topic / str(p)).end()[0] for p in self.partitions(topic)}
 
-    def read(self, topic: str, partition: int, start: int, end: int) -> Iterator[Record]:
+    def _bodies(self, topic: str, partition: int, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+        """(offset, record body) for offsets [start, end), skipping the segments wholly outside it."""
         if end <= start:
             return
         part = _Partition(self.root / topic / str(partition))
@@ -489,16 +490,24 @@ class LocalLogReader(TopicReader):
             if base >= end:
                 break
             for off, _pos, body in part.scan(base, start_offset=start, stop_offset=end):
-                if off < start:
-                    continue
-                ts, key, value = decode_body(body)
-                yield Record(topic, partition, off, ts, key, value)
+                if off >= start:
+                    yield off, body
+
+    def read(self, topic: str, partition: int, start: int, end: int) -> Iterator[Record]:
+        for off, body in self._bodies(topic, partition, start, end):
+            ts, key, value = decode_body(body)
+            yield Record(topic, partition, off, ts, key, value)
 
     def read_values(self, topic: str, partition: int, start: int, end: int) -> tuple[list[int], list[int], list[bytes]]:
         """Same records as `read()`, without a Record object each (the Spark source's bulk parse)."""
         offsets, timestamps, values = [], [], []
-        if end <= start:
-            return offsets, timestamps, values
+        unpack, head = _BODY.unpack_from, _BODY.size
+        for off, body in self._bodies(topic, partition, start, end):
+            ts, klen = unpack(body, 0)
+            offsets.append(off)
+            timestamps.append(ts)
+            values.append(body[head + max(klen, 0) :])
+        return offsets, timestamps, values
         part = _Partition(self.root / topic / str(partition))
         segs = part.segments()
         unpack, head = _BODY.unpack_from, _BODY.size
