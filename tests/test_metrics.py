@@ -111,8 +111,10 @@ def test_model_server_and_narrator_report_requests_latency_fallbacks_and_backlog
         [sys.executable, "-m", "llm.narrator"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
+        wait_for_metric(narrator_port, "observability_events_out_total", timeout=120, stage="narrator", kind="summary")
+        # the backlog gauge is set at the end of the cycle, after the summary is counted: wait for it too
         narrator = wait_for_metric(
-            narrator_port, "observability_events_out_total", timeout=120, stage="narrator", kind="summary"
+            narrator_port, "observability_backlog", predicate=lambda v: v is not None, timeout=60, stage="narrator"
         )
         served = scrape(server_port)
     finally:
