@@ -159,7 +159,9 @@ def test_incidents_carry_their_newest_summary_and_only_those_touching_the_range(
 
 def test_windows_without_percentiles_do_not_dilute_a_bucket(store):
     now = utcnow().replace(second=0, microsecond=0)
-    start = now - timedelta(minutes=2)
+    # Both windows at the start of the last whole 30-minute bucket, so they share it whatever the clock says.
+    earlier = now - timedelta(minutes=30)
+    start = earlier.replace(minute=earlier.minute - earlier.minute % 30)
     for i, p95 in enumerate((None, 120.0)):  # a window with no latency figures, then a normal one
         store.execute(
             f"INSERT INTO {tables.SERVICE_METRICS} (window_start, window_end, service, request_count, error_count,"
