@@ -1,0 +1,31 @@
+"""Collect the `GOAL |` lines of a `make bench` log into one table.
+
+.venv/bin/python bench/summary.py bench.log
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from goals import PREFIX  # bench/ is on sys.path when run as a script
+
+
+def goal_rows(text: str) -> list[list[str]]:
+    """The goal lines of a bench log, split into their five fields."""
+    return [
+        [f.strip() for f in line[len(PREFIX) :].split("|")] for line in text.splitlines() if line.startswith(PREFIX)
+    ]
+
+
+def main(argv: list[str]) -> int:
+    rows = goal_rows(Path(argv[0]).read_text())
+    print("\n== goals ==")
+    print("| figure | measured | goal | baseline | verdict |\n|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
