@@ -26,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from goals import goal_line  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from llm.client import NarratorLLM  # noqa: E402
 from llm.facts import build_facts, known_services  # noqa: E402
 from llm.grounding import check  # noqa: E402
@@ -136,6 +138,21 @@ def main() -> int:
     )
     print(
         f"template baseline: {template_ms:.0f} ms per summary; LLM path is {statistics.mean(secs) * 1000 / template_ms:.0f}x slower"
+    )
+    load_now = os.getloadavg()[0]
+    goal_line(
+        f"incident summary, {args.model}, median of {n}",
+        f"{statistics.median(secs):.1f} s (mean {statistics.mean(secs):.1f}, cold first {secs[0]:.1f}; load {load_now:.1f})",
+        "<= 10 s",
+        f"template {template_ms:.0f} ms",
+        statistics.median(secs) <= 10,
+    )
+    goal_line(
+        "LLM summaries passing the grounding check",
+        f"{llm_share:.0%} ({sum(r[1].generated_by == 'llm' for r in rows)}/{n}; {first_share:.0%} first try)",
+        ">= 80%",
+        f"template, {len(t_times)}/{len(t_times)} grounded (checked above)",
+        llm_share >= 0.8,
     )
     example = next((r[1] for r in rows if r[1].generated_by == "llm"), rows[0][1])
     print(f"\nexample ({example.generated_by}): {example.summary}")

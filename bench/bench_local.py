@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import psutil
+from goals import goal_line  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +76,23 @@ def main() -> int:
     )
     for k, v in sorted(per.items(), key=lambda kv: -kv[1]):
         print(f"  {v / 2**20:8.0f} MB  {k}")
-    return 0 if out.returncode == 0 else 1
+    healthy = out.returncode == 0
+    load = os.getloadavg()[0]
+    goal_line(
+        "make local to healthy",
+        f"{to_healthy:.1f} s (load {load:.1f})" if healthy else f"NOT healthy after {to_healthy:.1f} s",
+        "<= 90 s",
+        f"python -c pass {py_start:.3f} s",
+        healthy and to_healthy <= 90,
+    )
+    goal_line(
+        "resident memory of the running make local stack",
+        f"{total / 2**30:.2f} GB ({len(per)} kinds of process)",
+        "<= 4 GB",
+        f"idle Python process {idle_rss / 2**20:.0f} MB",
+        total <= 4 * 2**30 if healthy else None,
+    )
+    return 0 if healthy else 1
 
 
 if __name__ == "__main__":

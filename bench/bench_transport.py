@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from goals import goal_line  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 from event_generator.generator import Generator, RunConfig  # noqa: E402
 from observability.settings import Settings  # noqa: E402
 from observability.transport import create_producer  # noqa: E402
@@ -151,6 +153,17 @@ def main() -> int:
             f"{name:<39}: {wall:>12,.0f} events/s   goal >= {goal:,}   {wall / raw:.2f}x raw write   "
             f"{'OK' if wall >= goal else 'BELOW GOAL'}   ({cpu:,.0f} events per CPU-second)"
         )
+    baseline = f"raw f.write {raw:,.0f} events/s"
+    for figure, rates, goal in (
+        ("publish to the local log, one process", local, 50_000),
+        ("publish to Kafka (Tansu), acks=all", kafka, 20_000),
+    ):
+        if rates is None:
+            goal_line(figure, "not measured: the broker did not start", f">= {goal:,} events/s", baseline, None)
+        else:
+            wall, cpu = rates
+            measured = f"{wall:,.0f} events/s ({cpu:,.0f} per CPU-s, load {os.getloadavg()[0]:.1f})"
+            goal_line(figure, measured, f">= {goal:,} events/s", baseline, wall >= goal)
     return 0
 
 
