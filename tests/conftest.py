@@ -44,7 +44,17 @@ def data_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("TRANSPORT", "local")
     # no /metrics servers on the fixed default ports (a running `make local` holds them); a test
     # that scrapes a service sets its METRICS_PORT_<SERVICE> to a free port
-    for service in ("GENERATOR", "INGEST", "SPARK", "DETECTOR", "NARRATOR", "MODEL_SERVER", "NOTIFIER", "FORECASTER"):
+    for service in (
+        "GENERATOR",
+        "INGEST",
+        "SPARK",
+        "DETECTOR",
+        "NARRATOR",
+        "MODEL_SERVER",
+        "NOTIFIER",
+        "FORECASTER",
+        "INDEXER",
+    ):
         monkeypatch.setenv(f"METRICS_PORT_{service}", "0")
     from observability.settings import get_settings
 
