@@ -13,9 +13,14 @@ from goals import PREFIX  # bench/ is on sys.path when run as a script
 
 def goal_rows(text: str) -> list[list[str]]:
     """The goal lines of a bench log, split into their five fields."""
-    return [
+    rows = [
         [f.strip() for f in line[len(PREFIX) :].split("|")] for line in text.splitlines() if line.startswith(PREFIX)
     ]
+    for row in rows:  # the columns name themselves: drop the words goal_line writes for a reader of one line
+        for i, word in ((2, "goal "), (3, "baseline ")):
+            if len(row) > i and row[i].startswith(word):
+                row[i] = row[i][len(word) :]
+    return rows
 
 
 def main(argv: list[str]) -> int:
