@@ -87,7 +87,8 @@ PRIME_ID_BASE = 0xF0000000  # the priming request's ids, apart from the load's (
 # line of counters per second on stdout. Rate 0 = as fast as the connections go (baseline).
 CLIENT = r"""
 import json, pickle, sys, threading, time
-import numpy as np
+sys.path.insert(0, "bench")
+from bench_sustained import Patcher
 cfg = pickle.load(sys.stdin.buffer)
 bodies, patches, base_ns = cfg["bodies"], cfg["patches"], cfg["base_ns"]
 rate, duration, conns, spr = cfg["rate"], cfg["duration"], cfg["connections"], cfg["spans_per_request"]
@@ -98,18 +99,10 @@ LATE = cfg["late_s"]
 lock = threading.Lock()
 st = dict(tickets=0, sent=0, acked_spans=0, rejected_spans=0, errors=0, retries=0, late=0, max_behind_s=0.0,
           behind_s=0.0, unsent_due=0, last_error="")
-arrays = [np.frombuffer(b, np.uint8) for b in bodies]
-idx = [(np.asarray(p["time"])[:, None] + np.arange(8), np.asarray(p["ids"])[:, None] + np.arange(4)) for p in patches]
+patcher = Patcher(bodies, patches)
 
 def body_for(i):
-    k = i % len(bodies)
-    buf = arrays[k].copy()
-    t_idx, id_idx = idx[k]
-    times = buf[t_idx].copy().view("<u8").ravel()
-    times += np.uint64(time.time_ns() - base_ns)
-    buf[t_idx] = times.view(np.uint8).reshape(-1, 8)
-    buf[id_idx] = np.frombuffer(np.uint32(cfg["id_base"] + i + 1).tobytes(), np.uint8)
-    return buf.tobytes()
+    return patcher.body(i, cfg["id_base"] + i + 1, time.time_ns() - base_ns)
 
 def http_sender(host, port, path):
     import http.client
@@ -321,21 +314,43 @@ def find_patches(bodies: list[bytes]) -> list[dict]:
     return out
 
 
-def check_patching(bodies: list[bytes], patches: list[dict], base_ns: int) -> None:
+class Patcher:
+    """A pre-encoded request with a request number in its ids and a clock shift in its times.
+
+    Both are fixed-size fields (the ids' first 4 bytes; fixed64 times), so the bytes change
+    in place and the body stays a valid ExportTraceServiceRequest; parent ids get the same
+    number, so parent links within the request still hold."""
+
+    def __init__(self, bodies: list[bytes], patches: list[dict]) -> None:
+        import numpy as np
+
+        self.arrays = [np.frombuffer(b, np.uint8) for b in bodies]
+        self.idx = [
+            (np.asarray(p["time"])[:, None] + np.arange(8), np.asarray(p["ids"])[:, None] + np.arange(4))
+            for p in patches
+        ]
+
+    def body(self, i: int, number: int, delta_ns: int) -> bytes:
+        """Template `i` (mod the count) with `number` in its ids and times moved by `delta_ns`."""
+        import numpy as np
+
+        k = i % len(self.arrays)
+        buf = self.arrays[k].copy()
+        t_idx, id_idx = self.idx[k]
+        times = buf[t_idx].copy().view("<u8").ravel() + np.uint64(delta_ns)
+        buf[t_idx] = times.view(np.uint8).reshape(-1, 8)
+        buf[id_idx] = np.frombuffer(np.uint32(number).tobytes(), np.uint8)
+        return buf.tobytes()
+
+
+def check_patching(bodies: list[bytes], patches: list[dict]) -> None:
     """Run the client's patch once here: the body must still decode, with the new ids and times."""
-    import numpy as np
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    i, delta = 41, 123_456_789_000
-    buf = np.frombuffer(bodies[0], np.uint8).copy()
-    t_idx = np.asarray(patches[0]["time"])[:, None] + np.arange(8)
-    id_idx = np.asarray(patches[0]["ids"])[:, None] + np.arange(4)
-    times = buf[t_idx].copy().view("<u8").ravel() + np.uint64(delta)
-    buf[t_idx] = times.view(np.uint8).reshape(-1, 8)
-    buf[id_idx] = np.frombuffer(np.uint32(i + 1).tobytes(), np.uint8)
+    number, delta = 42, 123_456_789_000
     old = ExportTraceServiceRequest.FromString(bodies[0])
-    new = ExportTraceServiceRequest.FromString(buf.tobytes())
-    prefix = struct.pack("<I", i + 1)
+    new = ExportTraceServiceRequest.FromString(Patcher(bodies, patches).body(0, number, delta))
+    prefix = struct.pack("<I", number)
     pairs = zip(
         (s for rs in old.resource_spans for ss in rs.scope_spans for s in ss.spans),
         (s for rs in new.resource_spans for ss in rs.scope_spans for s in ss.spans),
@@ -561,7 +576,7 @@ def program_of(cmdline: list[str]) -> str:
     for hint, name in PROGRAM_HINTS.items():
         if hint in line:
             return name
-    return "other"
+    return "other: " + " ".join(Path(a).name for a in cmdline[:3])[:50]
 
 
 # -- sampling ------------------------------------------------------------------------------
@@ -642,8 +657,9 @@ def measure_tree(groups: dict[str, list[psutil.Process]]) -> tuple[int, int, dic
 
     Within a program (the list's first process is its root) a JVM counts as `<role>/jvm`,
     other descendants as `<role>/workers` (Spark's Python workers, the receiver's mapping
-    pool), and the CPU of children that already exited (reaped by their parent: Spark's
-    short-lived planning workers) as `<role>/exited`."""
+    pool). A process's CPU includes its exited children's (`children_user`/`children_system`:
+    Spark's short-lived planning workers, Airflow's task processes), so a program's total is
+    exact at each sample; the split inside a program moves when a child seen alive exits."""
     rss = pss = 0
     cpu: dict[str, float] = {}
     rss_by: dict[str, int] = {}
@@ -662,10 +678,8 @@ def measure_tree(groups: dict[str, list[psutil.Process]]) -> tuple[int, int, dic
             rss += mem.rss
             pss += getattr(mem, "pss", mem.rss)
             key = role if i == 0 else (f"{role}/jvm" if "java" in name else f"{role}/workers")
-            cpu[key] = cpu.get(key, 0.0) + t.user + t.system
+            cpu[key] = cpu.get(key, 0.0) + t.user + t.system + t.children_user + t.children_system
             rss_by[key] = rss_by.get(key, 0) + mem.rss
-            if t.children_user + t.children_system:
-                cpu[f"{role}/exited"] = cpu.get(f"{role}/exited", 0.0) + t.children_user + t.children_system
     return rss, pss, cpu, rss_by
 
 
@@ -834,7 +848,7 @@ def sustained(args, bodies, patches, base_ns, stack: Stack, reader, topic: str) 
         flush=True,
     )
     try:
-        drain_deadline = None
+        drain_deadline, sent_end = None, None
         while True:
             time.sleep(args.sample_interval)
             stack.check_alive()
@@ -844,10 +858,12 @@ def sustained(args, bodies, patches, base_ns, stack: Stack, reader, topic: str) 
                 client.wait(10)
                 s.client = dict(client.latest)
                 drain_deadline = time.time() + args.drain
-            if s.t >= next_line or drain_deadline is not None and s.committed >= s.published:
+                sent_end = s.published  # what the job must commit; the generator (make local) adds more
+            done = sent_end is not None and s.committed >= sent_end
+            if s.t >= next_line or done:
                 print_line(samples, t_start, args.timeline_interval)
                 next_line += args.timeline_interval
-            if drain_deadline is not None and (s.committed >= s.published or time.time() >= drain_deadline):
+            if done or drain_deadline is not None and time.time() >= drain_deadline:
                 break
     finally:
         client.kill()
@@ -859,7 +875,7 @@ def sustained(args, bodies, patches, base_ns, stack: Stack, reader, topic: str) 
         "t_start": t_start,
         "t_end_load": t_end_load,
         "client": final,
-        "drained": samples[-1].committed >= samples[-1].published,
+        "drained": sent_end is not None and samples[-1].committed >= sent_end,
         "drain_s": samples[-1].t - t_end_load,
     }
 
@@ -896,7 +912,10 @@ def report(args, r: dict, base: dict | None, stack: Stack, totals: dict, startup
     peak_pss = max(s.pss for s in samples)
     cpu0, cpu1 = r["first"].cpu, load[-1].cpu
     spans = max(c.get("acked_spans", 0), 1)
-    by_role = {k: (v - cpu0.get(k, 0.0)) / spans * 1e6 for k, v in cpu1.items()}
+    by_role: dict[str, float] = {}
+    for k, v in cpu1.items():  # sub-roles kept for the receiver and the job, whose workers live long
+        role = k if k.split("/")[0] in ("ingest", "spark") else k.split("/")[0]
+        by_role[role] = by_role.get(role, 0.0) + (v - cpu0.get(k, 0.0)) / spans * 1e6
     stack_us = sum(v for k, v in by_role.items() if k != "client")
     print(
         f"\n== sustained: {args.rate:,} spans/s target for {args.duration:.0f}s, stack={stack.kind}, {args.protocol} =="
@@ -913,7 +932,8 @@ def report(args, r: dict, base: dict | None, stack: Stack, totals: dict, startup
     last = samples[-1]
     print(
         f"job: committed {last.committed:,} of {last.published:,} published raw events "
-        f"({'caught up' if r['drained'] else 'NOT caught up'} {r['drain_s']:.0f}s after the load ended); "
+        f"({'caught up with the load' if r['drained'] else 'NOT caught up with the load'} "
+        f"{r['drain_s']:.0f}s after it ended); "
         f"lag max {max_lag:.1f}s, p95 {p95_lag:.1f}s, at the end of the load {load[-1].lag_s:.1f}s"
     )
     if totals:
@@ -1045,12 +1065,13 @@ def main() -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)  # also when started with SIGINT ignored (a background job)
     load0 = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="bench-sustained-"))
     base_ns = time.time_ns()
     bodies = build_requests(DISTINCT_REQUESTS, base_ns)
     patches = find_patches(bodies)
-    check_patching(bodies, patches, base_ns)
+    check_patching(bodies, patches)
     print(
         f"requests: {len(bodies)} distinct x {SPANS_PER_REQUEST} spans ({SPANS_PER_TRACE}-span traces), {sum(map(len, bodies)) // len(bodies):,} B each "
         f"(ids and times patched per request); load average {load0:.1f}, {os.cpu_count()} CPUs; DATA_DIR {tmp}",
