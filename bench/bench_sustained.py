@@ -565,6 +565,7 @@ PROGRAM_HINTS = {  # scripts/local.py programs(): a token of each command line
     "-m anomaly_detection.notifier": "notifier",
     "-m llm.indexer": "indexer",
     "api-server": "airflow-api-server",
+    "api_server": "airflow-api-server",  # its process title
     "scheduler": "airflow-scheduler",
     "dag-processor": "airflow-dag-processor",
     "streamlit": "dashboard",
