@@ -339,3 +339,24 @@ def test_segments_roll_over_at_segment_bytes_and_reads_cross_them(tmp_path):
     assert [json.loads(r.value)["seq"] for r in reader.read("t", 0, 0, 2000)] == list(range(2000))
     assert [r.offset for r in reader.read("t", 0, 777, 1333)] == list(range(777, 1333))
     assert reader.end_offsets("t") == {0: 2000}
+
+
+def test_producers_taking_turns_on_a_partition_keep_offsets_index_and_rolls_right(tmp_path):
+    """A producer remembers where its own last append ended, to skip re-reading the log's end;
+    another producer's appends and segment rolls in between must still be seen."""
+    ensure_topic(tmp_path, "t", 1)
+    a, b = (LocalLogProducer(tmp_path, partitions=1, segment_bytes=4096) for _ in range(2))
+    seq = 0
+    for turn in range(60):
+        producer = b if turn % 3 == 0 else a  # a twice in a row (its remembered end holds), then b
+        for _ in range(128):  # ~3.7 KB: nearly every turn ends past segment_bytes, so the next one rolls
+            producer.send("t", json.dumps({"seq": seq}).encode(), b"k", timestamp_ms=seq)
+            seq += 1
+        producer.flush()
+    assert len(list((tmp_path / "t" / "0").glob("*.log"))) > 10  # both rolled segments
+    reader = LocalLogReader(tmp_path)
+    assert reader.end_offsets("t") == {0: seq}
+    assert [json.loads(r.value)["seq"] for r in reader.read("t", 0, 0, seq)] == list(range(seq))
+    for start in range(0, seq, 16):  # through the sparse index of every segment: its offsets must be right
+        got = [(r.offset, json.loads(r.value)["seq"]) for r in reader.read("t", 0, start, start + 3)]
+        assert got == [(o, o) for o in range(start, min(start + 3, seq))]
