@@ -374,17 +374,11 @@ def page_queries(store: Store, bronze_dir: Path, data_dir: Path, seeded: Seeded)
         found = queries.incidents(store, win, now)
         inc = found.iloc[0]
         ended = None if pd.isna(inc.ended_at) else inc.ended_at
-        end = ended or now
         services = sorted({inc.service, *list(inc.related_services), inc.root_cause_service})
-        anomalies = queries.incident_anomalies(store, inc.service, inc.started_at, ended, now)
-        before = pd.Timestamp(inc.started_at).to_pydatetime() - timedelta(minutes=1)
-        samples = queries.trace_samples(store, services, before, end)
-        trace_ids = [t for cell in anomalies["sample_trace_ids"] for t in cell] + samples["trace_id"].tolist()
-        around = pd.Timestamp(anomalies.iloc[0].window_start).to_pydatetime()
-        spans = queries.trace_spans(bronze_dir, trace_ids[0], around, timedelta(minutes=15))
-        after = pd.Timestamp(end).to_pydatetime() + timedelta(minutes=1)
-        logs = queries.incident_error_logs(store, services, before, after, trace_ids)
-        return found, queries.similar_incidents(store, inc.id), anomalies, samples, spans, logs
+        detail = queries.incident_detail(store, inc.id, inc.service, services, inc.started_at, ended, now)
+        trace_id = detail.anomalies.iloc[0].sample_trace_ids[0]
+        around = pd.Timestamp(detail.anomalies.iloc[0].window_start).to_pydatetime()
+        return found, detail, queries.trace_spans(bronze_dir, trace_id, around, timedelta(minutes=15))
 
     def traces():
         win, _ = window()
@@ -402,20 +396,16 @@ def page_queries(store: Store, bronze_dir: Path, data_dir: Path, seeded: Seeded)
 
     def service_map():
         win, _ = window()
-        edges = trace_queries.service_edges(store, win.start, win.end)
-        return edges, store.read(lambda con: trace_queries.service_health(con, win.start, win.end))
+        return store.read(
+            lambda con: (
+                trace_queries.service_edges(con, win.start, win.end),
+                trace_queries.service_health(con, win.start, win.end),
+            )
+        )
 
     def health():
         win, now = window()
-        return (
-            queries.pipeline_progress(store),
-            queries.latest_health_checks(store),
-            queries.heartbeats(store),
-            queries.dead_letter_by_reason(store, win, now),
-            queries.alert_channels(store, win, now),
-            queries.alert_failures(store, win, now),
-            queries.model_registry(store),
-        )
+        return queries.health_page(store, win, now)
 
     def sql():
         return sql_console.table_docs(), sql_console.table_writers(), sql_console.load_saved(data_dir)

@@ -89,23 +89,10 @@ def _anomalies(db: str, from_expr: str, to_expr: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
-def _incident_anomalies(db: str, service: str, started_at, ended_at) -> pd.DataFrame:
-    return queries.incident_anomalies(_store(db), service, started_at, ended_at, utcnow())
-
-
-@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
-def _similar_incidents(db: str, incident_id: str) -> pd.DataFrame:
-    return queries.similar_incidents(_store(db), incident_id)
-
-
-@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
-def _trace_samples(db: str, services: tuple[str, ...], start, end) -> pd.DataFrame:
-    return queries.trace_samples(_store(db), list(services), start, end)
-
-
-@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
-def _incident_error_logs(db: str, services: tuple[str, ...], start, end, trace_ids: tuple[str, ...]) -> pd.DataFrame:
-    return queries.incident_error_logs(_store(db), list(services), start, end, list(trace_ids))
+def _incident_detail(
+    db: str, incident_id: str, service: str, services: tuple[str, ...], started_at, ended_at
+) -> queries.IncidentDetail:
+    return queries.incident_detail(_store(db), incident_id, service, list(services), started_at, ended_at, utcnow())
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -114,39 +101,13 @@ def _trace_spans(bronze_dir: str, trace_id: str, around, slack_seconds: float) -
 
 
 @st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
-def _pipeline_progress(db: str) -> pd.DataFrame:
-    return queries.pipeline_progress(_store(db))
-
-
-@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
-def _health_checks(db: str) -> pd.DataFrame:
-    return queries.latest_health_checks(_store(db))
-
-
-@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
-def _heartbeats(db: str) -> pd.DataFrame:
-    return queries.heartbeats(_store(db))
-
-
-@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
-def _dead_letter_by_reason(db: str, from_expr: str, to_expr: str) -> pd.DataFrame:
-    return queries.dead_letter_by_reason(_store(db), _window(from_expr, to_expr), utcnow())
-
-
-@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
 def _newest_data(db: str, what: str):
     return queries.newest_data(_store(db), what)
 
 
 @st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
-def _alert_deliveries(db: str, from_expr: str, to_expr: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    store, win, now = _store(db), _window(from_expr, to_expr), utcnow()
-    return queries.alert_channels(store, win, now), queries.alert_failures(store, win, now)
-
-
-@st.cache_data(ttl=CACHE_TTL_SECONDS, show_spinner=False)
-def _model_registry(db: str) -> pd.DataFrame:
-    return queries.model_registry(_store(db))
+def _health_page(db: str, from_expr: str, to_expr: str) -> queries.HealthPage:
+    return queries.health_page(_store(db), _window(from_expr, to_expr), utcnow())
 
 
 # --- what the pages call --------------------------------------------------------
@@ -171,27 +132,20 @@ def newest_data(what: str) -> datetime | None:
     return _safe("the newest data", _newest_data, _db(), what, default=lambda: None)
 
 
-def incident_anomalies(service: str, started_at, ended_at) -> pd.DataFrame:
-    return _safe("the incident's anomalies", _incident_anomalies, _db(), service, started_at, ended_at)
-
-
-def similar_incidents(incident_id: str) -> pd.DataFrame:
-    return _safe("similar past incidents", _similar_incidents, _db(), incident_id)
-
-
-def trace_samples(services: list[str], start, end) -> pd.DataFrame:
-    return _safe("trace samples", _trace_samples, _db(), tuple(sorted(set(services))), start, end)
-
-
-def incident_error_logs(services: list[str], start, end, trace_ids: list[str]) -> pd.DataFrame:
+def incident_detail(
+    incident_id: str, service: str, services: list[str], started_at, ended_at
+) -> queries.IncidentDetail:
+    """The chosen incident's similar incidents, anomalies, trace samples and error logs (one read)."""
     return _safe(
-        "error logs",
-        _incident_error_logs,
+        "the incident's details",
+        _incident_detail,
         _db(),
+        incident_id,
+        service,
         tuple(sorted(set(services))),
-        start,
-        end,
-        tuple(sorted(set(trace_ids))),
+        started_at,
+        ended_at,
+        default=lambda: queries.IncidentDetail(*(pd.DataFrame() for _ in range(4))),
     )
 
 
@@ -200,26 +154,12 @@ def trace_spans(trace_id: str, around, slack: timedelta) -> pd.DataFrame:
     return _safe("bronze events", _trace_spans, bronze_dir, trace_id, around, slack.total_seconds())
 
 
-def pipeline_progress() -> pd.DataFrame:
-    return _safe("stream progress", _pipeline_progress, _db())
-
-
-def health_checks() -> pd.DataFrame:
-    return _safe("health checks", _health_checks, _db())
-
-
-def heartbeats() -> pd.DataFrame:
-    return _safe("heartbeats", _heartbeats, _db())
-
-
-def dead_letter_by_reason(r: RangeArg) -> pd.DataFrame:
-    return _safe("dead letters", _dead_letter_by_reason, _db(), *_exprs(r))
-
-
-def alert_deliveries(r: RangeArg) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-channel notification outcomes, newest failed attempts) in the range."""
-    return _safe("alert deliveries", _alert_deliveries, _db(), *_exprs(r), default=lambda: (pd.DataFrame(),) * 2)
-
-
-def model_registry() -> pd.DataFrame:
-    return _safe("the model registry", _model_registry, _db())
+def health_page(r: RangeArg) -> queries.HealthPage:
+    """The health page's tables in one read (one connection, not seven)."""
+    return _safe(
+        "the health tables",
+        _health_page,
+        _db(),
+        *_exprs(r),
+        default=lambda: queries.HealthPage(*(pd.DataFrame() for _ in range(7))),
+    )

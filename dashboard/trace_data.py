@@ -87,13 +87,11 @@ def _trace_logs(db: str, trace_id: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=data.CACHE_TTL_SECONDS, show_spinner=False)
-def _edges(db: str, start, end) -> pd.DataFrame:
-    return trace_queries.service_edges(data._store(db), start, end)
-
-
-@st.cache_data(ttl=data.CACHE_TTL_SECONDS, show_spinner=False)
-def _health(db: str, start, end) -> trace_queries.ServiceHealth:
-    return data._store(db).read(lambda con: trace_queries.service_health(con, start, end))
+def _service_map(db: str, start, end) -> tuple[pd.DataFrame, trace_queries.ServiceHealth]:
+    # one connection for both: opening the file costs more than either query
+    return data._store(db).read(
+        lambda con: (trace_queries.service_edges(con, start, end), trace_queries.service_health(con, start, end))
+    )
 
 
 def search(search: TraceSearch, start, end) -> pd.DataFrame:
@@ -116,13 +114,13 @@ def trace_logs(trace_id: str) -> pd.DataFrame:
     return data._safe("the trace's logs", _trace_logs, data._db(), trace_id)
 
 
-def edges(start, end) -> pd.DataFrame:
-    return data._safe("service dependencies", _edges, data._db(), start, end)
-
-
-def _empty_health() -> trace_queries.ServiceHealth:
-    return trace_queries.ServiceHealth(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
-
-
-def health(start, end) -> trace_queries.ServiceHealth:
-    return data._safe("service health", _health, data._db(), start, end, default=_empty_health)
+def service_map(start, end) -> tuple[pd.DataFrame, trace_queries.ServiceHealth]:
+    """(call edges, service health) of the span, in one read."""
+    return data._safe(
+        "service dependencies",
+        _service_map,
+        data._db(),
+        start,
+        end,
+        default=lambda: (pd.DataFrame(), trace_queries.ServiceHealth(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())),
+    )

@@ -17,9 +17,8 @@ STATUS_STYLE = {
 st.title("Health")
 
 
-def render_lag(now) -> None:
+def render_lag(progress: pd.DataFrame, now) -> None:
     st.subheader("Pipeline lag")
-    progress = data.pipeline_progress()
     row = progress.iloc[0] if not progress.empty else None
     lag = pipeline_lag(None if row is None else row["max_event_time"], now)
     if lag is None:
@@ -47,9 +46,8 @@ def render_lag(now) -> None:
         st.warning(f"The pipeline is {format_duration(lag)} behind.", icon=":material/warning:")
 
 
-def render_checks(now) -> None:
+def render_checks(checks: pd.DataFrame, beats: pd.DataFrame, now) -> None:
     st.subheader("Health checks")
-    checks = data.health_checks()
     if checks.empty:
         ui.empty_state("No health checks recorded yet: the Airflow monitoring DAG writes them every few minutes.")
     else:
@@ -65,7 +63,6 @@ def render_checks(now) -> None:
             },
             key="table_health",
         )
-    beats = data.heartbeats()
     if not beats.empty:
         st.caption("Service heartbeats")
         st.dataframe(
@@ -80,9 +77,8 @@ def render_checks(now) -> None:
         )
 
 
-def render_dead_letters(win) -> None:
+def render_dead_letters(by_reason: pd.DataFrame, win) -> None:
     st.subheader("Dead letters")
-    by_reason = data.dead_letter_by_reason(win)
     if by_reason.empty:
         ui.empty_range(
             f"No dead letters {win.phrase}: every record was valid.",
@@ -104,9 +100,8 @@ def render_dead_letters(win) -> None:
         )
 
 
-def render_alerts(win) -> None:
+def render_alerts(channels: pd.DataFrame, failures: pd.DataFrame, win) -> None:
     st.subheader("Alert notifications")
-    channels, failures = data.alert_deliveries(win)
     if channels.empty:
         ui.empty_state(
             f"No notification attempts {win.phrase}: the notifier sends incident events "
@@ -121,9 +116,8 @@ def render_alerts(win) -> None:
         st.dataframe(failures, hide_index=True, column_config=at, key="table_alert_failures")
 
 
-def render_models() -> None:
+def render_models(models: pd.DataFrame) -> None:
     st.subheader("Model registry")
-    models = data.model_registry()
     if models.empty:
         ui.empty_state("No models trained yet: the retraining DAG registers each version here.")
         return
@@ -142,12 +136,13 @@ def render_models() -> None:
 @st.fragment(run_every=ui.refresh_seconds())
 def live_health() -> None:
     now = data.now()
-    render_lag(now)
-    render_checks(now)
     win = ui.current_window()
-    render_dead_letters(win)
-    render_alerts(win)
-    render_models()
+    page_data = data.health_page(win)  # one read for the whole page
+    render_lag(page_data.progress, now)
+    render_checks(page_data.checks, page_data.heartbeats, now)
+    render_dead_letters(page_data.dead_letters, win)
+    render_alerts(page_data.alert_channels, page_data.alert_failures, win)
+    render_models(page_data.models)
     ui.updated_caption(now)
 
 

@@ -73,8 +73,7 @@ def render_refused(facts: dict) -> None:
             )
 
 
-def render_similar(inc) -> None:
-    similar = data.similar_incidents(inc.id)
+def render_similar(similar: pd.DataFrame) -> None:
     if similar.empty:
         ui.empty_state("No similar earlier incident (same service, anomaly type, root cause or error message).")
         return
@@ -169,11 +168,7 @@ def incident_services(inc) -> list[str]:
     return sorted(services)
 
 
-def incident_end(inc, now):
-    return inc.ended_at if inc.ended_at is not None and not pd.isna(inc.ended_at) else now
-
-
-def sample_traces(inc, anomalies: pd.DataFrame, now) -> pd.DataFrame:
+def sample_traces(anomalies: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
     """Trace ids to drill into: the anomalies' samples first, then trace_samples rows."""
     rows = []
     for a in anomalies.itertuples(index=False):
@@ -181,9 +176,6 @@ def sample_traces(inc, anomalies: pd.DataFrame, now) -> pd.DataFrame:
             rows.append(
                 {"trace_id": trace_id, "service": a.service, "window_start": a.window_start, "reason": "anomaly sample"}
             )
-    samples = data.trace_samples(
-        incident_services(inc), pd.Timestamp(inc.started_at) - timedelta(minutes=1), incident_end(inc, now)
-    )
     if not samples.empty:
         rows += samples[["trace_id", "service", "window_start", "reason"]].to_dict("records")
     if not rows:
@@ -217,11 +209,8 @@ def render_traces(inc, traces: pd.DataFrame) -> None:
     )
 
 
-def render_error_logs(inc, traces: pd.DataFrame, now) -> None:
+def render_error_logs(logs: pd.DataFrame) -> None:
     """Error logs of the incident's services in its span (a minute either side), and of its sample traces."""
-    start = pd.Timestamp(inc.started_at).to_pydatetime() - timedelta(minutes=1)
-    end = pd.Timestamp(incident_end(inc, now)).to_pydatetime() + timedelta(minutes=1)
-    logs = data.incident_error_logs(incident_services(inc), start, end, traces["trace_id"].tolist())
     if logs.empty:
         ui.empty_state(
             "No error logs for this incident's services or sample traces "
@@ -267,18 +256,19 @@ def render_incident(inc, now) -> None:
     st.markdown("#### Root-cause candidates")
     render_candidates(inc)
     render_facts(inc)
-    st.markdown("#### Similar past incidents")
-    render_similar(inc)
-    anomalies = data.incident_anomalies(
-        inc.service, inc.started_at, inc.ended_at if not pd.isna(inc.ended_at) else None
+    # similar incidents, anomalies, trace samples and error logs: one read
+    detail = data.incident_detail(
+        inc.id, inc.service, incident_services(inc), inc.started_at, inc.ended_at if not pd.isna(inc.ended_at) else None
     )
+    st.markdown("#### Similar past incidents")
+    render_similar(detail.similar)
     st.markdown("#### Detectors")
-    render_scores(anomalies)
-    traces = sample_traces(inc, anomalies, now)
+    render_scores(detail.anomalies)
+    traces = sample_traces(detail.anomalies, detail.trace_samples)
     st.markdown("#### Sample traces")
     render_traces(inc, traces)
     st.markdown("#### Error logs")
-    render_error_logs(inc, traces, now)
+    render_error_logs(detail.error_logs)
 
 
 def linked_incident() -> str | None:

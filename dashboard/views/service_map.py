@@ -11,8 +11,7 @@ from dashboard.status import service_statuses
 
 st.title("Service map")
 start, end, span_label = trace_data.time_span()
-edges = trace_data.edges(start, end)
-health = trace_data.health(start, end)
+edges, health = trace_data.service_map(start, end)
 statuses = service_statuses(health.snapshot, health.incidents, health.anomalies) if not health.snapshot.empty else []
 services = sorted(set(edges["parent_service"]).union(edges["child_service"]) if not edges.empty else set()) or sorted(
     s.service for s in statuses
