@@ -31,10 +31,11 @@ def _render_tiles(statuses, start, end) -> None:
             color, icon = BADGE[s.status]
             with col.container(border=True):
                 st.markdown(f"**{ui.md_escape(s.service)}**  \n:{color}-badge[{icon} {s.status}]")
+                # one caption of two lines, not two captions: ten fewer elements for the browser to lay out
                 st.caption(
-                    f"{ui.fmt_rate(s.request_rate)} · {ui.fmt_pct(s.error_rate)} errors · p95 {ui.fmt_ms(s.p95_latency_ms)}"
+                    f"{ui.fmt_rate(s.request_rate)} · {ui.fmt_pct(s.error_rate)} errors · "
+                    f"p95 {ui.fmt_ms(s.p95_latency_ms)}  \n{ui.md_escape(s.reason)}"
                 )
-                st.caption(s.reason)
                 trace_data.traces_link("traces", s.service, start, end)
 
 
