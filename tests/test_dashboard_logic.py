@@ -13,6 +13,7 @@ from dashboard.status import DEGRADED, HEALTHY, INCIDENT, format_duration, lag_l
 from dashboard.traces import waterfall_rows
 from observability import tables
 from observability.store import utcnow
+from tests.dashboard_fixtures import seed_dashboard
 from tests.seeding import seed_metrics
 
 
@@ -173,3 +174,29 @@ def test_windows_without_percentiles_do_not_dilute_a_bucket(store):
     assert len(got) == 1
     assert got.p95_latency_ms.iloc[0] == pytest.approx(120.0)
     assert got.request_rate.iloc[0] == pytest.approx(200 / 120)
+
+
+def test_health_page_and_incident_detail_each_read_on_one_connection(store, settings, monkeypatch):
+    """A page's queries share one read-only connection (opening the file costs more than
+    each query), and give what each query gives alone."""
+    seeded = seed_dashboard(store, settings.bronze_dir)
+    now = utcnow()
+    win = RANGES["6h"]
+    opened = []
+    connect = store._connect
+    monkeypatch.setattr(store, "_connect", lambda read_only: opened.append(read_only) or connect(read_only))
+
+    page = queries.health_page(store, win, now)
+    assert opened == [True]
+    pd.testing.assert_frame_equal(page.dead_letters, queries.dead_letter_by_reason(store, win, now))
+    assert set(page.dead_letters["reason"]) == set(seeded.dead_letter_reasons)
+    assert set(page.checks["component"]) == {"spark", "narrator"}
+
+    inc = queries.incidents(store, win, now).set_index("id").loc[seeded.open_incident]
+    opened.clear()
+    services = sorted({inc.service, *inc.related_services, inc.root_cause_service})
+    detail = queries.incident_detail(store, seeded.open_incident, inc.service, services, inc.started_at, None, now)
+    assert opened == [True]
+    assert len(detail.anomalies) == 8 and set(detail.trace_samples["trace_id"]) == set(seeded.trace_ids)
+    # the error logs of its services in its span and of its sample traces (their ids come from the anomalies)
+    assert dict(zip(detail.error_logs["body"], detail.error_logs["matched"], strict=True)) == seeded.error_logs
