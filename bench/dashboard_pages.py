@@ -388,11 +388,14 @@ def page_queries(store: Store, bronze_dir: Path, data_dir: Path, seeded: Seeded)
         )
 
     def trace():
-        row = trace_queries.trace_row(store, seeded.trace_id).iloc[0]
-        spans = trace_queries.trace_spans(
-            bronze_dir, seeded.trace_id, row.start_time.to_pydatetime(), row.end_time.to_pydatetime()
+        row, logs = store.read(
+            lambda con: (trace_queries.trace_row(con, seeded.trace_id), trace_queries.trace_logs(con, seeded.trace_id))
         )
-        return row, spans, trace_queries.trace_logs(store, seeded.trace_id)
+        first = row.iloc[0]
+        spans = trace_queries.trace_spans(
+            bronze_dir, seeded.trace_id, first.start_time.to_pydatetime(), first.end_time.to_pydatetime()
+        )
+        return row, spans, logs
 
     def service_map():
         win, _ = window()

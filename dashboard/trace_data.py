@@ -72,18 +72,16 @@ def _services(db: str, start, end) -> list[str]:
 
 
 @st.cache_data(ttl=data.CACHE_TTL_SECONDS, show_spinner=False)
-def _trace_row(db: str, trace_id: str) -> pd.DataFrame:
-    return trace_queries.trace_row(data._store(db), trace_id)
+def _trace(db: str, trace_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    # the index row and the logs of one trace on one connection: opening the file costs more than both
+    return data._store(db).read(
+        lambda con: (trace_queries.trace_row(con, trace_id), trace_queries.trace_logs(con, trace_id))
+    )
 
 
 @st.cache_data(ttl=60, show_spinner=False)
 def _trace_spans(bronze_dir: str, trace_id: str, start, end) -> pd.DataFrame:
     return trace_queries.trace_spans(Path(bronze_dir), trace_id, start, end)
-
-
-@st.cache_data(ttl=data.CACHE_TTL_SECONDS, show_spinner=False)
-def _trace_logs(db: str, trace_id: str) -> pd.DataFrame:
-    return trace_queries.trace_logs(data._store(db), trace_id)
 
 
 @st.cache_data(ttl=data.CACHE_TTL_SECONDS, show_spinner=False)
@@ -102,8 +100,12 @@ def services(start, end) -> list[str]:
     return data._safe("trace services", _services, data._db(), start, end, default=list)
 
 
+def _empty_trace() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return pd.DataFrame(), pd.DataFrame()
+
+
 def trace_row(trace_id: str) -> pd.DataFrame:
-    return data._safe("the trace index", _trace_row, data._db(), trace_id)
+    return data._safe("the trace index", _trace, data._db(), trace_id, default=_empty_trace)[0]
 
 
 def trace_spans(trace_id: str, start, end) -> pd.DataFrame:
@@ -111,7 +113,8 @@ def trace_spans(trace_id: str, start, end) -> pd.DataFrame:
 
 
 def trace_logs(trace_id: str) -> pd.DataFrame:
-    return data._safe("the trace's logs", _trace_logs, data._db(), trace_id)
+    """The trace's logs (read with its index row: the same cached read)."""
+    return data._safe("the trace's logs", _trace, data._db(), trace_id, default=_empty_trace)[1]
 
 
 def service_map(start, end) -> tuple[pd.DataFrame, trace_queries.ServiceHealth]:
