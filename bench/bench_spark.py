@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 import duckdb  # noqa: E402
 import psutil  # noqa: E402
 
+from bench.goals import goal_line  # noqa: E402
 from tests.spark_fixtures import job_env, make_events  # noqa: E402
 
 GOAL_EVENTS_PER_S = 150_000  # issue 17 (was 50,000)
@@ -331,6 +332,33 @@ def publish_log(tmp: Path, events: list[dict], partitions: int) -> Path:
     return settings.log_dir
 
 
+SCALING_CHUNK = 1_000_000  # events generated and published at a time: 4M event dicts would need ~5 GB
+
+
+def publish_generated(tmp: Path, n: int, partitions: int) -> Path:
+    """A backlog of n events over the last hour, generated and published chunk by chunk in time
+    order (each chunk its own slice of the hour), so a 4M-event point fits in memory."""
+    from observability.settings import Settings
+
+    data_dir = tmp / f"log-{n}-p{partitions}"
+    settings = Settings(DATA_DIR=str(data_dir), TRANSPORT="local", TOPIC_PARTITIONS=partitions)
+    chunks = -(-n // SCALING_CHUNK)
+    start_ms, span_ms = int(time.time() * 1000) - 3_600_000, 3_600_000 // chunks
+    t0, done = time.perf_counter(), 0
+    for i in range(chunks):
+        size = min(SCALING_CHUNK, n - done)
+        events = make_events(size, start_ms + i * span_ms, span_ms, seed=11 + i)[:size]
+        events.sort(key=lambda e: e["timestamp"])
+        publish_backlog(settings, events)
+        done += len(events)
+    print(
+        f"generated and published {done:,} events to a {partitions}-partition local log in "
+        f"{time.perf_counter() - t0:.1f}s",
+        flush=True,
+    )
+    return settings.log_dir
+
+
 def run_case(tmp: Path, log_dir: Path, n: int, parse: str) -> dict:
     """One `--available-now` run over the published backlog, in a DATA_DIR of its own."""
     data_dir = tmp / f"run-{log_dir.parent.name}-{parse}"
@@ -376,23 +404,70 @@ def print_throughput(n: int, partitions: int, r: dict, b: dict | None, base_rate
     )
     print(f"baseline DuckDB:        {base_rate:,.0f} events/s ({base_s:.2f}s: read_json + GROUP BY, in-process)")
     print(f"peak memory (tree):     RSS {gb(r['rss'])}, PSS {gb(r['pss'])} (goal <= {GOAL_MEMORY_GB} GB)")
+    throughput_goal_lines(n, partitions, r, b, base_rate)
 
 
-def scaling(tmp: Path, args) -> None:
-    """Throughput and memory against backlog size and partition count (vectorised parse)."""
+def throughput_goal_lines(n: int, partitions: int, r: dict, b: dict | None, base_rate: float) -> None:
+    """The main run's three issue-17 figures, each beside the same-run per-line parse (if run)."""
+    load = f"load {os.getloadavg()[0]:.1f}"
+
+    def per_line(fmt) -> str:
+        return f"per-line parse {fmt(b)}" if b is not None else "per-line parse not run"
+
+    goal_line(
+        f"Spark job throughput, {n:,}-event backlog, {partitions} partitions",
+        f"{r['rate']:,.0f} events/s over the batches ({r['wall']:.0f}s wall in all, {load})",
+        f">= {GOAL_EVENTS_PER_S:,} events/s",
+        per_line(lambda x: f"{x['rate']:,.0f} events/s") + f"; DuckDB GROUP BY {base_rate:,.0f} events/s",
+        r["rate"] >= GOAL_EVENTS_PER_S,
+    )
+    goal_line(
+        "Spark job CPU per event (process tree, while batches ran)",
+        f"{r['us_per_event']:.1f} CPU-us/event ({r['total_us_per_event']:.1f} over the whole run, "
+        f"{r['cpu']:.1f} CPU-s)",
+        f"<= {GOAL_CPU_US_PER_EVENT:.0f} CPU-us/event",
+        per_line(lambda x: f"{x['us_per_event']:.1f} CPU-us/event"),
+        r["us_per_event"] <= GOAL_CPU_US_PER_EVENT,
+    )
+    goal_line(
+        "Spark job peak RSS (driver, JVM, Python workers)",
+        f"{gb(r['rss'])} (PSS {gb(r['pss'])})",
+        f"<= {GOAL_MEMORY_GB} GB",
+        per_line(lambda x: gb(x["rss"])),
+        r["rss"] <= GOAL_MEMORY_GB * 1e9,
+    )
+
+
+SCALING_SIZES = "250000,1000000,4000000"
+SCALING_PARTITIONS = "1,2,4"
+
+
+def scaling(tmp: Path, args, main: dict | None) -> None:
+    """Throughput and memory against backlog size and partition count (vectorised parse).
+
+    The point the main run already measured (--events at --partitions-default) is not rerun."""
     sizes = [int(float(x)) for x in args.sizes.split(",") if x.strip()]
     parts = [int(x) for x in args.partitions.split(",") if x.strip()]
-    points = [(n, args.partitions_default) for n in sizes] + [(args.events, p) for p in parts]
+    points = list(dict.fromkeys([(n, args.partitions_default) for n in sizes] + [(args.events, p) for p in parts]))
     if not points:
         return
     print("\n== scaling (vectorised parse): one --available-now run per point ==", flush=True)
     for n, p in points:
-        events = backlog_events(n)
-        log_dir = publish_log(tmp, events, p)
-        del events
-        r = run_case(tmp, log_dir, n, "vector")
+        if main is not None and (n, p) == (args.events, args.partitions_default):
+            r = main
+        else:
+            log_dir = publish_generated(tmp, n, p)
+            r = run_case(tmp, log_dir, n, "vector")
+            shutil.rmtree(log_dir.parent, ignore_errors=True)
         print(_row(f"{n:>9,} events, {p} part.", r), flush=True)
-        shutil.rmtree(log_dir.parent, ignore_errors=True)
+        goal_line(
+            f"Spark scaling: {n:,}-event backlog, {p} partitions",
+            f"{r['rate']:,.0f} events/s, peak RSS {gb(r['rss'])}, {r['us_per_event']:.1f} CPU-us/event "
+            f"({r['cpu']:.1f} CPU-s whole run, load {os.getloadavg()[0]:.1f})",
+            f"RSS <= {GOAL_MEMORY_GB} GB (events/s and CPU goals are at 1M)",
+            "the 1M, 4-partition point",
+            r["rss"] <= GOAL_MEMORY_GB * 1e9,
+        )
 
 
 def pct(values: list[float], q: float) -> float:
@@ -421,10 +496,17 @@ def main() -> int:
         default="per_line",
         help="same-run baseline: the job again with SPARK_PARSE=per_line (or none)",
     )
+    ap.add_argument(
+        "--scaling",
+        action="store_true",
+        help=f"add the issue-17 scaling curve: --sizes {SCALING_SIZES} --partitions {SCALING_PARTITIONS}",
+    )
     ap.add_argument("--sizes", default="", help="scaling curve: backlog sizes, e.g. 250000,1000000,4000000")
     ap.add_argument("--partitions", default="", help="scaling curve: topic partitions at --events, e.g. 1,2,4")
     ap.add_argument("--partitions-default", type=int, default=4, help="topic partitions of the main run")
     args = ap.parse_args()
+    if args.scaling:
+        args.sizes, args.partitions = args.sizes or SCALING_SIZES, args.partitions or SCALING_PARTITIONS
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_spark_"))
     try:
@@ -439,7 +521,7 @@ def main() -> int:
             r = run_case(tmp, log_dir, args.events, "vector")
             b = run_case(tmp, log_dir, args.events, args.baseline_parse) if args.baseline_parse != "none" else None
             print_throughput(args.events, args.partitions_default, r, b, base_rate, base_s)
-            scaling(tmp, args)
+            scaling(tmp, args, r)
         else:
             del events
 

@@ -29,6 +29,7 @@ from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPart
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows, SupportsTriggerAvailableNow
 
 from observability.columns import arrow_schema, select, spark_ddl
+from observability.memory import release_memory
 from observability.schema import EVENT_COLUMNS
 
 RAW_FORMAT = "obs_raw_events"
@@ -200,6 +201,8 @@ class RawEventsStreamReader(_TopicStreamReader):
         )
         if valid.num_rows:
             yield from _event_batches(valid)
+        del parser, seen, valid
+        release_memory()  # the range's parse is done: its pages go back before the next range
 
 
 class DeadLetterStreamReader(_TopicStreamReader):

@@ -36,6 +36,7 @@ from pathlib import Path
 from observability import tables
 from observability.faults import fault_point
 from observability.logs import get_logger
+from observability.memory import release_memory
 from observability.metrics import SPARK, record_batch
 from observability.metrics import serve as serve_metrics
 from observability.run_loop import stop_on_signals
@@ -174,7 +175,10 @@ class StreamingJob:
         out = self.batch_output(batch_id, metrics, staged)
         from observability.layers import write_batch_layers  # silver and gold, before the commit (issue 15)
 
+        t_layers = time.monotonic()
         out.error_messages = write_batch_layers(self.settings, [f for s in staged for f in s.bronze_files])
+        t_layers = time.monotonic() - t_layers
+        release_memory()  # the layers' DuckDB and Arrow pages, before the next batch's workers grow
         out.outbox_topic = self.publisher.topic
         out.outbox = aggregate_records(metrics, batch_id, sink.sink)
         t_side = time.monotonic() - t1
@@ -218,6 +222,7 @@ class StreamingJob:
             seconds=round(time.monotonic() - t0, 2),
             aggregate_seconds=round(t_aggregate, 2),
             side_outputs_seconds=round(t_side, 2),
+            layers_seconds=round(t_layers, 2),
         )
 
     def batch_output(self, batch_id: int, metrics, staged):

@@ -178,3 +178,42 @@ def assert_layers_of_job(settings, store, events: list[dict], start: datetime, e
     assert store.fetch_one(f"SELECT sum(count) FROM {tables.ERROR_MESSAGES}")[0] == n_errors
     samples = {r[0] for r in store.fetch_all(f"SELECT sample_trace_id FROM {tables.ERROR_MESSAGES}")}
     assert samples <= set(kept.index)  # each message's sample trace can be rebuilt from gold
+
+
+def test_layers_computed_in_trace_chunks_equal_one_pass(tmp_path):
+    """The driver enriches a big batch in chunks of traces (issue 17); what it writes must not
+    depend on the chunking: the slow class's p99 is the whole batch's, each trace whole in one
+    chunk, a span whose trace is in an earlier batch's file still gets its parent."""
+    root, earlier = tmp_path / "bronze", tmp_path / "earlier"
+    rows = []
+    for i in range(24):
+        spans = failing_trace(f"{i:032x}") if i % 4 == 0 else failing_trace(f"{i:032x}")[:2]
+        for j, s in enumerate(spans):
+            s["latency_ms"] = 10.0 + (i * 7 + j * 3) % 50  # spread: some traces over their service's p99
+            s["timestamp"] += timedelta(seconds=i)
+            if i % 4 == 0 and j == 2:
+                s["status_code"] = 200  # a 500 only in some traces
+        rows += spans
+    rows.append(span(None, "9" * 16, None, "gateway", "/api/untraced", 900, 5.0, 500, "no trace id"))
+    parent = span("f" * 32, "1" * 16, None, "gateway", "/api/late", 0, 80.0)
+    child = span("f" * 32, "2" * 16, "1" * 16, "payments", "/charge", 5, 30.0, 503, "late child")
+    bronze.write_events(earlier, pd.DataFrame([parent]))
+    bronze.write_events(root, pd.DataFrame([*rows, child]))
+    files, context = [str(f) for f in root.rglob("*.parquet")], [str(f) for f in earlier.rglob("*.parquet")]
+    rates = SampleRates(error=1.0, slow=1.0, normal=0.0)
+
+    def canon(t, keys):
+        return t.to_pandas().sort_values(keys).reset_index(drop=True)
+
+    whole = layers.compute_layers(files, context, rates, chunk_spans=10_000)
+    assert 0 < len(whole.kept) < 24 and "slow" in whole.kept.values() and "error" in whole.kept.values()
+    for size in (7, 40):
+        got = layers.compute_layers(files, context, rates, chunk_spans=size)
+        assert got.kept == whole.kept
+        pd.testing.assert_frame_equal(canon(got.silver, ["event_id"]), canon(whole.silver, ["event_id"]))
+        pd.testing.assert_frame_equal(canon(got.gold, ["event_id"]), canon(whole.gold, ["event_id"]))
+        pd.testing.assert_frame_equal(got.error_messages, whole.error_messages)
+    late = canon(whole.silver, ["event_id"]).set_index("span_id").loc["2" * 16]
+    assert (late.parent_service, late.depth) == ("gateway", 1)
+    assert len(whole.silver) == len(rows) + 1  # the batch's spans only, not the earlier parent
+    assert whole.silver.column("timestamp").to_pandas().is_monotonic_increasing
