@@ -63,7 +63,10 @@ class StreamingJob:
         self.publisher = AggregatePublisher(store, settings)
         self._sinks: dict[str, object] = {}
         self.record_topics = {"logs": settings.logs_topic, "otel_metrics": settings.metrics_topic}
-        self.records_arrived = RecordArrivals(settings, self.record_topics)
+        # queries started once their topic has a record (or they ran before): an idle one costs a
+        # ~120 MB Python source process and planning work every trigger (issue 17)
+        self.lazy_topics = {"dead_letters": settings.dead_letter_topic, **self.record_topics}
+        self.records_arrived = RecordArrivals(settings, self.lazy_topics)
         self.totals = {
             "batches": 0,
             "rows_in": 0,
@@ -317,8 +320,8 @@ class StreamingJob:
             heartbeat=lambda: self.store.heartbeat(tables.SPARK_HEARTBEAT, "running"),
             heartbeat_every=self.settings.trigger_seconds,
         )
-        # the record queries start once their topics have data (see RecordArrivals)
-        return supervisor.run(eager=("metrics", "dead_letters"), lazy=list(self.record_topics))
+        # the dead-letter and record queries start once their topics have data (see RecordArrivals)
+        return supervisor.run(eager=("metrics",), lazy=list(self.lazy_topics))
 
 
 def _utc(ms: int):

@@ -6,7 +6,7 @@ from its checkpoint after a backoff that doubles per failure in a row and
 resets once the restarted query completes a batch; in `--available-now` mode a
 failure is the run's result (exit 1) and the other queries are stopped.
 
-Some queries start lazily (the logs and otel_metrics queries: a running query
+Some queries start lazily (the dead_letters, logs and otel_metrics queries: a running query
 keeps a ~100 MB Python source process): they start once `arrived(name)` says
 they have work, asked again every `heartbeat_every` seconds in continuous mode.
 """
@@ -124,7 +124,7 @@ class QuerySupervisor:
 
 
 class RecordArrivals:
-    """Whether a record query (logs, otel_metrics) has work: it ran before or its topic holds a record."""
+    """Whether a lazy query (dead_letters, logs, otel_metrics) has work: it ran before or its topic holds a record."""
 
     def __init__(self, settings: Settings, topics: dict[str, str]) -> None:
         self.settings = settings
