@@ -191,10 +191,11 @@ class BatchLayers:
 
 
 # Spans enriched at a time: a batch's traces are split into chunks by a hash of the trace id
-# (a trace never straddles two), so the joins' working memory stays near this size (issue 17:
-# one 500,000-span batch took the driver to 1.1-1.3 GB RSS, in two chunks 0.9-1.1 GB; a lower
-# DuckDB memory_limit instead made it spill, for 60% more CPU).
-CHUNK_SPANS = 250_000
+# (a trace never straddles two), so the joins' working memory stays near this size. Measured on
+# two 500,000-span batches (issue 17): the driver's peak RSS 1.01-1.06 GB before, 0.85-0.89 GB
+# in 100,000-span chunks (0.63 GB in 50,000 for 15% more CPU); a lower DuckDB memory_limit
+# instead made it spill, for 60% more CPU.
+CHUNK_SPANS = 100_000
 
 
 def compute_layers(
@@ -208,27 +209,24 @@ def compute_layers(
     """Silver rows of the batch's spans, gold rows of its kept traces (whole, from the context
     files), and its error_messages rows. `context` are bronze files holding the rest of the
     batch's traces (the batch's own files are always included); spans more than `slack`
-    before or after the batch's are not looked at (row-group statistics skip them)."""
+    before or after the batch's are not looked at (row-group statistics skip them).
+    Silver comes in no particular order (`write_silver` sorts each file by time); gold by
+    trace and time."""
     con = duckdb.connect(":memory:", config={"threads": 1, "memory_limit": "1GB"})
     try:
-        _load_context(con, batch_files, context, slack)
+        chunks = _load_context(con, batch_files, context, slack, chunk_spans or CHUNK_SPANS)
         sla_rows = pd.DataFrame({"service": list((slas or {}).keys()), "sla_ms": list((slas or {}).values())})
         con.register("slas", sla_rows.astype({"service": "object", "sla_ms": "float64"}))
-        # the slow class's p99 per service is over the whole batch's entry spans (row-local flag)
+        # the slow class's p99 per service is over the whole batch's entry spans (a row-local flag)
         con.execute(
             f"""CREATE TEMP TABLE thresholds AS SELECT service, quantile_cont(latency_ms, 0.99) AS p99
                 FROM ctx_all WHERE {ENTRY_SPAN_SQL} GROUP BY service"""
         )
-        n = con.execute("SELECT count(*) FROM ctx_all").fetchone()[0]
-        chunks = max(1, -(-n // max(1, chunk_spans or CHUNK_SPANS)))
         kept: dict[str, str] = {}
         silver_parts, gold_parts = [], []
         cols = ", ".join(SILVER_COLUMNS)
         for k in range(chunks):
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE ctx AS SELECT * FROM ctx_all WHERE coalesce(hash(trace_id) % ?, 0) = ?",
-                [chunks, k],
-            )
+            con.execute(f"CREATE OR REPLACE TEMP VIEW ctx AS SELECT * FROM ctx_all WHERE _chunk = {k}")
             con.execute(ENRICH_SQL)
             flags = con.execute(TRACE_FLAGS_SQL).fetchall()
             chunk_kept = {t: r for t, err, slow in flags if (r := keep_reason(t, bool(err), bool(slow), rates))}
@@ -237,20 +235,16 @@ def compute_layers(
                 "kept_chunk",
                 pd.DataFrame({"trace_id": list(chunk_kept), "sample_reason": list(chunk_kept.values())}, dtype=object),
             )
-            silver_parts.append(
-                con.sql(
-                    f"SELECT {cols} FROM enriched WHERE event_id IN (SELECT event_id FROM batch_ids)"
-                ).to_arrow_table()
-            )
+            silver_parts.append(con.sql(f"SELECT {cols} FROM enriched WHERE _own").to_arrow_table())
             gold_parts.append(
                 con.sql(
                     f"SELECT {cols}, k.sample_reason FROM enriched JOIN kept_chunk k USING (trace_id)"
                 ).to_arrow_table()
             )
             con.unregister("kept_chunk")
-        con.execute("DROP TABLE ctx; DROP TABLE enriched")
+        con.execute("DROP TABLE enriched; DROP VIEW ctx; DROP TABLE ctx_all")
         con.register("kept", pd.DataFrame({"trace_id": list(kept), "sample_reason": list(kept.values())}, dtype=object))
-        silver = pa.concat_tables(silver_parts, promote_options="permissive").sort_by("timestamp")
+        silver = pa.concat_tables(silver_parts, promote_options="permissive")
         gold = pa.concat_tables(gold_parts, promote_options="permissive").sort_by(
             [("trace_id", "ascending"), ("timestamp", "ascending")]
         )
@@ -260,36 +254,40 @@ def compute_layers(
         con.close()
 
 
-def _load_context(con, batch_files: list[str], context: list[str], slack: timedelta) -> None:
-    """Temp tables `batch` (the batch's spans) and `ctx_all` (those plus the rest of their traces).
+def _load_context(con, batch_files: list[str], context: list[str], slack: timedelta, chunk_spans: int) -> int:
+    """Temp tables `ctx_all` (the batch's spans, `_own`, and the rest of their traces, each
+    event once, in `_chunk`s of whole traces) and `batch` (the batch's error rows, for
+    error_messages); returns the number of chunks.
 
-    The batch's own spans come from the table just read; only the other files are scanned
-    for the rest of the batch's traces (issue 17: the batch's files were read twice)."""
-    con.execute(f"CREATE TEMP TABLE batch AS {_source(con, batch_files)}")
+    The batch's spans are held once and only the other files are scanned for the rest of
+    its traces (issue 17: the batch's files were read twice, and held twice in memory)."""
+    source = _source(con, batch_files)
+    n = con.execute(f"SELECT count(*) FROM read_parquet({_sql_list(batch_files)}, union_by_name=true)").fetchone()[0]
+    chunks = max(1, -(-n // max(1, chunk_spans)))
+    chunk = f"coalesce(hash(trace_id) % {chunks}, 0)::INTEGER"  # a trace's spans all in one chunk
+    con.execute(
+        f"""CREATE TEMP TABLE ctx_all AS SELECT DISTINCT ON (event_id) *, true AS _own, {chunk} AS _chunk
+            FROM ({source}) WHERE trace_id IS NOT NULL"""
+    )
+    # spans without a trace id are the batch's own (nothing to look up), each row as read
+    con.execute(f"INSERT INTO ctx_all SELECT *, true, 0 FROM ({source}) WHERE trace_id IS NULL")
     own = {str(Path(f).resolve()) for f in batch_files}
     others = sorted({f for f in context if str(Path(f).resolve()) not in own})
-    context_rows = (
-        f"""UNION ALL BY NAME SELECT * FROM ({_source(con, others)})
-            WHERE timestamp >= (SELECT min(timestamp) FROM batch) - ?
-              AND timestamp <= (SELECT max(timestamp) FROM batch) + ?
-              AND trace_id IN (SELECT trace_id FROM batch WHERE trace_id IS NOT NULL)"""
-        if others
-        else ""
-    )
+    if others:
+        con.execute(
+            f"""INSERT INTO ctx_all
+                SELECT DISTINCT ON (event_id) *, false, {chunk} FROM ({_source(con, others)})
+                WHERE timestamp >= (SELECT min(timestamp) FROM ctx_all) - ?
+                  AND timestamp <= (SELECT max(timestamp) FROM ctx_all) + ?
+                  AND trace_id IN (SELECT trace_id FROM ctx_all WHERE trace_id IS NOT NULL)
+                  AND event_id NOT IN (SELECT event_id FROM ctx_all WHERE event_id IS NOT NULL)""",
+            [slack, slack],
+        )
     con.execute(
-        f"""CREATE TEMP TABLE ctx_all AS
-            SELECT DISTINCT ON (event_id) * FROM (
-                SELECT * FROM batch WHERE trace_id IS NOT NULL {context_rows})
-            UNION ALL BY NAME SELECT * FROM batch WHERE trace_id IS NULL""",
-        [slack, slack] if others else [],
+        f"""CREATE TEMP TABLE batch AS SELECT timestamp, service, endpoint, error_message, trace_id
+            FROM ({source}) WHERE error_message IS NOT NULL"""
     )
-    # ctx_all holds the batch's spans: keep of `batch` only its ids and its error rows
-    # (error_messages), not a second copy of every span
-    con.execute("CREATE TEMP TABLE batch_ids AS SELECT DISTINCT event_id FROM batch")
-    con.execute(
-        """CREATE OR REPLACE TEMP TABLE batch AS
-           SELECT timestamp, service, endpoint, error_message, trace_id FROM batch WHERE error_message IS NOT NULL"""
-    )
+    return chunks
 
 
 def _partition_value(value: str) -> str:
@@ -311,13 +309,20 @@ def _write(table: pa.Table, path: Path) -> None:
 def write_silver(silver_dir: Path, rows: pa.Table, name: str) -> list[Path]:
     """`date=YYYY-MM-DD/service=NAME/part-<name>.parquet` (the service URL-quoted in the path).
 
-    Split in Arrow (a stable sort by date and service, then slices): the pandas round trip
-    it replaced cost about as much as computing the layer (issue 17)."""
+    Each file's rows in time order. Split in Arrow (one sort by date, service and time, then
+    slices): the pandas round trip it replaced cost about as much as computing the layer (issue 17)."""
     if rows.num_rows == 0:
         return []
     dates = pc.cast(pc.cast(rows.column("timestamp"), pa.date32()), pa.string())  # YYYY-MM-DD
-    order = pa.table({"d": dates, "s": rows.column("service"), "i": pa.array(np.arange(rows.num_rows))})
-    order = order.sort_by([("d", "ascending"), ("s", "ascending"), ("i", "ascending")])
+    order = pa.table(
+        {
+            "d": dates,
+            "s": rows.column("service"),
+            "t": rows.column("timestamp"),
+            "i": pa.array(np.arange(rows.num_rows)),
+        }
+    )
+    order = order.sort_by([("d", "ascending"), ("s", "ascending"), ("t", "ascending"), ("i", "ascending")])
     sorted_rows = rows.take(order.column("i"))
     key = pc.binary_join_element_wise(order.column("d"), order.column("s"), "/")  # null when either is
     codes = pc.dictionary_encode(key).combine_chunks().indices.to_numpy(zero_copy_only=False)

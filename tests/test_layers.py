@@ -216,4 +216,3 @@ def test_layers_computed_in_trace_chunks_equal_one_pass(tmp_path):
     late = canon(whole.silver, ["event_id"]).set_index("span_id").loc["2" * 16]
     assert (late.parent_service, late.depth) == ("gateway", 1)
     assert len(whole.silver) == len(rows) + 1  # the batch's spans only, not the earlier parent
-    assert whole.silver.column("timestamp").to_pandas().is_monotonic_increasing
