@@ -386,6 +386,10 @@ def test_exactly_once_after_sigkill_mid_backlog(data_dir, settings, store):
     t0 = datetime.fromtimestamp(now_ms / 1000, tz=UTC).replace(tzinfo=None)
     bronze = read_events(settings.bronze_dir, t0 - timedelta(hours=1), t0 + timedelta(hours=1))
     assert len(bronze) == len(events) and bronze.event_id.is_unique
+    # no dead letter was published: the dead-letter query never started (issue 17: an idle one
+    # kept a Python source process), so it has no checkpoint
+    assert (settings.checkpoint_dir / "metrics").is_dir()
+    assert not (settings.checkpoint_dir / "dead_letters").exists()
 
 
 @pytest.mark.e2e
