@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
@@ -19,6 +19,25 @@ def watermark(store: Store) -> datetime | None:
     """The stream's event-time watermark: windows ending at or before it are final."""
     row = store.fetch_one(f"SELECT max(watermark) FROM {tables.STREAM_PROGRESS}")
     return row[0] if row and row[0] is not None else None
+
+
+def detection_horizon(store: Store, settle_seconds: float, now: datetime | None = None) -> datetime | None:
+    """How far windows are final for the detector: the stream's watermark, or the whole minute at
+    least `settle_seconds` behind its newest event, whichever is later.
+
+    Why not the watermark alone: it trails the newest event by WATERMARK_SECONDS (60 s), so a
+    fault's first window would be scored two minutes after the fault began (issue 17). Events of a
+    live stream arrive within seconds; the watermark's longer wait serves the aggregates, which
+    still take late rows. The newest event time is capped at the wall clock `now`: an event from a
+    clock far in the future must not make the coming minutes final (they would read as silence).
+    """
+    row = store.fetch_one(f"SELECT max(watermark), max(max_event_time) FROM {tables.STREAM_PROGRESS}")
+    wm, newest = (row or (None, None))[:2]
+    if newest is None:
+        return wm
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    settled = pd.Timestamp(min(newest, now) - timedelta(seconds=settle_seconds)).floor("min").to_pydatetime()
+    return settled if wm is None or settled > wm else wm
 
 
 def metrics(

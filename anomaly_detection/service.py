@@ -113,13 +113,17 @@ class DetectionService:
         return Ensemble(dets)
 
     # -- one cycle -----------------------------------------------------------------
+    def horizon(self) -> datetime | None:
+        """Windows ending at or before it are final for scoring (`data.detection_horizon`)."""
+        return data.detection_horizon(self.store, self.settings.detect_settle_seconds)
+
     def run_once(self) -> CycleResult:
         if not self._migrated:
             self.store.migrate()
             self._migrated = True
         result = CycleResult()
         self._send_outbox()  # what a killed cycle committed but did not get sent
-        wm = data.watermark(self.store)
+        wm = self.horizon()
         result.watermark = wm
         if wm is None:
             log.info("no watermark yet: nothing is final")

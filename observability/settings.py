@@ -68,6 +68,14 @@ class Settings(BaseSettings):
 
     # --- detection -----------------------------------------------------------
     detect_interval_seconds: float = Field(15, gt=0, alias="DETECT_INTERVAL_SECONDS")
+    # Continuous mode: how often the detector checks (one read) whether a window became final; a
+    # full cycle runs as soon as one did, else every DETECT_INTERVAL_SECONDS (issue 17).
+    detect_poll_seconds: float = Field(1, gt=0, alias="DETECT_POLL_SECONDS")
+    # A window is final for the detector once the stream's newest event time (capped at the wall
+    # clock) is this far past its end, or once the Spark watermark passed it, whichever is first.
+    # The Spark job keeps the window open for late rows until WATERMARK_SECONDS (the rows still
+    # refine service_metrics, but the window is scored once). A large value (3600): the watermark only.
+    detect_settle_seconds: float = Field(5, ge=0, alias="DETECT_SETTLE_SECONDS")
     # How long one detector access waits out a locked DuckDB file before the cycle fails and backs off.
     detect_lock_wait_seconds: float = Field(60, gt=0, alias="DETECT_LOCK_WAIT_SECONDS")
     # JSON object service -> p95 SLA in ms, e.g. {"checkout": 400}

@@ -236,3 +236,65 @@ def test_a_long_gone_service_does_not_send_the_detector_back_through_empty_chunk
         0
     ] == at(59)
     assert store.fetch_one(f"SELECT count(*) FROM {tables.ANOMALIES}")[0] == 0
+
+
+def _progress(store: Store, batch_id: int, newest, watermark) -> None:
+    store.execute(
+        f"INSERT OR REPLACE INTO {tables.STREAM_PROGRESS} VALUES (?, ?, 0, 0, 0, ?, ?)",
+        [batch_id, newest, newest, watermark],
+    )
+
+
+def test_the_detection_horizon_is_the_settled_minute_behind_the_newest_event_or_the_watermark(store):
+    """Issue 17: a window is scored DETECT_SETTLE_SECONDS after the stream's newest event passed its
+    end, not a WATERMARK_SECONDS later; never ahead of the wall clock; never behind the watermark."""
+    from anomaly_detection.data import detection_horizon
+
+    assert detection_horizon(store, 5) is None, "no stream yet: nothing is final"
+    _progress(store, 1, at(203) + timedelta(seconds=10), at(202) + timedelta(seconds=10))
+    assert detection_horizon(store, 5) == at(203)
+    assert detection_horizon(store, 15) == at(202) + timedelta(seconds=10), "the watermark when it is later"
+    assert detection_horizon(store, 3, now=at(201) + timedelta(seconds=30)) == at(202) + timedelta(seconds=10)
+    _progress(store, 2, at(203) + timedelta(days=1), at(202) + timedelta(seconds=10))  # a clock a day ahead
+    assert detection_horizon(store, 5, now=at(204) + timedelta(seconds=20)) == at(204), "capped at the wall clock"
+
+
+def test_a_live_window_is_scored_once_settled_before_the_watermark_closes_it(store, settings):
+    seed_metrics(store, start=START, minutes=60, seed=7)
+    set_watermark(store, 40, batch_id=1)
+    detector = DetectionService(settings, store, bootstrap_models=False, publish=False)
+    assert detector.run_once().windows == 40 * SERVICES
+    # the newest event is 6 s into minute 46: minutes up to 46 are settled, the watermark is still at 40
+    _progress(store, 2, at(46) + timedelta(seconds=6), at(40))
+    watermark_only = Settings(DATA_DIR=settings.data_dir, DETECT_SETTLE_SECONDS=3600)
+    assert DetectionService(watermark_only, store, bootstrap_models=False, publish=False).run_once().windows == 0
+    assert detector.run_once().windows == 6 * SERVICES, "windows 40-45 scored before the watermark passed them"
+    marks = set(store.fetch_df(f"SELECT last_window_start FROM {tables.DETECTOR_PROGRESS}").last_window_start)
+    assert marks == {at(45)}, "every service judged through the last settled minute"
+    # rows arriving later for a scored window refine the aggregate but are not scored again
+    _progress(store, 3, at(46) + timedelta(seconds=50), at(41))
+    assert detector.run_once().windows == 0
+
+
+def test_the_continuous_loop_cycles_when_a_minute_becomes_final_and_at_least_every_interval():
+    from anomaly_detection.cli import WhenFinal
+    from observability.store import StoreBusy
+
+    now, horizon, runs = [0.0], [at(10) + timedelta(seconds=30)], []
+
+    def read():
+        if isinstance(horizon[0], Exception):
+            raise horizon[0]
+        return horizon[0]
+
+    gate = WhenFinal(lambda: runs.append(now[0]) or len(runs), read, interval=15, clock=lambda: now[0])
+    assert gate() == 1, "the first poll runs a cycle"
+    now[0], horizon[0] = 1, at(10) + timedelta(seconds=50)
+    assert gate() is None, "same minute, interval not over: one read, no cycle"
+    now[0], horizon[0] = 2, at(11)
+    assert gate() == 2, "a new minute is final: cycle at once"
+    now[0] = 17
+    assert gate() == 3, "nothing new, but the interval passed (heartbeat, retraining, silence)"
+    now[0], horizon[0] = 18, StoreBusy("locked")
+    assert gate() == 4, "a failed read: the cycle runs and reports the failure its own way"
+    assert runs == [0, 2, 17, 18]
