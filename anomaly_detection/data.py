@@ -21,21 +21,28 @@ def watermark(store: Store) -> datetime | None:
     return row[0] if row and row[0] is not None else None
 
 
-def detection_horizon(store: Store, settle_seconds: float, now: datetime | None = None) -> datetime | None:
-    """How far windows are final for the detector: the stream's watermark, or the whole minute at
-    least `settle_seconds` behind its newest event, whichever is later.
+def detection_horizon(
+    store: Store, settle_seconds: float, live_seconds: float, now: datetime | None = None
+) -> datetime | None:
+    """How far windows are final for the detector: the stream's watermark, or, while the stream is
+    live (its newest event within `live_seconds` of the wall clock `now`), the whole minute at least
+    `settle_seconds` behind its newest event, whichever is later.
 
     Why not the watermark alone: it trails the newest event by WATERMARK_SECONDS (60 s), so a
     fault's first window would be scored two minutes after the fault began (issue 17). Events of a
     live stream arrive within seconds; the watermark's longer wait serves the aggregates, which
     still take late rows. The newest event time is capped at the wall clock `now`: an event from a
     clock far in the future must not make the coming minutes final (they would read as silence).
+    Not live (a backlog being caught up, a replay): the partitions' reads may be apart in event
+    time by more than the settle time, so only the watermark says what is complete.
     """
     row = store.fetch_one(f"SELECT max(watermark), max(max_event_time) FROM {tables.STREAM_PROGRESS}")
     wm, newest = (row or (None, None))[:2]
     if newest is None:
         return wm
     now = now or datetime.now(UTC).replace(tzinfo=None)
+    if newest < now - timedelta(seconds=live_seconds):
+        return wm
     settled = pd.Timestamp(min(newest, now) - timedelta(seconds=settle_seconds)).floor("min").to_pydatetime()
     return settled if wm is None or settled > wm else wm
 

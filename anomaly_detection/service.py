@@ -67,6 +67,7 @@ class DetectionService:
         self._outbox = outbox.OutboxPublisher(self.store, [settings.anomalies_topic], self._connect)
         self._models: dict[str, tuple[str, object]] = {}
         self._migrated = False
+        self.now = utcnow  # the wall clock: is the stream live (data.detection_horizon)?
 
     # -- models --------------------------------------------------------------------
     def _load_models(self) -> dict[str, object]:
@@ -115,7 +116,8 @@ class DetectionService:
     # -- one cycle -----------------------------------------------------------------
     def horizon(self) -> datetime | None:
         """Windows ending at or before it are final for scoring (`data.detection_horizon`)."""
-        return data.detection_horizon(self.store, self.settings.detect_settle_seconds)
+        s = self.settings
+        return data.detection_horizon(self.store, s.detect_settle_seconds, s.watermark_seconds, now=self.now())
 
     def run_once(self) -> CycleResult:
         if not self._migrated:

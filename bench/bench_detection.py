@@ -9,9 +9,10 @@ DATA_DIR (local log): the Spark job in continuous mode
 (`python -m anomaly_detection.detector`) and the event generator.
 
 1. history: once the job is up, `--history-minutes` of clean traffic ending at
-   the last whole minute S are generated at `--speed max` (the detector's
-   rules and statistics need history; that backlog is the job's first batch);
-2. live: the generator then runs `--speed realtime` from S (another seed: the
+   the next whole minute S (45-105 s ahead) are generated at `--speed max` (the
+   detector's rules and statistics need history; that backlog is the job's
+   first batch);
+2. live: at wall-clock S the generator runs `--speed realtime` from S (another seed: the
    traffic level is a function of the time of day plus noise), injecting
    faults in slots: each slot starts one fault in the checkout subtree and
    one in search at the same whole minute (so a fault's first window is
@@ -271,7 +272,9 @@ def main() -> int:
             300,
             procs,
         )
-        start = datetime.now(UTC).replace(tzinfo=None, second=0, microsecond=0)
+        # the live part starts on the wall clock's next whole minute with at least 45 s to go (the
+        # history is generated meanwhile): event time then runs with the wall clock, as it does live
+        start = (datetime.now(UTC) + timedelta(seconds=105)).replace(tzinfo=None, second=0, microsecond=0)
         t0 = time.perf_counter()
         hist = generator_cmd(
             SEED, start - timedelta(minutes=args.history_minutes), args.history_minutes * 60, "max", []
@@ -281,6 +284,7 @@ def main() -> int:
         faults = plan(start, args.slots, args.first_minute, args.slot_minutes, args.fault_minutes)
         live_min = max((f.end - start).total_seconds() for f in faults) / 60 + args.after_minutes
         watcher.start()
+        time.sleep(max(0.0, start.replace(tzinfo=UTC).timestamp() - time.time()))
         gen_wall = time.time()
         live_cpu0 = {k: m.cpu_seconds for k, m in mons.items()}
         procs["generator"] = spawn(

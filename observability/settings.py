@@ -72,7 +72,8 @@ class Settings(BaseSettings):
     # full cycle runs as soon as one did, else every DETECT_INTERVAL_SECONDS (issue 17).
     detect_poll_seconds: float = Field(1, gt=0, alias="DETECT_POLL_SECONDS")
     # A window is final for the detector once the stream's newest event time (capped at the wall
-    # clock) is this far past its end, or once the Spark watermark passed it, whichever is first.
+    # clock) is this far past its end, or once the Spark watermark passed it, whichever is first;
+    # the settle time applies only while the newest event is within WATERMARK_SECONDS of the wall clock.
     # The Spark job keeps the window open for late rows until WATERMARK_SECONDS (the rows still
     # refine service_metrics, but the window is scored once). A large value (3600): the watermark only.
     detect_settle_seconds: float = Field(5, ge=0, alias="DETECT_SETTLE_SECONDS")

@@ -250,29 +250,37 @@ def test_the_detection_horizon_is_the_settled_minute_behind_the_newest_event_or_
     end, not a WATERMARK_SECONDS later; never ahead of the wall clock; never behind the watermark."""
     from anomaly_detection.data import detection_horizon
 
-    assert detection_horizon(store, 5) is None, "no stream yet: nothing is final"
+    now = at(203) + timedelta(seconds=11)
+    assert detection_horizon(store, 5, 60, now) is None, "no stream yet: nothing is final"
     _progress(store, 1, at(203) + timedelta(seconds=10), at(202) + timedelta(seconds=10))
-    assert detection_horizon(store, 5) == at(203)
-    assert detection_horizon(store, 15) == at(202) + timedelta(seconds=10), "the watermark when it is later"
-    assert detection_horizon(store, 3, now=at(201) + timedelta(seconds=30)) == at(202) + timedelta(seconds=10)
+    assert detection_horizon(store, 5, 60, now) == at(203)
+    assert detection_horizon(store, 15, 60, now) == at(202) + timedelta(seconds=10), "the watermark when later"
+    assert detection_horizon(store, 5, 60, now + timedelta(minutes=2)) == at(202) + timedelta(seconds=10), (
+        "not live (a backlog, a replay): the watermark only"
+    )
     _progress(store, 2, at(203) + timedelta(days=1), at(202) + timedelta(seconds=10))  # a clock a day ahead
-    assert detection_horizon(store, 5, now=at(204) + timedelta(seconds=20)) == at(204), "capped at the wall clock"
+    assert detection_horizon(store, 5, 60, at(204) + timedelta(seconds=20)) == at(204), "capped at the wall clock"
 
 
 def test_a_live_window_is_scored_once_settled_before_the_watermark_closes_it(store, settings):
     seed_metrics(store, start=START, minutes=60, seed=7)
     set_watermark(store, 40, batch_id=1)
     detector = DetectionService(settings, store, bootstrap_models=False, publish=False)
+    detector.now = lambda: at(46) + timedelta(seconds=7)  # the stream is live
     assert detector.run_once().windows == 40 * SERVICES
     # the newest event is 6 s into minute 46: minutes up to 46 are settled, the watermark is still at 40
     _progress(store, 2, at(46) + timedelta(seconds=6), at(40))
-    watermark_only = Settings(DATA_DIR=settings.data_dir, DETECT_SETTLE_SECONDS=3600)
-    assert DetectionService(watermark_only, store, bootstrap_models=False, publish=False).run_once().windows == 0
+    watermark_only = DetectionService(
+        Settings(DATA_DIR=settings.data_dir, DETECT_SETTLE_SECONDS=3600), store, bootstrap_models=False, publish=False
+    )
+    watermark_only.now = detector.now
+    assert watermark_only.run_once().windows == 0
     assert detector.run_once().windows == 6 * SERVICES, "windows 40-45 scored before the watermark passed them"
     marks = set(store.fetch_df(f"SELECT last_window_start FROM {tables.DETECTOR_PROGRESS}").last_window_start)
     assert marks == {at(45)}, "every service judged through the last settled minute"
     # rows arriving later for a scored window refine the aggregate but are not scored again
     _progress(store, 3, at(46) + timedelta(seconds=50), at(41))
+    detector.now = lambda: at(46) + timedelta(seconds=51)
     assert detector.run_once().windows == 0
 
 
