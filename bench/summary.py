@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 from goals import PREFIX  # bench/ is on sys.path when run as a script
@@ -23,8 +23,10 @@ def goal_rows(text: str) -> list[list[str]]:
     return rows
 
 
-def main(argv: list[str]) -> int:
-    rows = goal_rows(Path(argv[0]).read_text())
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("log", type=Path, help="the output of make bench (bench.log)")
+    rows = goal_rows(parser.parse_args(argv).log.read_text())
     print("\n== goals ==")
     print("| figure | measured | goal | baseline | verdict |\n|---|---|---|---|---|")
     for row in rows:
@@ -33,4 +35,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())
