@@ -42,6 +42,7 @@ import pyarrow as pa
 
 from observability import bronze, metrics, search_text, tables, vector_index
 from observability.logs import get_logger
+from observability.memory import release_memory
 from observability.run_loop import run_loop, stop_on_signals
 from observability.settings import Settings, get_settings
 from observability.store import Store, StoreBusy, StoreUnwritable, utcnow
@@ -50,6 +51,8 @@ log = get_logger(__name__)
 
 LOGS_SOURCE = "logs"
 MAX_FILES_PER_CYCLE = 500
+# traces whose spans are read, summarised and embedded together (bounds the memory of a cycle)
+TRACES_PER_CHUNK = 5_000
 _SPAN_FIELDS = (
     "trace_id",
     "span_id",
@@ -227,14 +230,24 @@ class Indexer:
 
     # -- sources -----------------------------------------------------------------------
     def index_traces(self, result: IndexResult, max_files: int = MAX_FILES_PER_CYCLE) -> None:
+        """Index the traces the pending files touch, TRACES_PER_CHUNK traces at a time.
+
+        Chunks bound the indexer's memory to one chunk's spans and texts (under load a cycle's
+        files touch hundreds of thousands of traces); the files are marked done with the last
+        chunk's write, so a crash between chunks only re-indexes (idempotently) what was done."""
         files = self.pending_files()[:max_files]
         if not files:
             return
-        spans = self.spans_of_traces_in(files)
-        traces, errors = trace_items(spans)
-        self._commit([traces, errors], [(f"bronze:{f}", None) for f in files], result)
-        result.traces += len(traces.rows)
-        result.logs += len(errors.rows)
+        touched = self.traces_touched_by(files)
+        chunks = _chunks(touched[0], TRACES_PER_CHUNK) if touched else [[]]
+        progress = [(f"bronze:{f}", None) for f in files]
+        for i, ids in enumerate(chunks):
+            spans = self.spans_of_traces(ids, touched[1], touched[2]) if ids else _no_spans()
+            traces, errors = trace_items(spans)
+            del spans
+            self._commit([traces, errors], progress if i == len(chunks) - 1 else [], result)
+            result.traces += len(traces.rows)
+            result.logs += len(errors.rows)
         result.files += len(files)
 
     def pending_files(self) -> list[str]:
@@ -248,24 +261,35 @@ class Indexer:
         }
         return [f for f in on_disk if f not in done]
 
-    def spans_of_traces_in(self, files: list[str]) -> pd.DataFrame:
-        """Every span (within the slack) of each trace that has a span in `files`."""
+    def traces_touched_by(self, files: list[str]) -> tuple[list[str], object, object] | None:
+        """(trace ids with a span in `files`, their first and last timestamp), None when none."""
         con = duckdb.connect(":memory:")
         try:
-            touched = con.execute(
-                "SELECT list(DISTINCT trace_id), min(timestamp), max(timestamp) "
+            ids, first, last = con.execute(
+                "SELECT list(DISTINCT trace_id ORDER BY trace_id), min(timestamp), max(timestamp) "
                 "FROM read_parquet(?, union_by_name=true) WHERE trace_id IS NOT NULL",
                 [files],
             ).fetchone()
         finally:
             con.close()
-        ids, first, last = touched
-        if not ids:
-            return pd.DataFrame(columns=list(_SPAN_FIELDS))
+        return (ids, first, last) if ids else None
+
+    def spans_of_traces(self, ids: list[str], first, last) -> pd.DataFrame:
+        """Every span (within the slack of [first, last]) of the traces `ids`, only the columns used."""
         slack = timedelta(seconds=self.settings.search_trace_slack_seconds)
         return bronze.read_events(
-            self.settings.bronze_dir, first - slack, last + slack, "list_contains(?, trace_id)", [ids]
+            self.settings.bronze_dir,
+            first - slack,
+            last + slack,
+            "list_contains(?, trace_id)",
+            [ids],
+            columns=_SPAN_FIELDS,
         )
+
+    def spans_of_traces_in(self, files: list[str]) -> pd.DataFrame:
+        """Every span (within the slack) of each trace that has a span in `files`."""
+        touched = self.traces_touched_by(files)
+        return self.spans_of_traces(*touched) if touched else _no_spans()
 
     def index_logs(self, result: IndexResult) -> None:
         row = self.store.fetch_one(f"SELECT position FROM {tables.EMBEDDING_PROGRESS} WHERE source = ?", [LOGS_SOURCE])
@@ -304,6 +328,8 @@ class Indexer:
         self.index_logs(result)
         self.index_incidents(result)
         self.maintain_index()
+        if result.files or result.texts_embedded:
+            release_memory()  # the batch's spans and texts are gone: give their pages back
         result.seconds = time.monotonic() - started
         if result.traces or result.logs or result.incidents:
             log.info("indexed", **{k: v for k, v in result.__dict__.items()})
@@ -391,6 +417,14 @@ def vector_table(
             "cluster_id": pa.array(clusters, pa.int32()) if clusters is not None else pa.nulls(len(texts), pa.int32()),
         }
     )
+
+
+def _no_spans() -> pd.DataFrame:
+    return pd.DataFrame(columns=list(_SPAN_FIELDS))
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _records(spans: pd.DataFrame) -> dict[str, list[dict]]:

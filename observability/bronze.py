@@ -9,6 +9,7 @@ scan the whole history.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -35,19 +36,32 @@ def partition_dirs(root: Path, start: datetime, end: datetime) -> list[Path]:
 
 
 def read_events(
-    root: Path, start: datetime, end: datetime, where: str = "", params: list | None = None
+    root: Path,
+    start: datetime,
+    end: datetime,
+    where: str = "",
+    params: list | None = None,
+    columns: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Events with start <= timestamp < end (plus an optional SQL filter)."""
+    """Events with start <= timestamp < end (plus an optional SQL filter).
+
+    `columns`: only these bronze columns (default all): a reader that needs a few columns of
+    many spans (the search indexer) does not hold the attributes and ids it never reads."""
+    wanted = list(columns) if columns is not None else list(BRONZE_COLUMNS)
+    unknown = [c for c in wanted if c not in BRONZE_COLUMNS]
+    if unknown:
+        raise ValueError(f"not bronze columns: {unknown}")
     dirs = partition_dirs(root, start, end)
     if not dirs:
-        return pd.DataFrame(columns=list(BRONZE_COLUMNS))
+        return pd.DataFrame(columns=wanted)
     files = [str(d / "*.parquet") for d in dirs]
     source = "read_parquet(?, union_by_name=true)"
     con = duckdb.connect(":memory:")
     try:
         # files written before a column existed lack it: read its default there
         present = [d[0] for d in con.execute(f"SELECT * FROM {source} LIMIT 0", [files]).description]
-        cols = ", ".join(sql_with_default(c, present) for c in EVENT_COLUMNS)
+        by_name = {c.name: c for c in EVENT_COLUMNS}
+        cols = ", ".join(sql_with_default(by_name[name], present) for name in wanted)
         sql = f"SELECT {cols} FROM {source} WHERE timestamp >= ? AND timestamp < ?"
         if where:
             sql += f" AND ({where})"

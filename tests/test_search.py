@@ -139,6 +139,40 @@ def test_a_second_run_finds_nothing_new_and_new_spans_reuse_the_cache(indexed_tr
     assert more.texts_cached >= more.traces * 0.5 or more.texts_cached >= 5
 
 
+def test_traces_are_indexed_in_bounded_chunks_of_only_the_columns_used(
+    indexed_traffic, embedder, tmp_path, monkeypatch
+):
+    """Issue 17: a cycle reads, summarises and embeds TRACES_PER_CHUNK traces at a time (its memory is
+    one chunk's spans), with the same items as one batch, and marks the files done at the end."""
+    from observability.settings import Settings
+    from observability.store import Store
+
+    settings = Settings(DATA_DIR=tmp_path / "data")
+    shutil.copytree(indexed_traffic.settings.bronze_dir, settings.bronze_dir)
+    store = Store.from_settings(settings)
+    store.migrate()
+    traces = indexed_traffic.events["trace_id"].nunique()
+    per_chunk = -(-traces // 3)
+    monkeypatch.setattr(indexer_mod, "TRACES_PER_CHUNK", per_chunk)
+    ix = indexer_mod.Indexer(settings, embedder=embedder, store=store)
+    chunks, read = [], ix.spans_of_traces
+
+    def spy(ids, first, last):
+        spans = read(ids, first, last)
+        chunks.append((len(ids), list(spans.columns), ix.pending_files()))
+        return spans
+
+    monkeypatch.setattr(ix, "spans_of_traces", spy)
+    result = ix.run_once()
+    assert result.traces == traces and len(chunks) == 3
+    assert all(n <= per_chunk and cols == list(indexer_mod._SPAN_FIELDS) for n, cols, _ in chunks)
+    assert all(pending for _, _, pending in chunks) and ix.pending_files() == []  # done with the last chunk
+    sql = f"SELECT kind, item_id, text_id, trace_id FROM {tables.EMBEDDINGS} WHERE kind = 'trace'"
+    assert set(store.fetch_all(sql)) == set(indexed_traffic.store.fetch_all(sql))
+    logs = f"SELECT item_id, text_id FROM {tables.EMBEDDINGS} WHERE kind = 'log'"
+    assert set(store.fetch_all(logs)) <= set(indexed_traffic.store.fetch_all(logs)) and store.fetch_all(logs)
+
+
 def test_a_trace_split_across_bronze_files_is_indexed_whole(settings, store, embedder):
     t0 = datetime(2026, 11, 30, 12, 0, 0)
     root = {"trace_id": "a" * 32, "span_id": "1" * 16, "parent_span_id": None, "service": "checkout"}
