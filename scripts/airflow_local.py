@@ -59,7 +59,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         # three processes write to one SQLite file: wait for its lock rather than fail a request
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout={SQLITE_BUSY_TIMEOUT_SECONDS}",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",
+        # LocalExecutor forks this many workers up front (each a copy of the scheduler); the DAGs
+        # seldom have more than two tasks ready at once (retraining's two models): more wait in queue
+        "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         # the platform's DAGs are meant to run as soon as Airflow is up

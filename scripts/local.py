@@ -88,6 +88,10 @@ def supervisor_conf(s: Settings) -> Path:
     env = os.environ.copy()
     env["DATA_DIR"] = str(s.data_dir)
     env["PYTHONUNBUFFERED"] = "1"
+    # glibc gives each thread that allocates its own heap arena (up to 8 per core), and freed
+    # memory stays in them: two arenas keep the threaded services (Spark driver, DuckDB readers,
+    # the receiver) near their working set instead of their high-water mark. Set it to override.
+    env.setdefault("MALLOC_ARENA_MAX", "2")
     env_line = ",".join(f'{k}="{v}"' for k, v in sorted(env.items()) if _safe_env(k, v))
     lines = [
         "[unix_http_server]",
