@@ -423,6 +423,7 @@ def stack_env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
         PYSPARK_DRIVER_PYTHON=py,
         SPARK_LOCAL_IP="127.0.0.1",
         PYTHONUNBUFFERED="1",
+        MALLOC_ARENA_MAX=os.environ.get("MALLOC_ARENA_MAX", "2"),  # as scripts/local.py sets it
         PYTHONPATH=str(ROOT),
         OTLP_HOST="127.0.0.1",
         OTLP_HTTP_PORT=str(ports["http"]),
@@ -652,10 +653,13 @@ class Sample:
     cpu: dict[str, float]
     client: dict
     rss_by: dict[str, int]
+    pss_by: dict[str, int] = field(default_factory=dict)
 
 
-def measure_tree(groups: dict[str, list[psutil.Process]]) -> tuple[int, int, dict[str, float], dict[str, int]]:
-    """(RSS, PSS, CPU seconds by role, RSS by role) of every process in `groups`.
+def measure_tree(
+    groups: dict[str, list[psutil.Process]],
+) -> tuple[int, int, dict[str, float], dict[str, int], dict[str, int]]:
+    """(RSS, PSS, CPU seconds by role, RSS by role, PSS by role) of every process in `groups`.
 
     Within a program (the list's first process is its root) a JVM counts as `<role>/jvm`,
     other descendants as `<role>/workers` (Spark's Python workers, the receiver's mapping
@@ -665,6 +669,7 @@ def measure_tree(groups: dict[str, list[psutil.Process]]) -> tuple[int, int, dic
     rss = pss = 0
     cpu: dict[str, float] = {}
     rss_by: dict[str, int] = {}
+    pss_by: dict[str, int] = {}
     seen = set()
     for role, procs in groups.items():
         for i, p in enumerate(procs):
@@ -682,7 +687,8 @@ def measure_tree(groups: dict[str, list[psutil.Process]]) -> tuple[int, int, dic
             key = role if i == 0 else (f"{role}/jvm" if "java" in name else f"{role}/workers")
             cpu[key] = cpu.get(key, 0.0) + t.user + t.system + t.children_user + t.children_system
             rss_by[key] = rss_by.get(key, 0) + mem.rss
-    return rss, pss, cpu, rss_by
+            pss_by[key] = pss_by.get(key, 0) + getattr(mem, "pss", mem.rss)
+    return rss, pss, cpu, rss_by, pss_by
 
 
 class Client:
@@ -824,7 +830,7 @@ def sustained(args, bodies, patches, base_ns, stack: Stack, reader, topic: str) 
         ends = {str(p): o for p, o in reader.end_offsets(topic).items()}
         committed = checkpoint_offsets(stack.checkpoint)
         published.add(now, ends)
-        rss, pss, cpu, rss_by = measure_tree(stack.processes())
+        rss, pss, cpu, rss_by, pss_by = measure_tree(stack.processes())
         if client is not None:
             cpu["client"] = client.cpu_seconds()
         info = dict(client.latest) if client is not None else {}
@@ -839,6 +845,7 @@ def sustained(args, bodies, patches, base_ns, stack: Stack, reader, topic: str) 
             cpu,
             info,
             rss_by,
+            pss_by,
         )
 
     first = sample(None)
@@ -955,6 +962,20 @@ def report(args, r: dict, base: dict | None, stack: Stack, totals: dict, startup
     print(
         "RSS by process at the peak: "
         + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in sorted(peak.rss_by.items(), key=lambda kv: -kv[1]) if v > 20e6)
+        + " GB"
+    )
+    print(
+        "PSS by process at the peak: "
+        + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in sorted(peak.pss_by.items(), key=lambda kv: -kv[1]) if v > 20e6)
+        + " GB"
+    )
+    own_peak: dict[str, int] = {}
+    for smp in samples:
+        for k, v in smp.rss_by.items():
+            own_peak[k] = max(own_peak.get(k, 0), v)
+    print(
+        "each process's own peak RSS over the run: "
+        + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in sorted(own_peak.items(), key=lambda kv: -kv[1]) if v > 20e6)
         + " GB"
     )
     batches = batch_stats(stack.spark_log, r["t_start"])
