@@ -437,21 +437,9 @@ def stack_env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
 
 
 def new_ports() -> dict[str, int]:
-    names = ["http", "grpc", "dashboard", "airflow", "model"]
-    names += [
-        f"m_{s}"
-        for s in (
-            "generator",
-            "ingest",
-            "spark",
-            "detector",
-            "narrator",
-            "model_server",
-            "notifier",
-            "forecaster",
-            "indexer",
-        )
-    ]
+    from observability import metrics  # the services with a /metrics port, defined once
+
+    names = ["http", "grpc", "dashboard", "airflow", "model"] + [f"m_{s}" for s in metrics.SERVICES]
     return {n: free_port() for n in names}
 
 
