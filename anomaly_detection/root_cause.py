@@ -61,6 +61,9 @@ import numpy as np
 import pandas as pd
 
 from observability import bronze
+from observability.logs import get_logger
+
+log = get_logger(__name__)
 
 SLOW_MADS = 3.0
 ERROR_WEIGHT = 0.5
@@ -418,9 +421,36 @@ def _union_length(calls: pd.DataFrame) -> pd.Series:
 
 
 # -- platform glue -------------------------------------------------------------------
-def read_spans(bronze_root: Path, start: datetime, end: datetime) -> pd.DataFrame:
-    """The bronze spans of [start, end) (empty when bronze has none: rank() then returns [])."""
-    return bronze.read_events(Path(bronze_root), start, end)
+# The ranker reads an incident's spans plus LOOKBACK (an hour) of baseline: at 50,000 spans/s
+# that is ~200M spans, and reading them whole took the detector to 15 GB (bench_sustained). Past
+# MAX_SPANS it reads a hash sample of whole traces instead (a trace's visits stay intact, and the
+# ranker compares shares of visits, which a uniform sample of traces keeps). ~0.5 KB per span in
+# pandas: 1M spans is about 0.5 GB.
+MAX_SPANS = 1_000_000
+SAMPLE_BUCKETS = 10_000
+SPAN_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "service",
+    "endpoint",
+    "timestamp",
+    "latency_ms",
+    "status_code",
+    "error_message",
+)
+
+
+def read_spans(bronze_root: Path, start: datetime, end: datetime, max_spans: int = MAX_SPANS) -> pd.DataFrame:
+    """The bronze spans of [start, end) that `visits` uses (empty when bronze has none: rank() then
+    returns []); past `max_spans`, those of a hash sample of whole traces of about that size."""
+    root = Path(bronze_root)
+    n = bronze.count_events(root, start, end)
+    if n <= max_spans:
+        return bronze.read_events(root, start, end, columns=SPAN_COLUMNS)
+    keep = max(1, SAMPLE_BUCKETS * max_spans // n)
+    log.info("root cause spans sampled by trace", spans=n, max_spans=max_spans, kept_share=keep / SAMPLE_BUCKETS)
+    return bronze.read_events(root, start, end, "hash(trace_id) % ? < ?", [SAMPLE_BUCKETS, keep], columns=SPAN_COLUMNS)
 
 
 def parse(raw) -> list[dict]:

@@ -70,6 +70,22 @@ def read_events(
         con.close()
 
 
+def count_events(root: Path, start: datetime, end: datetime) -> int:
+    """How many events have start <= timestamp < end (reads only the timestamp column)."""
+    dirs = partition_dirs(root, start, end)
+    if not dirs:
+        return 0
+    con = duckdb.connect(":memory:")
+    try:
+        row = con.execute(
+            "SELECT count(*) FROM read_parquet(?, union_by_name=true) WHERE timestamp >= ? AND timestamp < ?",
+            [[str(d / "*.parquet") for d in dirs], start, end],
+        ).fetchone()
+        return int(row[0])
+    finally:
+        con.close()
+
+
 def read_trace(root: Path, trace_id: str, around: datetime, slack: timedelta = timedelta(minutes=30)) -> pd.DataFrame:
     """All spans of one trace near a time (for the waterfall view)."""
     return read_events(root, around - slack, around + slack, "trace_id = ?", [trace_id.lower()])

@@ -171,3 +171,27 @@ def test_hundreds_of_own_errors_outweigh_a_trivial_significant_slowdown():
     c = ranking({"fail": "B", "extra_self": {"C": 60.0}, "share": 0.03}, per_minute=200)
     assert [x.service for x in c[:2]] == ["B", "C"], c
     assert c[0].score > 0.8
+
+
+def test_a_window_past_max_spans_is_read_as_a_sample_of_whole_traces_and_ranks_the_same(tmp_path):
+    """The detector reads an incident's spans plus an hour of baseline: at high span rates reading
+    them whole took it to 15 GB. Past max_spans it reads a hash sample of whole traces."""
+    from observability import bronze
+
+    spans = build({"extra_self": {"B": 200.0}}, per_minute=60)
+    bronze.write_events(tmp_path, spans)
+    lo, hi = T0, T0 + timedelta(minutes=NORMAL_MIN + FAULT_MIN)
+    whole = root_cause.read_spans(tmp_path, lo, hi)
+    assert len(whole) == len(spans) and list(whole.columns) == list(root_cause.SPAN_COLUMNS)
+
+    cap = len(spans) // 4
+    sample = root_cause.read_spans(tmp_path, lo, hi, max_spans=cap)
+    assert 0.5 * cap < len(sample) <= 1.5 * cap
+    per_trace = spans.groupby("trace_id").size()
+    got = sample.groupby("trace_id").size()
+    assert (got == per_trace[got.index]).all()  # every sampled trace has all its spans
+
+    start = T0 + timedelta(minutes=NORMAL_MIN)
+    ranker = RootCauseRanker(onset_slack=timedelta(0))
+    c = ranker.rank(sample, start, start + timedelta(minutes=FAULT_MIN))
+    assert c[0].service == "B" and c[0].score > 0.9
