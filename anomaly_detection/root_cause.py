@@ -318,19 +318,7 @@ def _rise(k: int, n: int, p0: float) -> tuple[float, float]:
 def visits(spans: pd.DataFrame) -> pd.DataFrame:
     """One row per service visit: trace_id, span_id (its entry span), service, endpoint, start,
     self_ms, failed, own_error, error_message (see the module docstring)."""
-    df = spans[
-        [
-            "trace_id",
-            "span_id",
-            "parent_span_id",
-            "service",
-            "endpoint",
-            "timestamp",
-            "latency_ms",
-            "status_code",
-            "error_message",
-        ]
-    ]
+    df = spans[list(SPAN_COLUMNS)]
     df = df.dropna(subset=["trace_id", "span_id"]).drop_duplicates(["trace_id", "span_id"]).reset_index(drop=True)
     if df.empty:
         return pd.DataFrame(
