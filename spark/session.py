@@ -42,6 +42,17 @@ def spark_conf(settings: Settings, app_name: str = "observability-streaming") ->
     }
 
 
+WORKER_SITE = Path(__file__).resolve().parent / "worker_site"
+
+
+def worker_pythonpath(current: str) -> str:
+    """`current` PYTHONPATH with the worker start-up hook and this repo's root in front (once)."""
+    root = str(Path(__file__).resolve().parents[1])
+    paths = [p for p in current.split(os.pathsep) if p]
+    front = [p for p in (str(WORKER_SITE), root) if p not in paths]
+    return os.pathsep.join([*front, *paths])
+
+
 def build_session(settings: Settings, app_name: str = "observability-streaming", log_level: str = "ERROR"):
     """Create (or reuse) the session; Python workers run this interpreter."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -51,11 +62,9 @@ def build_session(settings: Settings, app_name: str = "observability-streaming",
     os.environ["TZ"] = "UTC"
     time.tzset()
     logging.getLogger("py4j").setLevel(logging.WARNING)
-    # Python workers unpickle the data source classes from this repo.
-    root = str(Path(__file__).resolve().parents[1])
-    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    if root not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([root, *filter(None, paths)])
+    # Python workers unpickle the data source classes from this repo, and start from pyspark's
+    # cached bytecode instead of Spark's zip of it (spark/worker_site/sitecustomize.py).
+    os.environ["PYTHONPATH"] = worker_pythonpath(os.environ.get("PYTHONPATH", ""))
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder
