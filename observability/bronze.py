@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 
 from observability.columns import sql_with_default
 from observability.schema import EVENT_COLUMNS, EVENT_FIELDS
+
+if TYPE_CHECKING:  # pandas loads where a frame is built: the Spark workers import BRONZE_COLUMNS only
+    import pandas as pd
 
 # Column order of a bronze row (timestamp is TIMESTAMP, UTC wall time; attributes JSON text or null).
 BRONZE_COLUMNS = EVENT_FIELDS
@@ -53,6 +56,8 @@ def read_events(
         raise ValueError(f"not bronze columns: {unknown}")
     dirs = partition_dirs(root, start, end)
     if not dirs:
+        import pandas as pd
+
         return pd.DataFrame(columns=wanted)
     files = [str(d / "*.parquet") for d in dirs]
     source = "read_parquet(?, union_by_name=true)"
@@ -106,6 +111,8 @@ def write_events(root: Path, events: pd.DataFrame) -> int:
     """Append events in the bronze layout (for tools and tests; Spark writes its own)."""
     if events.empty:
         return 0
+    import pandas as pd
+
     df = events.copy()
     df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True).dt.tz_localize(None)
     for col in BRONZE_COLUMNS:

@@ -202,7 +202,7 @@ class RawEventsStreamReader(_TopicStreamReader):
         if valid.num_rows:
             yield from _event_batches(valid)
         del parser, seen, valid
-        release_memory()  # the range's parse is done: its pages go back before the next range
+        release_memory(gc_generation=1)  # the range's parse is done: its pages go back before the next range
 
 
 class DeadLetterStreamReader(_TopicStreamReader):

@@ -181,7 +181,7 @@ class StreamingJob:
         t_layers = time.monotonic()
         out.error_messages = write_batch_layers(self.settings, [f for s in staged for f in s.bronze_files])
         t_layers = time.monotonic() - t_layers
-        release_memory()  # the layers' DuckDB and Arrow pages, before the next batch's workers grow
+        release_memory(gc_generation=1)  # the layers' DuckDB and Arrow pages, before the next batch's workers grow
         out.outbox_topic = self.publisher.topic
         out.outbox = aggregate_records(metrics, batch_id, sink.sink)
         t_side = time.monotonic() - t1
