@@ -54,8 +54,13 @@ PARTIAL_SQL = """
 
 
 def partials(con: duckdb.DuckDBPyConnection) -> list[list]:
-    """The range's partial rows (PARTIAL_COLUMNS), JSON-ready for the range's manifest."""
-    return [list(r) for r in con.execute(PARTIAL_SQL).fetchall()]
+    """The range's partial rows (PARTIAL_COLUMNS), JSON-ready for the range's manifest.
+
+    Converted to Python a column at a time from Arrow: the same values as `fetchall()`, which
+    builds them a row at a time (measured on a 125,000-span range, 27,651 traces: ~100 ms
+    instead of 120-165 ms of a source worker's CPU, issue 17)."""
+    table = con.sql(PARTIAL_SQL).to_arrow_table()
+    return [list(row) for row in zip(*(column.to_pylist() for column in table.columns), strict=True)]
 
 
 def batch_frame(staged) -> pd.DataFrame:
