@@ -56,4 +56,6 @@ def _run_next_sitecustomize() -> None:
 
 _drop = bundled_zips(sys.path)
 sys.path[:] = [p for p in sys.path if p not in _drop]
+for _entry in _drop:  # else importlib.invalidate_caches() (pyspark's setup_spark_files) re-reads the zip's index
+    sys.path_importer_cache.pop(_entry, None)
 _run_next_sitecustomize()
