@@ -121,8 +121,52 @@ def _lines(
     return traces
 
 
+# Margins that already hold what Plotly pushes into them (the y-axis title and tick labels
+# on the left, the date labels and the legend below). Plotly grows a margin that is too
+# small and then draws the whole figure again: with the old 10 px margins that was one
+# more full draw of each time-series chart in the browser (a third of the overview's
+# Plotly draws, measured). A guess that falls short (long names, a narrow window) only
+# brings that draw back; one that is too large leaves a little blank under the legend.
+_LEFT_MARGIN = 90  # "requests / s" or "error rate" and tick labels up to "100.0%"
+_LEGEND_GAP = 62  # px between the plot's bottom and the legend's top: the two-line date labels
+_LEGEND_ROW_PX = 29
+_LEGEND_SYMBOL_PX = 40  # a horizontal legend item: symbol and gaps, plus its text
+_LEGEND_CHAR_PX = 6.6  # average width of a 12 px character
+_HALF_WIDTH_PX, _FULL_WIDTH_PX = 500, 1000  # a chart in one of two columns / the whole wide layout
+
+
+def legend_rows(names: list[str], width_px: int) -> int:
+    """How many rows a horizontal legend of these names takes in a chart `width_px` wide."""
+    rows, used = 1, 0.0
+    for name in names:
+        item = _LEGEND_SYMBOL_PX + _LEGEND_CHAR_PX * len(str(name))
+        if used and used + item > width_px:
+            rows, used = rows + 1, 0.0
+        used += item
+    return rows
+
+
+def _margin(traces: list[dict], height: int, width_px: int) -> dict:
+    """The bottom margin Plotly would grow to for the legend under the plot (see `_time_figure`'s
+    legend.y: `_LEGEND_GAP` px at the nominal plot height, scaled with the plot area)."""
+    names = [t["name"] for t in traces if t.get("showlegend", True)]
+    legend_px = _LEGEND_ROW_PX * legend_rows(names, width_px) if names else 0
+    k = _LEGEND_GAP / (height - 50)
+    bottom = (k * (height - _MARGIN["t"]) + legend_px + _MARGIN["b"]) / (1 + k)
+    return dict(_MARGIN, l=_LEFT_MARGIN, b=int(np.ceil(bottom)))
+
+
 def _time_figure(
-    traces: list[dict], title: str, height: int, incidents, now, start, *, label: bool, yaxes: dict
+    traces: list[dict],
+    title: str,
+    height: int,
+    incidents,
+    now,
+    start,
+    *,
+    label: bool,
+    yaxes: dict,
+    width_px: int = _HALF_WIDTH_PX,
 ) -> go.Figure:
     # From the first point drawn to now: the labels of incident shading must not
     # stretch the axis, and a fresh install is not squeezed into a corner.
@@ -132,10 +176,10 @@ def _time_figure(
     layout = dict(
         title=dict(text=title, x=0, xanchor="left"),
         height=height,
-        margin=_MARGIN,
+        margin=_margin(traces, height, width_px),
         hovermode="x unified",
         # below the date tick labels (two lines, ~45 px) whatever the height
-        legend=dict(orientation="h", yanchor="top", y=-62 / (height - 50), xanchor="left", x=0, title=None),
+        legend=dict(orientation="h", yanchor="top", y=-_LEGEND_GAP / (height - 50), xanchor="left", x=0, title=None),
         xaxis=dict(type="date", title=None, range=x_range),
         shapes=shapes,
         annotations=notes + yaxes.pop("_annotations", []),
@@ -195,7 +239,17 @@ def latency_chart(series: pd.DataFrame, incidents: pd.DataFrame, now: datetime, 
             )
         )
     yaxes["_annotations"] = titles
-    return _time_figure(traces, "Latency (ms) — p50, p95, p99", 600, incidents, now, start, label=False, yaxes=yaxes)
+    return _time_figure(
+        traces,
+        "Latency (ms) — p50, p95, p99",
+        600,
+        incidents,
+        now,
+        start,
+        label=False,
+        yaxes=yaxes,
+        width_px=_FULL_WIDTH_PX,
+    )
 
 
 def anomaly_timeline(anomalies: pd.DataFrame, start: datetime, now: datetime) -> go.Figure:

@@ -21,6 +21,10 @@ PORTS = range(8600, 8606)  # 8606-8610 are the benchmark's
 REFRESH_SECONDS = 2
 NEW_REASON = "reason that arrived while the page was open"
 PAGES = {"overview": "", "anomalies": "anomalies", "incidents": "incidents", "health": "health"}
+# the margins Plotly grew past the figure's own (each growth costs one more full draw of the chart)
+GROWN_MARGINS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap((gd, i) =>
+    ['l', 'r', 't', 'b'].filter(s => gd._fullLayout._size[s] > gd._fullLayout.margin[s])
+        .map(s => `chart ${i} ${s}: ${gd._fullLayout.margin[s]} -> ${gd._fullLayout._size[s]}`))"""
 
 
 @pytest.fixture
@@ -57,6 +61,8 @@ def test_pages_render_in_chromium(dashboard_url, artifacts_dir, store):
                     expect(page.get_by_text(NOVEL_SERVICE, exact=True).first).to_be_visible()
                     # retried: with a 2 s refresh a re-render may be in flight
                     expect(page.locator(".js-plotly-plot")).to_have_count(3)
+                    # the time-series figures carry margins that already hold their legend and labels
+                    assert page.evaluate(GROWN_MARGINS_JS) == []
                 if name == "incidents":
                     expect(page.get_by_text(TEMPLATE_SUMMARY)).to_be_visible()
                     expect(page.get_by_text("Template summary", exact=True)).to_be_visible()

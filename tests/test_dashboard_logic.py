@@ -7,7 +7,7 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from dashboard import queries
+from dashboard import charts, queries
 from dashboard.ranges import RANGES
 from dashboard.status import DEGRADED, HEALTHY, INCIDENT, format_duration, lag_level, pipeline_lag, service_statuses
 from dashboard.traces import waterfall_rows
@@ -200,3 +200,19 @@ def test_health_page_and_incident_detail_each_read_on_one_connection(store, sett
     assert len(detail.anomalies) == 8 and set(detail.trace_samples["trace_id"]) == set(seeded.trace_ids)
     # the error logs of its services in its span and of its sample traces (their ids come from the anomalies)
     assert dict(zip(detail.error_logs["body"], detail.error_logs["matched"], strict=True)) == seeded.error_logs
+
+
+def test_time_series_bottom_margin_makes_room_for_a_legend_that_wraps():
+    """The margin Plotly would otherwise grow (and redraw for): more or longer names, more legend rows."""
+    now = utcnow()
+    start = now - timedelta(hours=6)
+    buckets = pd.date_range(end=now, periods=3, freq="30min")
+
+    def margin(services: list[str]) -> dict:
+        series = pd.DataFrame([dict(bucket=b, service=s, request_rate=1.0) for s in services for b in buckets])
+        return charts.request_rate_chart(series, pd.DataFrame(), now, start).layout.margin
+
+    few = margin(["a", "b"])
+    many = margin([f"service-with-a-long-name-{i}" for i in range(10)])
+    assert few.b >= 80 and few.l >= 60  # date labels + one legend row; y-axis title and ticks
+    assert many.b >= few.b + 3 * 29  # several more rows of legend
