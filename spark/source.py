@@ -10,7 +10,8 @@ pins the target offsets at the start of an `--available-now` run.
 Two formats:
 - `obs_raw_events`: the raw-events topic. `read()` parses each offset range
   once (`spark.staging`), stages bronze files and rejects, and yields the valid
-  events' aggregation columns to Spark as Arrow record batches.
+  events' partial window aggregates (`spark.partials`, one row per window,
+  service and endpoint of the range) to Spark as Arrow record batches.
 - `obs_dead_letters`: the dead-letter topic (`observability.dead_letter`
   records published by producers) as dead_letter rows.
 - `obs_logs`, `obs_otel_metrics`: the logs and metrics topics, each record
@@ -28,7 +29,7 @@ import pyarrow as pa
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows, SupportsTriggerAvailableNow
 
-from observability.columns import arrow_schema, select, spark_ddl
+from observability.columns import select, spark_ddl
 from observability.memory import release_memory
 from observability.schema import EVENT_COLUMNS
 
@@ -36,12 +37,11 @@ RAW_FORMAT = "obs_raw_events"
 DEAD_LETTER_FORMAT = "obs_dead_letters"
 RECORD_FORMATS = {"logs": "obs_logs", "otel_metrics": "obs_otel_metrics"}  # spark.otlp_records.STREAMS
 
-# What Spark's window aggregation needs (kind and parent_span_id pick the entry
+# The event columns request metrics are computed from (kind and parent_span_id pick the entry
 # spans, `spark.transforms.entry_spans`); the full rows go to bronze.
 AGGREGATION_FIELDS = ("timestamp", "service", "endpoint", "status_code", "latency_ms", "kind", "parent_span_id")
 _AGGREGATION_COLUMNS = select(EVENT_COLUMNS, AGGREGATION_FIELDS)
 EVENT_SCHEMA = spark_ddl(_AGGREGATION_COLUMNS)
-EVENT_ARROW_SCHEMA = arrow_schema(_AGGREGATION_COLUMNS, timestamp=pa.timestamp("us", tz="UTC"))
 DEAD_LETTER_SCHEMA = "received_at_ms BIGINT, source STRING, reason STRING, payload STRING"
 _YIELD_ROWS = 65_536
 
@@ -200,7 +200,7 @@ class RawEventsStreamReader(_TopicStreamReader):
             horizon,
         )
         if valid.num_rows:
-            yield from _event_batches(valid)
+            yield from _partial_batches(valid)
         del parser, seen, valid
         release_memory(gc_generation=1)  # the range's parse is done: its pages go back before the next range
 
@@ -264,7 +264,9 @@ class RawEventsDataSource(DataSource):
         return RAW_FORMAT
 
     def schema(self) -> str:
-        return EVENT_SCHEMA
+        from spark.partials import PARTIAL_SCHEMA
+
+        return PARTIAL_SCHEMA
 
     def streamReader(self, schema) -> DataSourceStreamReader:
         return RawEventsStreamReader(self.options)
@@ -347,7 +349,9 @@ def native_kafka_events(spark, settings, options: dict):
         .load()
     )
     cols = raw.select("partition", "offset", F.unix_millis("timestamp").alias("timestamp_ms"), "key", "value")
-    return cols.mapInArrow(_NativeStager(options), EVENT_SCHEMA)
+    from spark.partials import PARTIAL_SCHEMA
+
+    return cols.mapInArrow(_NativeStager(options), PARTIAL_SCHEMA)
 
 
 class _NativeStager:
@@ -392,13 +396,11 @@ class _NativeStager:
                 horizon,
             )
             if valid.num_rows:
-                yield from _event_batches(valid)
+                yield from _partial_batches(valid)
 
 
-def _event_batches(valid: pa.Table) -> Iterator[pa.RecordBatch]:
-    """The aggregation columns of staged bronze rows, as Spark's Arrow input wants them."""
-    cols = [
-        valid.column(name).cast(field.type) if name == "timestamp" else valid.column(name)
-        for name, field in zip(AGGREGATION_FIELDS, EVENT_ARROW_SCHEMA, strict=True)
-    ]
-    yield from pa.Table.from_arrays(cols, schema=EVENT_ARROW_SCHEMA).to_batches(max_chunksize=_YIELD_ROWS)
+def _partial_batches(valid: pa.Table) -> Iterator[pa.RecordBatch]:
+    """The partial window aggregates of staged bronze rows, as Spark's Arrow input wants them."""
+    from spark.partials import window_partials
+
+    yield from window_partials(valid).to_batches(max_chunksize=_YIELD_ROWS)

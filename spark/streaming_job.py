@@ -88,7 +88,7 @@ class StreamingJob:
         return opts
 
     def events_stream(self):
-        """Validated events (aggregation columns) from the raw-events topic."""
+        """Partial window aggregates (`spark.partials`) of the raw-events topic's valid events."""
         from spark.source import RAW_FORMAT
 
         topic = self.settings.raw_events_topic
@@ -104,12 +104,12 @@ class StreamingJob:
         return {"processingTime": f"{self.settings.trigger_seconds} seconds"}
 
     def start_metrics(self, available_now: bool):
-        from spark.transforms import window_metrics
+        from spark.transforms import window_metrics_from_partials
 
         self.staging_dir.mkdir(parents=True, exist_ok=True)
-        events = self.events_stream().withWatermark("timestamp", f"{self.settings.watermark_seconds} seconds")
+        partials = self.events_stream().withWatermark("timestamp", f"{self.settings.watermark_seconds} seconds")
         return (
-            window_metrics(events)
+            window_metrics_from_partials(partials)
             .writeStream.queryName("metrics")
             .outputMode("update")
             .foreachBatch(self.metrics_batch)

@@ -15,7 +15,8 @@ from observability.store import utcnow
 
 def test_every_event_form_is_derived_from_the_one_definition(tmp_path):
     from anomaly_detection.evaluation import aggregate_duckdb
-    from spark.source import AGGREGATION_FIELDS, EVENT_ARROW_SCHEMA, EVENT_SCHEMA
+    from spark.partials import PARTIAL_ARROW_SCHEMA, PARTIAL_SCHEMA
+    from spark.source import AGGREGATION_FIELDS, EVENT_SCHEMA
     from spark.staging import BRONZE_SCHEMA
 
     assert tuple(BRONZE_SCHEMA.names) == EVENT_FIELDS
@@ -24,8 +25,11 @@ def test_every_event_form_is_derived_from_the_one_definition(tmp_path):
         assert BRONZE_SCHEMA.field(name).type == columns.arrow_type(by_name[name])
     assert BRONZE_SCHEMA.field("timestamp").type == pa.timestamp("ms")
     assert EVENT_SCHEMA.split(", ") == [f"{n} {columns.TYPES[by_name[n].type][0]}" for n in AGGREGATION_FIELDS]
-    assert tuple(EVENT_ARROW_SCHEMA.names) == AGGREGATION_FIELDS
-    assert EVENT_ARROW_SCHEMA.field("timestamp").type == pa.timestamp("us", tz="UTC")
+    # what the source hands Spark: partial window aggregates, one schema in two spellings
+    assert [c.split(" ")[0] for c in PARTIAL_SCHEMA.split(", ")] == PARTIAL_ARROW_SCHEMA.names
+    assert PARTIAL_ARROW_SCHEMA.field("timestamp").type == pa.timestamp("us", tz="UTC")
+    for name in ("service", "endpoint"):
+        assert PARTIAL_ARROW_SCHEMA.field(name).type == columns.arrow_type(by_name[name])
     # the DuckDB read_json map reads a wire line with each field's type
     path = tmp_path / "events.jsonl"
     path.write_text(

@@ -3,6 +3,7 @@ side outputs (trace samples, call edges, late rows), offset planning, parsing, t
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -81,7 +82,8 @@ def test_window_metrics_counts_errors_and_levels(spark_session):
 
 
 def test_window_metrics_match_duckdb_and_percentiles_within_error(spark_session):
-    from spark.transforms import PERCENTILE_ACCURACY, window_metrics
+    from spark.partials import PERCENTILE_RANK_ERROR
+    from spark.transforms import window_metrics
 
     events = make_events(6000, int(T0.timestamp() * 1000), 180_000, seed=3)
     df = events_frame(events).assign(kind="server")[list(AGGREGATION_FIELDS)]
@@ -97,13 +99,52 @@ def test_window_metrics_match_duckdb_and_percentiles_within_error(spark_session)
         assert (m.client_error_count_x == m.client_error_count_y).all()
         assert np.allclose(m.avg_latency_ms_x, m.avg_latency_ms_y, rtol=1e-9)
         assert (m.max_latency_ms_x == m.max_latency_ms_y).all()
-    # each percentile is a value whose rank is within n / accuracy of the target
+    # each percentile is a value whose rank is within the sketch's rank error of the target
     for _, row in got[got.endpoint.isna()].iterrows():
         lat = df[
             (df.service == row.service) & (df.timestamp >= row.window_start) & (df.timestamp < row.window_end)
         ].latency_ms
         for q, col in ((0.5, "p50_latency_ms"), (0.95, "p95_latency_ms"), (0.99, "p99_latency_ms")):
-            assert rank_error(lat, row[col], q) <= 1.0 / PERCENTILE_ACCURACY + 1.0 / len(lat)
+            assert rank_error(lat, row[col], q) <= PERCENTILE_RANK_ERROR + 1.0 / len(lat)
+
+
+def _partials_df(spark, events: list[dict], ranges: int):
+    """The events cut into `ranges` consecutive offset ranges, each turned into partials as the
+    source does (`spark.partials.window_partials` over the range's bronze rows)."""
+    from observability.transport.base import Record
+    from spark.partials import PARTIAL_SCHEMA, window_partials
+    from spark.staging import parse_records
+
+    records = (Record("raw", 0, i, 0, None, json.dumps(e).encode()) for i, e in enumerate(events))
+    rows = parse_records("raw", records).valid_table()
+    cut = np.linspace(0, rows.num_rows, ranges + 1).astype(int)
+    parts = pa.concat_tables([window_partials(rows.slice(a, b - a)) for a, b in itertools.pairwise(cut)])
+    return spark.createDataFrame(parts.to_pandas(), PARTIAL_SCHEMA)
+
+
+def test_partials_merged_across_ranges_give_the_events_windows(spark_session):
+    """The job's path (partials per offset range, merged in Spark) gives exactly the rows of the
+    window transform over the events themselves: counts, sums, maxima and percentiles, at the
+    service and endpoint level, with child spans left out and windows split over ranges."""
+    from spark.transforms import window_metrics, window_metrics_from_partials
+
+    kinds = ("server", "client", "internal", "producer", "consumer")
+    events = [
+        e | {"kind": kinds[i % 5]}
+        for i, e in enumerate(make_events(4000, int(T0.timestamp() * 1000), 180_000, seed=11))
+    ]
+    rows = events_frame(events)[list(AGGREGATION_FIELDS)]
+    keys = ["window_start", "service", "endpoint"]
+    direct = window_metrics(spark_session.createDataFrame(rows, EVENT_SCHEMA)).toPandas()
+    merged = window_metrics_from_partials(_partials_df(spark_session, events, ranges=7)).toPandas()
+    direct, merged = (d.sort_values(keys, na_position="first").reset_index(drop=True) for d in (direct, merged))
+    assert len(direct) == len(merged) > 20 and direct.endpoint.isna().any() and direct.endpoint.notna().any()
+    for col in ("window_start", "window_end", "service", "endpoint", "request_count", "error_count"):
+        assert direct[col].equals(merged[col]), col
+    for col in ("client_error_count", "max_latency_ms", "p50_latency_ms", "p95_latency_ms", "p99_latency_ms"):
+        assert direct[col].equals(merged[col]), col
+    assert np.allclose(direct.avg_latency_ms, merged.avg_latency_ms, rtol=1e-12)
+    assert np.allclose(direct.error_rate, merged.error_rate, rtol=1e-12)
 
 
 def test_request_metrics_count_entry_spans_only(spark_session):
