@@ -532,20 +532,3 @@ class LocalLogReader(TopicReader):
             timestamps.append(ts)
             values.append(body[head + max(klen, 0) :])
         return offsets, timestamps, values
-        part = _Partition(self.root / topic / str(partition))
-        segs = part.segments()
-        unpack, head = _BODY.unpack_from, _BODY.size
-        for i, base in enumerate(segs):
-            next_base = segs[i + 1] if i + 1 < len(segs) else None
-            if next_base is not None and next_base <= start:
-                continue
-            if base >= end:
-                break
-            for off, _pos, body in part.scan(base, start_offset=start, stop_offset=end):
-                if off < start:
-                    continue
-                ts, klen = unpack(body, 0)
-                offsets.append(off)
-                timestamps.append(ts)
-                values.append(body[head + max(klen, 0) :])
-        return offsets, timestamps, values
