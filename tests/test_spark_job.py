@@ -21,7 +21,6 @@ from observability.schema import format_timestamp
 from observability.transport import create_producer, create_reader
 from spark.checkpoint import batch_watermark_ms, committed_offsets
 from spark.progress import backlog
-from spark.partials import PERCENTILE_RANK_ERROR
 from tests.kafka_broker import PAD_SERVICE, fresh_topics, pad_partitions
 from tests.spark_fixtures import (
     INVALID_LINES,
@@ -95,15 +94,14 @@ def _assert_metrics_match(store, events, by_endpoint: bool, exclude_service: str
 
 
 def _assert_percentiles(store, events, sample_windows: int = 12) -> None:
-    """Each percentile's rank is within the latency sketch's error of its target."""
+    """Each percentile is exact (nearest rank), merged across ranges and micro-batches."""
     df = pd.DataFrame(events)
     df["ts"] = pd.to_datetime(df["timestamp"], utc=True).dt.tz_localize(None)
     got = store.fetch_df("SELECT * FROM service_metrics ORDER BY window_start, service LIMIT ?", [sample_windows])
     for _, row in got.iterrows():
         lat = df[(df.service == row.service) & (df.ts >= row.window_start) & (df.ts < row.window_end)].latency_ms
         for q, col in ((0.5, "p50_latency_ms"), (0.95, "p95_latency_ms"), (0.99, "p99_latency_ms")):
-            # merged across ranges and micro-batches, the sketch's rank error stays within a few times its bound
-            assert rank_error(lat, row[col], q) <= 3.0 * PERCENTILE_RANK_ERROR + 1.0 / len(lat), (row.service, col)
+            assert rank_error(lat, row[col], q) == 0.0, (row.service, col)
 
 
 def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, tmp_path):
