@@ -14,17 +14,10 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from observability.schema import ENTRY_KINDS
+from spark.partials import LATENCY_SKETCH_K
 
 WINDOW = "1 minute"
-PERCENTILES = {"p50_latency_ms": 50, "p95_latency_ms": 95, "p99_latency_ms": 99}  # nearest rank, exact
-
-
-def nearest_rank(sorted_values: Column, percent: int) -> Column:
-    """The percentile of a sorted array by nearest rank: the smallest value with at least
-    `percent`% of the values at or below it, element ceil(percent * n / 100) counting from 1
-    (in integers: a float q * n can land a hair above a whole number and round up)."""
-    n = F.size(sorted_values)
-    return F.element_at(sorted_values, F.greatest(F.lit(1), F.floor((n * percent + 99) / 100).cast("int")))
+PERCENTILES = (0.5, 0.95, 0.99)
 
 
 def is_error(status: Column) -> Column:
@@ -78,7 +71,7 @@ def window_metrics(events: DataFrame) -> DataFrame:
             F.sum(F.when(is_error(status), 1).otherwise(0)).alias("error_count"),
             F.sum(F.when(is_client_error(status), 1).otherwise(0)).alias("client_error_count"),
             F.sum("latency_ms").alias("latency_sum"),
-            F.collect_list("latency_ms").alias("latencies"),
+            F.kll_sketch_agg_double("latency_ms", LATENCY_SKETCH_K).alias("sketch"),
             F.max("latency_ms").alias("max_latency_ms"),
         )
     )
@@ -87,7 +80,7 @@ def window_metrics(events: DataFrame) -> DataFrame:
 def window_metrics_from_partials(partials: DataFrame) -> DataFrame:
     """The same windows as `window_metrics`, merged from `spark.partials` rows (one per
     window, service and endpoint of an offset range): counts and sums added, maxima
-    taken, latency lists concatenated. Works on a stream (after `withWatermark`)."""
+    taken, latency sketches merged. Works on a stream (after `withWatermark`)."""
     grouped = partials.groupBy(F.window("timestamp", WINDOW).alias("window"), "service", "endpoint")
     return _window_rows(
         grouped.agg(
@@ -95,7 +88,7 @@ def window_metrics_from_partials(partials: DataFrame) -> DataFrame:
             F.sum("error_count").alias("error_count"),
             F.sum("client_error_count").alias("client_error_count"),
             F.sum("latency_sum").alias("latency_sum"),
-            F.flatten(F.collect_list("latencies")).alias("latencies"),
+            F.kll_merge_agg_double("latency_sketch", LATENCY_SKETCH_K).alias("sketch"),
             F.max("latency_max").alias("max_latency_ms"),
         )
     )
@@ -103,7 +96,8 @@ def window_metrics_from_partials(partials: DataFrame) -> DataFrame:
 
 def _window_rows(agg: DataFrame) -> DataFrame:
     """The service_metrics / endpoint_metrics columns from a window's merged figures."""
-    return agg.withColumn("latencies", F.array_sort("latencies")).select(
+    pct = F.kll_sketch_get_quantile_double("sketch", F.array(*[F.lit(q) for q in PERCENTILES]))
+    return agg.select(
         F.col("window.start").alias("window_start"),
         F.col("window.end").alias("window_end"),
         "service",
@@ -113,6 +107,8 @@ def _window_rows(agg: DataFrame) -> DataFrame:
         F.col("client_error_count").cast("long").alias("client_error_count"),
         (F.col("error_count") / F.col("request_count")).alias("error_rate"),
         (F.col("latency_sum") / F.col("request_count")).alias("avg_latency_ms"),
-        *[nearest_rank(F.col("latencies"), pct).alias(name) for name, pct in PERCENTILES.items()],
+        pct[0].alias("p50_latency_ms"),
+        pct[1].alias("p95_latency_ms"),
+        pct[2].alias("p99_latency_ms"),
         "max_latency_ms",
     )

@@ -20,6 +20,7 @@ from observability.dead_letter import make_dead_letter
 from observability.schema import format_timestamp
 from observability.transport import create_producer, create_reader
 from spark.checkpoint import batch_watermark_ms, committed_offsets
+from spark.partials import LATENCY_SKETCH_K, PERCENTILE_RANK_ERROR
 from spark.progress import backlog
 from tests.kafka_broker import PAD_SERVICE, fresh_topics, pad_partitions
 from tests.spark_fixtures import (
@@ -94,14 +95,16 @@ def _assert_metrics_match(store, events, by_endpoint: bool, exclude_service: str
 
 
 def _assert_percentiles(store, events, sample_windows: int = 12) -> None:
-    """Each percentile is exact (nearest rank), merged across ranges and micro-batches."""
+    """Each percentile, merged across ranges and micro-batches, is exact while its window holds at
+    most LATENCY_SKETCH_K latencies, and within a few times the sketch's rank error beyond."""
     df = pd.DataFrame(events)
     df["ts"] = pd.to_datetime(df["timestamp"], utc=True).dt.tz_localize(None)
     got = store.fetch_df("SELECT * FROM service_metrics ORDER BY window_start, service LIMIT ?", [sample_windows])
     for _, row in got.iterrows():
         lat = df[(df.service == row.service) & (df.ts >= row.window_start) & (df.ts < row.window_end)].latency_ms
         for q, col in ((0.5, "p50_latency_ms"), (0.95, "p95_latency_ms"), (0.99, "p99_latency_ms")):
-            assert rank_error(lat, row[col], q) == 0.0, (row.service, col)
+            bound = 0.0 if len(lat) <= LATENCY_SKETCH_K else 3.0 * PERCENTILE_RANK_ERROR + 1.0 / len(lat)
+            assert rank_error(lat, row[col], q) <= bound, (row.service, col)
 
 
 def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, tmp_path):

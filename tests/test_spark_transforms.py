@@ -82,6 +82,7 @@ def test_window_metrics_counts_errors_and_levels(spark_session):
 
 
 def test_window_metrics_match_duckdb_and_percentiles_within_error(spark_session):
+    from spark.partials import LATENCY_SKETCH_K, PERCENTILE_RANK_ERROR
     from spark.transforms import window_metrics
 
     events = make_events(6000, int(T0.timestamp() * 1000), 180_000, seed=3)
@@ -98,13 +99,15 @@ def test_window_metrics_match_duckdb_and_percentiles_within_error(spark_session)
         assert (m.client_error_count_x == m.client_error_count_y).all()
         assert np.allclose(m.avg_latency_ms_x, m.avg_latency_ms_y, rtol=1e-9)
         assert (m.max_latency_ms_x == m.max_latency_ms_y).all()
-    # each percentile is exact: a value of the window whose rank brackets the target (nearest rank)
+    # each percentile is a value of the window; exact (its rank brackets the target) while the window
+    # holds at most LATENCY_SKETCH_K latencies, within the sketch's rank error beyond
     for _, row in got[got.endpoint.isna()].iterrows():
         lat = df[
             (df.service == row.service) & (df.timestamp >= row.window_start) & (df.timestamp < row.window_end)
         ].latency_ms
         for q, col in ((0.5, "p50_latency_ms"), (0.95, "p95_latency_ms"), (0.99, "p99_latency_ms")):
-            assert lat.isin([row[col]]).any() and rank_error(lat, row[col], q) == 0.0, (row.service, col)
+            bound = 0.0 if len(lat) <= LATENCY_SKETCH_K else PERCENTILE_RANK_ERROR + 1.0 / len(lat)
+            assert lat.isin([row[col]]).any() and rank_error(lat, row[col], q) <= bound, (row.service, col)
 
 
 def _partials_df(spark, events: list[dict], ranges: int):
