@@ -128,6 +128,10 @@ def _lines(
 # Plotly draws, measured). A guess that falls short (long names, a narrow window) only
 # brings that draw back; one that is too large leaves a little blank under the legend.
 _LEFT_MARGIN = 90  # "requests / s" or "error rate" and tick labels up to "100.0%"
+# the newest tick's time label is centred on the axis' right end: half of it hangs past the plot
+# (by how much depends on the time shown: 10 px was 1 px short at some minutes)
+_RIGHT_MARGIN = 40
+_BOTTOM_PAD = 12  # px of slack under the legend: the estimate below was 1-2 px short at times
 _LEGEND_GAP = 62  # px between the plot's bottom and the legend's top: the two-line date labels
 _LEGEND_ROW_PX = 29
 _LEGEND_SYMBOL_PX = 40  # a horizontal legend item: symbol and gaps, plus its text
@@ -153,7 +157,7 @@ def _margin(traces: list[dict], height: int, width_px: int) -> dict:
     legend_px = _LEGEND_ROW_PX * legend_rows(names, width_px) if names else 0
     k = _LEGEND_GAP / (height - 50)
     bottom = (k * (height - _MARGIN["t"]) + legend_px + _MARGIN["b"]) / (1 + k)
-    return dict(_MARGIN, l=_LEFT_MARGIN, b=int(np.ceil(bottom)))
+    return dict(_MARGIN, l=_LEFT_MARGIN, r=_RIGHT_MARGIN, b=int(np.ceil(bottom)) + _BOTTOM_PAD)
 
 
 def _time_figure(
