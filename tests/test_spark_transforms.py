@@ -37,15 +37,31 @@ def spark_session(tmp_path_factory):
 
 def _events_df(spark, rows):
     """Rows of (timestamp, service, endpoint, status, latency[, kind, parent_span_id]); server roots by default."""
+    return spark.createDataFrame(_events_pdf(rows), EVENT_SCHEMA)
+
+
+def _events_pdf(rows) -> pd.DataFrame:
     rows = [tuple(r) + (None,) * (7 - len(r)) for r in rows]
     pdf = pd.DataFrame(rows, columns=list(AGGREGATION_FIELDS))
     pdf["kind"] = pdf["kind"].fillna("server")
-    return spark.createDataFrame(pdf, EVENT_SCHEMA)
+    return pdf
 
 
-def test_window_metrics_counts_errors_and_levels(spark_session):
-    from spark.transforms import window_metrics
+def _windows(spark, rows, path: str) -> pd.DataFrame:
+    """The window rows of these events by the reference transform over the events ("events") or
+    the job's own path: the source's partials of one range, merged in Spark ("partials")."""
+    from spark.partials import PARTIAL_SCHEMA, window_partials
+    from spark.transforms import window_metrics, window_metrics_from_partials
 
+    if path == "events":
+        return window_metrics(_events_df(spark, rows)).toPandas()
+    table = pa.Table.from_pandas(_events_pdf(rows), preserve_index=False)
+    partials = spark.createDataFrame(window_partials(table).to_pandas(), PARTIAL_SCHEMA)
+    return window_metrics_from_partials(partials).toPandas()
+
+
+@pytest.mark.parametrize("path", ["events", "partials"])
+def test_window_metrics_counts_errors_and_levels(spark_session, path):
     s = timedelta(seconds=1)
     rows = [
         (T0 + 0 * s, "api", "/a", 200, 10.0),
@@ -55,7 +71,7 @@ def test_window_metrics_counts_errors_and_levels(spark_session):
         (T0 + 60 * s, "api", "/a", 200, 5.0),  # next window: [12:01, 12:02)
         (T0 + 30 * s, "db", "/q", 429, 1.0),
     ]
-    out = window_metrics(_events_df(spark_session, rows)).toPandas()
+    out = _windows(spark_session, rows, path)
 
     def key(svc, ep, ws):
         by_endpoint = out.endpoint.isna() if ep is None else out.endpoint == ep
@@ -149,11 +165,10 @@ def test_partials_merged_across_ranges_give_the_events_windows(spark_session):
     assert np.allclose(direct.error_rate, merged.error_rate, rtol=1e-12)
 
 
-def test_request_metrics_count_entry_spans_only(spark_session):
+@pytest.mark.parametrize("path", ["events", "partials"])
+def test_request_metrics_count_entry_spans_only(spark_session, path):
     """SERVER and CONSUMER spans and roots of any kind are requests; CLIENT, INTERNAL and
     PRODUCER child spans are not (they stay in bronze and traces)."""
-    from spark.transforms import window_metrics
-
     s = timedelta(seconds=1)
     p = "0123456789abcdef"
     rows = [
@@ -166,7 +181,7 @@ def test_request_metrics_count_entry_spans_only(spark_session):
         (T0 + 4 * s, "cron", "nightly", 200, 7.0, "internal", None),  # a root of any kind: a request
         (T0 + 5 * s, "cron", "GET", 200, 3.0, "client", None),  # a root client span: a request
     ]
-    out = window_metrics(_events_df(spark_session, rows)).toPandas()
+    out = _windows(spark_session, rows, path)
     svc = out[out.endpoint.isna()].set_index("service")
     assert svc.request_count.to_dict() == {"api": 1, "worker": 2, "cron": 2}
     assert svc.error_count.to_dict() == {"api": 0, "worker": 1, "cron": 0}
