@@ -36,6 +36,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.worker_ports import worker_share
+
 START_TIMEOUT_S = 30.0
 
 
@@ -56,10 +58,11 @@ def broker_binary() -> str:
 
 
 def _ports() -> list[int]:
+    """This xdist worker's share of KAFKA_TEST_PORTS."""
     spec = os.environ.get("KAFKA_TEST_PORTS", "19092-19099")
     if "-" in spec:
         lo, hi = (int(x) for x in spec.split("-", 1))
-        return list(range(lo, hi + 1))
+        return worker_share(range(lo, hi + 1))
     return [int(spec)]
 
 

@@ -30,11 +30,12 @@ import pytest
 from observability import bronze
 from observability.store import Store, utcnow
 from tests.seeding import seed_incident, seed_metrics
+from tests.worker_ports import worker_share
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_MODEL = "smollm2:135m"
 DEFAULT_MODEL = "qwen2.5-coder:0.5b"
-PORTS = range(11500, 11511)
+PORTS = worker_share(range(11500, 11511))
 
 
 def free_port(exclude: set[int] = frozenset()) -> int:
@@ -47,7 +48,7 @@ def free_port(exclude: set[int] = frozenset()) -> int:
             except OSError:
                 continue
             return port
-    raise RuntimeError("no free port in 11500-11510")
+    raise RuntimeError(f"no free port in {PORTS}")
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:

@@ -15,9 +15,10 @@ from dashboard import server
 from observability import tables
 from observability.store import utcnow
 from tests.dashboard_fixtures import CHROMIUM, CHROMIUM_ARGS, NOVEL_SERVICE, TEMPLATE_SUMMARY, seed_dashboard
+from tests.worker_ports import worker_share
 
 HOST = "127.0.0.1"
-PORTS = range(8600, 8606)  # 8606-8610 are the benchmark's
+PORTS = worker_share(range(8600, 8606))  # this xdist worker's share; 8606-8610 are the benchmark's
 REFRESH_SECONDS = 2
 NEW_REASON = "reason that arrived while the page was open"
 PAGES = {"overview": "", "anomalies": "anomalies", "incidents": "incidents", "health": "health"}

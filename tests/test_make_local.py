@@ -23,7 +23,7 @@ import pytest
 from observability.store import Store, utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.timeout(900)]  # serial: its 180 s budget
 FAULT_INCIDENT = "root_cause_service = 'payments' OR list_contains(related_services, 'payments')"
 
 
