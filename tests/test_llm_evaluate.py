@@ -69,6 +69,7 @@ def test_the_ground_truth_judge(text, expected):
 
 
 @pytest.mark.e2e
+@pytest.mark.serial  # failed once under two xdist workers (per-type lines missing); runs alone
 def test_a_run_prints_per_type_figures(tmp_path):
     # SmolLM2-135M copies the worked examples: its summaries are refused and the template is stored,
     # so the run exits 1 (targets missed) and says so in its figures
@@ -97,7 +98,9 @@ def test_a_run_prints_per_type_figures(tmp_path):
     out = proc.stdout
     assert "2 incidents (1 per type" in out, proc.stderr[-3000:]
     for kind in ("traffic_drop", "error_surge"):
-        line = next(x for x in out.splitlines() if x.startswith(f"{kind} "))
+        lines = [x for x in out.splitlines() if x.startswith(f"{kind} ")]
+        assert lines, f"no {kind} line (exit {proc.returncode}):\n{out[-2000:]}\n{proc.stderr[-3000:]}"
+        line = lines[0]
         assert "incidents=1 " in line and "claim_failures=" in line and "median_s=" in line and "faithful=" in line
     assert "template baseline (same run): median" in out and "load average" in out
     summary = next(x for x in out.splitlines() if x.startswith("llm_share="))
