@@ -58,12 +58,10 @@ def broker_binary() -> str:
 
 
 def _ports() -> list[int]:
-    """This xdist worker's share of KAFKA_TEST_PORTS."""
+    """This xdist worker's share of KAFKA_TEST_PORTS (a single port cannot be shared: worker_share says so)."""
     spec = os.environ.get("KAFKA_TEST_PORTS", "19092-19099")
-    if "-" in spec:
-        lo, hi = (int(x) for x in spec.split("-", 1))
-        return worker_share(range(lo, hi + 1))
-    return [int(spec)]
+    lo, _, hi = spec.partition("-")
+    return worker_share(range(int(lo), int(hi or lo) + 1))
 
 
 def _port_free(port: int) -> bool:
