@@ -7,7 +7,9 @@ outside the tests) it does nothing. Reaching the named point logs it and sends
 this process SIGKILL: no cleanup, no flush, no `finally`, exactly as `kill -9`.
 
 Points: `detector.after_commit` (anomaly rows committed, not yet published),
-`spark.after_commit` (a micro-batch committed, its aggregates not yet published).
+`spark.after_commit` (a micro-batch committed, its aggregates not yet published),
+`spark.layers.before_commit` (a committed batch's silver and gold files written, its error_messages
+not yet: spark.layer_queue).
 """
 
 from __future__ import annotations

@@ -185,6 +185,25 @@ def check_narration_backlog(settings: Settings, store: Store, now: datetime) -> 
     return CheckResult("narration_backlog", status, f"{backlog} incidents waiting, oldest change {_fmt_age(age)}")
 
 
+def check_layer_queue(settings: Settings, store: Store, now: datetime) -> CheckResult:
+    """Committed micro-batches whose silver, gold and error_messages are still to be written
+    (`spark.layer_queue`): graded by the oldest one's age; a batch given up on is unhealthy."""
+    from observability.layers import LAYER_MAX_ATTEMPTS, layer_backlog
+
+    b = layer_backlog(store)
+    if b.failed:
+        return CheckResult(
+            "layer_queue",
+            UNHEALTHY,
+            f"{b.failed} batches' layers failed {LAYER_MAX_ATTEMPTS} times, left in {tables.LAYER_QUEUE}: {b.last_error}",
+        )
+    if b.pending == 0:
+        return CheckResult("layer_queue", HEALTHY, "every committed batch has its silver, gold and error messages")
+    age = _age(now, b.oldest)
+    status = grade_age(age, settings.health_progress_max_age_seconds)
+    return CheckResult("layer_queue", status, f"{b.pending} batches' layers to write, oldest commit {_fmt_age(age)}")
+
+
 # -- HTTP endpoints --------------------------------------------------------------------
 def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 1)
@@ -272,6 +291,7 @@ CHECKS: tuple[Callable[[Settings, Store, datetime], CheckResult], ...] = (
     check_detector,
     check_narrator,
     check_narration_backlog,
+    check_layer_queue,
     check_model_server,
     check_dashboard,
 )

@@ -15,11 +15,11 @@
   so error text is never aggregated away. Kept GOLD_RETENTION_DAYS, with the
   aggregate tables.
 
-The Spark job calls `write_batch_layers` once per micro-batch, before its
-DuckDB commit, with the bronze files the batch staged. File names derive from
-the batch's offset ranges, so a replayed batch rewrites the same files
-(idempotent) and the error_messages rows go in the sink's transaction
-(exactly once). Context comes from the batch's traces as bronze holds them
+The Spark job's layer queue (`spark.layer_queue`) calls `write_batch_layers`
+once per committed micro-batch, with the bronze files the batch staged, beside
+the next batch. File names derive from the batch's offset ranges, so a retried
+or replayed batch rewrites the same files (idempotent), and the error_messages
+rows go in the transaction that removes the batch from the queue (exactly once). Context comes from the batch's traces as bronze holds them
 (CONTEXT_SLACK, 10 minutes, either side of the batch's spans), so a trace split
 across micro-batches still gets its parents, depth and sampling verdict; a
 parent's self time counts the children known when its own batch was written.
@@ -359,7 +359,7 @@ def batch_name(bronze_files: list[str]) -> str:
 
 def write_batch_layers(settings: Settings, bronze_files: list[str]) -> pd.DataFrame:
     """The Spark job's hook: write silver and gold for a micro-batch's bronze files and
-    return its error_messages rows (for the sink's transaction)."""
+    return its error_messages rows (for the layer queue's transaction, spark.layer_queue)."""
     files = [f for f in bronze_files if Path(f).exists()]
     if not files:
         return pd.DataFrame(columns=list(ERROR_MESSAGE_COLUMNS))
@@ -376,8 +376,34 @@ def write_batch_layers(settings: Settings, bronze_files: list[str]) -> pd.DataFr
     return layers.error_messages
 
 
+# Tries at writing a committed batch's layers before its `layer_queue` row is left for a person
+# (spark.layer_queue writes the queue; the health check reports what is left).
+LAYER_MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class LayerBacklog:
+    pending: int  # committed batches whose layers are still to be written
+    oldest: datetime | None  # the oldest such batch's commit
+    failed: int  # batches given up on after LAYER_MAX_ATTEMPTS tries
+    last_error: str | None  # the newest given-up batch's error
+
+
+def layer_backlog(store) -> LayerBacklog:
+    """What `layer_queue` holds: the layer writer's own definition of its backlog."""
+    from observability import tables
+
+    pending, oldest, failed, last_error = store.fetch_one(
+        f"""SELECT count(*) FILTER (WHERE attempts < ?), min(queued_at) FILTER (WHERE attempts < ?),
+                   count(*) FILTER (WHERE attempts >= ?), arg_max(last_error, queued_at) FILTER (WHERE attempts >= ?)
+            FROM {tables.LAYER_QUEUE}""",
+        [LAYER_MAX_ATTEMPTS] * 4,
+    )
+    return LayerBacklog(int(pending), oldest, int(failed), last_error)
+
+
 def insert_error_messages(con, rows: pd.DataFrame) -> None:
-    """Inside the sink's transaction: counts add up across micro-batches; the first sample stays."""
+    """Inside the layer queue's transaction: counts add up across micro-batches; the first sample stays."""
     from observability import tables
 
     if rows is None or rows.empty:

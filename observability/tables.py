@@ -32,6 +32,7 @@ OTEL_METRICS = "otel_metrics"  # writer: spark (the metrics topic; one row per O
 SCHEMA_VERSION = "schema_version"  # writer: store.migrate
 TRACE_INDEX = "trace_index"  # writer: spark (one row per trace, merged across micro-batches; spark.trace_index)
 ERROR_MESSAGES = "error_messages"  # writer: spark (gold: error text per window, never aggregated away)
+LAYER_QUEUE = "layer_queue"  # writer: spark (committed batches whose silver, gold, error_messages are to write)
 OUTBOX = "outbox"  # writer: each stage that publishes after a commit, its own topics' rows (observability.outbox)
 ALERT_EVENTS = "alert_events"  # writer: anomaly_detection.notifier (one row per (incident, event) to notify)
 ALERT_DELIVERIES = "alert_deliveries"  # writer: anomaly_detection.notifier (every delivery attempt, per channel)
@@ -409,6 +410,19 @@ CREATE TABLE IF NOT EXISTS {EMBEDDING_CENTROIDS} (
 ALTER TABLE {EMBEDDING_VECTORS} ADD COLUMN IF NOT EXISTS cluster_id INTEGER;  -- nearest centroid; NULL: no index yet (always scored)
 """,
     ),
+    (
+        15,
+        "layer_queue: a micro-batch's silver, gold and error_messages written after its commit (spark.layer_queue)",
+        f"""
+CREATE TABLE IF NOT EXISTS {LAYER_QUEUE} (
+    batch_key VARCHAR PRIMARY KEY,    -- the sink and batch id (sink_commits) whose layers these are
+    bronze_files VARCHAR[] NOT NULL,  -- the bronze files the batch staged: the layers' input
+    queued_at TIMESTAMP NOT NULL,     -- in the batch's own commit; layers are written oldest first
+    attempts INTEGER NOT NULL,        -- failed tries so far; at LAYER_MAX_ATTEMPTS the row stays for a person to see
+    last_error VARCHAR                -- the newest failure, NULL while none
+);
+""",
+    ),
 ]
 
 SCHEMA_VERSION_DDL = f"""
@@ -449,4 +463,5 @@ ALL_TABLES = (
     EMBEDDING_PROGRESS,
     EMBEDDING_CENTROIDS,
     ERROR_MESSAGES,
+    LAYER_QUEUE,
 )

@@ -1,8 +1,9 @@
 """The DuckDB sink: one short transaction per micro-batch, exactly once.
 
 Everything a micro-batch produces (window rows, trace samples, dependency
-edges, error messages, dead letters, its stream_progress row, and the aggregated-metrics
-records it will publish, staged in the outbox; or a logs / metrics batch's
+edges, dead letters, its stream_progress row, the aggregated-metrics
+records it will publish, staged in the outbox, and its bronze files queued for
+the silver and gold layers (`spark.layer_queue`); or a logs / metrics batch's
 records and dead letters) is written in ONE DuckDB transaction together with a
 `sink_commits(sink, batch_id)` row. A replayed
 batch (Spark re-runs the last uncommitted batch after a crash) finds its
@@ -19,10 +20,10 @@ from datetime import datetime
 
 import pandas as pd
 
-from observability import layers, outbox, tables
+from observability import outbox, tables
 from observability.store import Store, utcnow
 from observability.tables import METRIC_VALUE_COLUMNS
-from spark import trace_index
+from spark import layer_queue, trace_index
 
 _METRIC_COLS = ("window_start", "window_end", "service", *METRIC_VALUE_COLUMNS, "updated_at")
 
@@ -44,7 +45,7 @@ class BatchOutput:
     outbox_topic: str = ""  # where the outbox records go once committed
     outbox: list = field(default_factory=list)  # (id, key, value) records (observability.outbox.stage)
     traces: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-trace partial rows (spark.trace_index)
-    error_messages: pd.DataFrame = field(default_factory=pd.DataFrame)  # observability.layers.ERROR_MESSAGE_COLUMNS
+    layer_files: list[str] = field(default_factory=list)  # bronze files whose layers spark.layer_queue writes
 
 
 class DuckDBSink:
@@ -58,6 +59,10 @@ class DuckDBSink:
             f"SELECT 1 FROM {tables.SINK_COMMITS} WHERE sink = ? AND batch_id = ?", [self.sink, batch_id]
         )
         return row is not None
+
+    def batch_key(self, batch_id: int) -> str:
+        """The batch's name in tables outside sink_commits (spark.layer_queue)."""
+        return f"{self.sink}:{batch_id}"
 
     def _claim(self, con, batch_id: int) -> bool:
         """Inside the transaction: False when this batch was already committed."""
@@ -89,7 +94,7 @@ class DuckDBSink:
             _add_dependencies(con, out.dependencies)
             trace_index.upsert(con, out.traces, now)
             _insert_dead_letters(con, out.dead_letters)
-            layers.insert_error_messages(con, out.error_messages)
+            layer_queue.enqueue(con, self.batch_key(out.batch_id), out.layer_files, now)
             outbox.stage(con, out.outbox_topic, out.outbox, now)
             con.execute(
                 f"""INSERT OR REPLACE INTO {tables.STREAM_PROGRESS}

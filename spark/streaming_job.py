@@ -6,10 +6,12 @@ Two Structured Streaming queries in one Spark application:
   event-time watermark -> 1-minute windows per service and per (service,
   endpoint) -> update mode -> `foreachBatch` DuckDB sink. Per batch the sink
   also writes the trace samples, dependency edges, dead letters (parse
-  rejects), a stream_progress row and the updated windows' aggregated-metrics
-  records (staged in the outbox), all in one transaction with its commit row;
-  after the commit the outbox publisher sends those records (and any an
-  earlier, killed run left unsent) and marks them sent.
+  rejects), a stream_progress row, the updated windows' aggregated-metrics
+  records (staged in the outbox) and its bronze files queued for the silver and
+  gold layers, all in one transaction with its commit row; after the commit
+  the outbox publisher sends those records (and any an earlier, killed run left
+  unsent) and marks them sent, and the layer queue (`spark.layer_queue`)
+  writes the layers while Spark runs the next batch.
 - `dead_letters`: the dead-letter topic (producers' rejects) -> dead_letter.
 - `logs`, `otel_metrics`: the OTLP logs and metrics topics -> validated once
   (`observability.records`) -> the `logs` / `otel_metrics` tables, their
@@ -36,12 +38,12 @@ from pathlib import Path
 from observability import tables
 from observability.faults import fault_point
 from observability.logs import get_logger
-from observability.memory import release_memory
 from observability.metrics import SPARK, record_batch
 from observability.metrics import serve as serve_metrics
 from observability.run_loop import stop_on_signals
 from observability.settings import Settings, get_settings
 from observability.store import Store
+from spark.layer_queue import LayerQueue
 from spark.progress import BacklogProgress
 from spark.publish import AggregatePublisher, aggregate_records
 from spark.supervisor import QuerySupervisor, RecordArrivals
@@ -61,6 +63,8 @@ class StreamingJob:
         self.staging_dir = settings.checkpoint_dir / "staging" / settings.raw_events_topic
         self.sample_caps = SAMPLE_CAPS
         self.publisher = AggregatePublisher(store, settings)
+        self.layer_queue = LayerQueue(store, settings)
+        self.stop_event: threading.Event | None = None
         self._sinks: dict[str, object] = {}
         self.record_topics = {"logs": settings.logs_topic, "otel_metrics": settings.metrics_topic}
         # queries started once their topic has a record (or they ran before): an idle one costs a
@@ -176,12 +180,7 @@ class StreamingJob:
             return
         t1 = time.monotonic()
         out = self.batch_output(batch_id, metrics, staged)
-        from observability.layers import write_batch_layers  # silver and gold, before the commit (issue 15)
-
-        t_layers = time.monotonic()
-        out.error_messages = write_batch_layers(self.settings, [f for s in staged for f in s.bronze_files])
-        t_layers = time.monotonic() - t_layers
-        release_memory(gc_generation=1)  # the layers' DuckDB and Arrow pages, before the next batch's workers grow
+        out.layer_files = [f for s in staged for f in s.bronze_files]  # silver and gold: spark.layer_queue
         out.outbox_topic = self.publisher.topic
         out.outbox = aggregate_records(metrics, batch_id, sink.sink)
         t_side = time.monotonic() - t1
@@ -190,6 +189,10 @@ class StreamingJob:
         if written:
             fault_point("spark.after_commit")
         published = self.publisher.try_publish()  # at least once, stable ids; consumers keep the latest per key
+        self.layer_queue.notify()
+        t_wait = time.monotonic()
+        self.layer_queue.wait_until(1, self.stop_event)  # one batch's layers beside the next batch, no more
+        t_wait = time.monotonic() - t_wait
         self.store.heartbeat(tables.SPARK_HEARTBEAT, f"batch {batch_id}")
         if written:
             for key, value in (
@@ -225,7 +228,7 @@ class StreamingJob:
             seconds=round(time.monotonic() - t0, 2),
             aggregate_seconds=round(t_aggregate, 2),
             side_outputs_seconds=round(t_side, 2),
-            layers_seconds=round(t_layers, 2),
+            layers_wait_seconds=round(t_wait, 2),
         )
 
     def batch_output(self, batch_id: int, metrics, staged):
@@ -295,7 +298,17 @@ class StreamingJob:
             rejected=dead.num_rows,
         )
 
+    def drain_layers(self) -> int:
+        """Wait for the queued batches' layers (an available-now run's end); returns those left."""
+        t0 = time.monotonic()
+        left = self.layer_queue.wait_until(0, self.stop_event)
+        log.info(
+            "layer queue drained", left=left, written=self.layer_queue.written, seconds=round(time.monotonic() - t0, 2)
+        )
+        return left
+
     def close(self) -> None:
+        self.layer_queue.stop()
         self.records_arrived.close()
         self.publisher.close()
         self.progress.close()
@@ -311,7 +324,9 @@ class StreamingJob:
     def run(self, available_now: bool, stop: threading.Event) -> int:
         if available_now:
             self.progress = BacklogProgress.open(self.settings, self.metrics_checkpoint)
+        self.stop_event = stop
         self.publisher.try_publish()  # what a killed run committed but did not get sent
+        self.layer_queue.start()  # first what a killed run queued, then each batch's
         supervisor = QuerySupervisor(
             self.starters(),
             available_now=available_now,
@@ -321,7 +336,10 @@ class StreamingJob:
             heartbeat_every=self.settings.trigger_seconds,
         )
         # the dead-letter and record queries start once their topics have data (see RecordArrivals)
-        return supervisor.run(eager=("metrics",), lazy=list(self.lazy_topics))
+        rc = supervisor.run(eager=("metrics",), lazy=list(self.lazy_topics))
+        if available_now and rc == 0:
+            self.drain_layers()
+        return rc
 
 
 def _utc(ms: int):

@@ -19,6 +19,7 @@ COMPONENTS = {
     "detector",
     "narrator",
     "narration_backlog",
+    "layer_queue",
     "model_server",
     "dashboard",
 }
@@ -43,9 +44,10 @@ def test_empty_platform_is_unhealthy_everywhere_without_raising(settings, store,
     get_settings.cache_clear()
     results = by_component(health.run_all_checks(get_settings(), store))
     assert set(results) == COMPONENTS
-    for name in COMPONENTS - {"narration_backlog"}:
+    for name in COMPONENTS - {"narration_backlog", "layer_queue"}:
         assert results[name].status == "unhealthy", results[name]
     assert results["narration_backlog"].status == "healthy"  # nothing to summarise
+    assert results["layer_queue"].status == "healthy"  # nothing committed, nothing to write
     assert "does not exist" in results["transport"].detail
     assert "unreachable" in results["model_server"].detail
 

@@ -310,6 +310,37 @@ def test_kill_after_commit_then_restart_publishes_every_aggregate_once(data_dir,
     _assert_metrics_match(store, events, by_endpoint=False)
 
 
+@pytest.mark.e2e
+def test_kill_before_the_layers_commit_then_restart_writes_each_error_message_once(data_dir, settings, store):
+    """kill -9 in the layer queue's thread after a batch's silver and gold files are written,
+    before its error_messages commit (spark.layer_queue): the restart writes the batch's layers
+    again and every error text is counted once."""
+    now_ms = _minute(int(time.time() * 1000))
+    events = make_events(3000, now_ms - 10 * 60_000, 3 * 60_000, seed=34)
+    events.sort(key=lambda e: e["timestamp"])
+    publish(settings, events)
+    env = job_env(data_dir, MAX_EVENTS_PER_BATCH=1000)
+    killed = subprocess.run(
+        [sys.executable, "-m", "spark.streaming_job", "--available-now"],
+        cwd=ROOT,
+        env=dict(env, FAULT_POINT="spark.layers.before_commit"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-4000:]
+    assert store.fetch_one("SELECT count(*) FROM sink_commits WHERE sink LIKE 'metrics:%'")[0] >= 1
+    assert store.fetch_one("SELECT count(*) FROM layer_queue")[0] >= 1, "the committed batch's layers are queued"
+    assert store.fetch_one("SELECT count(*) FROM error_messages")[0] == 0
+    assert list(settings.silver_dir.rglob("*.parquet")), "the killed batch's files were written"
+
+    run_job(env, "--available-now")
+    assert store.fetch_one("SELECT count(*) FROM layer_queue")[0] == 0
+    t0 = datetime.fromtimestamp(now_ms / 1000, tz=UTC).replace(tzinfo=None)
+    assert_layers_of_job(settings, store, events, t0 - timedelta(hours=1), t0 + timedelta(hours=1))
+
+
 def _group_alive(pgid: int, wait_s: float = 15) -> list[str]:
     """Live (non-zombie) processes of a process group, after waiting a little for them to go."""
     import psutil
