@@ -136,7 +136,7 @@ def compute(valid: pa.Table) -> dict[str, list]:
     from spark import trace_index
 
     if valid.num_rows == 0:
-        return {"samples": [], "edges": [], "window_counts": [], "traces": []}
+        return {"samples": [], "edges": [], "window_counts": [], "traces": None}
     con = _connect()
     try:
         con.register("ev", valid)

@@ -124,8 +124,8 @@ def test_partial_sql_picks_the_parentless_span_as_root():
         "('t', 's1', NULL, TIMESTAMP '2024-01-01 00:00:00.002', 'root', '/r', 502, 1.5)) "
         "v(trace_id, span_id, parent_span_id, timestamp, service, endpoint, status_code, latency_ms)"
     )
-    [row] = trace_index.partials(con)
-    got = dict(zip(trace_index.PARTIAL_COLUMNS, row, strict=True))
+    [got] = trace_index.partials(con).to_pylist()
+    assert tuple(got) == trace_index.PARTIAL_COLUMNS
     assert (got["root_service"], got["root_endpoint"], got["root_span_id"]) == ("root", "/r", "s1")
     assert got["end_us"] - got["start_us"] == 2500 and (got["span_count"], got["error_count"]) == (2, 1)
     assert got["services"] == ["child", "root"]
