@@ -18,12 +18,18 @@ its last error, for a person to see (the health check reports it), and the queue
 Memory stays bounded: the job waits after each commit until at most one batch is queued
 (`wait_until(1)`), so one layers computation runs beside one Spark batch. An
 `--available-now` run waits for the queue to empty before it exits (`wait_until(0)`).
+
+The job hands each committed batch to the thread in memory (`notify(key, files)`), so a batch
+costs the queue one DuckDB connection (its commit); the table is read at start-up (what a
+killed run left), after a failure (the retry), and when idle for `idle_seconds`. Each
+connection to the shared DuckDB file costs ~30 ms of CPU to open and close.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 import pandas as pd
@@ -82,7 +88,7 @@ class LayerQueue:
         settings: Settings,
         write: Callable[[Settings, list[str]], pd.DataFrame] = layers.write_batch_layers,
         max_attempts: int = LAYER_MAX_ATTEMPTS,
-        idle_seconds: float = 5.0,
+        idle_seconds: float = 60.0,
         backoff_seconds: float = 2.0,
     ) -> None:
         self.store = store
@@ -95,6 +101,9 @@ class LayerQueue:
         self._wakes = 0  # notify() calls: the thread looks again after each
         self._done = 0  # batches finished (written or given up on): waiters look again after each
         self._stopped = False
+        self._handed: deque[tuple[str, list[str]]] = deque()  # committed batches handed over in memory
+        self._busy = False  # a batch's layers are being written
+        self._recheck = True  # read the table next (start-up, after a failure)
         self._thread: threading.Thread | None = None
         self.written = 0
 
@@ -104,9 +113,12 @@ class LayerQueue:
             self._thread = threading.Thread(target=self._run, name="layer-queue", daemon=True)
             self._thread.start()
 
-    def notify(self) -> None:
-        """A batch was queued."""
+    def notify(self, batch_key: str | None = None, bronze_files: list[str] | None = None) -> None:
+        """A batch was queued (committed with its `layer_queue` row); with its key and files, the
+        thread takes it without reading the table."""
         with self._cond:
+            if batch_key is not None and bronze_files:
+                self._handed.append((batch_key, list(bronze_files)))
             self._wakes += 1
             self._cond.notify_all()
 
@@ -125,7 +137,9 @@ class LayerQueue:
         while True:
             with self._cond:
                 seen = self._done
-            n = pending_count(self.store, self.max_attempts)
+                n = len(self._handed) + self._busy  # the backpressure counts in memory
+            if max_pending == 0 and n == 0:  # "empty" is the table's word: a failed batch waits there
+                n = pending_count(self.store, self.max_attempts)
             if n <= max_pending or (stop is not None and stop.is_set()) or not self._alive():
                 return n
             with self._cond:
@@ -146,23 +160,49 @@ class LayerQueue:
         )
         return (row[0], list(row[1]), int(row[2])) if row else None
 
+    def _take(self) -> tuple[str, list[str], int] | None:
+        """The next batch: first what the table holds when it is to be read, then what was handed."""
+        with self._cond:
+            recheck, self._recheck = self._recheck, False
+        if recheck:
+            try:
+                item = self._next()
+            except Exception as exc:  # noqa: BLE001 - the store may be busy or gone for a while: look again
+                log.warning("layer queue: could not read the queue", error=str(exc))
+                with self._cond:
+                    self._recheck = True
+                return None
+            if item is not None:
+                with self._cond:
+                    self._recheck = True  # the table may hold more
+                    self._handed = deque(h for h in self._handed if h[0] != item[0])
+                    self._busy = True
+                return item
+        with self._cond:
+            if not self._handed:
+                return None
+            key, files = self._handed.popleft()
+            self._busy = True
+        return key, files, 0
+
     def _run(self) -> None:
         while True:
             with self._cond:
                 if self._stopped:
                     return
                 seen = self._wakes
-            try:
-                item = self._next()
-            except Exception as exc:  # noqa: BLE001 - the store may be busy or gone for a while: look again
-                log.warning("layer queue: could not read the queue", error=str(exc))
-                item = None
+            item = self._take()
             if item is None:
                 with self._cond:
-                    self._cond.wait_for(lambda s=seen: self._stopped or self._wakes != s, timeout=self.idle_seconds)
+                    woke = self._cond.wait_for(
+                        lambda s=seen: self._stopped or self._wakes != s, timeout=self.idle_seconds
+                    )
+                    if not woke:
+                        self._recheck = True  # idle: look for rows another run left
                 continue
             self._process(*item)
             with self._cond:
+                self._busy = False
                 self._done += 1
                 self._cond.notify_all()
 
@@ -188,6 +228,8 @@ class LayerQueue:
         )
 
     def _failed(self, batch_key: str, attempts: int, exc: Exception) -> None:
+        with self._cond:
+            self._recheck = True  # the retry (and its attempt count) comes from the table
         error = f"{type(exc).__name__}: {exc}"[:1000]
         given_up = attempts >= self.max_attempts
         log.error(

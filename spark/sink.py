@@ -46,6 +46,7 @@ class BatchOutput:
     outbox: list = field(default_factory=list)  # (id, key, value) records (observability.outbox.stage)
     traces: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-trace partial rows (spark.trace_index)
     layer_files: list[str] = field(default_factory=list)  # bronze files whose layers spark.layer_queue writes
+    heartbeat: str | None = None  # the heartbeats row written with the batch (its component), if any
 
 
 class DuckDBSink:
@@ -96,6 +97,11 @@ class DuckDBSink:
             _insert_dead_letters(con, out.dead_letters)
             layer_queue.enqueue(con, self.batch_key(out.batch_id), out.layer_files, now)
             outbox.stage(con, out.outbox_topic, out.outbox, now)
+            if out.heartbeat:  # in the commit's transaction: one connection less per batch
+                con.execute(
+                    f"INSERT OR REPLACE INTO {tables.HEARTBEATS} (component, last_seen, detail) VALUES (?, ?, ?)",
+                    [out.heartbeat, now, f"batch {out.batch_id}"],
+                )
             con.execute(
                 f"""INSERT OR REPLACE INTO {tables.STREAM_PROGRESS}
                     (batch_id, processed_at, rows_in, rows_rejected, rows_late, max_event_time, watermark)

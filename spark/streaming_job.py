@@ -65,6 +65,7 @@ class StreamingJob:
         self.publisher = AggregatePublisher(store, settings)
         self.layer_queue = LayerQueue(store, settings)
         self.stop_event: threading.Event | None = None
+        self._last_beat = float("-inf")  # monotonic time of the newest heartbeat written
         self._sinks: dict[str, object] = {}
         self.record_topics = {"logs": settings.logs_topic, "otel_metrics": settings.metrics_topic}
         # queries started once their topic has a record (or they ran before): an idle one costs a
@@ -181,6 +182,7 @@ class StreamingJob:
         t1 = time.monotonic()
         out = self.batch_output(batch_id, metrics, staged)
         out.layer_files = [f for s in staged for f in s.bronze_files]  # silver and gold: spark.layer_queue
+        out.heartbeat = tables.SPARK_HEARTBEAT
         out.outbox_topic = self.publisher.topic
         out.outbox = aggregate_records(metrics, batch_id, sink.sink)
         t_side = time.monotonic() - t1
@@ -189,11 +191,14 @@ class StreamingJob:
         if written:
             fault_point("spark.after_commit")
         published = self.publisher.try_publish()  # at least once, stable ids; consumers keep the latest per key
-        self.layer_queue.notify()
+        if written:
+            self.layer_queue.notify(sink.batch_key(batch_id), out.layer_files)
         t_wait = time.monotonic()
         self.layer_queue.wait_until(1, self.stop_event)  # one batch's layers beside the next batch, no more
         t_wait = time.monotonic() - t_wait
-        self.store.heartbeat(tables.SPARK_HEARTBEAT, f"batch {batch_id}")
+        if not written:
+            self.store.heartbeat(tables.SPARK_HEARTBEAT, f"batch {batch_id}")
+        self._last_beat = time.monotonic()
         if written:
             for key, value in (
                 ("rows_in", out.rows_in),
@@ -298,6 +303,12 @@ class StreamingJob:
             rejected=dead.num_rows,
         )
 
+    def _beat_if_quiet(self) -> None:
+        """The supervisor's heartbeat, unless a batch's commit wrote one within the last trigger."""
+        if time.monotonic() - self._last_beat >= self.settings.trigger_seconds:
+            self.store.heartbeat(tables.SPARK_HEARTBEAT, "running")
+            self._last_beat = time.monotonic()
+
     def drain_layers(self) -> int:
         """Wait for the queued batches' layers (an available-now run's end); returns those left."""
         t0 = time.monotonic()
@@ -332,7 +343,7 @@ class StreamingJob:
             available_now=available_now,
             stop=stop,
             arrived=self.records_arrived,
-            heartbeat=lambda: self.store.heartbeat(tables.SPARK_HEARTBEAT, "running"),
+            heartbeat=self._beat_if_quiet,
             heartbeat_every=self.settings.trigger_seconds,
         )
         # the dead-letter and record queries start once their topics have data (see RecordArrivals)

@@ -118,3 +118,29 @@ def test_waiting_returns_when_the_job_stops(settings, store):
         release.set()
         q.stop()
     assert store.fetch_one(f"SELECT count(*) FROM {tables.LAYER_QUEUE}")[0] == 0  # the one in progress finished
+
+
+def test_a_batch_handed_over_and_also_in_the_table_is_written_once(settings, store):
+    """The job hands each committed batch over in memory; at start-up the thread reads the table
+    first (what a killed run left), and a batch found both ways is written once."""
+    left, handed = _batch(settings, "8" * 32), _batch(settings, "9" * 32)
+    _queue(store, "metrics:q:0", left)
+    _queue(store, "metrics:q:1", handed)
+    calls: list[str] = []
+
+    def write(s, files):
+        calls.append(files[0])
+        return layers.write_batch_layers(s, files)
+
+    q = LayerQueue(store, settings, write=write)
+    q.notify("metrics:q:1", handed)  # before start: the table is read first, and holds it too
+    q.start()
+    try:
+        assert q.wait_until(0) == 0
+        _queue(store, "metrics:q:2", later := _batch(settings, "a" * 32))
+        q.notify("metrics:q:2", later)  # from here on, taken in memory
+        assert q.wait_until(0) == 0
+    finally:
+        q.stop()
+    assert sorted(calls) == sorted([left[0], handed[0], later[0]]), "each batch written once"
+    assert q.written == 3 and _error_count(store) == 3
