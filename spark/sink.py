@@ -54,8 +54,13 @@ class DuckDBSink:
         self.store = store
         self.sink = sink
         self.sample_caps = sample_caps
+        self._last_written: int | None = None  # the newest batch this process committed
 
     def is_committed(self, batch_id: int) -> bool:
+        """Whether the batch was committed (a replay). Past a batch this process committed, no:
+        one job runs a checkpoint and its batch ids only grow, so no connection is needed."""
+        if self._last_written is not None and batch_id > self._last_written:
+            return False
         row = self.store.fetch_one(
             f"SELECT 1 FROM {tables.SINK_COMMITS} WHERE sink = ? AND batch_id = ?", [self.sink, batch_id]
         )
@@ -110,7 +115,10 @@ class DuckDBSink:
             )
             return True
 
-        return self.store.write(work)
+        written = self.store.write(work)
+        if written:
+            self._last_written = out.batch_id
+        return written
 
     def write_dead_letters(self, batch_id: int, rows: pd.DataFrame) -> bool:
         """The dead-letter topic stream: its rows and its own commit row, one transaction."""

@@ -449,7 +449,10 @@ def test_sink_is_exactly_once_per_batch_and_refines_windows(store):
         rows_in=11,
         rows_rejected=1,
     )
+    assert not sink.is_committed(0)
     assert sink.write_batch(out) is True
+    assert sink.is_committed(0) and not sink.is_committed(1)  # past what this process wrote: not committed
+    assert DuckDBSink(store, "metrics:test", {}).is_committed(0), "a fresh process asks the table"
     assert sink.write_batch(out) is False  # a replayed batch writes nothing
     assert store.fetch_one("SELECT count(*) FROM dead_letter")[0] == 1
     assert store.fetch_one("SELECT call_count FROM service_dependencies")[0] == 3
