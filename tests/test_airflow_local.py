@@ -238,6 +238,7 @@ def _wait(predicate, timeout: float, what: str, procs):
 @pytest.mark.e2e
 @pytest.mark.timeout(420)
 def test_api_server_scheduler_and_dag_processor_serve_the_three_dags(tmp_path):
+    from observability import health
     from observability.settings import Settings
     from observability.store import Store
 
@@ -313,7 +314,7 @@ def test_api_server_scheduler_and_dag_processor_serve_the_three_dags(tmp_path):
         rows = Store.from_settings(Settings(DATA_DIR=data)).fetch_all(
             "SELECT DISTINCT component, status FROM health_checks"
         )
-        assert len(rows) == 8 and dict(rows)["detector"] == "unhealthy"
+        assert len(rows) == len(health.CHECKS) and dict(rows)["detector"] == "unhealthy"
     finally:
         _stop(procs)
     for p in procs:

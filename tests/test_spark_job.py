@@ -266,25 +266,32 @@ def _published(settings, topic: str) -> list[dict]:
         return [json.loads(rec.value) for p, end in r.end_offsets(topic).items() for rec in r.read(topic, p, 0, end)]
 
 
-@pytest.mark.e2e
-def test_kill_after_commit_then_restart_publishes_every_aggregate_once(data_dir, settings, store):
-    """kill -9 right after a batch's DuckDB commit: its aggregates are in the outbox, and the restart sends them."""
+def _killed_backlog_run(data_dir, settings, point: str, seed: int) -> tuple[int, list[dict], dict]:
+    """Publish a 3,000-event backlog and run the job over it in 1,000-event batches until the
+    fault point `point` kills it (SIGKILL); returns (the minute it ends at, the events, the env)."""
     now_ms = _minute(int(time.time() * 1000))
-    events = make_events(3000, now_ms - 10 * 60_000, 3 * 60_000, seed=33)
+    events = make_events(3000, now_ms - 10 * 60_000, 3 * 60_000, seed=seed)
     events.sort(key=lambda e: e["timestamp"])
     publish(settings, events)
     env = job_env(data_dir, MAX_EVENTS_PER_BATCH=1000)
-    topic = settings.aggregated_topic
     killed = subprocess.run(
         [sys.executable, "-m", "spark.streaming_job", "--available-now"],
         cwd=ROOT,
-        env=dict(env, FAULT_POINT="spark.after_commit"),
+        env=dict(env, FAULT_POINT=point),
         capture_output=True,
         text=True,
         timeout=300,
         start_new_session=True,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-4000:]
+    return now_ms, events, env
+
+
+@pytest.mark.e2e
+def test_kill_after_commit_then_restart_publishes_every_aggregate_once(data_dir, settings, store):
+    """kill -9 right after a batch's DuckDB commit: its aggregates are in the outbox, and the restart sends them."""
+    _, events, env = _killed_backlog_run(data_dir, settings, "spark.after_commit", seed=33)
+    topic = settings.aggregated_topic
     assert store.fetch_one("SELECT count(*) FROM sink_commits WHERE sink LIKE 'metrics:%'")[0] == 1
     staged = _outbox_ids(store, topic, sent=False)
     assert staged and _published(settings, topic) == [], "committed with the batch, not yet published"
@@ -315,21 +322,7 @@ def test_kill_before_the_layers_commit_then_restart_writes_each_error_message_on
     """kill -9 in the layer queue's thread after a batch's silver and gold files are written,
     before its error_messages commit (spark.layer_queue): the restart writes the batch's layers
     again and every error text is counted once."""
-    now_ms = _minute(int(time.time() * 1000))
-    events = make_events(3000, now_ms - 10 * 60_000, 3 * 60_000, seed=34)
-    events.sort(key=lambda e: e["timestamp"])
-    publish(settings, events)
-    env = job_env(data_dir, MAX_EVENTS_PER_BATCH=1000)
-    killed = subprocess.run(
-        [sys.executable, "-m", "spark.streaming_job", "--available-now"],
-        cwd=ROOT,
-        env=dict(env, FAULT_POINT="spark.layers.before_commit"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        start_new_session=True,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-4000:]
+    now_ms, events, env = _killed_backlog_run(data_dir, settings, "spark.layers.before_commit", seed=34)
     assert store.fetch_one("SELECT count(*) FROM sink_commits WHERE sink LIKE 'metrics:%'")[0] >= 1
     assert store.fetch_one("SELECT count(*) FROM layer_queue")[0] >= 1, "the committed batch's layers are queued"
     assert store.fetch_one("SELECT count(*) FROM error_messages")[0] == 0
