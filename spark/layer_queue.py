@@ -12,8 +12,10 @@ Exactly once, as before: the batch's own transaction inserts its `layer_queue` r
 in one transaction, adds the batch's error_messages rows and deletes its queue row. A
 kill before that transaction leaves the row, and the next run writes the same files
 again and adds the rows once. Batches are taken oldest first. A batch whose layers fail
-is retried with backoff, and after `max_attempts` tries its row stays in the table with
-its last error, for a person to see (the health check reports it), and the queue moves on.
+is retried with backoff; after `max_attempts` tries its row stays in the table with its
+last error, for a person to see (the health check reports it), the queue moves on, and the
+batch is tried again at each start-up and whenever the queue is idle (a full disk may have
+room again: nothing committed is dropped for good).
 
 Memory stays bounded: the job waits after each commit until at most one batch is queued
 (`wait_until(1)`), so one layers computation runs beside one Spark batch. An
@@ -104,6 +106,8 @@ class LayerQueue:
         self._handed: deque[tuple[str, list[str]]] = deque()  # committed batches handed over in memory
         self._busy = False  # a batch's layers are being written
         self._recheck = True  # read the table next (start-up, after a failure)
+        self._retry_given_up = True  # try the batches given up on once more (start-up, when idle)
+        self._retries: deque[tuple[str, list[str], int]] = deque()
         self._thread: threading.Thread | None = None
         self.written = 0
 
@@ -160,8 +164,34 @@ class LayerQueue:
         )
         return (row[0], list(row[1]), int(row[2])) if row else None
 
+    def _given_up(self) -> list[tuple[str, list[str], int]]:
+        rows = self.store.fetch_all(
+            f"""SELECT batch_key, bronze_files, attempts FROM {tables.LAYER_QUEUE}
+                WHERE attempts >= ? ORDER BY queued_at, batch_key""",
+            [self.max_attempts],
+        )
+        return [(r[0], list(r[1]), int(r[2])) for r in rows]
+
+    def _load_retries(self) -> None:
+        """Batches given up on are tried once more at start-up and whenever the queue was idle
+        (the disk that was full may have room again): nothing committed is dropped for good.
+        The list is read when that moment comes, so a batch given up on later waits for the next."""
+        with self._cond:
+            load, self._retry_given_up = self._retry_given_up, False
+        if not load:
+            return
+        try:
+            retries = self._given_up()
+        except Exception as exc:  # noqa: BLE001 - the next idle spell tries again
+            log.warning("layer queue: could not read the queue", error=str(exc))
+            return
+        with self._cond:
+            self._retries = deque(retries)
+
     def _take(self) -> tuple[str, list[str], int] | None:
-        """The next batch: first what the table holds when it is to be read, then what was handed."""
+        """The next batch: first what the table holds when it is to be read, then what was handed,
+        then the batches given up on that are due for another try."""
+        self._load_retries()
         with self._cond:
             recheck, self._recheck = self._recheck, False
         if recheck:
@@ -179,11 +209,14 @@ class LayerQueue:
                     self._busy = True
                 return item
         with self._cond:
-            if not self._handed:
-                return None
-            key, files = self._handed.popleft()
-            self._busy = True
-        return key, files, 0
+            if self._handed:
+                key, files = self._handed.popleft()
+                self._busy = True
+                return key, files, 0
+            if self._retries:
+                self._busy = True
+                return self._retries.popleft()
+        return None
 
     def _run(self) -> None:
         while True:
@@ -197,8 +230,8 @@ class LayerQueue:
                     woke = self._cond.wait_for(
                         lambda s=seen: self._stopped or self._wakes != s, timeout=self.idle_seconds
                     )
-                    if not woke:
-                        self._recheck = True  # idle: look for rows another run left
+                    if not woke:  # idle: look for rows another run left, retry those given up on
+                        self._recheck = self._retry_given_up = True
                 continue
             self._process(*item)
             with self._cond:
@@ -233,7 +266,9 @@ class LayerQueue:
         error = f"{type(exc).__name__}: {exc}"[:1000]
         given_up = attempts >= self.max_attempts
         log.error(
-            "layers failed: left in the queue" if given_up else "layers failed: will retry",
+            "layers failed: left in the queue, retried at start-up and when idle"
+            if given_up
+            else "layers failed: will retry",
             batch_key=batch_key,
             attempts=attempts,
             error=error,

@@ -4,6 +4,7 @@ written by the driver's thread, once each, on real bronze Parquet and a real Duc
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pandas as pd
@@ -89,6 +90,19 @@ def test_a_failing_batch_is_retried_then_left_with_its_error_and_the_queue_moves
     assert _error_count(store) == 1  # the good batch's
     result = health.check_layer_queue(settings, store, utcnow())
     assert result.status == "unhealthy" and "disk on fire" in result.detail, result
+
+    # the next start-up (the disk has room again) tries the batch given up on once more
+    restarted = LayerQueue(store, settings)
+    restarted.start()
+    try:
+        deadline = time.monotonic() + 30
+        while store.fetch_one(f"SELECT count(*) FROM {tables.LAYER_QUEUE}")[0] and time.monotonic() < deadline:
+            restarted.wait_until(0)  # given-up rows do not count as pending: poll the table
+            time.sleep(0.05)
+    finally:
+        restarted.stop()
+    assert restarted.written == 1 and _error_count(store) == 2
+    assert health.check_layer_queue(settings, store, utcnow()).status == "healthy"
 
 
 def test_health_grades_the_oldest_queued_batch(settings, store):
