@@ -319,7 +319,7 @@ class StreamingJob:
         return left
 
     def close(self) -> None:
-        self.layer_queue.stop()
+        self.layer_queue.stop(timeout=60)  # the batch in progress; the rest stays queued for the next run
         self.records_arrived.close()
         self.publisher.close()
         self.progress.close()
