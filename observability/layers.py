@@ -19,7 +19,8 @@ The Spark job's layer queue (`spark.layer_queue`) calls `write_batch_layers`
 once per committed micro-batch, with the bronze files the batch staged, beside
 the next batch. File names derive from the batch's offset ranges, so a retried
 or replayed batch rewrites the same files (idempotent), and the error_messages
-rows go in the transaction that removes the batch from the queue (exactly once). Context comes from the batch's traces as bronze holds them
+rows go in the transaction that removes the batch from the queue (exactly once).
+Context comes from the batch's traces as bronze holds them
 (CONTEXT_SLACK, 10 minutes, either side of the batch's spans), so a trace split
 across micro-batches still gets its parents, depth and sampling verdict; a
 parent's self time counts the children known when its own batch was written.
@@ -389,15 +390,16 @@ class LayerBacklog:
     last_error: str | None  # the newest given-up batch's error
 
 
-def layer_backlog(store) -> LayerBacklog:
-    """What `layer_queue` holds: the layer writer's own definition of its backlog."""
+def layer_backlog(store, max_attempts: int = LAYER_MAX_ATTEMPTS) -> LayerBacklog:
+    """What `layer_queue` holds: the layer writer's own definition of its backlog (the health
+    check's and the Spark job's, which waits for `pending` to reach 0 before an available-now exit)."""
     from observability import tables
 
     pending, oldest, failed, last_error = store.fetch_one(
         f"""SELECT count(*) FILTER (WHERE attempts < ?), min(queued_at) FILTER (WHERE attempts < ?),
                    count(*) FILTER (WHERE attempts >= ?), arg_max(last_error, queued_at) FILTER (WHERE attempts >= ?)
             FROM {tables.LAYER_QUEUE}""",
-        [LAYER_MAX_ATTEMPTS] * 4,
+        [max_attempts] * 4,
     )
     return LayerBacklog(int(pending), oldest, int(failed), last_error)
 

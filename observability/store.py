@@ -202,10 +202,7 @@ class Store:
 
     def heartbeat(self, component: str, detail: str = "") -> None:
         """Record that a long-running service is alive (read by the health checks)."""
-        self.execute(
-            f"INSERT OR REPLACE INTO {tables.HEARTBEATS} (component, last_seen, detail) VALUES (?, ?, ?)",
-            [component, utcnow(), detail],
-        )
+        self.write(lambda con: write_heartbeat(con, component, detail))
 
     def table_counts(self) -> dict[str, int]:
         def work(con):
@@ -224,6 +221,15 @@ class Store:
     def schema_version(self) -> int:
         row = self.fetch_one(f"SELECT coalesce(max(version), 0) FROM {tables.SCHEMA_VERSION}")
         return int(row[0]) if row else 0
+
+
+def write_heartbeat(con: duckdb.DuckDBPyConnection, component: str, detail: str = "", when=None) -> None:
+    """A service's heartbeats row, inside a transaction the caller holds (`Store.heartbeat`
+    opens its own; the Spark sink writes it in a batch's commit)."""
+    con.execute(
+        f"INSERT OR REPLACE INTO {tables.HEARTBEATS} (component, last_seen, detail) VALUES (?, ?, ?)",
+        [component, when or utcnow(), detail],
+    )
 
 
 def _apply_ddl(con: duckdb.DuckDBPyConnection) -> list[int]:

@@ -45,7 +45,6 @@ from observability.store import Store
 
 log = get_logger("spark.layer_queue")
 
-LAYER_MAX_ATTEMPTS = layers.LAYER_MAX_ATTEMPTS  # tries before a batch's row is left in the table
 _MAX_BACKOFF_SECONDS = 30.0
 
 
@@ -58,12 +57,6 @@ def enqueue(con, batch_key: str, bronze_files: list[str], now) -> None:
             VALUES (?, ?, ?, 0, NULL)""",
         [batch_key, list(bronze_files), now],
     )
-
-
-def pending_count(store: Store, max_attempts: int = LAYER_MAX_ATTEMPTS) -> int:
-    """Batches whose layers are still to be written (those given up on not counted)."""
-    row = store.fetch_one(f"SELECT count(*) FROM {tables.LAYER_QUEUE} WHERE attempts < ?", [max_attempts])
-    return int(row[0]) if row else 0  # the health check reads the same table: observability.layers.layer_backlog
 
 
 def _commit(con, batch_key: str, error_messages: pd.DataFrame) -> bool:
@@ -89,7 +82,7 @@ class LayerQueue:
         store: Store,
         settings: Settings,
         write: Callable[[Settings, list[str]], pd.DataFrame] = layers.write_batch_layers,
-        max_attempts: int = LAYER_MAX_ATTEMPTS,
+        max_attempts: int = layers.LAYER_MAX_ATTEMPTS,
         idle_seconds: float = 60.0,
         backoff_seconds: float = 2.0,
     ) -> None:
@@ -143,7 +136,7 @@ class LayerQueue:
                 seen = self._done
                 n = len(self._handed) + self._busy  # the backpressure counts in memory
             if max_pending == 0 and n == 0:  # "empty" is the table's word: a failed batch waits there
-                n = pending_count(self.store, self.max_attempts)
+                n = layers.layer_backlog(self.store, self.max_attempts).pending
             if n <= max_pending or (stop is not None and stop.is_set()) or not self._alive():
                 return n
             with self._cond:

@@ -131,8 +131,9 @@ def window_counts(con: duckdb.DuckDBPyConnection) -> list[tuple]:
     ).fetchall()
 
 
-def compute(valid: pa.Table) -> dict[str, list]:
-    """All side outputs of one range's valid events (bronze columns)."""
+def compute(valid: pa.Table) -> dict:
+    """All side outputs of one range's valid events (bronze columns): lists of rows, and the
+    trace-index partials as an Arrow table (None for no rows)."""
     from spark import trace_index
 
     if valid.num_rows == 0:

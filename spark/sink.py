@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import pandas as pd
+import pyarrow as pa
 
 from observability import outbox, tables
-from observability.store import Store, utcnow
+from observability.store import Store, utcnow, write_heartbeat
 from observability.tables import METRIC_VALUE_COLUMNS
 from spark import layer_queue, trace_index
 
@@ -44,7 +45,7 @@ class BatchOutput:
     watermark: datetime | None = None
     outbox_topic: str = ""  # where the outbox records go once committed
     outbox: list = field(default_factory=list)  # (id, key, value) records (observability.outbox.stage)
-    traces: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-trace partial rows (spark.trace_index)
+    traces: pa.Table | pd.DataFrame = field(default_factory=pd.DataFrame)  # per-trace partial rows (trace_index)
     layer_files: list[str] = field(default_factory=list)  # bronze files whose layers spark.layer_queue writes
     heartbeat: str | None = None  # the heartbeats row written with the batch (its component), if any
 
@@ -103,10 +104,7 @@ class DuckDBSink:
             layer_queue.enqueue(con, self.batch_key(out.batch_id), out.layer_files, now)
             outbox.stage(con, out.outbox_topic, out.outbox, now)
             if out.heartbeat:  # in the commit's transaction: one connection less per batch
-                con.execute(
-                    f"INSERT OR REPLACE INTO {tables.HEARTBEATS} (component, last_seen, detail) VALUES (?, ?, ?)",
-                    [out.heartbeat, now, f"batch {out.batch_id}"],
-                )
+                write_heartbeat(con, out.heartbeat, f"batch {out.batch_id}", now)
             con.execute(
                 f"""INSERT OR REPLACE INTO {tables.STREAM_PROGRESS}
                     (batch_id, processed_at, rows_in, rows_rejected, rows_late, max_event_time, watermark)

@@ -26,17 +26,20 @@ import pyarrow as pa
 from observability import tables
 
 # One partial row per (range, trace); `services` a list. Times are epoch microseconds.
-PARTIAL_COLUMNS = (
-    "trace_id",
-    "start_us",
-    "end_us",
-    "root_service",
-    "root_endpoint",
-    "root_span_id",
-    "span_count",
-    "error_count",
-    "services",
+PARTIAL_ARROW_SCHEMA = pa.schema(
+    [
+        ("trace_id", pa.string()),
+        ("start_us", pa.int64()),
+        ("end_us", pa.int64()),
+        ("root_service", pa.string()),
+        ("root_endpoint", pa.string()),
+        ("root_span_id", pa.string()),
+        ("span_count", pa.int64()),
+        ("error_count", pa.int64()),
+        ("services", pa.list_(pa.string())),
+    ]
 )
+PARTIAL_COLUMNS = tuple(PARTIAL_ARROW_SCHEMA.names)
 
 # Over `ev` (bronze columns): the root is the parentless span, else the earliest span.
 PARTIAL_SQL = """
@@ -62,21 +65,6 @@ def partials(con: duckdb.DuckDBPyConnection) -> pa.Table:
     traces) that was ~0.5 s of the driver's serial time per batch to decode and frame, and
     ~0.1 s of each source worker's CPU per range to convert and encode."""
     return con.sql(PARTIAL_SQL).to_arrow_table()
-
-
-PARTIAL_ARROW_SCHEMA = pa.schema(
-    [
-        ("trace_id", pa.string()),
-        ("start_us", pa.int64()),
-        ("end_us", pa.int64()),
-        ("root_service", pa.string()),
-        ("root_endpoint", pa.string()),
-        ("root_span_id", pa.string()),
-        ("span_count", pa.int64()),
-        ("error_count", pa.int64()),
-        ("services", pa.list_(pa.string())),
-    ]
-)
 
 
 def batch_frame(staged) -> pa.Table:
