@@ -94,14 +94,20 @@ def arrow_schema(columns: Iterable[Column], *, timestamp=None):
     return pa.schema([(c.name, arrow_type(c, timestamp)) for c in columns])
 
 
-def sql_with_default(column: Column, present: Iterable[str]) -> str:
+def sql_with_default(column: Column, present: Iterable[str], *, cast: bool = False) -> str:
     """A SELECT expression for `column` over files that may predate it: the default where it is
-    missing (absent from every file, or NULL in the files that lack it)."""
+    missing (absent from every file, or NULL in the files that lack it). With `cast`, the value
+    is cast to the column's stored type (JSON as text), so a file whose writer typed an all-NULL
+    column as NULL reads like the others."""
     if column.default is None:
-        return column.name if column.name in set(present) else f"NULL AS {column.name}"
-    literal = (
-        "'" + str(column.default).replace("'", "''") + "'" if isinstance(column.default, str) else repr(column.default)
-    )
-    if column.name in set(present):
-        return f"coalesce({column.name}, {literal}) AS {column.name}"
-    return f"{literal} AS {column.name}"
+        expr = column.name if column.name in set(present) else "NULL"
+    else:
+        literal = (
+            "'" + str(column.default).replace("'", "''") + "'"
+            if isinstance(column.default, str)
+            else repr(column.default)
+        )
+        expr = f"coalesce({column.name}, {literal})" if column.name in set(present) else literal
+    if cast:
+        expr = f"CAST({expr} AS {'VARCHAR' if column.type == 'json' else duckdb_type(column)})"
+    return f"{expr} AS {column.name}"

@@ -93,7 +93,7 @@ def _source(con, files: list[str]) -> str:
     present = [
         d[0] for d in con.execute("SELECT * FROM read_parquet(?, union_by_name=true) LIMIT 0", [files]).description
     ]
-    cols = ", ".join(sql_with_default(c, present) for c in EVENT_COLUMNS)
+    cols = ", ".join(sql_with_default(c, present, cast=True) for c in EVENT_COLUMNS)
     return f"SELECT {cols} FROM read_parquet({_sql_list(files)}, union_by_name=true)"
 
 
@@ -106,10 +106,46 @@ CONTEXT_SLACK = timedelta(minutes=10)
 
 
 def context_files(bronze_dir: Path, start: datetime, end: datetime) -> list[str]:
-    """Bronze files of the hours overlapping [start, end]: where the rest of a batch's traces lie."""
+    """Bronze files whose spans overlap [start, end] (by their footers' statistics; a file
+    without them is kept): where the rest of a batch's traces lie."""
     from observability.bronze import partition_dirs
 
-    return sorted(str(f) for d in partition_dirs(bronze_dir, start, end) for f in d.glob("*.parquet"))
+    found = sorted(str(f) for d in partition_dirs(bronze_dir, start, end) for f in d.glob("*.parquet"))
+    return [f for f in found if (span := _file_span(f)) is None or (span[0] <= end and span[1] >= start)]
+
+
+# Each bronze file's [first, last] span timestamp, by path, size and mtime (a rewritten file is
+# read again). Bronze files do not change once written, so each footer is read once per process:
+# an hour partition of a continuous job holds thousands, and handing DuckDB all of them made it
+# read every footer twice per batch (issue 17).
+_FILE_SPANS: dict[str, tuple[tuple[int, int], tuple[datetime, datetime] | None]] = {}
+_FILE_SPANS_MAX = 50_000
+
+
+def _file_span(path: str) -> tuple[datetime, datetime] | None:
+    try:
+        st = Path(path).stat()
+    except FileNotFoundError:
+        return None
+    key = (st.st_size, st.st_mtime_ns)
+    hit = _FILE_SPANS.get(path)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    span = None
+    try:
+        meta = pq.read_metadata(path)
+        column = meta.schema.names.index("timestamp")
+        stats = [meta.row_group(i).column(column).statistics for i in range(meta.num_row_groups)]
+        if stats and all(s is not None and s.has_min_max for s in stats):
+            lows, highs = [s.min for s in stats], [s.max for s in stats]
+            if all(isinstance(v, datetime) and v.tzinfo is None for v in lows + highs):  # bronze's naive UTC
+                span = (min(lows), max(highs))
+    except (OSError, ValueError, pa.ArrowException):  # unreadable or no timestamp column: DuckDB decides
+        span = None
+    if len(_FILE_SPANS) >= _FILE_SPANS_MAX:
+        _FILE_SPANS.clear()
+    _FILE_SPANS[path] = (key, span)
+    return span
 
 
 ENRICH_SQL = f"""
@@ -206,16 +242,17 @@ def compute_layers(
     slas: dict[str, float] | None = None,
     slack: timedelta = CONTEXT_SLACK,
     chunk_spans: int | None = None,
+    window: tuple[datetime, datetime] | None = None,
 ) -> BatchLayers:
     """Silver rows of the batch's spans, gold rows of its kept traces (whole, from the context
     files), and its error_messages rows. `context` are bronze files holding the rest of the
     batch's traces (the batch's own files are always included); spans more than `slack`
-    before or after the batch's are not looked at (row-group statistics skip them).
-    Silver comes in no particular order (`write_silver` sorts each file by time); gold by
+    before or after the batch's are not looked at (row-group statistics skip them), or, with a
+    `window` (`context_window`), spans outside it. Silver comes in no particular order (`write_silver` sorts each file by time); gold by
     trace and time."""
     con = duckdb.connect(":memory:", config={"threads": 1, "memory_limit": "1GB"})
     try:
-        chunks = _load_context(con, batch_files, context, slack, chunk_spans or CHUNK_SPANS)
+        chunks = _load_context(con, batch_files, context, slack, chunk_spans or CHUNK_SPANS, window)
         sla_rows = pd.DataFrame({"service": list((slas or {}).keys()), "sla_ms": list((slas or {}).values())})
         con.register("slas", sla_rows.astype({"service": "object", "sla_ms": "float64"}))
         # the slow class's p99 per service is over the whole batch's entry spans (a row-local flag)
@@ -255,7 +292,14 @@ def compute_layers(
         con.close()
 
 
-def _load_context(con, batch_files: list[str], context: list[str], slack: timedelta, chunk_spans: int) -> int:
+def _load_context(
+    con,
+    batch_files: list[str],
+    context: list[str],
+    slack: timedelta,
+    chunk_spans: int,
+    window: tuple[datetime, datetime] | None = None,
+) -> int:
     """Temp tables `ctx_all` (the batch's spans, `_own`, and the rest of their traces, each
     event once, in `_chunk`s of whole traces) and `batch` (the batch's error rows, for
     error_messages); returns the number of chunks.
@@ -275,14 +319,19 @@ def _load_context(con, batch_files: list[str], context: list[str], slack: timede
     own = {str(Path(f).resolve()) for f in batch_files}
     others = sorted({f for f in context if str(Path(f).resolve()) not in own})
     if others:
+        if window is None:
+            bounds = """timestamp >= (SELECT min(timestamp) FROM ctx_all) - ?
+                  AND timestamp <= (SELECT max(timestamp) FROM ctx_all) + ?"""
+            params = [slack, slack]
+        else:
+            bounds, params = "timestamp >= ? AND timestamp <= ?", list(window)
         con.execute(
             f"""INSERT INTO ctx_all
                 SELECT DISTINCT ON (event_id) *, false, {chunk} FROM ({_source(con, others)})
-                WHERE timestamp >= (SELECT min(timestamp) FROM ctx_all) - ?
-                  AND timestamp <= (SELECT max(timestamp) FROM ctx_all) + ?
+                WHERE {bounds}
                   AND trace_id IN (SELECT trace_id FROM ctx_all WHERE trace_id IS NOT NULL)
                   AND event_id NOT IN (SELECT event_id FROM ctx_all WHERE event_id IS NOT NULL)""",
-            [slack, slack],
+            params,
         )
     con.execute(
         f"""CREATE TEMP TABLE batch AS SELECT timestamp, service, endpoint, error_message, trace_id
@@ -353,6 +402,65 @@ def write_gold(gold_dir: Path, rows: pa.Table, name: str) -> list[Path]:
     return out
 
 
+# Around the straddling traces' span in trace_index, for timestamps rounded on the way there.
+_WINDOW_PAD = timedelta(seconds=1)
+
+
+def context_window(settings: Settings, files: list[str]) -> tuple[datetime, datetime] | None:
+    """Where in bronze the rest of the batch's traces can be, or None when there is no rest.
+
+    `trace_index` (merged in each batch's commit, before its layers are written) counts every
+    trace's spans over all batches. A trace with no more spans there than in this batch is
+    whole here and needs no lookup; the others lie within their index rows' start and end.
+    So the scan covers those traces' span (usually seconds at a batch boundary) instead of
+    CONTEXT_SLACK either side of the batch, which is the fallback when the index lacks one of
+    the batch's traces (no index yet, or a caller outside the Spark job).
+
+    Why (issue 17): the slack scan read every span of the 20 minutes around each batch to look
+    for its trace ids; in continuous mode that grew through each hour, to ~10 s per batch in
+    an hour of 5 s batches on 4 partitions (2,048 bronze files) against ~0.5 s at its start,
+    until the layer queue held the job back to its own pace."""
+    from observability import tables
+    from observability.store import Store
+
+    con = duckdb.connect(":memory:")
+    try:
+        source = f"read_parquet({_sql_list(files)}, union_by_name=true)"
+        start, end = con.execute(f"SELECT min(timestamp), max(timestamp) FROM {source}").fetchall()[0]
+        own = con.sql(
+            f"SELECT trace_id, count(*) AS spans FROM {source} WHERE trace_id IS NOT NULL GROUP BY trace_id"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    lo, hi = start - CONTEXT_SLACK, end + CONTEXT_SLACK
+    if own.num_rows == 0:
+        return None
+
+    def straddling(c) -> tuple:
+        c.register("_own", own)
+        try:
+            return c.execute(
+                f"""SELECT count(*) FILTER (WHERE t.trace_id IS NULL),
+                           count(*) FILTER (WHERE t.span_count > o.spans),
+                           min(t.start_time) FILTER (WHERE t.span_count > o.spans),
+                           max(t.end_time) FILTER (WHERE t.span_count > o.spans)
+                    FROM _own o LEFT JOIN (
+                        SELECT trace_id, span_count, start_time, end_time FROM {tables.TRACE_INDEX}
+                        WHERE end_time >= ? AND start_time <= ?
+                    ) t USING (trace_id)""",
+                [lo, hi],
+            ).fetchall()[0]
+        finally:
+            c.unregister("_own")
+
+    unknown, split, first, last = Store.from_settings(settings).read(straddling)
+    if unknown:
+        return lo, hi
+    if not split:
+        return None
+    return max(lo, first - _WINDOW_PAD), min(hi, last + _WINDOW_PAD)
+
+
 def batch_name(bronze_files: list[str]) -> str:
     """A stable name for a micro-batch's files: the hash of its bronze files (its offset ranges)."""
     return hashlib.sha1("\n".join(sorted(Path(f).name for f in bronze_files)).encode()).hexdigest()[:20]
@@ -364,13 +472,9 @@ def write_batch_layers(settings: Settings, bronze_files: list[str]) -> pd.DataFr
     files = [f for f in bronze_files if Path(f).exists()]
     if not files:
         return pd.DataFrame(columns=list(ERROR_MESSAGE_COLUMNS))
-    con = duckdb.connect(":memory:")
-    try:
-        start, end = con.execute("SELECT min(timestamp), max(timestamp) FROM read_parquet(?)", [files]).fetchone()
-    finally:
-        con.close()
-    context = context_files(settings.bronze_dir, start - CONTEXT_SLACK, end + CONTEXT_SLACK)
-    layers = compute_layers(files, context, SampleRates.from_settings(settings), settings.service_slas)
+    window = context_window(settings, files)
+    context = [] if window is None else context_files(settings.bronze_dir, *window)
+    layers = compute_layers(files, context, SampleRates.from_settings(settings), settings.service_slas, window=window)
     name = batch_name(files)
     write_silver(settings.silver_dir, layers.silver, name)
     write_gold(settings.gold_dir, layers.gold, name)

@@ -134,6 +134,70 @@ def test_a_trace_split_across_batches_keeps_its_context_and_is_kept_whole(tmp_pa
     assert len(list(settings.gold_dir.rglob("*.parquet"))) == 1
 
 
+def _commit_batch(settings, store, frame: pd.DataFrame) -> list[str]:
+    """A micro-batch as the Spark job commits it: its bronze files, and its trace-index
+    partials (computed by the source's own code) merged into trace_index."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from observability.store import utcnow
+    from spark import side_outputs, trace_index
+
+    before = set(map(str, settings.bronze_dir.rglob("*.parquet")))
+    bronze.write_events(settings.bronze_dir, frame)
+    files = sorted(set(map(str, settings.bronze_dir.rglob("*.parquet"))) - before)
+    partials = side_outputs.compute(pa.concat_tables([pq.read_table(f) for f in files]))["traces"]
+    store.write(lambda con: trace_index.upsert(con, partials, utcnow()))
+    return files
+
+
+def test_trace_index_narrows_the_context_scan_to_the_split_traces_and_loses_nothing(settings, store):
+    """Only traces with spans outside the batch (trace_index counts more) are looked up, within
+    their indexed span; the layers come out as with the 10-minute scan."""
+    split, whole, far = "4" * 32, "5" * 32, "6" * 32
+    spans = failing_trace(split)
+    far_spans = failing_trace(far)
+    for s in far_spans:
+        s["timestamp"] -= timedelta(minutes=5)  # inside CONTEXT_SLACK, outside the split trace
+    whole_spans = [span(whole, "f" * 16, None, "gateway", "/api/cart", 200, 20.0)]
+    files_far = _commit_batch(settings, store, pd.DataFrame(far_spans))
+    files_1 = _commit_batch(settings, store, pd.DataFrame(spans[:2]))
+    # batch 2 commits before batch 1's layers are written (the layer queue runs one batch behind)
+    files_2 = _commit_batch(settings, store, pd.DataFrame(spans[2:] + whole_spans))
+
+    assert layers.context_window(settings, files_far) is None  # its one trace is whole: no scan at all
+    for files in (files_1, files_2):
+        lo, hi = layers.context_window(settings, files)
+        assert lo <= T0 and hi >= T0 + timedelta(milliseconds=100)  # the split trace's whole span...
+        assert hi - lo < timedelta(seconds=5)  # ...and not the 20 minutes around the batch
+        assert layers.context_files(settings.bronze_dir, lo, hi) == sorted(files_1 + files_2)
+
+    rates, everything = SampleRates(1.0, 1.0, 0.0), sorted(files_far + files_1 + files_2)  # the slow class's p99 too
+
+    def canon(t):
+        return t.to_pandas().sort_values("event_id").reset_index(drop=True)
+
+    for files in (files_1, files_2):
+        window = layers.context_window(settings, files)
+        narrow = layers.compute_layers(files, layers.context_files(settings.bronze_dir, *window), rates, window=window)
+        wide = layers.compute_layers(files, everything, rates)
+        assert narrow.kept == wide.kept and wide.kept[split] == "error"
+        pd.testing.assert_frame_equal(canon(narrow.silver), canon(wide.silver))
+        pd.testing.assert_frame_equal(canon(narrow.gold), canon(wide.gold))
+        pd.testing.assert_frame_equal(narrow.error_messages, wide.error_messages)
+    layers.write_batch_layers(settings, files_1)
+    gold = layers.read_gold_trace(settings.gold_dir, split, T0)
+    assert sorted(gold["span_id"]) == [c * 16 for c in "abcde"]  # batch 1's layers saw batch 2's spans
+
+
+def test_a_trace_the_index_does_not_know_gets_the_whole_slack_scan(settings, store):
+    files = _commit_batch(settings, store, pd.DataFrame(failing_trace("7" * 32)))
+    bronze.write_events(settings.bronze_dir, pd.DataFrame([span("8" * 32, "a" * 16, None, "gateway", "/x", 0, 1.0)]))
+    unindexed = sorted(set(map(str, settings.bronze_dir.rglob("*.parquet"))) - set(files))
+    lo, hi = layers.context_window(settings, unindexed)
+    assert (lo, hi) == (T0 - layers.CONTEXT_SLACK, T0 + layers.CONTEXT_SLACK)
+
+
 def test_error_messages_add_up_in_the_table(store):
     row = dict(
         window_start=datetime(2026, 3, 2, 4),

@@ -70,10 +70,10 @@ def test_concurrent_writer_processes_and_a_reader_lose_nothing(tmp_path):
     # every write is acknowledged now: a reader that still misses one after this lost it
     try:
         out, err = reader.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as exc:
         reader.kill()
         out, err = reader.communicate()
-        raise AssertionError(f"the reader missed acknowledged rows 60 s after every writer exited: {out!r}")
+        raise AssertionError(f"the reader missed acknowledged rows 60 s after every writer exited: {out!r}") from exc
     assert reader.returncode == 0, err[-3000:]
     reads, last = int(out.split()[1]), int(out.split()[-1])
     assert reads >= 2 and last == total  # the reader ran alongside the writers and saw every row

@@ -1,0 +1,179 @@
+"""Benchmark: one continuous-mode micro-batch's layers as its hour partition fills up (issue 17).
+
+    .venv/bin/python bench/bench_layer_context.py [--rate 10000] [--trigger 5] [--partitions 4]
+                                                  [--minutes 5,20,50] [--keep]
+
+The layer queue writes silver and gold for each committed micro-batch, and looks in bronze for
+the rest of the batch's traces (`observability.layers.write_batch_layers`). This script builds
+what a continuous job at `--rate` events/s with a `--trigger` s trigger on `--partitions`
+partitions leaves in one hour partition after each of `--minutes` minutes: one bronze file per
+partition per batch, full rate for the last CONTEXT_SLACK (10 minutes; older files hold a few
+rows each: outside the slack only their footers are read), traces of 7 spans numbered through
+each partition, so one trace per partition straddles every batch boundary, and `trace_index`
+as the job's commits leave it. It then times the layers of the newest batch, CPU seconds:
+
+- now: `write_batch_layers` (trace_index says which traces have spans elsewhere, and where),
+  the first call of a process (bronze footers not yet cached) and a second;
+- the same-run baseline: the code before, the whole hour partition as context and a scan of
+  CONTEXT_SLACK either side of the batch for its traces (`compute_layers` without a window),
+  plus the same file writes.
+
+Both produce the same layers; the script checks that the batch's silver rows are equal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import duckdb  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+HOUR = datetime(2026, 3, 2, 10)
+TRACE_SPANS = 7
+SERVICES = ("gateway", "checkout", "payments", "inventory", "search")
+
+
+def batch_rows(con, partition: int, batch: int, rows: int, trigger: float) -> pa.Table:
+    """One partition's spans of one batch, in bronze columns; span numbers run on across batches."""
+    first = batch * rows
+    return (
+        con.sql(
+            f"""
+        SELECT md5(format('{{}}-{{}}', {partition}, n // {TRACE_SPANS})) AS event_id_seed, n,
+               TIMESTAMP '{HOUR:%Y-%m-%d %H:%M:%S}' + to_milliseconds(CAST(
+                   ({batch} + (n - {first}) / {rows}) * {trigger * 1000} AS BIGINT)) AS timestamp
+        FROM range({first}, {first + rows}) t(n)
+        """
+        )
+        .select(
+            f"""md5(format('{{}}-{{}}', {partition}, n)) AS event_id, CAST(timestamp AS TIMESTAMP_MS) AS timestamp,
+            list_extract({list(SERVICES)}, CAST(n % {len(SERVICES)} + 1 AS INTEGER)) AS service,
+            '/op' AS endpoint, CAST(CASE WHEN n % 97 = 0 THEN 500 ELSE 200 END AS INTEGER) AS status_code,
+            CAST(5 + n % 40 AS DOUBLE) AS latency_ms, event_id_seed AS trace_id,
+            md5(format('s-{{}}-{{}}', {partition}, n)) AS span_id,
+            CASE WHEN n % {TRACE_SPANS} = 0 THEN NULL
+                 ELSE md5(format('s-{{}}-{{}}', {partition}, n - 1)) END AS parent_span_id,
+            'server' AS kind, CASE WHEN n % 97 = 0 THEN 'boom' END AS error_message,
+            CAST(NULL AS VARCHAR) AS attributes"""
+        )
+        .to_arrow_table()
+    )
+
+
+def build_hour(data_dir: Path, rate: int, trigger: float, partitions: int, minutes: float) -> list[str]:
+    """Bronze files and trace_index of `minutes` of a continuous job; the newest batch's files."""
+    from observability.bronze import BRONZE_COLUMNS
+    from observability.settings import Settings
+    from observability.store import Store, utcnow
+    from spark import side_outputs, trace_index
+
+    settings = Settings(DATA_DIR=str(data_dir), TRANSPORT="local")
+    store = Store(settings.duckdb_path)
+    store.migrate()
+    hour_dir = settings.bronze_dir / f"date={HOUR:%Y-%m-%d}" / f"hour={HOUR:%H}"
+    hour_dir.mkdir(parents=True, exist_ok=True)
+    batches = int(minutes * 60 / trigger)
+    full_from = max(0, batches - int(600 / trigger))  # the last CONTEXT_SLACK at full rate
+    rows = int(rate * trigger / partitions)
+    con = duckdb.connect()
+    newest: list[str] = []
+    for b in range(batches):
+        parts = []
+        for p in range(partitions):
+            table = batch_rows(con, p, b, rows, trigger).select(list(BRONZE_COLUMNS))
+            if b < full_from:
+                table = table.slice(0, 10)
+            path = hour_dir / f"part-raw_events-p{p}-{b * rows:012d}-{(b + 1) * rows:012d}.parquet"
+            pq.write_table(table, path, compression="zstd")
+            parts.append(table)
+            if b == batches - 1:
+                newest.append(str(path))
+        if b >= full_from:
+            partials = side_outputs.compute(pa.concat_tables(parts))["traces"]
+            store.write(lambda c, t=partials: trace_index.upsert(c, t, utcnow()))
+    con.close()
+    return newest
+
+
+def cpu(fn) -> tuple[float, object]:
+    t = time.process_time()
+    out = fn()
+    return time.process_time() - t, out
+
+
+def measure(data_dir: Path, files: list[str]) -> dict:
+    from observability import layers
+    from observability.settings import Settings
+
+    settings = Settings(DATA_DIR=str(data_dir), TRANSPORT="local")
+    rates = layers.SampleRates.from_settings(settings)
+    hour = sorted(str(f) for f in Path(files[0]).parent.glob("*.parquet"))
+
+    def before():
+        got = layers.compute_layers(files, hour, rates, settings.service_slas)  # the whole hour, slack scan
+        name = layers.batch_name(files)
+        layers.write_silver(settings.silver_dir, got.silver, name)
+        layers.write_gold(settings.gold_dir, got.gold, name)
+        return got
+
+    window = layers.context_window(settings, files)
+    layers._FILE_SPANS.clear()
+    cold, _ = cpu(lambda: layers.write_batch_layers(settings, files))
+    warm, _ = cpu(lambda: layers.write_batch_layers(settings, files))
+    narrow = layers.compute_layers(
+        files, layers.context_files(settings.bronze_dir, *window), rates, settings.service_slas, window=window
+    )
+    base, wide = cpu(before)
+
+    def canon(t):
+        return t.to_pandas().sort_values("event_id").reset_index(drop=True)
+
+    same = canon(narrow.silver).equals(canon(wide.silver)) and narrow.kept == wide.kept
+    return {"files": len(hour), "cold": cold, "warm": warm, "before": base, "window": window, "same": same}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=10_000)
+    parser.add_argument("--trigger", type=float, default=5.0)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--minutes", default="5,20,50", help="minutes into the hour to time a batch at")
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args(argv)
+    print(
+        f"== one micro-batch's layers in continuous mode: {args.rate:,} events/s, {args.trigger:g} s trigger, "
+        f"{args.partitions} partitions =="
+    )
+    ok = True
+    for minutes in (float(m) for m in args.minutes.split(",")):
+        tmp = Path(tempfile.mkdtemp(prefix="bench_layer_context_"))
+        try:
+            files = build_hour(tmp, args.rate, args.trigger, args.partitions, minutes)
+            r = measure(tmp, files)
+        finally:
+            if not args.keep:
+                shutil.rmtree(tmp, ignore_errors=True)
+        lo, hi = r["window"] or (None, None)
+        span = f"{(hi - lo).total_seconds():.1f} s of bronze looked at" if lo else "no lookup"
+        print(
+            f"minute {minutes:g}: {r['files']:,} bronze files in the hour; layers of the newest batch: "
+            f"{r['warm']:.2f} CPU-s ({r['cold']:.2f} on a process's first batch; {span}) "
+            f"vs {r['before']:.2f} CPU-s scanning {timedelta(minutes=10).seconds // 60} minutes either side "
+            f"(before, same run); same silver and kept traces: {'yes' if r['same'] else 'NO'}"
+        )
+        ok = ok and r["same"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
