@@ -1,24 +1,29 @@
-"""Benchmark: one continuous-mode micro-batch's layers as its hour partition fills up (issue 17).
+"""Benchmark: what one continuous-mode micro-batch costs as its data accumulates (issue 17).
 
-    .venv/bin/python bench/bench_layer_context.py [--rate 10000] [--trigger 5] [--partitions 4]
-                                                  [--minutes 5,20,50] [--keep]
+    .venv/bin/python bench/bench_batch_growth.py [--rate 10000] [--trigger 5] [--partitions 4]
+                                                 [--minutes 5,20,50] [--sample-days 7] [--keep]
 
-The layer queue writes silver and gold for each committed micro-batch, and looks in bronze for
-the rest of the batch's traces (`observability.layers.write_batch_layers`). This script builds
-what a continuous job at `--rate` events/s with a `--trigger` s trigger on `--partitions`
-partitions leaves in one hour partition after each of `--minutes` minutes: one bronze file per
-partition per batch, full rate for the last CONTEXT_SLACK (10 minutes; older files hold a few
-rows each: outside the slack only their footers are read), traces of 7 spans numbered through
-each partition, so one trace per partition straddles every batch boundary, and `trace_index`
-as the job's commits leave it. It then times the layers of the newest batch, CPU seconds:
+Short benches start on empty data; a job that runs for days does not. Two such costs:
 
-- now: `write_batch_layers` (trace_index says which traces have spans elsewhere, and where),
-  the first call of a process (bronze footers not yet cached) and a second;
-- the same-run baseline: the code before, the whole hour partition as context and a scan of
-  CONTEXT_SLACK either side of the batch for its traces (`compute_layers` without a window),
-  plus the same file writes.
-
-Both produce the same layers; the script checks that the batch's silver rows are equal.
+1. The layers' context as the hour partition fills. The layer queue writes silver and gold for
+   each committed micro-batch, and looks in bronze for the rest of the batch's traces
+   (`observability.layers.write_batch_layers`). This builds what a continuous job at `--rate`
+   events/s with a `--trigger` s trigger on `--partitions` partitions leaves in one hour
+   partition after each of `--minutes` minutes: one bronze file per partition per batch, full
+   rate for the last CONTEXT_SLACK (10 minutes; older files hold a few rows each: outside the
+   slack only their footers are read), traces of 7 spans numbered through each partition, so
+   one trace per partition straddles every batch boundary, and `trace_index` as the job's
+   commits leave it. It times the layers of the newest batch, CPU seconds:
+   - now: `write_batch_layers` (trace_index says which traces have spans elsewhere, and where),
+     a process's first call (bronze footers not yet cached) and a second;
+   - the same-run baseline: the code before, the whole hour partition as context and a scan of
+     CONTEXT_SLACK either side of the batch for its traces (`compute_layers` without a window),
+     plus the same file writes. Both produce the same layers; the script checks the silver rows
+     and the kept traces are equal.
+2. The sink's trace-sample cap as `trace_samples` fills over `--sample-days` (10 services, 35
+   samples per window and service: ~3.5M rows in 7 days): one batch's samples kept within
+   each reason's cap (`spark.sink.DuckDBSink._insert_samples`, in a real DuckDB file, the
+   write's connection included), beside the same batch on an empty table (same run).
 """
 
 from __future__ import annotations
@@ -142,12 +147,57 @@ def measure(data_dir: Path, files: list[str]) -> dict:
     return {"files": len(hour), "cold": cold, "warm": warm, "before": base, "window": window, "same": same}
 
 
+def sample_cap_cpu(path: Path, days: int, batches: int = 5) -> float:
+    """Median CPU seconds of one batch's trace-sample insert (200 samples of one window) on a
+    DuckDB file holding `days` of samples before it (10 services, 35 per window and service)."""
+    import statistics
+    from datetime import timedelta
+
+    import pandas as pd
+
+    from observability import tables
+    from observability.store import Store
+    from spark.side_outputs import SAMPLE_CAPS
+    from spark.sink import DuckDBSink
+
+    store = Store(path)
+    store.migrate()
+    minutes = days * 24 * 60
+    if minutes:
+        store.write(
+            lambda c: c.execute(
+                f"""INSERT INTO {tables.TRACE_SAMPLES} (window_start, service, trace_id, reason)
+                    SELECT TIMESTAMP '{HOUR:%Y-%m-%d %H:%M:%S}' + to_minutes(w), 'svc' || s,
+                           md5(format('{{}}-{{}}-{{}}', w, s, k)), 'normal'
+                    FROM range({minutes}) a(w), range(10) b(s), range(35) c(k)"""
+            )
+        )
+    sink = DuckDBSink(store, "bench", SAMPLE_CAPS)
+    spent = []
+    for b in range(batches):
+        window = HOUR + timedelta(minutes=minutes + b)
+        samples = pd.DataFrame(
+            {
+                "window_start": [window] * 200,
+                "service": [f"svc{k % 10}" for k in range(200)],
+                "trace_id": [f"{b:08x}{k:024x}" for k in range(200)],
+                "reason": ["normal"] * 200,
+                "sort_key": [float(k) for k in range(200)],
+            }
+        )
+        t = time.process_time()
+        store.write(lambda c, s=samples: sink._insert_samples(c, s))
+        spent.append(time.process_time() - t)
+    return statistics.median(spent)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--trigger", type=float, default=5.0)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--minutes", default="5,20,50", help="minutes into the hour to time a batch at")
+    parser.add_argument("--sample-days", type=int, default=7, help="days of trace_samples before the sink's batch")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
     print(
@@ -156,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ok = True
     for minutes in (float(m) for m in args.minutes.split(",")):
-        tmp = Path(tempfile.mkdtemp(prefix="bench_layer_context_"))
+        tmp = Path(tempfile.mkdtemp(prefix="bench_batch_growth_"))
         try:
             files = build_hour(tmp, args.rate, args.trigger, args.partitions, minutes)
             r = measure(tmp, files)
@@ -172,6 +222,17 @@ def main(argv: list[str] | None = None) -> int:
             f"(before, same run); same silver and kept traces: {'yes' if r['same'] else 'NO'}"
         )
         ok = ok and r["same"]
+    tmp = Path(tempfile.mkdtemp(prefix="bench_batch_growth_"))
+    try:
+        full = sample_cap_cpu(tmp / "full.duckdb", args.sample_days)
+        empty = sample_cap_cpu(tmp / "empty.duckdb", 0)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"sink: one batch's trace samples kept within their caps after {args.sample_days} days of trace_samples "
+        f"(10 services): {full:.3f} CPU-s vs {empty:.3f} on an empty table (same run)"
+    )
     return 0 if ok else 1
 
 
