@@ -59,8 +59,8 @@ class Settings(BaseSettings):
     # (orjson + validate_event each line: the earlier path, kept as the benchmark's baseline)
     spark_parse: Literal["vector", "per_line"] = Field("vector", alias="SPARK_PARSE")
     watermark_seconds: int = Field(60, ge=0, alias="WATERMARK_SECONDS")
-    # 3 s: publish -> service_metrics row p95 ~4 s at 10,000 events/s (issue 17's goal: <= 5 s);
-    # 5 s spends ~30% less CPU at that rate for p95 ~6 s (a micro-batch has ~1 CPU-s of fixed work)
+    # 3 s: publish -> service_metrics row p95 ~4.1 s at 10,000 events/s (issue 17's goal: <= 5 s);
+    # 5 s spends ~30% less CPU at that rate for p95 ~6.2 s (a micro-batch has ~1 CPU-s of fixed work)
     trigger_seconds: float = Field(3, gt=0, alias="TRIGGER_SECONDS")
     max_events_per_batch: int = Field(500_000, gt=0, alias="MAX_EVENTS_PER_BATCH")
     spark_driver_memory: str = Field("1g", alias="SPARK_DRIVER_MEMORY")

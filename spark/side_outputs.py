@@ -15,9 +15,6 @@ table, right after the single parse, instead of as extra Spark jobs per batch
 
 from __future__ import annotations
 
-import os
-import threading
-
 import duckdb
 import pyarrow as pa
 
@@ -43,18 +40,8 @@ _BUCKET = (
 )
 
 
-_LOCAL = threading.local()
-
-
 def _connect() -> duckdb.DuckDBPyConnection:
-    """This thread's in-memory DuckDB connection, kept for its next ranges (Spark reuses a
-    source worker process for range after range; a forked child opens its own). Opening and
-    closing one cost ~17 ms of CPU per range, a fifth of a small range's side outputs (issue 17)."""
-    held = getattr(_LOCAL, "held", None)
-    if held is None or held[0] != os.getpid():
-        held = (os.getpid(), duckdb.connect(":memory:", config={"threads": 1, "memory_limit": "512MB"}))
-        _LOCAL.held = held
-    return held[1]
+    return duckdb.connect(":memory:", config={"threads": 1, "memory_limit": "512MB"})
 
 
 def trace_sample_candidates(con: duckdb.DuckDBPyConnection) -> list[tuple]:
@@ -152,8 +139,8 @@ def compute(valid: pa.Table) -> dict:
     if valid.num_rows == 0:
         return {"samples": [], "edges": [], "window_counts": [], "traces": None}
     con = _connect()
-    con.register("ev", valid)
     try:
+        con.register("ev", valid)
         return {
             "samples": [list(r) for r in trace_sample_candidates(con)],
             "edges": [list(r) for r in dependency_edges(con)],
@@ -161,7 +148,7 @@ def compute(valid: pa.Table) -> dict:
             "traces": trace_index.partials(con),
         }
     finally:
-        con.unregister("ev")
+        con.close()
 
 
 def late_rows(window_counts: list, late_watermark_ms: int) -> int:
