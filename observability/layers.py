@@ -20,10 +20,12 @@ once per committed micro-batch, with the bronze files the batch staged, beside
 the next batch. File names derive from the batch's offset ranges, so a retried
 or replayed batch rewrites the same files (idempotent), and the error_messages
 rows go in the transaction that removes the batch from the queue (exactly once).
-Context comes from the batch's traces as bronze holds them
-(CONTEXT_SLACK, 10 minutes, either side of the batch's spans), so a trace split
+Context comes from the batch's traces as bronze holds them, so a trace split
 across micro-batches still gets its parents, depth and sampling verdict; a
-parent's self time counts the children known when its own batch was written.
+parent's self time counts the children committed when its own batch was
+written. `trace_index` (merged in each batch's commit) says which traces have
+spans outside the batch and where (`context_window`); a trace it does not know
+falls back to CONTEXT_SLACK, 10 minutes, either side of the batch's spans.
 """
 
 from __future__ import annotations
@@ -414,7 +416,9 @@ def context_window(settings: Settings, files: list[str]) -> tuple[datetime, date
     whole here and needs no lookup; the others lie within their index rows' start and end.
     So the scan covers those traces' span (usually seconds at a batch boundary) instead of
     CONTEXT_SLACK either side of the batch, which is the fallback when the index lacks one of
-    the batch's traces (no index yet, or a caller outside the Spark job).
+    the batch's traces (no index rows yet, or a caller outside the Spark job). Spans of a later
+    batch count once it has committed: before, the scan found them if their files were staged
+    by then (a race; the later batch's own layers see the whole trace either way).
 
     Why (issue 17): the slack scan read every span of the 20 minutes around each batch to look
     for its trace ids; in continuous mode that grew through each hour, to ~10 s per batch in

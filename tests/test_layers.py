@@ -158,11 +158,12 @@ def test_trace_index_narrows_the_context_scan_to_the_split_traces_and_loses_noth
     spans = failing_trace(split)
     far_spans = failing_trace(far)
     for s in far_spans:
-        s["timestamp"] -= timedelta(minutes=5)  # inside CONTEXT_SLACK, outside the split trace
+        s["timestamp"] += timedelta(minutes=5)  # inside CONTEXT_SLACK and the same hour: only footers tell it apart
     whole_spans = [span(whole, "f" * 16, None, "gateway", "/api/cart", 200, 20.0)]
     files_far = _commit_batch(settings, store, pd.DataFrame(far_spans))
     files_1 = _commit_batch(settings, store, pd.DataFrame(spans[:2]))
-    # batch 2 commits before batch 1's layers are written (the layer queue runs one batch behind)
+    # batch 2 commits before batch 1's layers are written (they run beside the next batch, and may finish after
+    # its commit); batch 1's files have an all-NULL error_message column (typed NULL by this writer), batch 2's not
     files_2 = _commit_batch(settings, store, pd.DataFrame(spans[2:] + whole_spans))
 
     assert layers.context_window(settings, files_far) is None  # its one trace is whole: no scan at all

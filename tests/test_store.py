@@ -64,16 +64,20 @@ def test_concurrent_writer_processes_and_a_reader_lose_nothing(tmp_path):
     reader = _spawn(str(path), "reader", "r", "600", str(total))
     assert reader.stdout.readline().split() == ["ready", "0"]  # reader is up before any writer exists
     procs = [_spawn(str(path), "writer", name, str(per_writer)) for name in writers]
-    for p in procs:
-        _, err = p.communicate(timeout=300)  # writers may be slow on a loaded machine (fsyncs)...
-        assert p.returncode == 0, err[-3000:]  # ...but no lock error ever reaches the caller
-    # every write is acknowledged now: a reader that still misses one after this lost it
     try:
-        out, err = reader.communicate(timeout=60)
-    except subprocess.TimeoutExpired as exc:
-        reader.kill()
-        out, err = reader.communicate()
-        raise AssertionError(f"the reader missed acknowledged rows 60 s after every writer exited: {out!r}") from exc
+        for p in procs:
+            _, err = p.communicate(timeout=150)  # writers may be slow on a loaded machine (fsyncs)...
+            assert p.returncode == 0, err[-3000:]  # ...but no lock error ever reaches the caller
+        # every write is acknowledged now: a reader that still misses one after this lost it
+        try:
+            out, err = reader.communicate(timeout=60)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError("the reader missed acknowledged rows 60 s after every writer exited") from exc
+    finally:
+        for p in [*procs, reader]:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
     assert reader.returncode == 0, err[-3000:]
     reads, last = int(out.split()[1]), int(out.split()[-1])
     assert reads >= 2 and last == total  # the reader ran alongside the writers and saw every row
