@@ -48,31 +48,27 @@ TRACE_SPANS = 7
 SERVICES = ("gateway", "checkout", "payments", "inventory", "search")
 
 
-def batch_rows(con, partition: int, batch: int, rows: int, trigger: float) -> pa.Table:
-    """One partition's spans of one batch, in bronze columns; span numbers run on across batches."""
+def batch_rows(con, partition: int, batch: int, rows: int, trigger: float, count: int | None = None) -> pa.Table:
+    """The first `count` (default all `rows`) of one partition's spans of one batch, in bronze
+    columns; span numbers run on across batches, so each batch boundary splits a trace."""
     first = batch * rows
-    return (
-        con.sql(
-            f"""
-        SELECT md5(format('{{}}-{{}}', {partition}, n // {TRACE_SPANS})) AS event_id_seed, n,
-               TIMESTAMP '{HOUR:%Y-%m-%d %H:%M:%S}' + to_milliseconds(CAST(
-                   ({batch} + (n - {first}) / {rows}) * {trigger * 1000} AS BIGINT)) AS timestamp
-        FROM range({first}, {first + rows}) t(n)
+    return con.sql(
+        f"""
+        SELECT md5(format('{{}}-{{}}', {partition}, n)) AS event_id,
+               CAST(TIMESTAMP '{HOUR:%Y-%m-%d %H:%M:%S}' + to_milliseconds(CAST(
+                   ({batch} + (n - {first}) / {rows}) * {trigger * 1000} AS BIGINT)) AS TIMESTAMP_MS) AS timestamp,
+               list_extract({list(SERVICES)}, CAST(n % {len(SERVICES)} + 1 AS INTEGER)) AS service,
+               '/op' AS endpoint, CAST(CASE WHEN n % 97 = 0 THEN 500 ELSE 200 END AS INTEGER) AS status_code,
+               CAST(5 + n % 40 AS DOUBLE) AS latency_ms,
+               md5(format('{{}}-{{}}', {partition}, n // {TRACE_SPANS})) AS trace_id,
+               md5(format('s-{{}}-{{}}', {partition}, n)) AS span_id,
+               CASE WHEN n % {TRACE_SPANS} = 0 THEN NULL
+                    ELSE md5(format('s-{{}}-{{}}', {partition}, n - 1)) END AS parent_span_id,
+               'server' AS kind, CASE WHEN n % 97 = 0 THEN 'boom' END AS error_message,
+               CAST(NULL AS VARCHAR) AS attributes
+        FROM range({first}, {first + (rows if count is None else count)}) t(n)
         """
-        )
-        .select(
-            f"""md5(format('{{}}-{{}}', {partition}, n)) AS event_id, CAST(timestamp AS TIMESTAMP_MS) AS timestamp,
-            list_extract({list(SERVICES)}, CAST(n % {len(SERVICES)} + 1 AS INTEGER)) AS service,
-            '/op' AS endpoint, CAST(CASE WHEN n % 97 = 0 THEN 500 ELSE 200 END AS INTEGER) AS status_code,
-            CAST(5 + n % 40 AS DOUBLE) AS latency_ms, event_id_seed AS trace_id,
-            md5(format('s-{{}}-{{}}', {partition}, n)) AS span_id,
-            CASE WHEN n % {TRACE_SPANS} = 0 THEN NULL
-                 ELSE md5(format('s-{{}}-{{}}', {partition}, n - 1)) END AS parent_span_id,
-            'server' AS kind, CASE WHEN n % 97 = 0 THEN 'boom' END AS error_message,
-            CAST(NULL AS VARCHAR) AS attributes"""
-        )
-        .to_arrow_table()
-    )
+    ).to_arrow_table()
 
 
 def build_hour(data_dir: Path, rate: int, trigger: float, partitions: int, minutes: float) -> list[str]:
@@ -95,9 +91,8 @@ def build_hour(data_dir: Path, rate: int, trigger: float, partitions: int, minut
     for b in range(batches):
         parts = []
         for p in range(partitions):
-            table = batch_rows(con, p, b, rows, trigger).select(list(BRONZE_COLUMNS))
-            if b < full_from:
-                table = table.slice(0, 10)
+            count = 10 if b < full_from else None  # outside the slack only the footers are read
+            table = batch_rows(con, p, b, rows, trigger, count).select(list(BRONZE_COLUMNS))
             path = hour_dir / f"part-raw_events-p{p}-{b * rows:012d}-{(b + 1) * rows:012d}.parquet"
             pq.write_table(table, path, compression="zstd")
             parts.append(table)
