@@ -436,9 +436,9 @@ def context_window(settings: Settings, files: list[str]) -> tuple[datetime, date
         ).to_arrow_table()
     finally:
         con.close()
-    lo, hi = start - CONTEXT_SLACK, end + CONTEXT_SLACK
     if own.num_rows == 0:
         return None
+    lo, hi = start - CONTEXT_SLACK, end + CONTEXT_SLACK
 
     def straddling(c) -> tuple:
         c.register("_own", own)
