@@ -58,7 +58,8 @@ def pages(seeded: Seeded) -> list[Page]:
     week = "range=7d"
     plot = ".js-plotly-plot"
     return [
-        Page("overview", f"?{week}", plot, 3, "Last 7 days, 30-minute buckets"),
+        # the five uPlot panels (dashboard/time_series.py; inside the component's shadow root)
+        Page("overview", f"?{week}", ".uplot", 5, "Last 7 days, 30-minute buckets"),
         Page("anomalies", f"anomalies?{week}", plot, 1),
         Page("incidents", f"incidents?{week}", plot, 2, "Error logs"),
         Page("traces (search)", f"traces?{week}", "[data-testid=stDataFrame]", 1),

@@ -1,4 +1,4 @@
-"""Plotly figures for the dashboard (pure: DataFrames in, figures out).
+"""Charts for the dashboard (pure: DataFrames in, Plotly figures or the overview's uPlot payload out).
 
 Colours are stable per service (assigned from the sorted service names), so a
 service keeps its colour across charts and pages, whatever its name.
@@ -36,223 +36,82 @@ def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
     return fig
 
 
-# --- time series -------------------------------------------------------------------
-# Built as plain dicts and validated once: Plotly's per-call helpers (add_trace,
-# add_vrect, make_subplots) cost more than the data. Times travel as epoch
-# milliseconds (a compact typed array) on a date axis.
+# --- time series (the overview's panels, drawn by dashboard/time_series.py with uPlot) ---
+# A JSON payload, not a figure: every service's values aligned on one shared time axis
+# (null where a service has no window in a bucket, so the line breaks there).
+
+_PANELS = (
+    # id, title, column, y-axis label, unit, plot height in px, full width, legend, incident labels
+    ("requests", "Request rate", "request_rate", "requests / s", "rate", 300, False, True, True),
+    ("errors", "Error rate (5xx / requests)", "error_rate", "error rate", "pct", 300, False, True, False),
+    ("p50", "Latency p50 (ms)", "p50_latency_ms", "ms", "ms", 200, True, False, False),
+    ("p95", "Latency p95 (ms)", "p95_latency_ms", "ms", "ms", 200, True, False, False),
+    ("p99", "Latency p99 (ms)", "p99_latency_ms", "ms", "ms", 200, True, True, False),
+)
+PANEL_IDS = tuple(p[0] for p in _PANELS)
 
 
-def _epoch_ms(times: pd.Series) -> np.ndarray:
-    return pd.to_datetime(times).to_numpy(dtype="datetime64[ms]").astype(np.int64)
+def _epoch_s(times) -> int:
+    return int(pd.Timestamp(times).value // 1_000_000_000)
 
 
-def incident_shapes(
-    incidents: pd.DataFrame, now: datetime, start: datetime, *, label: bool, x_range: list[int] | None = None
-) -> tuple[list[dict], list[dict]]:
-    """A shaded rectangle over the full plot height per incident (open ones up to now)."""
-    shapes: list[dict] = []
-    notes: list[dict] = []
+def incident_spans(incidents: pd.DataFrame, now: datetime, start: datetime) -> list[dict]:
+    """One span per incident in epoch seconds, clipped to the range's start (open ones up to now)."""
+    spans: list[dict] = []
     if incidents is None or incidents.empty:
-        return shapes, notes
+        return spans
     for inc in incidents.itertuples(index=False):
         x0 = max(pd.Timestamp(inc.started_at), pd.Timestamp(start))
         x1 = pd.Timestamp(inc.ended_at) if inc.ended_at is not None and not pd.isna(inc.ended_at) else pd.Timestamp(now)
         if x1 < x0:
             continue
-        x0_ms, x1_ms = int(x0.value // 1_000_000), int(x1.value // 1_000_000)
-        shapes.append(
-            dict(
-                type="rect",
-                xref="x",
-                yref="paper",
-                x0=x0_ms,
-                x1=x1_ms,
-                y0=0,
-                y1=1,
-                fillcolor=INCIDENT_FILL,
-                line=dict(width=0),
-                layer="below",
-            )
+        spans.append(dict(x0=_epoch_s(x0), x1=_epoch_s(x1), label=f"incident: {inc.service}"))
+    return spans
+
+
+def _column(wide: pd.DataFrame, column: str, services: list[str]) -> list[list[float | None]]:
+    """One list per service (in `services` order), NaN as null (JSON has no NaN)."""
+    out = []
+    for service in services:
+        values = wide[(column, service)].to_numpy(dtype=float)
+        out.append([None if np.isnan(v) else float(v) for v in values])
+    return out
+
+
+def overview_panels(series: pd.DataFrame, incidents: pd.DataFrame, now: datetime, start: datetime) -> dict:
+    """The overview's five panels (request rate, error rate, p50, p95, p99): one line per
+    service in its stable colour, incidents shaded on every panel and named on the first."""
+    services = sorted(series["service"].unique())
+    colors = service_colors(services)
+    columns = [p[2] for p in _PANELS]
+    wide = series.pivot_table(index="bucket", columns="service", values=columns, aggfunc="first", dropna=False)
+    wide = wide.reindex(columns=pd.MultiIndex.from_product([columns, services])).sort_index()
+    x = [_epoch_s(t) for t in wide.index]
+    # From the first point drawn to now: the labels of incident shading must not stretch
+    # the axis, and a fresh install is not squeezed into a corner.
+    first = x[0] if x else _epoch_s(start)
+    panels = [
+        dict(
+            id=pid,
+            title=title,
+            y_label=label,
+            unit=unit,
+            height=height,
+            wide=wide_panel,
+            legend=legend,
+            label_incidents=labels,
+            values=_column(wide, column, services),
         )
-        if label:
-            # a label near the right edge hangs leftwards from the span's end
-            right = x_range is not None and x0_ms > x_range[0] + 0.75 * (x_range[1] - x_range[0])
-            notes.append(
-                dict(
-                    x=x1_ms if right else x0_ms,
-                    xref="x",
-                    y=1,
-                    yref="paper",
-                    yanchor="bottom",
-                    xanchor="right" if right else "left",
-                    showarrow=False,
-                    text=f"incident: {inc.service}",
-                    font=dict(size=10, color="#9d0208"),
-                )
-            )
-    return shapes, notes
-
-
-def _lines(
-    series: pd.DataFrame,
-    column: str,
-    colors: dict[str, str],
-    *,
-    yaxis: str = "y",
-    showlegend: bool = True,
-    fmt: str = "",
-) -> list[dict]:
-    traces = []
-    for service, part in series.groupby("service", sort=True):
-        traces.append(
-            dict(
-                type="scatter",
-                mode="lines",
-                x=_epoch_ms(part["bucket"]),
-                y=part[column].to_numpy(dtype=float),
-                name=service,
-                legendgroup=service,
-                showlegend=showlegend,
-                yaxis=yaxis,
-                line=dict(color=colors[service], width=1.6),
-                hovertemplate=f"{service}: %{{y{fmt}}}<extra></extra>",
-            )
-        )
-    return traces
-
-
-# Margins that already hold what Plotly pushes into them (the y-axis title and tick labels
-# on the left, the date labels and the legend below). Plotly grows a margin that is too
-# small and then draws the whole figure again: with the old 10 px margins that was one
-# more full draw of each time-series chart in the browser (a third of the overview's
-# Plotly draws, measured). A guess that falls short (long names, a narrow window) only
-# brings that draw back; one that is too large leaves a little blank under the legend.
-_LEFT_MARGIN = 90  # "requests / s" or "error rate" and tick labels up to "100.0%"
-# the newest tick's time label is centred on the axis' right end: half of it hangs past the plot
-# (by how much depends on the time shown: 10 px was 1 px short at some minutes)
-_RIGHT_MARGIN = 40
-_BOTTOM_PAD = 12  # px of slack under the legend: the estimate below was 1-2 px short at times
-_LEGEND_GAP = 62  # px between the plot's bottom and the legend's top: the two-line date labels
-_LEGEND_ROW_PX = 29
-_LEGEND_SYMBOL_PX = 40  # a horizontal legend item: symbol and gaps, plus its text
-_LEGEND_CHAR_PX = 6.6  # average width of a 12 px character
-_HALF_WIDTH_PX, _FULL_WIDTH_PX = 500, 1000  # a chart in one of two columns / the whole wide layout
-
-
-def legend_rows(names: list[str], width_px: int) -> int:
-    """How many rows a horizontal legend of these names takes in a chart `width_px` wide."""
-    rows, used = 1, 0.0
-    for name in names:
-        item = _LEGEND_SYMBOL_PX + _LEGEND_CHAR_PX * len(str(name))
-        if used and used + item > width_px:
-            rows, used = rows + 1, 0.0
-        used += item
-    return rows
-
-
-def _margin(traces: list[dict], height: int, width_px: int) -> dict:
-    """The bottom margin Plotly would grow to for the legend under the plot (see `_time_figure`'s
-    legend.y: `_LEGEND_GAP` px at the nominal plot height, scaled with the plot area)."""
-    names = [t["name"] for t in traces if t.get("showlegend", True)]
-    legend_px = _LEGEND_ROW_PX * legend_rows(names, width_px) if names else 0
-    k = _LEGEND_GAP / (height - 50)
-    bottom = (k * (height - _MARGIN["t"]) + legend_px + _MARGIN["b"]) / (1 + k)
-    return dict(_MARGIN, l=_LEFT_MARGIN, r=_RIGHT_MARGIN, b=int(np.ceil(bottom)) + _BOTTOM_PAD)
-
-
-def _time_figure(
-    traces: list[dict],
-    title: str,
-    height: int,
-    incidents,
-    now,
-    start,
-    *,
-    label: bool,
-    yaxes: dict,
-    width_px: int = _HALF_WIDTH_PX,
-) -> go.Figure:
-    # From the first point drawn to now: the labels of incident shading must not
-    # stretch the axis, and a fresh install is not squeezed into a corner.
-    first = min((int(t["x"][0]) for t in traces if len(t["x"])), default=int(pd.Timestamp(start).value // 1_000_000))
-    x_range = [first, int(pd.Timestamp(now).value // 1_000_000)]
-    shapes, notes = incident_shapes(incidents, now, start, label=label, x_range=x_range)
-    layout = dict(
-        title=dict(text=title, x=0, xanchor="left"),
-        height=height,
-        margin=_margin(traces, height, width_px),
-        hovermode="x unified",
-        # below the date tick labels (two lines, ~45 px) whatever the height
-        legend=dict(orientation="h", yanchor="top", y=-_LEGEND_GAP / (height - 50), xanchor="left", x=0, title=None),
-        xaxis=dict(type="date", title=None, range=x_range),
-        shapes=shapes,
-        annotations=notes + yaxes.pop("_annotations", []),
-        **yaxes,
-    )
-    return go.Figure(data=traces, layout=layout)
-
-
-def request_rate_chart(series: pd.DataFrame, incidents: pd.DataFrame, now: datetime, start: datetime) -> go.Figure:
-    traces = _lines(series, "request_rate", service_colors(series["service"]), fmt=":.1f")
-    return _time_figure(
-        traces,
-        "Request rate",
-        320,
-        incidents,
-        now,
-        start,
-        label=True,
-        yaxes=dict(yaxis=dict(title="requests / s", rangemode="tozero")),
-    )
-
-
-def error_rate_chart(series: pd.DataFrame, incidents: pd.DataFrame, now: datetime, start: datetime) -> go.Figure:
-    traces = _lines(series, "error_rate", service_colors(series["service"]), fmt=":.2%")
-    return _time_figure(
-        traces,
-        "Error rate (5xx / requests)",
-        320,
-        incidents,
-        now,
-        start,
-        label=False,
-        yaxes=dict(yaxis=dict(title="error rate", tickformat=".1%", rangemode="tozero")),
-    )
-
-
-def latency_chart(series: pd.DataFrame, incidents: pd.DataFrame, now: datetime, start: datetime) -> go.Figure:
-    """p50, p95 and p99 stacked on one shared time axis; one line per service."""
-    colors = service_colors(series["service"])
-    # top to bottom p50, p95, p99; the time axis hangs off the bottom one ("y")
-    rows = (("p50", "y2", (0.72, 1.0)), ("p95", "y3", (0.36, 0.64)), ("p99", "y", (0.0, 0.28)))
-    traces, yaxes, titles = [], {}, []
-    for p, axis, domain in rows:
-        traces += _lines(series, f"{p}_latency_ms", colors, yaxis=axis, showlegend=p == "p50", fmt=":.0f")
-        name = "yaxis" if axis == "y" else f"yaxis{axis[1:]}"
-        yaxes[name] = dict(domain=list(domain), title="ms", rangemode="tozero", anchor="x")
-        titles.append(
-            dict(
-                text=p,
-                x=0.5,
-                xref="paper",
-                y=domain[1],
-                yref="paper",
-                yanchor="bottom",
-                showarrow=False,
-                font=dict(size=12),
-            )
-        )
-    yaxes["_annotations"] = titles
-    return _time_figure(
-        traces,
-        "Latency (ms) — p50, p95, p99",
-        600,
-        incidents,
-        now,
-        start,
-        label=False,
-        yaxes=yaxes,
-        width_px=_FULL_WIDTH_PX,
+        for pid, title, column, label, unit, height, wide_panel, legend, labels in _PANELS
+    ]
+    return dict(
+        x=x,
+        x_range=[first, max(_epoch_s(now), first + 60)],
+        services=[dict(name=s, color=colors[s]) for s in services],
+        incidents=incident_spans(incidents, now, start),
+        incident_fill=INCIDENT_FILL,
+        panels=panels,
+        sync_key="overview",
     )
 
 

@@ -38,6 +38,20 @@ TEMPLATE_SUMMARY = (
 LLM_SUMMARY = "Search latency spiked to four times its baseline for five minutes, then recovered without intervention."
 
 
+def time_series_payloads(at) -> list[dict]:
+    """The overview's time-series panels as an AppTest run sent them to the browser
+    (the data of dashboard/time_series.py's component, decoded)."""
+    from dashboard.time_series import COMPONENT_NAME
+
+    return [json.loads(el.proto.json) for el in at.get("bidi_component") if el.proto.component_name == COMPONENT_NAME]
+
+
+def panel_points(payload: dict, panel: str) -> dict[str, int]:
+    """service -> how many buckets of `panel` hold a value (null: no window in that bucket)."""
+    values = next(p["values"] for p in payload["panels"] if p["id"] == panel)
+    return {s["name"]: sum(v is not None for v in vs) for s, vs in zip(payload["services"], values, strict=True)}
+
+
 @dataclass
 class SeededDashboard:
     now: datetime

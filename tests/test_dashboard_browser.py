@@ -1,7 +1,8 @@
 """The dashboard in a real headless Chromium (Debian's package) driven by Playwright.
 
 `streamlit run dashboard/app.py` runs as a subprocess on a seeded DATA_DIR;
-each page must show its Plotly chart, the incidents page its summary, and a
+each page must show its charts (uPlot panels on the overview, Plotly elsewhere),
+the incidents page its summary, and a
 screenshot of every page lands in test-artifacts/ as dashboard_<page>.png;
 then a row written while the health page is open must appear without a reload.
 """
@@ -22,10 +23,22 @@ PORTS = worker_share(range(8600, 8606))  # this xdist worker's share; 8606-8610 
 REFRESH_SECONDS = 2
 NEW_REASON = "reason that arrived while the page was open"
 PAGES = {"overview": "", "anomalies": "anomalies", "incidents": "incidents", "health": "health"}
-# the margins Plotly grew past the figure's own (each growth costs one more full draw of the chart)
-GROWN_MARGINS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap((gd, i) =>
-    ['l', 'r', 't', 'b'].filter(s => gd._fullLayout._size[s] > gd._fullLayout.margin[s])
-        .map(s => `chart ${i} ${s}: ${gd._fullLayout.margin[s]} -> ${gd._fullLayout._size[s]}`))"""
+# the overview's uPlot panels (canvases inside the component's shadow root): per canvas, the
+# largest share of one pixel column painted with the incident shading's translucent red
+SHADED_COLUMN_JS = """() => [...document.querySelectorAll('*')].filter(e => e.shadowRoot)
+    .flatMap(e => [...e.shadowRoot.querySelectorAll('.uplot canvas')]).map(c => {
+        const {width, height} = c, px = c.getContext('2d').getImageData(0, 0, width, height).data;
+        let best = 0;
+        for (let x = 0; x < width; x++) {
+            let n = 0;
+            for (let y = 0; y < height; y++) {
+                const i = 4 * (y * width + x);
+                if (px[i + 3] > 15 && px[i + 3] < 60 && px[i] > px[i + 1] + 80) n++;
+            }
+            best = Math.max(best, n / height);
+        }
+        return best;
+    })"""
 
 
 @pytest.fixture
@@ -55,15 +68,16 @@ def test_pages_render_in_chromium(dashboard_url, artifacts_dir, store):
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             for name, path in PAGES.items():
                 page.goto(f"{dashboard_url}/{path}")
-                chart = page.locator(".js-plotly-plot").first
+                chart = page.locator(".uplot" if name == "overview" else ".js-plotly-plot").first
                 expect(chart).to_be_visible(timeout=45_000)
                 expect(page.locator("[data-testid=stMain] h1").first).to_have_text(name.capitalize())
                 if name == "overview":
                     expect(page.get_by_text(NOVEL_SERVICE, exact=True).first).to_be_visible()
-                    # retried: with a 2 s refresh a re-render may be in flight
-                    expect(page.locator(".js-plotly-plot")).to_have_count(3)
-                    # the time-series figures carry margins that already hold their legend and labels
-                    assert page.evaluate(GROWN_MARGINS_JS) == []
+                    assert_overview_panels_drawn(page, expect)
+                    # the live fragment refreshes every 2 s: the panels are redrawn in place, not added
+                    updated = page.get_by_text("Updated ").first.inner_text()
+                    expect(page.get_by_text("Updated ").first).not_to_have_text(updated, timeout=15_000)
+                    assert_overview_panels_drawn(page, expect)
                 if name == "incidents":
                     expect(page.get_by_text(TEMPLATE_SUMMARY)).to_be_visible()
                     expect(page.get_by_text("Template summary", exact=True)).to_be_visible()
@@ -85,6 +99,16 @@ def test_pages_render_in_chromium(dashboard_url, artifacts_dir, store):
             assert page.evaluate("window.__not_reloaded") is True
         finally:
             browser.close()
+
+
+def assert_overview_panels_drawn(page, expect) -> None:
+    """Five uPlot panels (request rate, error rate, p50, p95, p99), each with the open
+    incident's shading painted over most of a pixel column, and a legend naming the services."""
+    panels = page.locator(".uplot")
+    expect(panels).to_have_count(5)  # retried: a refresh may be in flight
+    expect(panels.nth(0).locator(".u-legend")).to_contain_text(NOVEL_SERVICE)
+    shaded = page.evaluate(SHADED_COLUMN_JS)
+    assert len(shaded) == 5 and min(shaded) > 0.4, shaded
 
 
 @pytest.fixture

@@ -5,14 +5,14 @@ metrics in the last 6 hours yet ... start the platform with make local")."""
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from tests.dashboard_fixtures import panel_points, time_series_payloads
 from tests.seeding import seed_incident, seed_metrics
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
@@ -51,32 +51,31 @@ def open_app(params: dict[str, str] | None = None, page: str | None = None) -> A
     return at
 
 
-def plotly(at: AppTest) -> list[dict]:
-    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+def points(at: AppTest) -> dict[str, int]:
+    """service -> buckets with a request rate on the overview's panels ({} when none are drawn)."""
+    payloads = time_series_payloads(at)
+    return panel_points(payloads[0], "requests") if payloads else {}
 
 
 def test_url_range_shows_a_replayed_morning(replayed):
     at = open_app(MORNING)
     assert at.text_input(key="from").value == MORNING["from"]
     assert at.selectbox(key="range").value == "custom"
-    figs = plotly(at)
-    assert len(figs) == 3
-    requests = figs[0]
-    assert sorted(t["name"] for t in requests["data"]) == sorted(SERVICES)
-    assert all(len(t["x"]) == 360 for t in requests["data"])  # 1-minute buckets over 6 h
+    [panels] = time_series_payloads(at)
+    assert points(at) == {s: 360 for s in SERVICES}  # 1-minute buckets over 6 h
     assert any("2026-03-02 00:00 to 06:00 UTC, 1-minute buckets" in c.value for c in at.caption)
-    rects = [s for s in requests["layout"].get("shapes", []) if s.get("type") == "rect"]
-    assert len(rects) == 1  # the 04:00 incident, shaded
+    [incident] = panels["incidents"]  # the 04:00 incident, shaded
+    assert incident["x0"] == int(datetime(2026, 3, 2, 4, 0, tzinfo=UTC).timestamp())
 
     # epoch milliseconds and a wider range: 5-minute buckets
     at = open_app({"from": "1772409600000", "to": "2026-03-03T00:00:00Z"})
-    assert all(len(t["x"]) == 72 for t in plotly(at)[0]["data"])  # 6 h of data in 5-minute buckets
+    assert points(at) == {s: 72 for s in SERVICES}  # 6 h of data in 5-minute buckets
     assert any("5-minute buckets" in c.value for c in at.caption)
 
 
 def test_empty_live_range_names_the_newest_data_and_jumps_there(replayed):
     at = open_app()
-    assert not plotly(at)
+    assert not time_series_payloads(at)
     info = next(i.value for i in at.info if "No service metrics" in i.value)
     assert info.startswith("No service metrics in the last 6 hours.")
     assert "The newest data is at 2026-03-02 05:59 UTC" in info
@@ -87,7 +86,7 @@ def test_empty_live_range_names_the_newest_data_and_jumps_there(replayed):
     assert at.text_input(key="from").value == MORNING["from"]
     assert at.text_input(key="to").value == MORNING["to"]
     assert at.query_params["from"] == MORNING["from"]  # the URL carries it: the view can be shared
-    assert len(plotly(at)) == 3
+    assert points(at) == {s: 360 for s in SERVICES}
 
     # the range stays when moving to another page (the sidebar's fields are on every page)
     at.switch_page("views/incidents.py").run()
@@ -125,7 +124,7 @@ def test_presets_and_unreadable_ranges(replayed):
         "2026-03-02T03:00:00Z",
         "2026-03-02T05:00:00Z",
     )
-    assert all(len(t["x"]) == 120 for t in plotly(at)[0]["data"])
+    assert points(at) == {s: 120 for s in SERVICES}
 
     # an old ?range=7d link (the bench's, bookmarks) still opens that preset
     at = open_app({"range": "7d"})

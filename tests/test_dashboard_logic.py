@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -202,17 +204,37 @@ def test_health_page_and_incident_detail_each_read_on_one_connection(store, sett
     assert dict(zip(detail.error_logs["body"], detail.error_logs["matched"], strict=True)) == seeded.error_logs
 
 
-def test_time_series_bottom_margin_makes_room_for_a_legend_that_wraps():
-    """The margin Plotly would otherwise grow (and redraw for): more or longer names, more legend rows."""
-    now = utcnow()
+def test_overview_panels_align_services_on_one_time_axis_with_gaps_as_null():
+    """uPlot draws aligned columns: a bucket a service has no window in must be a gap (null),
+    not a shifted point; incidents are clipped to the range and open ones run to now."""
+    now = pd.Timestamp("2026-03-02 06:00", tz="UTC").to_pydatetime()
     start = now - timedelta(hours=6)
-    buckets = pd.date_range(end=now, periods=3, freq="30min")
-
-    def margin(services: list[str]) -> dict:
-        series = pd.DataFrame([dict(bucket=b, service=s, request_rate=1.0) for s in services for b in buckets])
-        return charts.request_rate_chart(series, pd.DataFrame(), now, start).layout.margin
-
-    few = margin(["a", "b"])
-    many = margin([f"service-with-a-long-name-{i}" for i in range(10)])
-    assert few.b >= 80 and few.l >= 60  # date labels + one legend row; y-axis title and ticks
-    assert many.b >= few.b + 3 * 29  # several more rows of legend
+    buckets = pd.date_range(end=now - timedelta(minutes=30), periods=4, freq="30min")
+    latency = dict(p50_latency_ms=10.0, p95_latency_ms=20.0, p99_latency_ms=30.0)
+    rows = [
+        dict(bucket=b, service="b-svc", request_rate=float(i), error_rate=0.01, **latency)
+        for i, b in enumerate(buckets)
+    ]
+    rows.append(dict(bucket=buckets[2], service="a-svc", request_rate=7.0, error_rate=np.nan, **latency))
+    incidents = pd.DataFrame(
+        [
+            dict(service="b-svc", started_at=start - timedelta(hours=1), ended_at=start + timedelta(minutes=10)),
+            dict(service="a-svc", started_at=now - timedelta(minutes=20), ended_at=None),
+            dict(service="gone", started_at=start - timedelta(hours=3), ended_at=start - timedelta(hours=2)),
+        ]
+    )
+    payload = charts.overview_panels(pd.DataFrame(rows), incidents, now, start)
+    json.dumps(payload, allow_nan=False)  # what the browser parses: no NaN
+    epoch = [int(b.timestamp()) for b in buckets]
+    assert payload["x"] == epoch
+    assert [s["name"] for s in payload["services"]] == ["a-svc", "b-svc"]
+    assert payload["services"][0]["color"] == charts.service_colors(["a-svc", "b-svc"])["a-svc"]
+    requests = next(p for p in payload["panels"] if p["id"] == "requests")
+    assert requests["values"] == [[None, None, 7.0, None], [0.0, 1.0, 2.0, 3.0]]
+    errors = next(p for p in payload["panels"] if p["id"] == "errors")
+    assert errors["values"][0] == [None] * 4  # a NaN error rate is a gap too
+    assert payload["x_range"] == [epoch[0], int(now.timestamp())]
+    assert payload["incidents"] == [
+        dict(x0=int(start.timestamp()), x1=int((start + timedelta(minutes=10)).timestamp()), label="incident: b-svc"),
+        dict(x0=int((now - timedelta(minutes=20)).timestamp()), x1=int(now.timestamp()), label="incident: a-svc"),
+    ]  # the one that ended before the range is not drawn

@@ -14,7 +14,15 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from observability.store import utcnow
-from tests.dashboard_fixtures import LLM_SUMMARY, NOVEL_SERVICE, SERVICES, TEMPLATE_SUMMARY, seed_dashboard
+from tests.dashboard_fixtures import (
+    LLM_SUMMARY,
+    NOVEL_SERVICE,
+    SERVICES,
+    TEMPLATE_SUMMARY,
+    panel_points,
+    seed_dashboard,
+    time_series_payloads,
+)
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 
@@ -79,17 +87,20 @@ def test_overview_tiles_status_and_shaded_charts(seeded):
     assert statuses["search"] == "healthy"  # its incident is resolved and old
     assert statuses[NOVEL_SERVICE] == "healthy"
 
-    figs = charts(at)
-    assert len(figs) == 3  # request rate, error rate, latency (p50/p95/p99)
-    requests = figs[0]
-    assert sorted(t["name"] for t in requests["data"]) == sorted(SERVICES)
-    assert all(len(t["x"]) >= 170 for t in requests["data"])  # 180 one-minute windows in 6 h
-    # both incidents in range are shaded, on every chart
-    for fig in figs:
-        rects = [s for s in fig["layout"].get("shapes", []) if s.get("type") == "rect"]
-        assert len(rects) >= 2, fig["layout"].get("title")
-    latency = figs[2]
-    assert {a["text"] for a in latency["layout"]["annotations"]} >= {"p50", "p95", "p99"}
+    [panels] = time_series_payloads(at)  # request rate, error rate, p50, p95, p99 in one component
+    assert [p["id"] for p in panels["panels"]] == ["requests", "errors", "p50", "p95", "p99"]
+    assert [s["name"] for s in panels["services"]] == sorted(SERVICES)
+    assert all(n >= 170 for n in panel_points(panels, "requests").values())  # 180 one-minute windows in 6 h
+    assert all(len(vs) == len(panels["x"]) for p in panels["panels"] for vs in p["values"])
+    # both incidents in range are shaded (on every panel), and named on the request-rate panel
+    assert len(panels["incidents"]) >= 2
+    assert {i["label"] for i in panels["incidents"]} >= {"incident: payments", "incident: search"}
+    assert all(panels["x_range"][0] <= i["x0"] <= i["x1"] <= panels["x_range"][1] for i in panels["incidents"])
+    assert [p["label_incidents"] for p in panels["panels"]] == [True, False, False, False, False]
+    # the lines are the stored windows: the p99 panel holds the newest window's p99 per service
+    newest = max(panels["x"])
+    p99 = next(p for p in panels["panels"] if p["id"] == "p99")
+    assert all(vs[panels["x"].index(newest)] > 0 for vs in p99["values"])
 
 
 def test_overview_service_filter_and_range(seeded):
@@ -97,14 +108,15 @@ def test_overview_service_filter_and_range(seeded):
     at.multiselect(key="overview_services").set_value(["payments"]).run()
     assert not at.exception
     assert set(tile_statuses(at)) == {"payments"}
-    for fig in charts(at):
-        assert {t["name"] for t in fig["data"]} == {"payments"}
+    [panels] = time_series_payloads(at)
+    assert [s["name"] for s in panels["services"]] == ["payments"]
+    assert all(len(p["values"]) == 1 for p in panels["panels"])
 
     at.selectbox(key="range").set_value("7d").run()
     assert not at.exception
     assert any("30-minute buckets" in c.value for c in at.caption)
     # 3 h of data in 30-minute buckets: at most 7 points per service
-    assert all(len(t["x"]) <= 7 for t in charts(at)[0]["data"])
+    assert 0 < panel_points(time_series_payloads(at)[0], "requests")["payments"] <= 7
 
 
 def test_anomalies_timeline_and_filters(seeded):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, data, sla_panel, trace_data, ui
+from dashboard import charts, data, sla_panel, time_series, trace_data, ui
 from dashboard.status import DEGRADED, HEALTHY, INCIDENT, as_list, service_statuses
 
 BADGE = {
@@ -89,12 +89,7 @@ def live_overview(services: list[str]) -> None:
         f"{win.label}, {win.bucket_minutes}-minute buckets. Shaded: incidents "
         f"({len(shaded)} in range). Percentiles of multi-minute buckets are request-weighted means."
     )
-    left, right = st.columns(2)
-    with left:
-        st.plotly_chart(charts.request_rate_chart(series, shaded, end, start), key="chart_requests")
-    with right:
-        st.plotly_chart(charts.error_rate_chart(series, shaded, end, start), key="chart_errors")
-    st.plotly_chart(charts.latency_chart(series, shaded, end, start), key="chart_latency")
+    time_series.render(charts.overview_panels(series, shaded, end, start), key="overview_charts")
     ui.updated_caption(now)
 
 
