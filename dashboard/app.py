@@ -18,7 +18,9 @@ import streamlit as st  # noqa: E402
 
 from dashboard import ui  # noqa: E402
 
-st.set_page_config(page_title="Observability", page_icon=":material/monitoring:", layout="wide")
+# An emoji favicon, not a material icon: Streamlit's browser code fetches a material favicon
+# from fonts.gstatic.com, which an offline install cannot reach (nothing downloads at run time).
+st.set_page_config(page_title="Observability", page_icon="📈", layout="wide")
 
 PAGES = [
     st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),

@@ -66,6 +66,11 @@ def test_pages_render_in_chromium(dashboard_url, artifacts_dir, store):
             page = browser.new_page(viewport={"width": 1500, "height": 2600})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            elsewhere: list[str] = []  # nothing downloads at run time: every request stays on the dashboard's host
+            page.on(
+                "request",
+                lambda r: None if r.url.startswith((dashboard_url, "data:", "blob:")) else elsewhere.append(r.url),
+            )
             for name, path in PAGES.items():
                 page.goto(f"{dashboard_url}/{path}")
                 chart = page.locator(".uplot" if name == "overview" else ".js-plotly-plot").first
@@ -88,6 +93,7 @@ def test_pages_render_in_chromium(dashboard_url, artifacts_dir, store):
                 page.wait_for_timeout(500)  # let Plotly finish its transitions
                 page.screenshot(path=str(artifacts_dir / f"dashboard_{name}.png"))
             assert not errors, errors
+            assert not elsewhere, elsewhere
 
             # auto-refresh: a new dead-letter reason shows up without reloading the page
             page.evaluate("window.__not_reloaded = true")
