@@ -67,21 +67,25 @@ function shadeIncidents(incidents, fill, label) {
 function xRange(data) {
   const first = data.x[0];
   const last = data.x[data.x.length - 1];
-  return (u, min, max) => (min == null || (min === first && max === last) ? data.x_range : [min, max]);
+  // (one point: uPlot widens the extent itself, to about a year)
+  const extent = (min, max) => min == null || data.x.length < 2 || (min === first && max === last);
+  return (u, min, max) => (extent(min, max) ? data.x_range : [min, max]);
 }
 
 const utc = (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC");
 const fmtDay = uPlot.fmtDate("{MM}-{DD}");
 const fmtTime = uPlot.fmtDate("{HH}:{mm}");
 const fmtDayTime = uPlot.fmtDate("{HH}:{mm}\n{MM}-{DD}");
+const fmtSeconds = uPlot.fmtDate("{HH}:{mm}:{ss}");
 
-// Time ticks on a 24-hour UTC clock: days alone when ticks are a day or more apart, else the
-// time, with the date under the first tick of each day.
+// Time ticks on a 24-hour UTC clock: days alone when ticks are a day or more apart, seconds
+// when they are under a minute apart, else the time with the date under each day's first tick.
 function timeTicks(u, splits, axisIdx, space, incr) {
   return splits.map((v, i) => {
     if (v == null) return null;
     const d = utc(v);
     if (incr >= 86400) return fmtDay(d);
+    if (incr < 60) return fmtSeconds(d);
     const newDay = i === 0 || utc(splits[i - 1]).getDate() !== d.getDate();
     return newDay ? fmtDayTime(d) : fmtTime(d);
   });
@@ -107,7 +111,7 @@ function panelOptions(data, panel, width, textColor) {
         label: s.name,
         stroke: s.color,
         width: 1.6,
-        points: { show: false },
+        // uPlot's default: points drawn only where they are sparse (a lone window, a short range)
         value: (u, v) => fmtValue(panel.unit, v),
       })),
     ],
