@@ -56,6 +56,37 @@ GOAL_LATENCY_S = 5.0  # issue 17: publish -> service_metrics row p95 at 10,000 e
 GOAL_MEMORY_GB = 2.0  # peak RSS of the job's process tree (was 2.5)
 
 
+def process_label(p: psutil.Process) -> str:
+    """What a process of the job's tree is, from its command line."""
+    cmd = " ".join(p.cmdline())
+    if "java" in p.name():
+        return "JVM"
+    if "spark.streaming_job" in cmd:
+        return "driver"
+    if "pyspark.daemon" in cmd:  # a daemon and the workers it forks, one daemon per worker module
+        module = p.cmdline()[-1]
+        return "source workers" if module == "pyspark.worker" else f"planner {module.rsplit('.', 1)[-1]}"
+    if "python_streaming_source_runner" in cmd:
+        return "streaming source runner"
+    return p.name()
+
+
+def peak_breakdown(parts: list[tuple[str, int]]) -> str:
+    """The peak sample's RSS by process, largest first: `JVM 0.52, driver 0.61, ...` GB."""
+    merged: dict[str, list[int]] = {}
+    for label, rss in parts:
+        merged.setdefault(label, []).append(rss)
+    rows = sorted(merged.items(), key=lambda kv: -sum(kv[1]))
+    return (
+        ", ".join(
+            f"{label} {sum(v) / 1e9:.2f}"
+            + (f" ({len(v)}: {' / '.join(f'{x / 1e9:.2f}' for x in sorted(v, reverse=True))})" if len(v) > 1 else "")
+            for label, v in rows
+        )
+        + " GB"
+    )
+
+
 class TreeMonitor(threading.Thread):
     """Samples RSS/PSS and CPU seconds of a process and its descendants."""
 
@@ -65,6 +96,7 @@ class TreeMonitor(threading.Thread):
         self.interval = interval
         self.peak_rss = 0
         self.peak_pss = 0
+        self.peak_parts: list[tuple[str, int]] = []  # (process, RSS) in the peak RSS sample
         self.cpu = {}
         self.timeline: list[tuple[float, float]] = []  # (monotonic time, tree CPU seconds)
         self._halt = threading.Event()
@@ -78,9 +110,11 @@ class TreeMonitor(threading.Thread):
     def run(self) -> None:
         while not self._halt.is_set():
             rss = pss = 0
+            parts = []
             for p in self.procs():
                 try:
                     mem = p.memory_full_info()
+                    parts.append((process_label(p), mem.rss))
                     rss += mem.rss
                     pss += getattr(mem, "pss", mem.rss)
                     t = p.cpu_times()
@@ -88,7 +122,8 @@ class TreeMonitor(threading.Thread):
                 except psutil.Error:
                     pass
             self.timeline.append((time.monotonic(), self.cpu_seconds))
-            self.peak_rss = max(self.peak_rss, rss)
+            if rss > self.peak_rss:
+                self.peak_rss, self.peak_parts = rss, parts
             self.peak_pss = max(self.peak_pss, pss)
             self._halt.wait(self.interval)
 
@@ -195,6 +230,7 @@ def run_throughput(data_dir: Path, n: int, **env_overrides) -> dict:
         "cpu_by_kind": mon.cpu_by_kind(),
         "rss": mon.peak_rss,
         "pss": mon.peak_pss,
+        "peak_parts": mon.peak_parts,
         "summary": out.strip().splitlines()[-1] if out.strip() else "",
     }
 
@@ -416,6 +452,7 @@ def print_throughput(n: int, partitions: int, r: dict, b: dict | None, base_rate
     )
     print(f"baseline DuckDB:        {base_rate:,.0f} events/s ({base_s:.2f}s: read_json + GROUP BY, in-process)")
     print(f"peak memory (tree):     RSS {gb(r['rss'])}, PSS {gb(r['pss'])} (goal <= {GOAL_MEMORY_GB} GB)")
+    print(f"  at the peak (RSS):    {peak_breakdown(r['peak_parts'])}")
     throughput_goal_lines(n, partitions, r, b, base_rate)
 
 
