@@ -58,13 +58,14 @@ GOAL_MEMORY_GB = 2.0  # peak RSS of the job's process tree (was 2.5)
 
 def process_label(p: psutil.Process) -> str:
     """What a process of the job's tree is, from its command line."""
-    cmd = " ".join(p.cmdline())
+    argv = p.cmdline()
+    cmd = " ".join(argv)
     if "java" in p.name():
         return "JVM"
     if "spark.streaming_job" in cmd:
         return "driver"
     if "pyspark.daemon" in cmd:  # a daemon and the workers it forks, one daemon per worker module
-        module = p.cmdline()[-1]
+        module = argv[-1]
         return "source workers" if module == "pyspark.worker" else f"planner {module.rsplit('.', 1)[-1]}"
     if "python_streaming_source_runner" in cmd:
         return "streaming source runner"

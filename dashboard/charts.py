@@ -7,6 +7,7 @@ service keeps its colour across charts and pages, whatever its name.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -40,15 +41,26 @@ def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
 # A JSON payload, not a figure: every service's values aligned on one shared time axis
 # (null where a service has no window in a bucket, so the line breaks there).
 
+
+class _Panel(NamedTuple):
+    id: str
+    title: str
+    column: str  # the series column it draws
+    y_label: str
+    unit: str  # how the browser formats values: "rate", "pct" or "ms"
+    height: int  # plot height in px
+    wide: bool  # the full width, else one of two columns
+    legend: bool
+    label_incidents: bool  # incident names over the shading
+
+
 _PANELS = (
-    # id, title, column, y-axis label, unit, plot height in px, full width, legend, incident labels
-    ("requests", "Request rate", "request_rate", "requests / s", "rate", 300, False, True, True),
-    ("errors", "Error rate (5xx / requests)", "error_rate", "error rate", "pct", 300, False, True, False),
-    ("p50", "Latency p50 (ms)", "p50_latency_ms", "ms", "ms", 200, True, False, False),
-    ("p95", "Latency p95 (ms)", "p95_latency_ms", "ms", "ms", 200, True, False, False),
-    ("p99", "Latency p99 (ms)", "p99_latency_ms", "ms", "ms", 200, True, True, False),
+    _Panel("requests", "Request rate", "request_rate", "requests / s", "rate", 300, False, True, True),
+    _Panel("errors", "Error rate (5xx / requests)", "error_rate", "error rate", "pct", 300, False, True, False),
+    _Panel("p50", "Latency p50 (ms)", "p50_latency_ms", "ms", "ms", 200, True, False, False),
+    _Panel("p95", "Latency p95 (ms)", "p95_latency_ms", "ms", "ms", 200, True, False, False),
+    _Panel("p99", "Latency p99 (ms)", "p99_latency_ms", "ms", "ms", 200, True, True, False),
 )
-PANEL_IDS = tuple(p[0] for p in _PANELS)
 
 
 def _epoch_s(times) -> int:
@@ -83,26 +95,17 @@ def overview_panels(series: pd.DataFrame, incidents: pd.DataFrame, now: datetime
     service in its stable colour, incidents shaded on every panel and named on the first."""
     services = sorted(series["service"].unique())
     colors = service_colors(services)
-    columns = [p[2] for p in _PANELS]
-    wide = series.pivot_table(index="bucket", columns="service", values=columns, aggfunc="first", dropna=False)
+    columns = [p.column for p in _PANELS]
+    # one row per (bucket, service) from the query: a plain reshape, no aggregation
+    wide = series.pivot(index="bucket", columns="service", values=columns)
     wide = wide.reindex(columns=pd.MultiIndex.from_product([columns, services])).sort_index()
     x = [_epoch_s(t) for t in wide.index]
     # From the first point drawn to now: the labels of incident shading must not stretch
     # the axis, and a fresh install is not squeezed into a corner.
     first = x[0] if x else _epoch_s(start)
     panels = [
-        dict(
-            id=pid,
-            title=title,
-            y_label=label,
-            unit=unit,
-            height=height,
-            wide=wide_panel,
-            legend=legend,
-            label_incidents=labels,
-            values=_column(wide, column, services),
-        )
-        for pid, title, column, label, unit, height, wide_panel, legend, labels in _PANELS
+        {**{k: v for k, v in p._asdict().items() if k != "column"}, "values": _column(wide, p.column, services)}
+        for p in _PANELS
     ]
     return dict(
         x=x,
