@@ -232,9 +232,11 @@ class BatchLayers:
 # Spans enriched at a time: a batch's traces are split into chunks by a hash of the trace id
 # (a trace never straddles two), so the joins' working memory stays near this size. Measured on
 # two 500,000-span batches (issue 17): the driver's peak RSS 1.01-1.06 GB before, 0.85-0.89 GB
-# in 100,000-span chunks (0.63 GB in 50,000 for 15% more CPU); a lower DuckDB memory_limit
-# instead made it spill, for 60% more CPU.
-CHUNK_SPANS = 100_000
+# in 100,000-span chunks; a lower DuckDB memory_limit instead made it spill, for 60% more CPU.
+# 50,000 since the batch is no longer deduplicated while loading: one 500,000-span batch's
+# layers peak at 0.50-0.53 GB against 0.58-0.61 in 100,000, the CPU within the runs' noise
+# (2.4-2.9 CPU-s either way, compute_layers alone on four 125,000-span bronze files).
+CHUNK_SPANS = 50_000
 
 
 def compute_layers(
@@ -313,9 +315,17 @@ def _load_context(
     chunks = max(1, -(-n // max(1, chunk_spans)))
     chunk = f"coalesce(hash(trace_id) % {chunks}, 0)::INTEGER"  # a trace's spans all in one chunk
     con.execute(
-        f"""CREATE TEMP TABLE ctx_all AS SELECT DISTINCT ON (event_id) *, true AS _own, {chunk} AS _chunk
+        f"""CREATE TEMP TABLE ctx_all AS SELECT *, true AS _own, {chunk} AS _chunk
             FROM ({source}) WHERE trace_id IS NOT NULL"""
     )
+    # Each event once. A batch's bronze rarely repeats one (the source drops a producer's
+    # retries within its horizon), so look before deduplicating: a DISTINCT ON over every
+    # column while loading held a hash table of the whole batch, ~1.7x the table itself
+    # (500,000 spans: 305 MB of the driver's RSS against 180, issue 17). A null event_id
+    # counts as a repeat here, so DISTINCT ON's one-row-for-all-nulls holds too.
+    repeats = con.execute("SELECT count(*) - count(DISTINCT event_id) FROM ctx_all").fetchall()[0][0]
+    if repeats:
+        con.execute("CREATE OR REPLACE TEMP TABLE ctx_all AS SELECT DISTINCT ON (event_id) * FROM ctx_all")
     # spans without a trace id are the batch's own (nothing to look up), each row as read
     con.execute(f"INSERT INTO ctx_all SELECT *, true, 0 FROM ({source}) WHERE trace_id IS NULL")
     own = {str(Path(f).resolve()) for f in batch_files}
@@ -335,9 +345,10 @@ def _load_context(
                   AND event_id NOT IN (SELECT event_id FROM ctx_all WHERE event_id IS NOT NULL)""",
             params,
         )
+    # the batch's own rows, each event once, without a third scan of its files
     con.execute(
-        f"""CREATE TEMP TABLE batch AS SELECT timestamp, service, endpoint, error_message, trace_id
-            FROM ({source}) WHERE error_message IS NOT NULL"""
+        """CREATE TEMP TABLE batch AS SELECT timestamp, service, endpoint, error_message, trace_id
+            FROM ctx_all WHERE _own AND error_message IS NOT NULL"""
     )
     return chunks
 

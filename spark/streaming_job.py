@@ -309,6 +309,13 @@ class StreamingJob:
             self.store.heartbeat(tables.SPARK_HEARTBEAT, "running")
             self._last_beat = time.monotonic()
 
+    def _free_planners(self) -> None:
+        """Every started query has planned: end Spark's idle planner daemons (`spark.planners`)."""
+        if self.settings.spark_reap_planners:
+            from spark.planners import reap
+
+            reap()
+
     def drain_layers(self) -> int:
         """Wait for the queued batches' layers (an available-now run's end); returns those left."""
         t0 = time.monotonic()
@@ -345,6 +352,11 @@ class StreamingJob:
             arrived=self.records_arrived,
             heartbeat=self._beat_if_quiet,
             heartbeat_every=self.settings.trigger_seconds,
+            # available-now only: every query starts at once and none restarts, so no planning
+            # follows. A continuous job keeps them: a lazily started or restarted query's `load()`
+            # failed with "java.io.IOException: Stream closed" after its planner daemon had been
+            # ended (Spark writes to the dead daemon while dropping the idle workers it forked)
+            settled=self._free_planners if available_now else None,
         )
         # the dead-letter and record queries start once their topics have data (see RecordArrivals)
         rc = supervisor.run(eager=("metrics",), lazy=list(self.lazy_topics))

@@ -9,6 +9,12 @@ failure is the run's result (exit 1) and the other queries are stopped.
 Some queries start lazily (the dead_letters, logs and otel_metrics queries: a running query
 keeps a ~100 MB Python source process): they start once `arrived(name)` says
 they have work, asked again every `heartbeat_every` seconds in continuous mode.
+
+`settled` is called once after query starts, when every query started since
+has read rows in a micro-batch (or ended): no query is planning then (queries
+start only on the supervisor's thread, and a Python data source plans at
+`load()` and in its stream's first micro-batch with data), the moment
+`spark.planners.reap` needs.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ class QuerySupervisor:
         heartbeat_every: float = 10.0,
         restart_after: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        settled: Callable[[], None] | None = None,
     ) -> None:
         self.starters = starters
         self.available_now = available_now
@@ -47,12 +54,15 @@ class QuerySupervisor:
         self.heartbeat = heartbeat
         self.heartbeat_every = heartbeat_every
         self.clock = clock
+        self.settled = settled
         self.queries: dict[str, object] = {}
+        self._started: dict[str, object] = {}  # queries started and not yet seen to complete a batch
         self.backoffs = {name: Backoff(interval=restart_after, max_wait=60.0) for name in starters}
 
     def run(self, eager: Iterable[str], lazy: Iterable[str] = ()) -> int:
         """Start `eager` now and `lazy` once arrived; 0, or 1 when a query failed in available-now mode."""
-        self.queries = {name: self.starters[name](self.available_now) for name in eager}
+        for name in eager:
+            self._start(name)
         waiting = self.start_arrived(list(lazy))
         rc = 0
         last_beat = 0.0
@@ -61,6 +71,7 @@ class QuerySupervisor:
                 self.stop_all()
                 break
             rc |= self._watch_once()
+            self._settle_once()
             if not self.available_now and self.clock() - last_beat >= self.heartbeat_every:
                 last_beat = self.clock()
                 waiting = self.start_arrived(waiting)
@@ -91,8 +102,25 @@ class QuerySupervisor:
             log.info("restarting query", query=name, after_seconds=delay)
             if self.stop.wait(delay):
                 break
-            self.queries[name] = self.starters[name](self.available_now)
+            self._start(name)
         return rc
+
+    def _start(self, name: str) -> None:
+        self.queries[name] = self._started[name] = self.starters[name](self.available_now)
+
+    def _settle_once(self) -> None:
+        """`settled()`, once every query started since the last call has read rows or gone."""
+        if not self._started:
+            return
+        for name, q in list(self._started.items()):
+            if self.queries.get(name) is not q or _read_rows(q):
+                self._started.pop(name)
+        if self._started or self.settled is None:
+            return
+        try:
+            self.settled()
+        except Exception as exc:  # noqa: BLE001 - freeing memory must never stop the job
+            log.warning("settled hook failed", error=str(exc))
 
     def start_arrived(self, waiting: list[str]) -> list[str]:
         """Start the waiting queries whose records arrived; returns those still waiting."""
@@ -105,7 +133,7 @@ class QuerySupervisor:
                 arrived = False
             if arrived:
                 log.info("starting query", query=name)
-                self.queries[name] = self.starters[name](self.available_now)
+                self._start(name)
             elif not self.available_now:
                 still.append(name)
         return still
@@ -121,6 +149,11 @@ class QuerySupervisor:
             self.heartbeat()
         except Exception as exc:  # noqa: BLE001 - a busy store must not stop the job
             log.warning("heartbeat failed", error=str(exc))
+
+
+def _read_rows(query) -> bool:
+    """Whether one of the query's recent micro-batches read input (so its source has been planned)."""
+    return any((p.get("numInputRows") or 0) > 0 for p in (query.recentProgress or ()))
 
 
 class RecordArrivals:

@@ -101,6 +101,23 @@ def test_silver_context_self_time_and_error_messages(tmp_path):
     ]
 
 
+def test_an_event_in_the_batch_twice_is_one_silver_row_and_one_error(tmp_path):
+    """A replayed range's bronze beside the first copy: every event once in silver, gold and the
+    error counts (the batch is deduplicated only when it holds a repeat: the check must see it)."""
+    trace = "2" * 32
+    events = pd.DataFrame(failing_trace(trace))
+    bronze.write_events(tmp_path / "first", events)
+    bronze.write_events(tmp_path / "again", events.iloc[2:4])  # the failing payments span and inventory
+    files = [str(f) for f in tmp_path.rglob("*.parquet")]
+    assert len(files) == 2
+    got = layers.compute_layers(files, [], SampleRates(1.0, 0.0, 0.0))
+    silver = got.silver.to_pandas()
+    assert sorted(silver["span_id"]) == [c * 16 for c in "abcde"]
+    assert silver.set_index("span_id").loc["a" * 16].self_time_ms == pytest.approx(40.0)
+    assert sorted(got.gold.to_pandas()["span_id"]) == [c * 16 for c in "abcde"]
+    assert got.error_messages["count"].tolist() == [1]
+
+
 def test_a_trace_split_across_batches_keeps_its_context_and_is_kept_whole(tmp_path, settings):
     """The parent arrived in an earlier micro-batch: silver still names it, gold keeps all spans."""
     spans = failing_trace("3" * 32)

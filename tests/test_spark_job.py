@@ -138,6 +138,8 @@ def test_available_now_backlog_late_data_and_replay(data_dir, settings, store, t
     assert "errors 0" in reader_out and "ERROR" not in reader_out, reader_out
     assert int(reader_out.split("reads")[1].split()[0]) > 0
     assert f"spark: {len(events) + len(INVALID_LINES)} events" in proc.stdout
+    # once both queries had read rows, Spark's idle planner processes were ended (spark.planners)
+    assert "event='idle planners ended'" in proc.stderr, proc.stderr[-4000:]
     # the progress bar's backlog reads the committed offsets from the checkpoint: nothing is left
     assert committed_offsets(settings.checkpoint_dir / "metrics") == len(events) + len(INVALID_LINES)
     assert backlog(settings, settings.checkpoint_dir / "metrics") == 0

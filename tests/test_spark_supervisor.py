@@ -1,7 +1,7 @@
 """spark.supervisor: how the streaming job starts, restarts and stops its queries.
 
 `ScriptedQuery` stands in for pyspark's StreamingQuery (the four members the
-supervisor reads: awaitTermination, isActive, exception, lastProgress, stop): a
+supervisor reads: awaitTermination, isActive, exception, lastProgress, recentProgress, stop): a
 real query cannot be made to fail on cue here. The job's real queries run in
 tests/test_spark_job.py.
 """
@@ -16,24 +16,27 @@ from spark.supervisor import QuerySupervisor
 class ScriptedQuery:
     """A query whose life is a script: each awaitTermination advances one step.
 
-    Steps: "run" (active, no batch yet), "batch" (active, a batch completed),
-    "done" (ended cleanly), "fail" (ended with an exception)."""
+    Steps: "run" (active, no batch yet), "idle" (active, a batch without input rows),
+    "batch" (active, a batch read rows), "done" (ended cleanly), "fail" (ended with an exception)."""
 
     def __init__(self, script: list[str]):
         self.script = list(script)
         self.state = "run"
         self.stopped = False
         self.lastProgress = None
+        self.recentProgress = []
 
     def awaitTermination(self, timeout):
         if self.script and not self.stopped:
             self.state = self.script.pop(0)
-        if self.state == "batch":
-            self.lastProgress = {"batchId": 0}
+            if self.state in ("batch", "idle"):
+                rows = 10 if self.state == "batch" else 0
+                self.lastProgress = {"batchId": len(self.recentProgress), "numInputRows": rows}
+                self.recentProgress.append(self.lastProgress)
 
     @property
     def isActive(self):
-        return not self.stopped and self.state in ("run", "batch")
+        return not self.stopped and self.state in ("run", "idle", "batch")
 
     def exception(self):
         return RuntimeError("batch failed: database is locked") if self.state == "fail" else None
@@ -124,3 +127,56 @@ def test_in_available_now_mode_a_query_without_records_is_not_waited_for():
     sup = QuerySupervisor(starters, available_now=True, stop=threading.Event(), arrived=lambda name: False)
     assert sup.run(eager=["metrics"], lazy=["logs"]) == 0
     assert len(started) == 1
+
+
+def test_settled_is_called_once_every_started_query_read_rows_and_again_after_a_later_start():
+    """The planner reaper's moment (spark.planners): not while a query has only had empty
+    batches (its source may not be planned yet), once all have read rows; a restart or a lazy
+    start makes it due again."""
+    stop = threading.Event()
+    started, settled_at = [], []
+    metrics = [["run", "idle", "idle", "batch", "run", "run", "run", "fail"], ["run", "batch"] + ["run"] * 1000]
+    starters = {"metrics": starter(metrics, started), "logs": starter([["run", "batch"] + ["run"] * 1000], started)}
+
+    def settled():
+        settled_at.append([q.recentProgress[-1]["numInputRows"] if q.recentProgress else None for q in started])
+
+    def beat():
+        if len(settled_at) == 3 or len(settled_at) > 3:
+            stop.set()
+
+    sup = QuerySupervisor(
+        starters,
+        available_now=False,
+        stop=stop,
+        arrived=lambda name: bool(settled_at),  # the logs' records come after metrics settled
+        heartbeat=beat,
+        heartbeat_every=0.0,
+        restart_after=0.001,
+        settled=settled,
+    )
+    assert sup.run(eager=["metrics"], lazy=["logs"]) == 0
+    assert len(started) == 3, "metrics, the lazily started logs query, metrics restarted"
+    first, lazy, restarted = started
+    assert first.recentProgress[:2] == [{"batchId": 0, "numInputRows": 0}, {"batchId": 1, "numInputRows": 0}]
+    # once when metrics read rows (logs not yet started), once when the logs query read rows,
+    # once when the restarted metrics query read rows: never while a started query had not
+    assert settled_at[0] == [10]
+    assert settled_at[1][1] == 10
+    assert settled_at[2][2] == 10
+    assert all(q.stopped for q in (lazy, restarted))
+
+
+def test_a_failing_settled_hook_does_not_stop_the_job():
+    stop = threading.Event()
+    started = []
+
+    def settled():
+        stop.set()
+        raise RuntimeError("no such process")
+
+    sup = QuerySupervisor(
+        {"metrics": starter([["batch"] + ["run"] * 1000], started)}, available_now=False, stop=stop, settled=settled
+    )
+    assert sup.run(eager=["metrics"]) == 0
+    assert started[0].stopped
