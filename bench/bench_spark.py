@@ -115,11 +115,12 @@ class TreeMonitor(threading.Thread):
             for p in self.procs():
                 try:
                     mem = p.memory_full_info()
-                    parts.append((process_label(p), mem.rss))
+                    label = process_label(p)
+                    parts.append((label, mem.rss))
                     rss += mem.rss
                     pss += getattr(mem, "pss", mem.rss)
                     t = p.cpu_times()
-                    self.cpu[p.pid] = (p.name(), t.user + t.system)
+                    self.cpu[p.pid] = (label, t.user + t.system)
                 except psutil.Error:
                     pass
             self.timeline.append((time.monotonic(), self.cpu_seconds))
@@ -143,9 +144,16 @@ class TreeMonitor(threading.Thread):
 
     def cpu_by_kind(self) -> dict[str, float]:
         out: dict[str, float] = {}
-        for name, v in self.cpu.values():
-            kind = "jvm" if "java" in name else "python"
+        for label, v in self.cpu.values():
+            kind = "jvm" if label == "JVM" else "python"
             out[kind] = out.get(kind, 0.0) + v
+        return out
+
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds by process label (a daemon's forked workers merged into it)."""
+        out: dict[str, float] = {}
+        for label, v in self.cpu.values():
+            out[label] = out.get(label, 0.0) + v
         return out
 
 
@@ -229,6 +237,7 @@ def run_throughput(data_dir: Path, n: int, **env_overrides) -> dict:
         "aggregate_seconds": sum(agg_seconds),
         "cpu": mon.cpu_seconds,
         "cpu_by_kind": mon.cpu_by_kind(),
+        "cpu_by_process": mon.cpu_by_process(),
         "rss": mon.peak_rss,
         "pss": mon.peak_pss,
         "peak_parts": mon.peak_parts,
@@ -454,6 +463,8 @@ def print_throughput(n: int, partitions: int, r: dict, b: dict | None, base_rate
     print(f"baseline DuckDB:        {base_rate:,.0f} events/s ({base_s:.2f}s: read_json + GROUP BY, in-process)")
     print(f"peak memory (tree):     RSS {gb(r['rss'])}, PSS {gb(r['pss'])} (goal <= {GOAL_MEMORY_GB} GB)")
     print(f"  at the peak (RSS):    {peak_breakdown(r['peak_parts'])}")
+    by_process = sorted(r["cpu_by_process"].items(), key=lambda kv: -kv[1])
+    print(f"CPU by process:         {', '.join(f'{label} {v:.1f}' for label, v in by_process)} CPU-s (whole run)")
     throughput_goal_lines(n, partitions, r, b, base_rate)
 
 

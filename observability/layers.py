@@ -210,6 +210,23 @@ WHERE e.trace_id IS NOT NULL
 GROUP BY e.trace_id
 """
 
+# `trace_fraction` in SQL: the first 8 hex digits of the md5 of the lowercased id over 2^32 (the
+# same double: a 32-bit integer over a power of two is exact either way; ids are hex, so
+# DuckDB's and Python's lower() agree). tests/test_layers.py checks both forms give one verdict.
+TRACE_FRACTION_SQL = "('0x' || md5(lower(trace_id))[1:8])::UBIGINT / 4294967296.0"
+
+# `keep_reason` over a chunk's TRACE_FLAGS rows, in SQL: the kept traces and why (issue 17: the
+# per-trace Python hash and loop were ~7% of a batch's layers).
+KEPT_SQL = f"""
+SELECT trace_id, sample_reason FROM (
+    SELECT trace_id,
+           CASE WHEN has_error AND u < $error THEN 'error'
+                WHEN is_slow AND u < $slow THEN 'slow'
+                WHEN u < $normal THEN 'normal' END AS sample_reason
+    FROM (SELECT *, {TRACE_FRACTION_SQL} AS u FROM ({TRACE_FLAGS_SQL}))
+) WHERE sample_reason IS NOT NULL
+"""
+
 ERROR_MESSAGES_SQL = """
 SELECT time_bucket(INTERVAL 1 MINUTE, b.timestamp) AS window_start, b.service, coalesce(b.endpoint, '') AS endpoint,
        b.error_message, count(*) AS count,
@@ -270,21 +287,15 @@ def compute_layers(
         for k in range(chunks):
             con.execute(f"CREATE OR REPLACE TEMP VIEW ctx AS SELECT * FROM ctx_all WHERE _chunk = {k}")
             con.execute(ENRICH_SQL)
-            flags = con.execute(TRACE_FLAGS_SQL).fetchall()
-            chunk_kept = {t: r for t, err, slow in flags if (r := keep_reason(t, bool(err), bool(slow), rates))}
-            kept.update(chunk_kept)
-            con.register(
-                "kept_chunk",
-                pd.DataFrame({"trace_id": list(chunk_kept), "sample_reason": list(chunk_kept.values())}, dtype=object),
-            )
+            con.execute(f"CREATE OR REPLACE TEMP TABLE kept_chunk AS {KEPT_SQL}", _rate_params(rates))
+            kept.update(con.execute("SELECT trace_id, sample_reason FROM kept_chunk").fetchall())
             silver_parts.append(con.sql(f"SELECT {cols} FROM enriched WHERE _own").to_arrow_table())
             gold_parts.append(
                 con.sql(
                     f"SELECT {cols}, k.sample_reason FROM enriched JOIN kept_chunk k USING (trace_id)"
                 ).to_arrow_table()
             )
-            con.unregister("kept_chunk")
-        con.execute("DROP TABLE enriched; DROP VIEW ctx; DROP TABLE ctx_all")
+        con.execute("DROP TABLE enriched; DROP TABLE kept_chunk; DROP VIEW ctx; DROP TABLE ctx_all")
         con.register("kept", pd.DataFrame({"trace_id": list(kept), "sample_reason": list(kept.values())}, dtype=object))
         silver = pa.concat_tables(silver_parts, promote_options="permissive")
         gold = pa.concat_tables(gold_parts, promote_options="permissive").sort_by(
@@ -294,6 +305,10 @@ def compute_layers(
         return BatchLayers(silver, gold, errors, kept)
     finally:
         con.close()
+
+
+def _rate_params(rates: SampleRates) -> dict[str, float]:
+    return {"error": float(rates.error), "slow": float(rates.slow), "normal": float(rates.normal)}
 
 
 def _load_context(

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from observability.settings import Settings
+from spark import class_archive
 
 _CHECKPOINT_FILE_MANAGER = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
 
@@ -27,9 +28,16 @@ def spark_conf(settings: Settings, app_name: str = "observability-streaming") ->
         # backlog run (measured: ~6 JVM CPU-s less per 1M-event run, issue 17), and one GC thread
         # with a small code cache keeps the JVM's RSS down. Spark's classes take ~140 MB of
         # metaspace: starting its GC threshold there saves four full collections at start-up.
-        "spark.driver.extraJavaOptions": (
-            "-Duser.timezone=UTC -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=64m "
-            "-XX:MetaspaceSize=160m"
+        "spark.driver.extraJavaOptions": " ".join(
+            filter(
+                None,
+                (
+                    "-Duser.timezone=UTC -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=64m "
+                    "-XX:MetaspaceSize=160m",
+                    class_archive.java_options() if settings.spark_class_archive else "",
+                    settings.spark_java_options,
+                ),
+            )
         ),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.warehouse.dir": str(settings.data_dir / "spark-warehouse"),

@@ -90,13 +90,17 @@ def _candidates(values: list[bytes]) -> np.ndarray:
     bounds = np.zeros(len(values) + 1, np.int64)
     np.cumsum(np.fromiter(map(len, values), np.int64, len(values)), out=bounds[1:])
     ok = np.diff(bounds) <= MAX_LINE_BYTES
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        ok &= np.array([_is_utf8(v) for v in values], dtype=bool)
-    if b"\\u" in data:
-        ok &= np.array([b"\\u" not in v for v in values], dtype=bool)
+    # ASCII is UTF-8; isascii is a word-at-a-time scan, decoding the range builds a copy of it
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            ok &= np.array([_is_utf8(v) for v in values], dtype=bool)
     buf = np.frombuffer(data, dtype=np.uint8)
+    # a `\\u`: the bytes after each backslash (numpy; `in` over the range's bytes was ~9x slower)
+    slashes = np.flatnonzero(buf[:-1] == ord("\\"))
+    if len(slashes) and (buf[slashes + 1] == ord("u")).any():
+        ok &= np.array([b"\\u" not in v for v in values], dtype=bool)
     at = np.flatnonzero((buf == ord("[")) | (buf == ord("{")))
     return ok & (np.diff(np.searchsorted(at, bounds)) <= _MAX_BRACKETS)
 

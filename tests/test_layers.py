@@ -59,6 +59,34 @@ def test_sampling_is_a_fixed_hash_and_biased():
     assert keep_reason(ids[0], True, True, SampleRates(0.0, 0.0, 0.0)) is None
 
 
+def test_the_batch_sql_keeps_the_traces_keep_reason_keeps_and_for_the_same_reason():
+    """compute_layers decides sampling in SQL (KEPT_SQL); keep_reason is the definition."""
+    import random
+
+    import duckdb
+
+    rng = random.Random(5)
+    ids = [uuid.UUID(int=rng.getrandbits(128)).hex for _ in range(3000)]
+    ids = [t.upper() if i % 3 == 0 else t for i, t in enumerate(ids)]  # the hash lowercases
+    rows = [(t, rng.choice([200, 503, None]), rng.random() < 0.5, rng.uniform(0, 200), "svc") for t in ids]
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE enriched (trace_id VARCHAR, status_code INT, is_entry_span BOOL, latency_ms DOUBLE, service VARCHAR)"
+    )
+    con.executemany("INSERT INTO enriched VALUES (?, ?, ?, ?, ?)", rows)
+    con.execute("CREATE TABLE thresholds AS SELECT 'svc' AS service, 100.0 AS p99")
+    con.execute("CREATE TABLE slas (service VARCHAR, sla_ms DOUBLE)")
+    for rates in (SampleRates(), SampleRates(0.7, 0.3, 0.05), SampleRates(0.0, 0.0, 0.0), SampleRates(1.0, 1.0, 1.0)):
+        expected = {}
+        for t, status, entry, latency, _ in rows:
+            reason = keep_reason(t, status is not None and status >= 500, entry and latency > 100.0, rates)
+            if reason:
+                expected[t] = reason
+        got = dict(con.execute(layers.KEPT_SQL, layers._rate_params(rates)).fetchall())
+        assert got == expected
+    assert 0 < len(expected) == len(ids)
+
+
 def test_silver_context_self_time_and_error_messages(tmp_path):
     root = tmp_path / "bronze"
     ok_trace, bad_trace = "1" * 32, "2" * 32

@@ -86,6 +86,21 @@ def test_unusual_valid_lines_are_stored_exactly_as_the_per_line_path_stores_them
     assert vector.valid_table().num_rows == len(values)
 
 
+def test_unicode_escapes_get_the_per_line_verdict():
+    """A backslash-u escape in a line (a lone surrogate among them) sends that line per line."""
+    head = b'{"timestamp":"2024-01-01T00:00:00Z","status_code":200,"latency_ms":1,'
+    values = [
+        good_line(0),
+        head + b'"service":"a\\ud800"}',  # a lone surrogate: Python's json keeps it, msgspec does not
+        head + b'"service":"a","error_message":"\\ud83d\\ude00 pair"}',
+        head + b'"service":"a","attributes":{"k":"\\u0041"}}',
+        head + b'"service":"a","error_message":"a backslash \\\\ then u"}',
+        good_line(1),
+    ]
+    vector = _assert_same(values)
+    assert vector.fallback_rows >= 3
+
+
 def _mutations(rng: random.Random, line: bytes) -> bytes:
     """One random edit: a byte flipped, a token swapped for another JSON value, a cut, a splice."""
     choice = rng.randrange(6)
