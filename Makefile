@@ -85,5 +85,5 @@ bench: ## speed and memory figures (printed, not timed tests)
 	@! grep "^FAILED:" bench.log
 
 clean: ## remove data, caches and the venv
-	rm -rf data .pytest_cache test-artifacts spark-warehouse metastore_db derby.log
+	rm -rf data .cache .pytest_cache test-artifacts spark-warehouse metastore_db derby.log
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
