@@ -52,10 +52,13 @@ log = get_logger("spark.streaming_job")
 
 
 class StreamingJob:
-    def __init__(self, spark, settings: Settings, store: Store) -> None:
+    def __init__(self, spark, settings: Settings, store: Store, *, owns_session: bool = False) -> None:
         from spark.side_outputs import SAMPLE_CAPS
 
         self.spark = spark
+        # True when this job's process stops the session after run() (the CLI): only then may an
+        # available-now run end Spark's planner daemons, which no later query could plan without
+        self.owns_session = owns_session
         self.settings = settings
         self.store = store
         self.metrics_checkpoint = settings.checkpoint_dir / "metrics"
@@ -311,7 +314,7 @@ class StreamingJob:
 
     def _free_planners(self) -> None:
         """Every started query has planned: end Spark's idle planner daemons (`spark.planners`)."""
-        if self.settings.spark_reap_planners:
+        if self.settings.spark_reap_planners and self.owns_session:
             from spark.planners import reap
 
             reap()
@@ -355,7 +358,8 @@ class StreamingJob:
             # available-now only: every query starts at once and none restarts, so no planning
             # follows. A continuous job keeps them: a lazily started or restarted query's `load()`
             # failed with "java.io.IOException: Stream closed" after its planner daemon had been
-            # ended (Spark writes to the dead daemon while dropping the idle workers it forked)
+            # ended (Spark writes to the dead daemon while dropping the idle workers it forked);
+            # so does any later query in the same session, hence only a job that owns its session
             settled=self._free_planners if available_now else None,
         )
         # the dead-letter and record queries start once their topics have data (see RecordArrivals)
@@ -412,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_metrics(SPARK, settings)
     t0 = time.monotonic()
     spark = build_session(settings)
-    job = StreamingJob(spark, settings, store)
+    job = StreamingJob(spark, settings, store, owns_session=True)
     try:
         rc = job.run(args.available_now, stop)
         if args.available_now and rc == 0 and not args.no_final_flush and not stop.is_set():
