@@ -64,8 +64,9 @@ class Settings(BaseSettings):
     trigger_seconds: float = Field(3, gt=0, alias="TRIGGER_SECONDS")
     max_events_per_batch: int = Field(500_000, gt=0, alias="MAX_EVENTS_PER_BATCH")
     spark_driver_memory: str = Field("1g", alias="SPARK_DRIVER_MEMORY")
-    # --available-now: end Spark's idle Python Data Source planner daemons once every query has
-    # read rows (spark.planners: ~0.3 GB RSS); a continuous job keeps them
+    # `python -m spark.streaming_job --available-now`: end Spark's idle Python Data Source planner
+    # daemons once every query has read rows (spark.planners: ~0.3 GB RSS); a continuous job, or
+    # one sharing its session, keeps them
     spark_reap_planners: bool = Field(True, alias="SPARK_REAP_PLANNERS")
     # map the JVM's classes from the class-data-sharing archive `make setup` builds
     # (spark.class_archive: ~4 CPU-s less per job start) when one exists for this JVM and Spark

@@ -154,7 +154,7 @@ def build() -> Path:
         if done.returncode != 0 or not _maps(java, staged, class_path):
             staged.unlink(missing_ok=True)
             raise RuntimeError(f"java -Xshare:dump gave no usable archive:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-        for old in ARCHIVE_DIR.glob("*.jsa"):  # archives of an earlier JDK or Spark
+        for old in (*ARCHIVE_DIR.glob("*.jsa"), *ARCHIVE_DIR.glob("*.classpath")):  # an earlier JDK's or Spark's
             old.unlink(missing_ok=True)
         (ARCHIVE_DIR / f"{key}.classpath").write_text(class_path)
         final = ARCHIVE_DIR / f"{key}.jsa"

@@ -9,9 +9,11 @@ held ~0.32 GB RSS at the job's peak, about the whole gap to issue 17's 2.0 GB
 (`bench/bench_spark.py` prints the peak by process). Spark frees an idle forked
 worker after 60 s, never a daemon.
 
-Only an `--available-now` run ends them (`spark.streaming_job`): its queries all
-start at once and none restarts, so once each has read rows (`spark.supervisor`'s
-`settled`) nothing plans again. A continuous job keeps them: Spark starts a new
+Only the `python -m spark.streaming_job --available-now` process ends them: its
+queries all start at once and none restarts, and it stops the session after, so
+once each has read rows (`spark.supervisor`'s `settled`) nothing plans again. A
+continuous job keeps them, and so does a job run in a session that goes on being
+used (a test's second job failed the same way). Spark starts a new
 daemon when it finds its old one gone, but not when it first has idle workers of
 that daemon to drop, which it does by writing to the dead daemon's stdin; a
 lazily started or restarted query's `load()` then failed with

@@ -314,10 +314,9 @@ class StreamingJob:
 
     def _free_planners(self) -> None:
         """Every started query has planned: end Spark's idle planner daemons (`spark.planners`)."""
-        if self.settings.spark_reap_planners and self.owns_session:
-            from spark.planners import reap
+        from spark.planners import reap
 
-            reap()
+        reap()
 
     def drain_layers(self) -> int:
         """Wait for the queued batches' layers (an available-now run's end); returns those left."""
@@ -360,7 +359,11 @@ class StreamingJob:
             # failed with "java.io.IOException: Stream closed" after its planner daemon had been
             # ended (Spark writes to the dead daemon while dropping the idle workers it forked);
             # so does any later query in the same session, hence only a job that owns its session
-            settled=self._free_planners if available_now else None,
+            settled=(
+                self._free_planners
+                if available_now and self.owns_session and self.settings.spark_reap_planners
+                else None
+            ),
         )
         # the dead-letter and record queries start once their topics have data (see RecordArrivals)
         rc = supervisor.run(eager=("metrics",), lazy=list(self.lazy_topics))

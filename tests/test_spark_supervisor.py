@@ -142,7 +142,7 @@ def test_settled_is_called_once_every_started_query_read_rows_and_again_after_a_
         settled_at.append([q.recentProgress[-1]["numInputRows"] if q.recentProgress else None for q in started])
 
     def beat():
-        if len(settled_at) == 3 or len(settled_at) > 3:
+        if len(settled_at) >= 3:
             stop.set()
 
     sup = QuerySupervisor(
