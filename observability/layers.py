@@ -47,13 +47,13 @@ import pyarrow.parquet as pq
 from observability.columns import sql_with_default
 from observability.schema import ENTRY_SPAN_SQL, EVENT_COLUMNS, EVENT_FIELDS
 from observability.settings import Settings
+from observability.span_tree import MAX_DEPTH, span_context
 
 SILVER_EXTRA = ("parent_service", "parent_endpoint", "depth", "self_time_ms", "is_entry_span")
 SILVER_COLUMNS = (*EVENT_FIELDS, *SILVER_EXTRA)
 GOLD_COLUMNS = (*SILVER_COLUMNS, "sample_reason")
 ERROR_MESSAGE_COLUMNS = ("window_start", "service", "endpoint", "error_message", "count", "sample_trace_id")
 REASONS = ("error", "slow", "normal")
-MAX_DEPTH = 256  # a parent cycle in bad data stops here instead of recursing for ever
 _HASH_SPACE = 2**32
 
 
@@ -150,6 +150,9 @@ def _file_span(path: str) -> tuple[datetime, datetime] | None:
     return span
 
 
+# Silver's context columns over `ctx` (a batch's spans and the rest of their traces): the
+# definition. compute_layers computes the same in arrays (`observability.span_tree`, issue 17);
+# tests/test_span_tree.py checks the two agree on fuzzed forests.
 ENRICH_SQL = f"""
 CREATE OR REPLACE TEMP TABLE enriched AS
 WITH spans AS (SELECT * FROM ctx WHERE trace_id IS NOT NULL AND span_id IS NOT NULL),
@@ -246,34 +249,23 @@ class BatchLayers:
     kept: dict[str, str]  # trace_id -> reason
 
 
-# Spans enriched at a time: a batch's traces are split into chunks by a hash of the trace id
-# (a trace never straddles two), so the joins' working memory stays near this size. Measured on
-# two 500,000-span batches (issue 17): the driver's peak RSS 1.01-1.06 GB before, 0.85-0.89 GB
-# in 100,000-span chunks; a lower DuckDB memory_limit instead made it spill, for 60% more CPU.
-# 50,000 since the batch is no longer deduplicated while loading: one 500,000-span batch's
-# layers peak at 0.50-0.53 GB against 0.58-0.61 in 100,000, the CPU within the runs' noise
-# (2.4-2.9 CPU-s either way, compute_layers alone on four 125,000-span bronze files).
-CHUNK_SPANS = 50_000
-
-
 def compute_layers(
     batch_files: list[str],
     context: list[str],
     rates: SampleRates,
     slas: dict[str, float] | None = None,
     slack: timedelta = CONTEXT_SLACK,
-    chunk_spans: int | None = None,
     window: tuple[datetime, datetime] | None = None,
 ) -> BatchLayers:
     """Silver rows of the batch's spans, gold rows of its kept traces (whole, from the context
     files), and its error_messages rows. `context` are bronze files holding the rest of the
     batch's traces (the batch's own files are always included); spans more than `slack`
     before or after the batch's are not looked at (row-group statistics skip them), or, with a
-    `window` (`context_window`), spans outside it. Silver comes in no particular order (`write_silver` sorts each file by time); gold by
-    trace and time."""
+    `window` (`context_window`), spans outside it. Silver comes in no particular order
+    (`write_silver` sorts each file by time); gold by trace and time."""
     con = duckdb.connect(":memory:", config={"threads": 1, "memory_limit": "1GB"})
     try:
-        chunks = _load_context(con, batch_files, context, slack, chunk_spans or CHUNK_SPANS, window)
+        table = _load_context(con, batch_files, context, slack, window)
         sla_rows = pd.DataFrame({"service": list((slas or {}).keys()), "sla_ms": list((slas or {}).values())})
         con.register("slas", sla_rows.astype({"service": "object", "sla_ms": "float64"}))
         # the slow class's p99 per service is over the whole batch's entry spans (a row-local flag)
@@ -281,30 +273,55 @@ def compute_layers(
             f"""CREATE TEMP TABLE thresholds AS SELECT service, quantile_cont(latency_ms, 0.99) AS p99
                 FROM ctx_all WHERE {ENTRY_SPAN_SQL} GROUP BY service"""
         )
-        kept: dict[str, str] = {}
-        silver_parts, gold_parts = [], []
+        con.unregister("ctx_all")
+        enriched = _enriched(con, table)
+        del table
+        con.register("enriched", enriched)
+        con.execute(f"CREATE TEMP TABLE kept AS {KEPT_SQL}", _rate_params(rates))
+        kept = dict(con.execute("SELECT trace_id, sample_reason FROM kept").fetchall())
+        own = enriched.column("_own")
+        silver = enriched if pc.all(own).as_py() is not False else enriched.filter(own)
+        silver = silver.select(list(SILVER_COLUMNS))
         cols = ", ".join(SILVER_COLUMNS)
-        for k in range(chunks):
-            con.execute(f"CREATE OR REPLACE TEMP VIEW ctx AS SELECT * FROM ctx_all WHERE _chunk = {k}")
-            con.execute(ENRICH_SQL)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE kept_chunk AS {KEPT_SQL}", _rate_params(rates))
-            kept.update(con.execute("SELECT trace_id, sample_reason FROM kept_chunk").fetchall())
-            silver_parts.append(con.sql(f"SELECT {cols} FROM enriched WHERE _own").to_arrow_table())
-            gold_parts.append(
-                con.sql(
-                    f"SELECT {cols}, k.sample_reason FROM enriched JOIN kept_chunk k USING (trace_id)"
-                ).to_arrow_table()
-            )
-        con.execute("DROP TABLE enriched; DROP TABLE kept_chunk; DROP VIEW ctx; DROP TABLE ctx_all")
-        con.register("kept", pd.DataFrame({"trace_id": list(kept), "sample_reason": list(kept.values())}, dtype=object))
-        silver = pa.concat_tables(silver_parts, promote_options="permissive")
-        gold = pa.concat_tables(gold_parts, promote_options="permissive").sort_by(
-            [("trace_id", "ascending"), ("timestamp", "ascending")]
+        gold = (
+            con.sql(f"SELECT {cols}, k.sample_reason FROM enriched JOIN kept k USING (trace_id)")
+            .to_arrow_table()
+            .sort_by([("trace_id", "ascending"), ("timestamp", "ascending")])
         )
+        con.unregister("enriched")
+        del enriched
         errors = con.execute(ERROR_MESSAGES_SQL).df()
         return BatchLayers(silver, gold, errors, kept)
     finally:
         con.close()
+
+
+def _enriched(con, table: pa.Table) -> pa.Table:
+    """The table with silver's context columns, as ENRICH_SQL defines them, computed over
+    arrays (`observability.span_tree`; issue 17: the recursive SQL and its string joins were
+    ~2.9 CPU-µs per span, about a fifth of that in arrays)."""
+    con.register("_spans", table.select(["kind", "parent_span_id"]))
+    # one definition of an entry span; a projection keeps the rows' order (preserve_insertion_order)
+    entry = con.sql(f"SELECT {ENTRY_SPAN_SQL} AS is_entry_span FROM _spans").to_arrow_table().column(0)
+    con.unregister("_spans")
+    tree = span_context(
+        table.column("trace_id"),
+        table.column("span_id"),
+        table.column("parent_span_id"),
+        pc.cast(table.column("timestamp"), pa.timestamp("us")).cast(pa.int64()).to_numpy(),
+        table.column("latency_ms").to_numpy(),
+    )
+    orphan = tree.parent_row < 0
+    parent = pa.array(np.where(orphan, 0, tree.parent_row), mask=orphan)
+    for name, values in (
+        ("parent_service", table.column("service").take(parent)),
+        ("parent_endpoint", table.column("endpoint").take(parent)),
+        ("depth", pa.array(tree.depth, pa.int32())),
+        ("self_time_ms", pa.array(tree.self_time_ms, pa.float64())),
+        ("is_entry_span", entry),
+    ):
+        table = table.append_column(name, values)
+    return table
 
 
 def _rate_params(rates: SampleRates) -> dict[str, float]:
@@ -316,33 +333,37 @@ def _load_context(
     batch_files: list[str],
     context: list[str],
     slack: timedelta,
-    chunk_spans: int,
     window: tuple[datetime, datetime] | None = None,
-) -> int:
-    """Temp tables `ctx_all` (the batch's spans, `_own`, and the rest of their traces, each
-    event once, in `_chunk`s of whole traces) and `batch` (the batch's error rows, for
-    error_messages); returns the number of chunks.
+) -> pa.Table:
+    """The batch's spans (`_own`) and the rest of their traces, each event once, as one Arrow
+    table (registered as `ctx_all`); and the temp table `batch` (the batch's error rows, for
+    error_messages).
 
-    The batch's spans are held once and only the other files are scanned for the rest of
-    its traces (issue 17: the batch's files were read twice, and held twice in memory)."""
-    source = _source(con, batch_files)
-    n = con.execute(f"SELECT count(*) FROM read_parquet({_sql_list(batch_files)}, union_by_name=true)").fetchone()[0]
-    chunks = max(1, -(-n // max(1, chunk_spans)))
-    chunk = f"coalesce(hash(trace_id) % {chunks}, 0)::INTEGER"  # a trace's spans all in one chunk
-    con.execute(
-        f"""CREATE TEMP TABLE ctx_all AS SELECT *, true AS _own, {chunk} AS _chunk
-            FROM ({source}) WHERE trace_id IS NOT NULL"""
-    )
+    The batch's spans are held once, in Arrow and not also in a DuckDB table (issue 17: the
+    array enrichment reads them from there), and only the other files are scanned for the
+    rest of its traces (the batch's files were read twice, and held twice in memory)."""
+    table = con.sql(f"SELECT *, true AS _own FROM ({_source(con, batch_files)})").to_arrow_table()
+    con.register("ctx_all", table)
     # Each event once. A batch's bronze rarely repeats one (the source drops a producer's
     # retries within its horizon), so look before deduplicating: a DISTINCT ON over every
     # column while loading held a hash table of the whole batch, ~1.7x the table itself
     # (500,000 spans: 305 MB of the driver's RSS against 180, issue 17). A null event_id
-    # counts as a repeat here, so DISTINCT ON's one-row-for-all-nulls holds too.
-    repeats = con.execute("SELECT count(*) - count(DISTINCT event_id) FROM ctx_all").fetchall()[0][0]
+    # counts as a repeat here, so DISTINCT ON's one-row-for-all-nulls holds too. Spans
+    # without a trace id are kept each row as read (nothing to look up).
+    repeats = con.execute(
+        "SELECT count(*) - count(DISTINCT event_id) FROM ctx_all WHERE trace_id IS NOT NULL"
+    ).fetchall()[0][0]
     if repeats:
-        con.execute("CREATE OR REPLACE TEMP TABLE ctx_all AS SELECT DISTINCT ON (event_id) * FROM ctx_all")
-    # spans without a trace id are the batch's own (nothing to look up), each row as read
-    con.execute(f"INSERT INTO ctx_all SELECT *, true, 0 FROM ({source}) WHERE trace_id IS NULL")
+        table = con.sql(
+            """SELECT DISTINCT ON (event_id) * FROM ctx_all WHERE trace_id IS NOT NULL
+               UNION ALL SELECT * FROM ctx_all WHERE trace_id IS NULL"""
+        ).to_arrow_table()
+        con.register("ctx_all", table)
+    # the batch's own rows, each event once, without another scan of its files
+    con.execute(
+        """CREATE TEMP TABLE batch AS SELECT timestamp, service, endpoint, error_message, trace_id
+            FROM ctx_all WHERE error_message IS NOT NULL"""
+    )
     own = {str(Path(f).resolve()) for f in batch_files}
     others = sorted({f for f in context if str(Path(f).resolve()) not in own})
     if others:
@@ -352,20 +373,17 @@ def _load_context(
             params = [slack, slack]
         else:
             bounds, params = "timestamp >= ? AND timestamp <= ?", list(window)
-        con.execute(
-            f"""INSERT INTO ctx_all
-                SELECT DISTINCT ON (event_id) *, false, {chunk} FROM ({_source(con, others)})
+        rest = con.sql(
+            f"""SELECT DISTINCT ON (event_id) *, false AS _own FROM ({_source(con, others)})
                 WHERE {bounds}
                   AND trace_id IN (SELECT trace_id FROM ctx_all WHERE trace_id IS NOT NULL)
                   AND event_id NOT IN (SELECT event_id FROM ctx_all WHERE event_id IS NOT NULL)""",
-            params,
-        )
-    # the batch's own rows, each event once, without a third scan of its files
-    con.execute(
-        """CREATE TEMP TABLE batch AS SELECT timestamp, service, endpoint, error_message, trace_id
-            FROM ctx_all WHERE _own AND error_message IS NOT NULL"""
-    )
-    return chunks
+            params=params,
+        ).to_arrow_table()
+        if rest.num_rows:
+            table = pa.concat_tables([table, rest.cast(table.schema)])
+            con.register("ctx_all", table)
+    return table
 
 
 def _partition_value(value: str) -> str:

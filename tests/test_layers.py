@@ -290,10 +290,12 @@ def assert_layers_of_job(settings, store, events: list[dict], start: datetime, e
     assert samples <= set(kept.index)  # each message's sample trace can be rebuilt from gold
 
 
-def test_layers_computed_in_trace_chunks_equal_one_pass(tmp_path):
-    """The driver enriches a big batch in chunks of traces (issue 17); what it writes must not
-    depend on the chunking: the slow class's p99 is the whole batch's, each trace whole in one
-    chunk, a span whose trace is in an earlier batch's file still gets its parent."""
+def test_a_batchs_layers_over_many_traces_with_context_from_an_earlier_file(tmp_path):
+    """The slow class's p99 is the whole batch's, each kept trace whole, a span whose trace is
+    in an earlier batch's file still gets its parent, and silver's context columns are what
+    ENRICH_SQL (their definition) gives over the same spans."""
+    import duckdb
+
     root, earlier = tmp_path / "bronze", tmp_path / "earlier"
     rows = []
     for i in range(24):
@@ -312,17 +314,21 @@ def test_layers_computed_in_trace_chunks_equal_one_pass(tmp_path):
     files, context = [str(f) for f in root.rglob("*.parquet")], [str(f) for f in earlier.rglob("*.parquet")]
     rates = SampleRates(error=1.0, slow=1.0, normal=0.0)
 
-    def canon(t, keys):
-        return t.to_pandas().sort_values(keys).reset_index(drop=True)
-
-    whole = layers.compute_layers(files, context, rates, chunk_spans=10_000)
-    assert 0 < len(whole.kept) < 24 and "slow" in whole.kept.values() and "error" in whole.kept.values()
-    for size in (7, 40):
-        got = layers.compute_layers(files, context, rates, chunk_spans=size)
-        assert got.kept == whole.kept
-        pd.testing.assert_frame_equal(canon(got.silver, ["event_id"]), canon(whole.silver, ["event_id"]))
-        pd.testing.assert_frame_equal(canon(got.gold, ["event_id"]), canon(whole.gold, ["event_id"]))
-        pd.testing.assert_frame_equal(got.error_messages, whole.error_messages)
-    late = canon(whole.silver, ["event_id"]).set_index("span_id").loc["2" * 16]
+    got = layers.compute_layers(files, context, rates)
+    assert 0 < len(got.kept) < 24 and "slow" in got.kept.values() and "error" in got.kept.values()
+    gold = got.gold.to_pandas()
+    for trace in got.kept:
+        assert len(gold[gold["trace_id"] == trace]) == len(
+            [r for r in rows + [parent, child] if r["trace_id"] == trace]
+        )
+    silver = got.silver.to_pandas().sort_values("event_id").reset_index(drop=True)
+    late = silver.set_index("span_id").loc["2" * 16]
     assert (late.parent_service, late.depth) == ("gateway", 1)
-    assert len(whole.silver) == len(rows) + 1  # the batch's spans only, not the earlier parent
+    assert len(silver) == len(rows) + 1  # the batch's spans only, not the earlier parent
+
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE ctx AS SELECT * FROM read_parquet({layers._sql_list(files + context)})")
+    con.execute(layers.ENRICH_SQL)
+    want = con.sql(f"SELECT {', '.join(layers.SILVER_COLUMNS)} FROM enriched ORDER BY event_id").df()
+    want = want[want["event_id"].isin(silver["event_id"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(silver[list(layers.SILVER_COLUMNS)], want, check_dtype=False)
