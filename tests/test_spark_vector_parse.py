@@ -101,6 +101,37 @@ def test_unicode_escapes_get_the_per_line_verdict():
     assert vector.fallback_rows >= 3
 
 
+OTLP_ATTRIBUTES = [  # several keys, as every OTLP span's (resource, span and span.kind) carries
+    b'{"service.name":"checkout","host.name":"n-1","http.route":"/pay","http.status_code":200,"span.kind":"server"}',
+    b'{"a":1,"b":"x","a":2}',  # a repeated key: orjson keeps the last
+    b'{"a":"x:1,","b":2,"a":null}',  # a repeat after a value holding ':' and ','
+    b'{"url":"http://h:80/x,y?q=1","ok":true,"n":null,"z":0}',
+    b'{"a":-0,"b":1}',  # -0: orjson writes 0
+    b'{"a":-0}',
+    b'{"k:1,":1,"k":2}',  # a key with ':' and ',' (the orjson way)
+    b'{"k":1,"k:1,":2,"k":3}',
+    b'{"a":1,"b":1.50}',  # a float: the orjson way
+    b'{"a":1,"b":"\u00e9"}',
+    b'{"\u00e9":1,"b":2}',
+    b'{"a":1,"b":[1,2],"c":{"d":1}}',
+    b'{"a":1, "b":2}',
+    b'{"":1,"":2}',
+    b'{"":1,"b":2}',
+    b'{"a":"\u00e9","a":"\u00e9"}',
+    b'{"a":123456789012345,"b":1234567890123456}',
+]
+
+
+def test_attributes_of_several_keys_are_stored_as_the_per_line_path_stores_them():
+    head = b'{"timestamp":"2024-01-01T00:00:00Z","service":"a","status_code":200,"latency_ms":1,"attributes":'
+    values = [head + a + b"}" for a in OTLP_ATTRIBUTES] * 3
+    vector = _assert_same(values)
+    assert vector.valid_table().num_rows == len(values)
+    stored = vector.valid_table().column("attributes").to_pylist()
+    assert stored[0] == OTLP_ATTRIBUTES[0].decode()  # kept as it came
+    assert json.loads(stored[1]) == {"a": 2, "b": "x"} and json.loads(stored[4]) == {"a": 0, "b": 1}
+
+
 def _mutations(rng: random.Random, line: bytes) -> bytes:
     """One random edit: a byte flipped, a token swapped for another JSON value, a cut, a splice."""
     choice = rng.randrange(6)
@@ -149,6 +180,7 @@ def _mutations(rng: random.Random, line: bytes) -> bytes:
             [],
             {},
             {"a": {"b": [1, "c"]}},
+            {"service.name": "x", "http.status_code": 200, "span.kind": "server", "url": "h:1,2"},
             "\u2028",
         ]
     )
@@ -168,6 +200,8 @@ def test_fuzzed_lines_get_the_same_verdict(seed, monkeypatch):
         monkeypatch.setattr(vector_parse, "_CHUNK", 97)  # many chunks: positions and order across them
     rng = random.Random(seed)
     seeds = [good_line(i) for i in range(20)] + [raw for _, raw, _ in BAD_LINES if len(raw) < 10_000]
+    head = b'{"timestamp":"2024-01-01T00:00:00Z","service":"a","status_code":200,"latency_ms":1,"attributes":'
+    seeds += [head + a + b"}" for a in OTLP_ATTRIBUTES]
     values = [_mutations(rng, rng.choice(seeds)) for _ in range(1500)]
     timestamps = [rng.choice([NOW_MS, 0, -1, NOW_MS - 86_400_000]) for _ in values]
     vector = _assert_same(values, timestamps)
