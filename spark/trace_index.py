@@ -80,19 +80,33 @@ def batch_frame(staged) -> pa.Table:
     return pa.concat_tables(parts) if parts else PARTIAL_ARROW_SCHEMA.empty_table()
 
 
-# Partial rows merged per trace (a trace in several ranges of one batch), in one pass:
-# the best root is the real one (root_span_id set), else the earliest span's.
+# Partial rows merged per trace (a trace in several ranges of one batch): the best root is the
+# real one (root_span_id set), else the earliest span's. A batch's trace is nearly always in one
+# range (producers key spans by trace id, and a batch reads one range per partition), and its
+# partial's services are sorted and distinct already: only traces of several partials merge
+# their lists (issue 17: list_sort(list_distinct(flatten(list(...)))) over every trace was
+# ~0.18 CPU-s per 500,000-span batch, ~90% of this query; ~0.04 now).
 _MERGE_BATCH_SQL = """
-    SELECT trace_id,
-           min(start_us) AS start_us,
-           max(end_us) AS end_us,
-           arg_min(root_service, (root_span_id IS NULL, start_us)) AS root_service,
-           arg_min(root_endpoint, (root_span_id IS NULL, start_us)) AS root_endpoint,
-           min(root_span_id) AS root_span_id,
-           sum(span_count)::BIGINT AS span_count,
-           sum(error_count)::BIGINT AS error_count,
-           list_sort(list_distinct(flatten(list(services)))) AS services
-    FROM _trace_partials GROUP BY trace_id
+    SELECT g.* EXCLUDE (services, parts), CASE WHEN g.parts = 1 THEN g.services ELSE m.services END AS services
+    FROM (
+        SELECT trace_id,
+               min(start_us) AS start_us,
+               max(end_us) AS end_us,
+               arg_min(root_service, (root_span_id IS NULL, start_us)) AS root_service,
+               arg_min(root_endpoint, (root_span_id IS NULL, start_us)) AS root_endpoint,
+               min(root_span_id) AS root_span_id,
+               sum(span_count)::BIGINT AS span_count,
+               sum(error_count)::BIGINT AS error_count,
+               first(services) AS services,
+               count(*) AS parts
+        FROM _trace_partials GROUP BY trace_id
+    ) g
+    LEFT JOIN (
+        SELECT trace_id, list_sort(list_distinct(flatten(list(services)))) AS services
+        FROM _trace_partials
+        WHERE trace_id IN (SELECT trace_id FROM _trace_partials GROUP BY trace_id HAVING count(*) > 1)
+        GROUP BY trace_id
+    ) m USING (trace_id)
 """
 
 # The existing row wins the root when it has the real one, or when neither has and it started first.
