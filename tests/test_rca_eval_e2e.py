@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.shared_data import nezha_dir
 from tests.spark_fixtures import ROOT, job_env
 
-CANDIDATES = (
-    [Path(os.environ["NEZHA_DATA"])]
-    if os.environ.get("NEZHA_DATA")
-    else [
-        ROOT.parent / "shared" / "datasets" / "nezha-trainticket",
-        ROOT.parent.parent / "shared" / "datasets" / "nezha-trainticket",
-    ]
-)
-DATA = next((p for p in CANDIDATES if (p / "rca_data").is_dir()), None)
+DATA = nezha_dir()
 LINE = re.compile(r"^rca recall=(\d\.\d{3}) precision=(\d\.\d{3}) as1=(\d\.\d{3}) as3=(\d\.\d{3})$", re.M)
 
 

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from observability import layers, span_tree
+from tests.shared_data import nezha_dir
 
 T0 = datetime(2026, 3, 2, 4, 0, 0)
 
@@ -121,3 +122,23 @@ def test_chunked_columns_and_an_empty_batch():
         pa.array([], pa.string()), pa.array([], pa.string()), pa.array([], pa.string()), np.array([]), np.array([])
     )
     assert len(empty.parent_row) == len(empty.depth) == len(empty.self_time_ms) == 0
+
+
+@pytest.mark.skipif(nezha_dir() is None, reason="the shared Nezha dataset is not here (set NEZHA_DATA)")
+def test_real_train_ticket_traces_get_the_recursive_sqls_context():
+    """Spans nobody here made (Nezha's Train-Ticket day, 10 recorded minutes): the same rows as the SQL."""
+    files = sorted(str(p) for p in (nezha_dir() / "rca_data" / "2023-01-30" / "trace").glob("*_trace.csv"))[:10]
+    table = duckdb.sql(
+        f"""SELECT row_number() OVER () - 1 AS _row, TraceID AS trace_id, SpanID AS span_id,
+                   CASE WHEN ParentID = 'root' THEN NULL ELSE ParentID END AS parent_span_id,
+                   regexp_replace(PodName, '-[^-]+-[^-]+$', '') AS service, OperationName AS endpoint,
+                   make_timestamp((StartTimeUnixNano // 1000)::BIGINT) AS timestamp,
+                   Duration / 1000.0 AS latency_ms, 'server' AS kind
+            FROM read_csv({files}, header=true)"""
+    ).to_arrow_table()
+    assert table.num_rows > 10_000
+    want, got = _by_sql(table), _by_arrays(table)
+    assert list(got["parent_service"]) == list(want["parent_service"])
+    np.testing.assert_array_equal(got["depth"], want["depth"])
+    np.testing.assert_allclose(got["self_time_ms"], want["self_time_ms"], rtol=1e-9, atol=1e-6)
+    assert want["depth"].max() >= 5  # real call trees, many levels deep
