@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 
 import duckdb
 import msgspec
@@ -181,29 +182,32 @@ def _attributes(structs: list[WireEvent]) -> tuple[pa.Array, np.ndarray]:
     return text, ok
 
 
-_CONNECTIONS: dict[int, duckdb.DuckDBPyConnection] = {}  # by process id: one per process, never across a fork
+_DATABASES: dict[int, duckdb.DuckDBPyConnection] = {}  # by process id: a forked child opens its own
+_DATABASES_LOCK = threading.Lock()
 
 
 def _duckdb() -> duckdb.DuckDBPyConnection:
-    """This process's in-memory DuckDB for the checks (a connection costs ~13 ms to open)."""
-    pid = os.getpid()
-    if pid not in _CONNECTIONS:
-        _CONNECTIONS.clear()
-        _CONNECTIONS[pid] = duckdb.connect(":memory:", config={"threads": 1})
-    return _CONNECTIONS[pid]
+    """A new connection (close it) to this process's in-memory DuckDB for the checks: opening a
+    database costs ~13 CPU-ms, a connection to an open one ~0.3. A forked child leaves its parent's
+    database alone (closing it there, without its threads, can hang the child)."""
+    with _DATABASES_LOCK:
+        base = _DATABASES.get(os.getpid())
+        if base is None:
+            base = _DATABASES[os.getpid()] = duckdb.connect(":memory:", config={"threads": 1})
+        return base.cursor()
 
 
 def _repeated_keys(objects: pa.Array) -> np.ndarray:
     """Whether each object of several simple pairs names a key twice (orjson would keep the
     last value only): DuckDB's JSON reader keeps every key, so its list shows the repeat."""
     con = _duckdb()
-    con.register("_objects", pa.table({"o": objects}))
     try:
+        con.register("_objects", pa.table({"o": objects}))
         out = con.sql(
             "SELECT (SELECT count(DISTINCT k) <> count(*) FROM unnest(json_keys(o)) AS t(k)) FROM _objects"
         ).to_arrow_table()  # a projection: the rows' order kept (preserve_insertion_order)
     finally:
-        con.unregister("_objects")
+        con.close()
     return out.column(0).to_numpy(zero_copy_only=False).astype(bool)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 
+import pyarrow as pa
 import pytest
 
 from observability.transport.base import Record
@@ -237,3 +238,25 @@ def test_read_values_is_read_as_columns(tmp_path):
         assert reader.read_values("t", 0, start, end) == expected
         assert TopicReader.read_values(reader, "t", 0, start, end) == expected  # the generic form
     assert len(reader.read_values("t", 0, 0, 300)[2]) == 300
+
+
+def _check_in_child(queue) -> None:
+    from spark import vector_parse
+
+    queue.put(vector_parse._repeated_keys(pa.array(['{"a":1,"a":2}', '{"a":1,"b":2}'])).tolist())
+
+
+def test_the_attribute_checks_work_in_a_forked_child_of_a_process_that_ran_them():
+    """The checks' in-memory DuckDB stays open in the process; a forked child opens its own."""
+    import multiprocessing
+
+    from spark import vector_parse
+
+    assert vector_parse._repeated_keys(pa.array(['{"a":1,"a":2}'])).tolist() == [True]
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_check_in_child, args=(queue,))
+    child.start()
+    assert queue.get(timeout=60) == [True, False]
+    child.join(timeout=60)
+    assert child.exitcode == 0
