@@ -270,11 +270,11 @@ def compute_layers(
         con.register("slas", sla_rows.astype({"service": "object", "sla_ms": "float64"}))
         # the slow class's p99 per service is over the whole batch's entry spans (a row-local flag)
         con.execute(
-            f"""CREATE TEMP TABLE thresholds AS SELECT service, quantile_cont(latency_ms, 0.99) AS p99
-                FROM ctx_all WHERE {ENTRY_SPAN_SQL} GROUP BY service"""
+            """CREATE TEMP TABLE thresholds AS SELECT service, quantile_cont(latency_ms, 0.99) AS p99
+                FROM ctx_all WHERE is_entry_span GROUP BY service"""
         )
         con.unregister("ctx_all")
-        enriched = _enriched(con, table)
+        enriched = _enriched(table)
         del table
         con.register("enriched", enriched)
         con.execute(f"CREATE TEMP TABLE kept AS {KEPT_SQL}", _rate_params(rates))
@@ -296,14 +296,10 @@ def compute_layers(
         con.close()
 
 
-def _enriched(con, table: pa.Table) -> pa.Table:
+def _enriched(table: pa.Table) -> pa.Table:
     """The table with silver's context columns, as ENRICH_SQL defines them, computed over
     arrays (`observability.span_tree`; issue 17: the recursive SQL and its string joins were
-    ~2.9 CPU-µs per span, about a fifth of that in arrays)."""
-    con.register("_spans", table.select(["kind", "parent_span_id"]))
-    # one definition of an entry span; a projection keeps the rows' order (preserve_insertion_order)
-    entry = con.sql(f"SELECT {ENTRY_SPAN_SQL} AS is_entry_span FROM _spans").to_arrow_table().column(0)
-    con.unregister("_spans")
+    ~2.9 CPU-µs per span, about a fifth of that in arrays). `is_entry_span` came with the load."""
     tree = span_context(
         table.column("trace_id"),
         table.column("span_id"),
@@ -318,7 +314,6 @@ def _enriched(con, table: pa.Table) -> pa.Table:
         ("parent_endpoint", table.column("endpoint").take(parent)),
         ("depth", pa.array(tree.depth, pa.int32())),
         ("self_time_ms", pa.array(tree.self_time_ms, pa.float64())),
-        ("is_entry_span", entry),
     ):
         table = table.append_column(name, values)
     return table
@@ -335,14 +330,15 @@ def _load_context(
     slack: timedelta,
     window: tuple[datetime, datetime] | None = None,
 ) -> pa.Table:
-    """The batch's spans (`_own`) and the rest of their traces, each event once, as one Arrow
-    table (registered as `ctx_all`); and the temp table `batch` (the batch's error rows, for
+    """The batch's spans (`_own`) and the rest of their traces, each event once, with their
+    `is_entry_span`, as one Arrow table (registered as `ctx_all`); and the temp table `batch` (the batch's error rows, for
     error_messages).
 
     The batch's spans are held once, in Arrow and not also in a DuckDB table (issue 17: the
     array enrichment reads them from there), and only the other files are scanned for the
     rest of its traces (the batch's files were read twice, and held twice in memory)."""
-    table = con.sql(f"SELECT *, true AS _own FROM ({_source(con, batch_files)})").to_arrow_table()
+    entry = f"{ENTRY_SPAN_SQL} AS is_entry_span"  # silver's flag, computed once while loading
+    table = con.sql(f"SELECT *, true AS _own, {entry} FROM ({_source(con, batch_files)})").to_arrow_table()
     con.register("ctx_all", table)
     # Each event once. A batch's bronze rarely repeats one (the source drops a producer's
     # retries within its horizon), so look before deduplicating: a DISTINCT ON over every
@@ -374,7 +370,7 @@ def _load_context(
         else:
             bounds, params = "timestamp >= ? AND timestamp <= ?", list(window)
         rest = con.sql(
-            f"""SELECT DISTINCT ON (event_id) *, false AS _own FROM ({_source(con, others)})
+            f"""SELECT DISTINCT ON (event_id) *, false AS _own, {entry} FROM ({_source(con, others)})
                 WHERE {bounds}
                   AND trace_id IN (SELECT trace_id FROM ctx_all WHERE trace_id IS NOT NULL)
                   AND event_id NOT IN (SELECT event_id FROM ctx_all WHERE event_id IS NOT NULL)""",

@@ -120,9 +120,8 @@ def _covered(
     n_keys: int,
 ) -> np.ndarray:
     """Per key, the length of the union of its children's intervals clipped to its own, in ms."""
-    covered = np.zeros(n_keys, dtype=np.float64)
     if len(child_row) == 0:
-        return covered
+        return np.zeros(n_keys, dtype=np.float64)
     s = np.maximum(start_us[child_row], start_us[parent_row]) / 1000.0
     e = np.minimum(
         start_us[child_row] / 1000.0 + latency[child_row], start_us[parent_row] / 1000.0 + latency[parent_row]
@@ -130,7 +129,7 @@ def _covered(
     keep = e > s
     s, e, key = s[keep], e[keep], parent_key[keep]
     if len(s) == 0:
-        return covered
+        return np.zeros(n_keys, dtype=np.float64)
     order = np.lexsort((e, s, key))
     s, e, key = s[order], e[order], key[order]
     new_key = np.r_[True, key[1:] != key[:-1]]
@@ -139,4 +138,4 @@ def _covered(
     island = new_key | (s > reach)
     starts = np.flatnonzero(island)
     hi = np.maximum.reduceat(e, starts)
-    return covered + np.bincount(key[starts], weights=hi - s[starts], minlength=n_keys)
+    return np.bincount(key[starts], weights=hi - s[starts], minlength=n_keys)

@@ -87,8 +87,7 @@ def batch_frame(staged) -> pa.Table:
 # their lists (issue 17: list_sort(list_distinct(flatten(list(...)))) over every trace was
 # ~0.18 CPU-s per 500,000-span batch, ~90% of this query; ~0.04 now).
 _MERGE_BATCH_SQL = """
-    SELECT g.* EXCLUDE (services, parts), CASE WHEN g.parts = 1 THEN g.services ELSE m.services END AS services
-    FROM (
+    WITH g AS (
         SELECT trace_id,
                min(start_us) AS start_us,
                max(end_us) AS end_us,
@@ -100,11 +99,12 @@ _MERGE_BATCH_SQL = """
                first(services) AS services,
                count(*) AS parts
         FROM _trace_partials GROUP BY trace_id
-    ) g
-    LEFT JOIN (
+    )
+    SELECT g.* EXCLUDE (services, parts), CASE WHEN g.parts = 1 THEN g.services ELSE m.services END AS services
+    FROM g LEFT JOIN (
         SELECT trace_id, list_sort(list_distinct(flatten(list(services)))) AS services
         FROM _trace_partials
-        WHERE trace_id IN (SELECT trace_id FROM _trace_partials GROUP BY trace_id HAVING count(*) > 1)
+        WHERE trace_id IN (SELECT trace_id FROM g WHERE parts > 1)
         GROUP BY trace_id
     ) m USING (trace_id)
 """
