@@ -24,6 +24,11 @@ if TYPE_CHECKING:  # pandas loads where a frame is built: the Spark workers impo
 
 # Column order of a bronze row (timestamp is TIMESTAMP, UTC wall time; attributes JSON text or null).
 BRONZE_COLUMNS = EVENT_FIELDS
+# Columns a bronze file dictionary-encodes: few distinct values (or, for trace_id, a few spans
+# each). Ids, numbers and attribute text are cheaper to write without a dictionary, which they
+# would overflow anyway (the writer's attempt then costs CPU for nothing): a range's files took
+# ~20% less CPU to write and came out ~3% smaller (125,000 generated events, issue 17).
+BRONZE_DICTIONARY_COLUMNS = ("service", "endpoint", "kind", "status_code", "error_message", "trace_id")
 
 
 def partition_dirs(root: Path, start: datetime, end: datetime) -> list[Path]:

@@ -419,15 +419,33 @@ def write_silver(silver_dir: Path, rows: pa.Table, name: str) -> list[Path]:
     key = pc.binary_join_element_wise(order.column("d"), order.column("s"), "/")  # null when either is
     codes = pc.dictionary_encode(key).combine_chunks().indices.to_numpy(zero_copy_only=False)
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    out = []
+    files = []
     for start, stop in zip(starts, [*starts[1:], len(codes)], strict=True):
         date, service = order.column("d")[int(start)].as_py(), order.column("s")[int(start)].as_py()
         if date is None or service is None:  # as pandas' groupby did: no rows of a null key
             continue
         path = Path(silver_dir) / f"date={date}" / f"service={_partition_value(service)}" / f"part-{name}.parquet"
-        _write(sorted_rows.slice(int(start), int(stop - start)), path)
-        out.append(path)
-    return out
+        files.append((sorted_rows.slice(int(start), int(stop - start)), path))
+    _write_all(files)
+    return [path for _, path in files]
+
+
+WRITER_THREADS = 2  # Parquet encoding and zstd release the GIL: one file per core
+
+
+def _write_all(files: list[tuple[pa.Table, Path]]) -> None:
+    """Write (rows, path) pairs, two files at a time: a batch's layers are written after its
+    commit, and at the end of a backlog (or between micro-batches) nothing else may be using
+    the second core (issue 17: the last batch's layers were written on one core)."""
+    if len(files) <= 1:
+        for rows, path in files:
+            _write(rows, path)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(WRITER_THREADS, len(files)), thread_name_prefix="layer-writer") as pool:
+        for done in [pool.submit(_write, rows, path) for rows, path in files]:
+            done.result()  # the first error, after every file was tried
 
 
 def write_gold(gold_dir: Path, rows: pa.Table, name: str) -> list[Path]:

@@ -30,7 +30,7 @@ from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPart
 from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows, SupportsTriggerAvailableNow
 
 from observability.columns import select, spark_ddl
-from observability.memory import release_memory
+from observability.memory import gc_paused, release_memory
 from observability.schema import EVENT_COLUMNS
 
 RAW_FORMAT = "obs_raw_events"
@@ -178,30 +178,33 @@ class RawEventsStreamReader(_TopicStreamReader):
         from spark.staging import stage_range
 
         staging_dir, horizon = Path(self.options["staging_dir"]), int(self.options.get("dedup_horizon", 0))
-        reader = open_reader(self.options)
-        try:
-            parser = parse_range(self.options, reader, self.topic, partition.partition, partition.start, partition.end)
-            seen = (
-                seen_before(reader, staging_dir, self.topic, partition.partition, partition.start, horizon)
-                if horizon
-                else None
+        with gc_paused():  # the range's objects are acyclic and freed by refcounting (observability.memory)
+            reader = open_reader(self.options)
+            try:
+                parser = parse_range(
+                    self.options, reader, self.topic, partition.partition, partition.start, partition.end
+                )
+                seen = (
+                    seen_before(reader, staging_dir, self.topic, partition.partition, partition.start, horizon)
+                    if horizon
+                    else None
+                )
+            finally:
+                reader.close()
+            _, valid = stage_range(
+                self.topic,
+                partition.partition,
+                partition.start,
+                partition.end,
+                parser,
+                Path(self.options["bronze_dir"]),
+                staging_dir,
+                seen,
+                horizon,
             )
-        finally:
-            reader.close()
-        _, valid = stage_range(
-            self.topic,
-            partition.partition,
-            partition.start,
-            partition.end,
-            parser,
-            Path(self.options["bronze_dir"]),
-            staging_dir,
-            seen,
-            horizon,
-        )
-        if valid.num_rows:
-            yield from _partial_batches(valid)
-        del parser, seen, valid
+            partials = list(_partial_batches(valid)) if valid.num_rows else []
+            del parser, seen, valid
+        yield from partials
         release_memory(gc_generation=1)  # the range's parse is done: its pages go back before the next range
 
 

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from observability.bronze import BRONZE_COLUMNS
+from observability.bronze import BRONZE_COLUMNS, BRONZE_DICTIONARY_COLUMNS
 from observability.columns import arrow_schema
 from observability.dead_letter import MAX_PAYLOAD_CHARS
 from observability.schema import (
@@ -232,7 +232,8 @@ def parse_records(topic: str, records: Iterable[Record]) -> RangeParser:
 def _atomic_write_parquet(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    pq.write_table(table, tmp, compression="snappy")
+    dictionary = [c for c in BRONZE_DICTIONARY_COLUMNS if c in table.column_names]
+    pq.write_table(table, tmp, compression="snappy", use_dictionary=dictionary)
     os.replace(tmp, path)
 
 

@@ -332,3 +332,27 @@ def test_a_batchs_layers_over_many_traces_with_context_from_an_earlier_file(tmp_
     want = con.sql(f"SELECT {', '.join(layers.SILVER_COLUMNS)} FROM enriched ORDER BY event_id").df()
     want = want[want["event_id"].isin(silver["event_id"])].reset_index(drop=True)
     pd.testing.assert_frame_equal(silver[list(layers.SILVER_COLUMNS)], want, check_dtype=False)
+
+
+def test_silver_files_written_two_at_a_time_all_land_and_a_failed_one_is_raised(tmp_path):
+    """write_silver writes a batch's files on two threads (issue 17): every file holds its
+    service's rows in time order; a file that cannot be written fails the call (so the layer
+    queue retries the batch) after the others were written."""
+    import pyarrow as pa
+
+    spans = [s for k in range(6) for s in failing_trace(f"{k:032x}")]
+    rows = pa.Table.from_pandas(pd.DataFrame(spans), preserve_index=False)
+    written = layers.write_silver(tmp_path / "silver", rows, "b1")
+    assert len(written) == 4
+    for path in written:
+        part = pd.read_parquet(path)
+        assert set(part["service"]) == {path.parent.name.removeprefix("service=")}
+        assert part["timestamp"].is_monotonic_increasing
+    assert sum(len(pd.read_parquet(p)) for p in written) == len(spans)
+
+    blocked = tmp_path / "blocked"
+    (blocked / "date=2026-03-02").mkdir(parents=True)
+    (blocked / "date=2026-03-02" / "service=payments").write_text("a file where a folder goes")
+    with pytest.raises(OSError):
+        layers.write_silver(blocked, rows, "b1")
+    assert (blocked / "date=2026-03-02" / "service=gateway" / "part-b1.parquet").is_file()

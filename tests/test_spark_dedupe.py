@@ -95,3 +95,51 @@ def test_saved_ids_are_bounded_by_the_horizon(settings, retried_log):
     assert files == [f"{TOPIC}-p0-000000000150-000000000300.arrow", f"{TOPIC}-p0-000000000300-000000000450.arrow"]
     saved = dedupe._read(directory / files[1])
     assert saved.column("offset").to_pylist() == list(range(350, 450)), "a range keeps only its last `horizon` offsets"
+
+
+def test_a_range_is_parsed_and_staged_with_the_cyclic_collector_paused(settings, retried_log, monkeypatch):
+    """The source worker pauses the collector while it builds the range's objects (issue 17:
+    observability.memory.gc_paused) and runs it again before it hands Spark the partials."""
+    import gc
+
+    from spark import staging
+
+    seen = []
+    stage = staging.stage_range
+
+    def recording_stage(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return stage(*args, **kwargs)
+
+    monkeypatch.setattr(staging, "stage_range", recording_stage)
+    reader = RawEventsStreamReader(
+        {
+            **transport_options(settings),
+            "topic": TOPIC,
+            "bronze_dir": str(settings.bronze_dir),
+            "staging_dir": str(settings.checkpoint_dir / "staging"),
+        }
+    )
+    batches = reader.read(RangePartition(0, 0, 300))
+    first = next(batches)
+    assert seen == [False] and gc.isenabled(), "paused while staging, running again when Spark gets rows"
+    assert first.num_rows > 0
+    list(batches)
+    assert gc.isenabled()
+
+
+def test_bronze_files_dictionary_encode_only_the_few_valued_columns(settings, retried_log):
+    import pyarrow.parquet as pq
+
+    from observability.bronze import BRONZE_DICTIONARY_COLUMNS
+
+    read_range(settings, 0, 300, horizon=0)
+    files = sorted(settings.bronze_dir.rglob("*.parquet"))
+    assert files
+    meta = pq.ParquetFile(files[0]).metadata
+    encoded = {
+        meta.schema.column(i).name: any("DICTIONARY" in e for e in meta.row_group(0).column(i).encodings)
+        for i in range(meta.num_columns)
+    }
+    assert {c for c, d in encoded.items() if d} == set(BRONZE_DICTIONARY_COLUMNS)
+    assert pq.read_table(files[0]).num_rows > 0

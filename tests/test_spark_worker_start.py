@@ -93,3 +93,23 @@ def test_release_memory_starts_no_child_process(monkeypatch):
     assert started == []
     if sys.platform.startswith("linux"):
         assert libc is not None and hasattr(libc, "malloc_trim")
+
+
+def test_gc_paused_restores_the_collectors_state_even_on_an_error():
+    import gc
+
+    assert gc.isenabled()
+    try:
+        with memory.gc_paused():
+            assert not gc.isenabled()
+            raise ValueError("inside")
+    except ValueError:
+        pass
+    assert gc.isenabled(), "enabled again after an exception"
+    gc.disable()
+    try:
+        with memory.gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled(), "a collector paused by someone else stays paused"
+    finally:
+        gc.enable()
