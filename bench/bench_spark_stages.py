@@ -30,7 +30,7 @@ from bench.bench_spark import backlog_events, publish_backlog  # noqa: E402
 def source_range(settings, n: int, repeats: int) -> tuple[dict[str, float], list[str]]:
     """CPU-µs per event of one partition's range, by stage (the steps of `RawEventsStreamReader.read`,
     timed one by one); and the bronze files of one batch over every partition."""
-    from observability.memory import release_memory
+    from observability.memory import gc_paused, release_memory
     from spark.source import RangePartition, RawEventsStreamReader, _partial_batches, open_reader, transport_options
     from spark.staging import stage_range
     from spark.vector_parse import VectorParsedRange
@@ -50,15 +50,16 @@ def source_range(settings, n: int, repeats: int) -> tuple[dict[str, float], list
     def one_range() -> dict[str, float]:
         reset()
         marks = [time.process_time()]
-        values = reader.read_values(topic, 0, 0, size)
-        marks.append(time.process_time())
-        parsed = VectorParsedRange(topic, 0, *values, int(time.time() * 1000))
-        marks.append(time.process_time())
-        _, valid = stage_range(topic, 0, 0, size, parsed, settings.bronze_dir, staging, None, 0)
-        marks.append(time.process_time())
-        sum(b.num_rows for b in _partial_batches(valid))
-        marks.append(time.process_time())
-        del values, parsed, valid
+        with gc_paused():  # as the worker runs it (spark.source.RawEventsStreamReader.read)
+            values = reader.read_values(topic, 0, 0, size)
+            marks.append(time.process_time())
+            parsed = VectorParsedRange(topic, 0, *values, int(time.time() * 1000))
+            marks.append(time.process_time())
+            _, valid = stage_range(topic, 0, 0, size, parsed, settings.bronze_dir, staging, None, 0)
+            marks.append(time.process_time())
+            sum(b.num_rows for b in _partial_batches(valid))
+            marks.append(time.process_time())
+            del values, parsed, valid
         release_memory(gc_generation=1)
         marks.append(time.process_time())
         labels = (
