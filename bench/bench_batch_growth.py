@@ -1,6 +1,6 @@
 """Benchmark: what one continuous-mode micro-batch costs as its data accumulates (issue 17).
 
-    .venv/bin/python bench/bench_batch_growth.py [--rate 10000] [--trigger 5] [--partitions 4]
+    .venv/bin/python bench/bench_batch_growth.py [--rate 10000] [--trigger 5] [--partitions 4] [--index-traces N]
                                                  [--minutes 5,20,50] [--sample-days 7] [--keep]
 
 Short benches start on empty data; a job that runs for days does not. Two such costs:
@@ -24,6 +24,10 @@ Short benches start on empty data; a job that runs for days does not. Two such c
    samples per window and service: ~3.5M rows in 7 days): one batch's samples kept within
    each reason's cap (`spark.sink.DuckDBSink._insert_samples`, in a real DuckDB file, the
    write's connection included), beside the same batch on an empty table (same run).
+3. The sink's trace-index merge as `trace_index` fills (`--index-traces` rows: at 50,000
+   spans/s of 8-span traces, 2M rows is about five minutes): one 500,000-span batch's 62,500
+   new traces merged in their own write transaction (`spark.trace_index.upsert`, connection
+   and checkpoint included), beside the same merge on an empty table (same run).
 """
 
 from __future__ import annotations
@@ -186,6 +190,51 @@ def sample_cap_cpu(path: Path, days: int, batches: int = 5) -> float:
     return statistics.median(spent)
 
 
+def trace_index_cpu(path: Path, traces_before: int, traces: int = 62_500, batches: int = 3) -> float:
+    """Median CPU seconds of one batch's trace_index merge (`spark.trace_index.upsert`, `traces`
+    new traces: a 500,000-span batch of 8-span traces) in its own write transaction, on a DuckDB
+    file already holding `traces_before` rows (filled by the same merge, `traces` at a time)."""
+    import statistics
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from observability.store import Store
+    from spark import trace_index
+
+    store = Store(path)
+    store.migrate()
+
+    def partial(batch: int) -> pa.Table:
+        start = 1_760_000_000_000_000 + batch * 10_000_000 + np.arange(traces) * 100
+        return pa.table(
+            {
+                "trace_id": pa.array([f"{batch * traces + i:032x}" for i in range(traces)]),
+                "start_us": pa.array(start),
+                "end_us": pa.array(start + 50_000),
+                "root_service": pa.array(["gateway"] * traces),
+                "root_endpoint": pa.array(["/api/checkout"] * traces),
+                "root_span_id": pa.array([f"{i:016x}" for i in range(traces)]),
+                "span_count": pa.array(np.full(traces, 8)),
+                "error_count": pa.array(np.zeros(traces, np.int64)),
+                "services": pa.array([["cart", "gateway", "payments"]] * traces, pa.list_(pa.string())),
+            },
+            schema=trace_index.PARTIAL_ARROW_SCHEMA,
+        )
+
+    now = datetime.now(UTC).replace(tzinfo=None)
+    filled = traces_before // traces
+    for b in range(filled):
+        store.write(lambda c, t=partial(b): trace_index.upsert(c, t, now))
+    spent = []
+    for b in range(filled, filled + batches):
+        t = partial(b)
+        c = time.process_time()
+        store.write(lambda con, t=t: trace_index.upsert(con, t, now))
+        spent.append(time.process_time() - c)
+    return statistics.median(spent)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=10_000)
@@ -193,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--minutes", default="5,20,50", help="minutes into the hour to time a batch at")
     parser.add_argument("--sample-days", type=int, default=7, help="days of trace_samples before the sink's batch")
+    parser.add_argument(
+        "--index-traces", type=int, default=2_000_000, help="trace_index rows before the merge's batch (0: skip)"
+    )
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
     print(
@@ -228,6 +280,18 @@ def main(argv: list[str] | None = None) -> int:
         f"sink: one batch's trace samples kept within their caps after {args.sample_days} days of trace_samples "
         f"(10 services): {full:.3f} CPU-s vs {empty:.3f} on an empty table (same run)"
     )
+    if args.index_traces:
+        tmp = Path(tempfile.mkdtemp(prefix="bench_batch_growth_"))
+        try:
+            grown = trace_index_cpu(tmp / "grown.duckdb", args.index_traces)
+            fresh = trace_index_cpu(tmp / "fresh.duckdb", 0)
+        finally:
+            if not args.keep:
+                shutil.rmtree(tmp, ignore_errors=True)
+        print(
+            f"sink: one 500,000-span batch's trace_index merge (62,500 new traces) on {args.index_traces:,} rows: "
+            f"{grown:.3f} CPU-s vs {fresh:.3f} on an empty table (same run)"
+        )
     return 0 if ok else 1
 
 
