@@ -235,6 +235,17 @@ def trace_index_cpu(path: Path, traces_before: int, traces: int = 62_500, batche
     return statistics.median(spent)
 
 
+def grown_and_empty(measure_cpu, size: int, keep: bool) -> tuple[float, float]:
+    """`measure_cpu(path, size)` on a DuckDB file filled to `size`, and the same on an empty one
+    (the same-run baseline), each in a scratch directory."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench_batch_growth_"))
+    try:
+        return measure_cpu(tmp / "grown.duckdb", size), measure_cpu(tmp / "empty.duckdb", 0)
+    finally:
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=10_000)
@@ -269,25 +280,13 @@ def main(argv: list[str] | None = None) -> int:
             f"(before, same run); same silver and kept traces: {'yes' if r['same'] else 'NO'}"
         )
         ok = ok and r["same"]
-    tmp = Path(tempfile.mkdtemp(prefix="bench_batch_growth_"))
-    try:
-        full = sample_cap_cpu(tmp / "full.duckdb", args.sample_days)
-        empty = sample_cap_cpu(tmp / "empty.duckdb", 0)
-    finally:
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+    full, empty = grown_and_empty(sample_cap_cpu, args.sample_days, args.keep)
     print(
         f"sink: one batch's trace samples kept within their caps after {args.sample_days} days of trace_samples "
         f"(10 services): {full:.3f} CPU-s vs {empty:.3f} on an empty table (same run)"
     )
     if args.index_traces:
-        tmp = Path(tempfile.mkdtemp(prefix="bench_batch_growth_"))
-        try:
-            grown = trace_index_cpu(tmp / "grown.duckdb", args.index_traces)
-            fresh = trace_index_cpu(tmp / "fresh.duckdb", 0)
-        finally:
-            if not args.keep:
-                shutil.rmtree(tmp, ignore_errors=True)
+        grown, fresh = grown_and_empty(trace_index_cpu, args.index_traces, args.keep)
         print(
             f"sink: one 500,000-span batch's trace_index merge (62,500 new traces) on {args.index_traces:,} rows: "
             f"{grown:.3f} CPU-s vs {fresh:.3f} on an empty table (same run)"
