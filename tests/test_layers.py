@@ -356,3 +356,28 @@ def test_silver_files_written_two_at_a_time_all_land_and_a_failed_one_is_raised(
     with pytest.raises(OSError):
         layers.write_silver(blocked, rows, "b1")
     assert (blocked / "date=2026-03-02" / "service=gateway" / "part-b1.parquet").is_file()
+
+
+def test_duckdbs_transient_scan_error_is_computed_again_and_other_errors_are_not(tmp_path, monkeypatch):
+    import duckdb
+
+    bronze.write_events(tmp_path / "bronze", pd.DataFrame(failing_trace("6" * 32)))
+    files = [str(f) for f in (tmp_path / "bronze").rglob("*.parquet")]
+    real, calls = layers._compute_layers, []
+
+    def flaky(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise duckdb.CatalogException("Catalog Error: Table Function with name python_arrow_scan does not exist!")
+        return real(*args)
+
+    monkeypatch.setattr(layers, "_compute_layers", flaky)
+    out = layers.compute_layers(files, [], SampleRates())
+    assert len(calls) == 2 and out.silver.num_rows == 5
+
+    def broken(*args):
+        raise duckdb.CatalogException("Catalog Error: Table with name nope does not exist!")
+
+    monkeypatch.setattr(layers, "_compute_layers", broken)
+    with pytest.raises(duckdb.CatalogException, match="nope"):
+        layers.compute_layers(files, [], SampleRates())
