@@ -266,14 +266,15 @@ def compute_layers(
     slack: timedelta = CONTEXT_SLACK,
     window: tuple[datetime, datetime] | None = None,
 ) -> BatchLayers:
-    """`_compute_layers`, once more on DuckDB's transient scan error (`_TRANSIENT_SCAN_ERROR`)."""
-    for attempt in range(1, _COMPUTE_TRIES + 1):
+    """`_compute_layers`, computed again (up to `_COMPUTE_TRIES` tries in all) on DuckDB's transient
+    scan error (`_TRANSIENT_SCAN_ERROR`); any other error, or the last try's, is raised."""
+    for _ in range(_COMPUTE_TRIES - 1):
         try:
             return _compute_layers(batch_files, context, rates, slas, slack, window)
         except duckdb.CatalogException as exc:
-            if _TRANSIENT_SCAN_ERROR not in str(exc) or attempt == _COMPUTE_TRIES:
+            if _TRANSIENT_SCAN_ERROR not in str(exc):
                 raise
-    raise AssertionError("unreachable")
+    return _compute_layers(batch_files, context, rates, slas, slack, window)
 
 
 def _compute_layers(
@@ -358,8 +359,8 @@ def _load_context(
     window: tuple[datetime, datetime] | None = None,
 ) -> pa.Table:
     """The batch's spans (`_own`) and the rest of their traces, each event once, with their
-    `is_entry_span`, as one Arrow table (registered as `ctx_all`); and the temp table `batch` (the batch's error rows, for
-    error_messages).
+    `is_entry_span`, as one Arrow table (registered as `ctx_all`); and the temp table `batch`
+    (the batch's error rows, for error_messages).
 
     The batch's spans are held once, in Arrow and not also in a DuckDB table (issue 17: the
     array enrichment reads them from there), and only the other files are scanned for the
