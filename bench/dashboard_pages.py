@@ -185,6 +185,7 @@ def _seed_traces(store, bronze_dir, rng, services, start, now, sample_ids: list[
             error_count=errors,
             services=[sorted({services[r], services[r + 3], services[6], services[8]}) for r in root],
             updated_at=starts,
+            trace_key=[tables.trace_key(t) for t in ids],
         )
     )
     store.insert_df(tables.TRACE_INDEX, df)

@@ -128,8 +128,14 @@ def search_traces(src: Source, bronze_dir: Path, search: TraceSearch, start: dat
 
 
 def trace_row(src: Source, trace_id: str) -> pd.DataFrame:
-    """The trace's index row (empty when the index does not know it)."""
-    return _df(src, f"SELECT * FROM {tables.TRACE_INDEX} WHERE trace_id = ?", [trace_id.strip().lower()])
+    """The trace's index row (empty when the index does not know it), found by its `trace_key`
+    (the table has no index on trace_id: `tables.trace_key_sql`)."""
+    trace_id = trace_id.strip().lower()
+    return _df(
+        src,
+        f"SELECT * EXCLUDE (trace_key) FROM {tables.TRACE_INDEX} WHERE trace_key = ? AND trace_id = ?",
+        [tables.trace_key(trace_id), trace_id],
+    )
 
 
 def trace_spans(bronze_dir: Path, trace_id: str, start: datetime, end: datetime) -> pd.DataFrame:

@@ -11,6 +11,8 @@ records each in `schema_version`.
 
 from __future__ import annotations
 
+import hashlib
+
 SERVICE_METRICS = "service_metrics"  # writer: spark
 ENDPOINT_METRICS = "endpoint_metrics"  # writer: spark
 TRACE_SAMPLES = "trace_samples"  # writer: spark
@@ -36,6 +38,27 @@ LAYER_QUEUE = "layer_queue"  # writer: spark (committed batches whose silver, go
 OUTBOX = "outbox"  # writer: each stage that publishes after a commit, its own topics' rows (observability.outbox)
 ALERT_EVENTS = "alert_events"  # writer: anomaly_detection.notifier (one row per (incident, event) to notify)
 ALERT_DELIVERIES = "alert_deliveries"  # writer: anomaly_detection.notifier (every delivery attempt, per channel)
+
+
+def trace_key_sql(trace_id: str = "trace_id") -> str:
+    """SQL for `trace_index.trace_key` of a trace-id expression: the upper 64 bits of its MD5.
+
+    Why (issue 17): `trace_index` had a primary-key index on trace_id, and DuckDB loads a
+    table's whole ART index into memory when a connection first uses it and writes it back at
+    checkpoint. The sink opens a connection per micro-batch, so its merge grew with the table:
+    ~0.2 CPU-s per 500,000-span batch on an empty index, ~1.5 on 6M traces (~2 s with the
+    checkpoint). A lookup scans this 8-byte column instead (~0.04 CPU-s on 6M rows) and then
+    compares trace_id on the few rows it matched. MD5, not DuckDB's `hash()`, so that keys
+    written by one DuckDB version are found by the next."""
+    return f"(md5_number({trace_id}) >> 64)::UBIGINT"
+
+
+def trace_key(trace_id: str) -> int:
+    """`trace_key_sql` in Python, for rows built outside DuckDB (md5_number reads the digest as a
+    little-endian 128-bit number, so its upper half is the digest's last 8 bytes)."""
+    return int.from_bytes(hashlib.md5(trace_id.encode()).digest()[8:], "little")
+
+
 # alert_events.incident_id of an SLA-risk `forecast` event (no incident): forecast:<service>:<metric>
 ALERT_FORECAST_KEY_PREFIX = "forecast:"
 FORECASTS = "forecasts"  # writer: anomaly_detection.forecaster (next hour per service and metric, with intervals)
@@ -421,6 +444,29 @@ CREATE TABLE IF NOT EXISTS {LAYER_QUEUE} (
     attempts INTEGER NOT NULL,        -- failed tries so far; at LAYER_MAX_ATTEMPTS the row stays for a person to see
     last_error VARCHAR                -- the newest failure, NULL while none
 );
+""",
+    ),
+    (
+        16,
+        "trace_index keyed by trace_key (a 64-bit hash of trace_id) instead of a primary-key index",
+        f"""
+CREATE TABLE {TRACE_INDEX}_v16 (
+    trace_id VARCHAR NOT NULL,        -- one row per trace: spark.trace_index.upsert keeps it so (no index)
+    start_time TIMESTAMP NOT NULL,
+    end_time TIMESTAMP NOT NULL,
+    root_service VARCHAR NOT NULL,
+    root_endpoint VARCHAR,
+    root_span_id VARCHAR,
+    duration_ms DOUBLE NOT NULL,
+    span_count BIGINT NOT NULL,
+    error_count BIGINT NOT NULL,
+    services VARCHAR[] NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    trace_key UBIGINT NOT NULL        -- {trace_key_sql()}: what a lookup by trace id scans
+);
+INSERT INTO {TRACE_INDEX}_v16 SELECT *, {trace_key_sql()} FROM {TRACE_INDEX};
+DROP TABLE {TRACE_INDEX};
+ALTER TABLE {TRACE_INDEX}_v16 RENAME TO {TRACE_INDEX};
 """,
     ),
 ]

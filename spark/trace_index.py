@@ -19,6 +19,8 @@ commit leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
+
 import duckdb
 import pandas as pd
 import pyarrow as pa
@@ -109,43 +111,86 @@ _MERGE_BATCH_SQL = """
     ) m USING (trace_id)
 """
 
-# The existing row wins the root when it has the real one, or when neither has and it started first.
-_KEEP_OLD_ROOT = (
-    f"{tables.TRACE_INDEX}.root_span_id IS NOT NULL OR (excluded.root_span_id IS NULL "
-    f"AND {tables.TRACE_INDEX}.start_time <= excluded.start_time)"
+# The existing row (t) wins the root when it has the real one, or when neither has and it started first.
+_KEEP_OLD_ROOT = "t.root_span_id IS NOT NULL OR (b.root_span_id IS NULL AND t.start_time <= b.start_time)"
+
+_INDEX_COLUMNS = (
+    "trace_id, start_time, end_time, root_service, root_endpoint, root_span_id, duration_ms, span_count, "
+    "error_count, services, updated_at, trace_key"
 )
 
 
 def upsert(con: duckdb.DuckDBPyConnection, partial: pa.Table | pd.DataFrame | None, now) -> int:
-    """Inside the sink's transaction: merge the batch's partial rows into trace_index; returns traces touched."""
+    """Inside the sink's transaction: merge the batch's partial rows into trace_index; returns traces touched.
+
+    The batch's traces (merged across its ranges) update the rows already there and the rest
+    are appended. Rows already there are found by `trace_key` (`tables.trace_key_sql`): a scan
+    of one 8-byte column and a hash probe, then trace_id compared on the rows it matched (a
+    64-bit collision finds a row the update then leaves alone). The table has no index to keep
+    trace_id unique: this merge, its one writer, keeps it so (a batch's traces are distinct
+    after the merge, and a replayed batch writes nothing: `spark.sink`)."""
     if partial is None or len(partial) == 0:
         return 0
-    t = tables.TRACE_INDEX
     columns = list(PARTIAL_COLUMNS)
     con.register("_trace_partials", partial.select(columns) if isinstance(partial, pa.Table) else partial[columns])
     try:
-        con.execute(
-            f"""
-            INSERT INTO {t} (trace_id, start_time, end_time, root_service, root_endpoint, root_span_id,
-                             duration_ms, span_count, error_count, services, updated_at)
-            SELECT trace_id, make_timestamp(start_us), make_timestamp(end_us), root_service, root_endpoint,
-                   root_span_id, (end_us - start_us) / 1000.0, span_count, error_count, services, ?
-            FROM ({_MERGE_BATCH_SQL})
-            ON CONFLICT (trace_id) DO UPDATE SET
-                start_time = least({t}.start_time, excluded.start_time),
-                end_time = greatest({t}.end_time, excluded.end_time),
-                duration_ms = (epoch_us(greatest({t}.end_time, excluded.end_time))
-                               - epoch_us(least({t}.start_time, excluded.start_time))) / 1000.0,
-                root_service = CASE WHEN {_KEEP_OLD_ROOT} THEN {t}.root_service ELSE excluded.root_service END,
-                root_endpoint = CASE WHEN {_KEEP_OLD_ROOT} THEN {t}.root_endpoint ELSE excluded.root_endpoint END,
-                root_span_id = coalesce({t}.root_span_id, excluded.root_span_id),
-                span_count = {t}.span_count + excluded.span_count,
-                error_count = {t}.error_count + excluded.error_count,
-                services = list_sort(list_distinct(list_concat({t}.services, excluded.services))),
-                updated_at = excluded.updated_at
-            """,
-            [now],
-        )
-        return int(con.execute("SELECT count(DISTINCT trace_id) FROM _trace_partials").fetchall()[0][0])
+        batch = con.sql(
+            f"""SELECT trace_id, make_timestamp(start_us) AS start_time, make_timestamp(end_us) AS end_time,
+                       root_service, root_endpoint, root_span_id, span_count, error_count, services,
+                       {tables.trace_key_sql()} AS trace_key
+                FROM ({_MERGE_BATCH_SQL})"""
+        ).to_arrow_table()
     finally:
         con.unregister("_trace_partials")
+    con.register("_trace_batch", batch)
+    try:
+        updated = _update_existing(con, now)
+        new = "_trace_batch" if updated is None else "_trace_batch ANTI JOIN _trace_updated USING (trace_id)"
+        con.execute(
+            f"""INSERT INTO {tables.TRACE_INDEX} ({_INDEX_COLUMNS})
+                SELECT trace_id, start_time, end_time, root_service, root_endpoint, root_span_id,
+                       (epoch_us(end_time) - epoch_us(start_time)) / 1000.0, span_count, error_count, services,
+                       ?, trace_key
+                FROM {new}""",
+            [now],
+        )
+    finally:
+        con.unregister("_trace_batch")
+        with contextlib.suppress(duckdb.Error):
+            con.unregister("_trace_updated")
+    return batch.num_rows
+
+
+def _update_existing(con: duckdb.DuckDBPyConnection, now) -> pa.Table | None:
+    """Merge `_trace_batch` into the rows trace_index already has for its traces (registered
+    as `_trace_updated`, their trace ids); None when it has none."""
+    t = tables.TRACE_INDEX
+    found = con.sql(
+        f"SELECT rowid AS row_id FROM {t} WHERE trace_key IN (SELECT trace_key FROM _trace_batch)"
+    ).to_arrow_table()
+    if found.num_rows == 0:
+        return None
+    con.register("_trace_found", found)
+    try:
+        updated = con.sql(
+            f"""UPDATE {t} AS t SET
+                    start_time = least(t.start_time, b.start_time),
+                    end_time = greatest(t.end_time, b.end_time),
+                    duration_ms = (epoch_us(greatest(t.end_time, b.end_time))
+                                   - epoch_us(least(t.start_time, b.start_time))) / 1000.0,
+                    root_service = CASE WHEN {_KEEP_OLD_ROOT} THEN t.root_service ELSE b.root_service END,
+                    root_endpoint = CASE WHEN {_KEEP_OLD_ROOT} THEN t.root_endpoint ELSE b.root_endpoint END,
+                    root_span_id = coalesce(t.root_span_id, b.root_span_id),
+                    span_count = t.span_count + b.span_count,
+                    error_count = t.error_count + b.error_count,
+                    services = list_sort(list_distinct(list_concat(t.services, b.services))),
+                    updated_at = ?
+                FROM _trace_batch AS b
+                WHERE t.rowid IN (SELECT row_id FROM _trace_found) AND t.trace_id = b.trace_id
+                RETURNING t.trace_id""",
+            params=[now],
+        ).to_arrow_table()
+    finally:
+        con.unregister("_trace_found")
+    con.register("_trace_updated", updated)
+    return updated

@@ -214,3 +214,70 @@ def test_retention_drops_traces_that_ended_before_the_cutoff(settings, store):
     deleted = quality.apply_retention(settings, store, now)
     assert deleted[tables.TRACE_INDEX] == 1
     assert {r[0] for r in store.fetch_all(f"SELECT trace_id FROM {tables.TRACE_INDEX}")} == {"straddles", "new"}
+
+
+def test_trace_key_in_python_is_the_sql_key():
+    """The dashboard and seeders key rows in Python; the sink keys them in SQL: a lookup by one
+    must find rows written by the other."""
+    rng = random.Random(7)
+    ids = [f"{rng.getrandbits(128):032x}" for _ in range(500)] + ["", "a", "trace-é-ü", "0" * 32, "f" * 32]
+    in_sql = duckdb.execute(
+        f"SELECT {tables.trace_key_sql('x')} FROM unnest(?) WITH ORDINALITY u(x, i) ORDER BY i", [ids]
+    )
+    assert [r[0] for r in in_sql.fetchall()] == [tables.trace_key(i) for i in ids]
+    assert len({tables.trace_key(i) for i in ids}) == len(ids)
+
+
+def test_a_trace_key_collision_merges_only_the_row_of_the_same_trace(store):
+    """A row whose trace_key matches but whose trace_id differs (a 64-bit hash collision,
+    forged here) is left alone: the batch's trace gets its own row, merged once per batch."""
+    sink = DuckDBSink(store, "metrics:test", side_outputs.SAMPLE_CAPS)
+    a, other = "a" * 32, "c" * 32
+    store.execute(
+        f"""INSERT INTO {tables.TRACE_INDEX} (trace_id, start_time, end_time, root_service, duration_ms, span_count,
+                error_count, services, updated_at, trace_key)
+            VALUES (?, TIMESTAMP '2024-05-01 11:00:00', TIMESTAMP '2024-05-01 11:00:01', 'other', 1000, 7, 0,
+                    ['other'], TIMESTAMP '2024-05-01 11:00:01', ?)""",
+        [other, tables.trace_key(a)],
+    )
+    first = [_span(a, "r1", None, 0, 100, "gateway")]
+    later = [_span(a, "c1", "r1", 5, 20, "checkout", 503)]
+    assert sink.write_batch(_batch(0, first))
+    assert sink.write_batch(_batch(1, later))
+    rows = store.fetch_all(
+        f"SELECT trace_id, span_count, error_count, services, trace_key FROM {tables.TRACE_INDEX} ORDER BY trace_id"
+    )
+    key = tables.trace_key(a)
+    assert rows == [(a, 2, 1, ["checkout", "gateway"], key), (other, 7, 0, ["other"], key)]
+
+
+def test_migration_16_keeps_the_indexed_rows_and_keys_them(tmp_path, monkeypatch):
+    """A database from before migration 16 (trace_index with a primary-key index) keeps every
+    row, gains its trace_key, loses the index, and merges later batches into those rows."""
+    from observability.store import Store
+
+    store = Store(tmp_path / "old.duckdb")
+    monkeypatch.setattr(tables, "MIGRATIONS", [m for m in tables.MIGRATIONS if m[0] < 16])
+    store.migrate()
+    store.execute(
+        f"""INSERT INTO {tables.TRACE_INDEX} VALUES
+            (?, TIMESTAMP '2024-05-01 12:00:00', TIMESTAMP '2024-05-01 12:00:00.100', 'gateway', '/x', ?, 100, 1, 0,
+             ['gateway'], TIMESTAMP '2024-05-01 12:00:01'),
+            ('b', TIMESTAMP '2024-05-01 12:00:00', TIMESTAMP '2024-05-01 12:00:00.010', 's', '/y', NULL, 10, 2, 1,
+             ['s'], TIMESTAMP '2024-05-01 12:00:01')""",
+        ["a" * 32, _sid("r1")],
+    )
+    monkeypatch.undo()
+    assert store.migrate() == [16]
+    rows = store.fetch_all(f"SELECT trace_id, span_count, trace_key FROM {tables.TRACE_INDEX} ORDER BY trace_id")
+    assert rows == [("a" * 32, 1, tables.trace_key("a" * 32)), ("b", 2, tables.trace_key("b"))]
+    constraints = store.fetch_all(
+        "SELECT constraint_type FROM duckdb_constraints() WHERE table_name = ? AND constraint_type <> 'NOT NULL'",
+        [tables.TRACE_INDEX],
+    )
+    assert constraints == []  # no index to load and rewrite on every batch's connection
+    sink = DuckDBSink(store, "metrics:test", side_outputs.SAMPLE_CAPS)
+    assert sink.write_batch(_batch(0, [_span("a" * 32, "c1", "r1", 5, 20, "checkout", 503)]))
+    assert store.fetch_all(
+        f"SELECT trace_id, span_count, error_count, services FROM {tables.TRACE_INDEX} ORDER BY trace_id"
+    ) == [("a" * 32, 2, 1, ["checkout", "gateway"]), ("b", 2, 1, ["s"])]
