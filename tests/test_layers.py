@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from urllib.parse import unquote
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -381,3 +383,33 @@ def test_duckdbs_transient_scan_error_is_computed_again_and_other_errors_are_not
     monkeypatch.setattr(layers, "_compute_layers", broken)
     with pytest.raises(duckdb.CatalogException, match="nope"):
         layers.compute_layers(files, [], SampleRates())
+
+
+def test_silver_splits_by_date_and_service_each_file_in_time_order_ties_as_given(tmp_path):
+    """One file per (date, service) holding exactly that day's rows of that service, sorted by
+    time with equal times in the order they came; rows without a service or time are not
+    written (as pandas' groupby, which the Arrow split replaced, dropped them)."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(3)
+    n = 2_000
+    start = pd.Timestamp("2026-03-01 23:50:00")
+    df = pd.DataFrame(
+        {
+            "event_id": [f"{i:032x}" for i in range(n)],
+            "timestamp": start + pd.to_timedelta(rng.integers(0, 1_200, n), unit="s"),  # across midnight
+            "service": rng.choice(["gateway", "pay ments/v2", "cart"], n),
+        }
+    )
+    df.loc[[5, 17], "service"] = None
+    df.loc[[9], "timestamp"] = pd.NaT
+    rows = pa.Table.from_pandas(df, preserve_index=False)
+    written = layers.write_silver(tmp_path / "silver", rows, "b1")
+    keyed = df.dropna().assign(date=lambda d: d["timestamp"].dt.strftime("%Y-%m-%d"))
+    want = {k: g.sort_values("timestamp", kind="stable") for k, g in keyed.groupby(["date", "service"])}
+    assert len(written) == len(want) == 6
+    for path in written:
+        date = path.parent.parent.name.removeprefix("date=")
+        service = unquote(path.parent.name.removeprefix("service="))
+        got = pd.read_parquet(path)
+        assert got["event_id"].tolist() == want[(date, service)]["event_id"].tolist()
