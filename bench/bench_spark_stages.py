@@ -1,6 +1,6 @@
 """Where the Spark job's CPU goes, stage by stage, in-process (no JVM): a source range and a batch's layers.
 
-    .venv/bin/python bench/bench_spark_stages.py [--events 500000] [--partitions 4] [--repeats 3]
+    .venv/bin/python bench/bench_spark_stages.py [--events 500000] [--partitions 4] [--repeats 3] [--otlp]
 
 Publishes a generated backlog to a local log, then times (CPU seconds of this process, DuckDB's
 threads included; the best of --repeats) what a source worker does with one partition's range
@@ -10,6 +10,10 @@ driver's layer queue does with the batch those ranges staged (`write_batch_layer
 window, `compute_layers`, the silver and gold files). The range's first stage, reading its
 records, is the baseline the others compare with. `bench_spark.py` measures the whole job;
 this says which stage to cut.
+
+`--otlp`: the backlog is OTLP spans instead of generated events, as the receiver publishes them
+(`bench_sustained.py`'s requests, 8-span traces over three services with resource and span
+attributes, mapped by `ingest.mapping.map_traces`): what `bench_sustained.py`'s load costs the job.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from bench.bench_spark import backlog_events, publish_backlog  # noqa: E402
 
@@ -121,11 +126,34 @@ def batch_layers(settings, files: list[str], repeats: int) -> tuple[dict[str, tu
     return {**by_stage, "whole batch": total}, spans
 
 
+def publish_otlp(settings, n: int, rate: int = 50_000) -> None:
+    """n spans as the OTLP receiver publishes them: bench_sustained's request templates, each
+    request's ids patched with its number and its times moved on as a `rate` spans/s load would."""
+    from bench_sustained import DISTINCT_REQUESTS, SPANS_PER_REQUEST, Patcher, build_requests, find_patches
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from ingest.mapping import map_traces
+    from observability.transport import create_producer
+
+    requests = -(-n // SPANS_PER_REQUEST)
+    base_ns = time.time_ns() - int(requests * SPANS_PER_REQUEST / rate * 1e9) - 10**9
+    bodies = build_requests(DISTINCT_REQUESTS, base_ns)
+    patcher = Patcher(bodies, find_patches(bodies))
+    with create_producer(settings) as producer:
+        for i in range(requests):
+            body = patcher.body(i, i + 1, int(i * SPANS_PER_REQUEST / rate * 1e9))
+            producer.send_many(
+                map_traces(ExportTraceServiceRequest.FromString(body), settings.raw_events_topic).records
+            )
+    print(f"published {requests * SPANS_PER_REQUEST:,} OTLP spans ({requests:,} requests)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--otlp", action="store_true", help="OTLP spans as the receiver maps them")
     args = parser.parse_args(argv)
     from observability.settings import Settings
     from observability.store import Store
@@ -134,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings(DATA_DIR=str(tmp), TRANSPORT="local", TOPIC_PARTITIONS=args.partitions)
         Store.from_settings(settings).migrate()
-        publish_backlog(settings, backlog_events(args.events))
+        if args.otlp:
+            publish_otlp(settings, args.events)
+        else:
+            publish_backlog(settings, backlog_events(args.events))
         per_event, files = source_range(settings, args.events, args.repeats)
         print(f"\n== one source range ({args.events // args.partitions:,} events, partition 0): CPU-us per event")
         for stage, us in per_event.items():

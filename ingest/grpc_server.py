@@ -53,6 +53,10 @@ class ExportHandler:
         self.mapper = mapper
 
     def __call__(self, raw: bytes, context: grpc.ServicerContext):
+        with self.publisher.expecting() as expected:  # the publisher may wait for it (group commit)
+            return self._map_and_publish(raw, context, expected)
+
+    def _map_and_publish(self, raw: bytes, context: grpc.ServicerContext, expected):
         signal = self.signal
         try:
             mapped = self.mapper.submit(signal.name, PROTOBUF, raw, self.topic).result()
@@ -66,7 +70,7 @@ class ExportHandler:
             context.abort(grpc.StatusCode.INTERNAL, f"internal error mapping the request: {exc}")
         if mapped.records or mapped.dead_letters:
             try:
-                self.publisher.publish(mapped.records, mapped.dead_letters).result()
+                self.publisher.publish(mapped.records, mapped.dead_letters, expected).result()
             except TransportUnavailable as exc:
                 text = f"the transport cannot accept data now: {exc}"
                 context.set_trailing_metadata(_retry_trailers(text))

@@ -91,6 +91,10 @@ class Receiver:
             return status_response(400, code_pb2.INVALID_ARGUMENT, str(exc), media)
         except ClientDisconnect:
             return Response(status_code=400)
+        with self.publisher.expecting() as expected:  # the publisher may wait for it (group commit)
+            return await self._map_and_publish(signal, media, body, expected)
+
+    async def _map_and_publish(self, signal: Signal, media: str, body: bytes, expected) -> Response:
         try:
             mapped = await asyncio.wrap_future(
                 self.mapper.submit(signal.name, media, body, signal.topic_of(self.settings))
@@ -107,7 +111,7 @@ class Receiver:
             return status_response(500, code_pb2.INTERNAL, f"internal error mapping the request: {exc}", media)
         if mapped.records or mapped.dead_letters:
             try:
-                await asyncio.wrap_future(self.publisher.publish(mapped.records, mapped.dead_letters))
+                await asyncio.wrap_future(self.publisher.publish(mapped.records, mapped.dead_letters, expected))
             except TransportUnavailable as exc:
                 return status_response(
                     503,

@@ -108,22 +108,27 @@ def format_timestamp(ms: int) -> str:
 
 
 class TimestampFormatter:
-    """`format_timestamp` for a stream of timestamps in time order (the generator, the OTLP
-    receiver): the per-second prefix is computed once per second, the hot path only formats
-    the milliseconds."""
+    """`format_timestamp` for a stream of timestamps close in time (the generator, the OTLP
+    receiver's spans of one request): each second's prefix is formatted once and kept (up to
+    `MAX_SECONDS` of them), the hot path only joins it to the milliseconds' suffix. A request's
+    spans interleave a few seconds (its traces started at different times), so one remembered
+    second would miss on most spans."""
 
-    __slots__ = ("_sec", "_prefix")
+    __slots__ = ("_prefixes",)
+    MAX_SECONDS = 4096
+    _SUFFIXES = tuple(f".{milli:03d}Z" for milli in range(1000))
 
     def __init__(self) -> None:
-        self._sec = -1
-        self._prefix = ""
+        self._prefixes: dict[int, str] = {}
 
     def __call__(self, ms: int) -> str:
         sec, milli = divmod(ms, 1000)
-        if sec != self._sec:
-            self._sec = sec
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
-        return f"{self._prefix}.{milli:03d}Z"
+        prefix = self._prefixes.get(sec)
+        if prefix is None:
+            if len(self._prefixes) >= self.MAX_SECONDS:
+                self._prefixes.clear()
+            prefix = self._prefixes[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return prefix + self._SUFFIXES[milli]
 
 
 def new_event_id() -> str:

@@ -157,7 +157,8 @@ def _attributes(structs: list[WireEvent]) -> tuple[pa.Array, np.ndarray]:
     """Attribute JSON as the per-line path stores it, and which lines have attributes it would read
     differently (orjson cannot read them back: those go per-line)."""
     raw = [None if s.attributes is None else bytes(s.attributes) for s in structs]
-    text = pa.array([None if r is None else r.decode() for r in raw], pa.string())
+    # cast in C, not a decode per line: `_candidates` passed only UTF-8 lines, whose values are UTF-8
+    text = pa.array(raw, pa.binary()).cast(pa.string())
     simple = pc.or_kleene(pc.is_null(text), _match(text, _SIMPLE_OBJECT)).to_numpy(zero_copy_only=False)
     pairs = np.flatnonzero(~simple & _match(text, _PAIRS_OBJECT).to_numpy(zero_copy_only=False))
     if len(pairs):

@@ -114,6 +114,12 @@ def test_times_ids_and_attributes():
         [
             KeyValue(key="blob", value=AnyValue(bytes_value=b"\x00\x01")),
             KeyValue(key="nan", value=AnyValue(double_value=float("nan"))),
+            # the zero values: a string read as "" first must still tell these apart
+            KeyValue(key="empty", value=AnyValue(string_value="")),
+            KeyValue(key="zero", value=AnyValue(int_value=0)),
+            KeyValue(key="off", value=AnyValue(bool_value=False)),
+            KeyValue(key="nought", value=AnyValue(double_value=0.0)),
+            KeyValue(key="unset"),
         ]
     )
     arr = sp.attributes.add(key="list")
@@ -135,9 +141,15 @@ def test_times_ids_and_attributes():
         "flag": True,
         "blob": base64.b64encode(b"\x00\x01").decode(),
         "nan": "nan",
+        "empty": "",
+        "zero": 0,
+        "off": False,
+        "nought": 0.0,
+        "unset": None,
         "list": [1, "a"],
         "span.kind": "server",
     }
+    assert [type(ev["attributes"][k]) for k in ("zero", "off", "nought")] == [int, bool, float]
 
 
 def test_event_id_is_deterministic_per_span():

@@ -360,3 +360,55 @@ def test_producers_taking_turns_on_a_partition_keep_offsets_index_and_rolls_righ
     for start in range(0, seq, 16):  # through the sparse index of every segment: its offsets must be right
         got = [(r.offset, json.loads(r.value)["seq"]) for r in reader.read("t", 0, start, start + 3)]
         assert got == [(o, o) for o in range(start, min(start + 3, seq))]
+
+
+def _mixed_records(n: int) -> list[tuple[str, bytes | None, bytes, int | None]]:
+    """Two topics, keyed and unkeyed records, values of every size up to a few KiB."""
+    return [
+        ("t" if i % 5 else "u", None if i % 6 == 1 else f"k{i % 13}".encode(), f"v{i}:".encode() + b"x" * (i % 3000), i)
+        for i in range(2000)
+    ]
+
+
+def test_send_many_writes_the_same_log_as_send_one_record_at_a_time(tmp_path):
+    # small batches and segments, so both paths write mid-way and roll segments
+    opts = dict(partitions=3, batch_bytes=20_000, segment_bytes=300_000, linger_ms=10**9)
+    records = _mixed_records(2000)
+    one, many = tmp_path / "one", tmp_path / "many"
+    with LocalLogProducer(one, **opts) as producer:
+        for topic, key, value, ts in records:
+            producer.send(topic, value, key, timestamp_ms=ts)
+    with LocalLogProducer(many, **opts) as producer:
+        for start in range(0, len(records), 300):  # requests of 300 records
+            producer.send_many(records[start : start + 300])
+    for topic in ("t", "u"):
+        got = {
+            p: [(r.offset, r.key, r.value, r.timestamp_ms) for r in recs] for p, recs in _read_all(many, topic).items()
+        }
+        want = {
+            p: [(r.offset, r.key, r.value, r.timestamp_ms) for r in recs] for p, recs in _read_all(one, topic).items()
+        }
+        assert got == want and sum(map(len, got.values())) == sum(r[0] == topic for r in records)
+
+
+def test_send_many_keeps_records_of_a_failed_write_and_pushes_back_once_the_buffer_is_full(tmp_path, monkeypatch):
+    """As `send()` above: a write failing with ENOSPC (faked in-process) keeps the records a
+    `send_many` took; once the buffer is past its limit the next call refuses, taking none."""
+    import errno
+
+    from observability.transport import local_log
+
+    ensure_topic(tmp_path, "t", 1)
+    producer = LocalLogProducer(tmp_path, partitions=1, batch_bytes=1024, max_buffer_bytes=4096)
+    real_write = os.write
+    monkeypatch.setattr(local_log.os, "write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    batch = [("t", None, b"x" * 100, i) for i in range(30)]  # ~3.4 KiB: under the limit, over batch_bytes
+    producer.send_many(batch)  # the write fails inside: the records stay buffered
+    producer.send_many(batch)  # still under the limit before it: taken
+    with pytest.raises(OSError, match="full"):
+        producer.send_many(batch)  # past the limit: refused, nothing taken
+    with pytest.raises(OSError):
+        producer.flush()
+    monkeypatch.setattr(local_log.os, "write", real_write)
+    producer.flush()
+    assert [r.timestamp_ms for r in LocalLogReader(tmp_path).read("t", 0, 0, 100)] == list(range(30)) * 2

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime
 
 import pytest
 
-from observability.schema import MAX_LINE_BYTES, InvalidEvent, validate_event, validate_line
+from observability.schema import (
+    MAX_LINE_BYTES,
+    InvalidEvent,
+    TimestampFormatter,
+    format_timestamp,
+    validate_event,
+    validate_line,
+)
 from tests.event_samples import BAD_LINES, NOW_MS, good_event, good_line
 
 
@@ -72,3 +80,14 @@ def test_span_kind_is_optional_defaults_to_server_and_is_checked():
     for bad in ("unspecified", "", 2, ["server"]):
         with pytest.raises(InvalidEvent, match="^kind: must be one of server, client"):
             validate_event({**base, "kind": bad}, now_ms=NOW_MS)
+
+
+def test_timestamp_formatter_agrees_with_format_timestamp_across_interleaved_seconds(monkeypatch):
+    # A request's spans interleave seconds; the formatter keeps one prefix per second and
+    # starts over past MAX_SECONDS (shrunk here so the run crosses it several times).
+    monkeypatch.setattr(TimestampFormatter, "MAX_SECONDS", 7)
+    rng = random.Random(11)
+    fmt = TimestampFormatter()
+    base = 1_764_547_199_000  # a day boundary (2025-11-30T23:59:59) inside the range
+    stamps = [base + rng.randrange(-3_000, 30_000) for _ in range(5_000)] + [0, 999, 1000, 253_402_300_799_999]
+    assert [fmt(ms) for ms in stamps] == [format_timestamp(ms) for ms in stamps]

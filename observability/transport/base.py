@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -28,7 +28,14 @@ class Producer(ABC):
     """Publishes records; `flush()` returns once everything sent is durable/acked."""
 
     @abstractmethod
-    def send(self, topic: str, value: bytes, key: bytes | None = None) -> None: ...
+    def send(self, topic: str, value: bytes, key: bytes | None = None, timestamp_ms: int | None = None) -> None: ...
+
+    def send_many(self, records: Iterable[tuple[str, bytes | None, bytes, int | None]]) -> None:
+        """`send()` for each (topic, key, value, timestamp ms) record, in order; a backend may do
+        its bookkeeping once for the lot (the OTLP receiver hands over whole requests)."""
+        send = self.send
+        for topic, key, value, timestamp_ms in records:
+            send(topic, value, key, timestamp_ms=timestamp_ms)
 
     @abstractmethod
     def flush(self) -> None: ...
